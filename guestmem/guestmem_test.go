@@ -24,7 +24,7 @@ func TestSliceBounds(t *testing.T) {
 		{0x1fff, 1, true},
 		{0x1fff, 2, false},     // crosses the end of region 1
 		{0x0, 1, false},        // below RAM
-		{0x2000, 0, false},     // in the hole
+		{0x3000, 1, false},     // in the hole
 		{0x10000, 0x100, true}, // whole region 2
 		{0x100ff, 2, false},    // past RAM
 		{^uint64(0), 2, false}, // wraps
