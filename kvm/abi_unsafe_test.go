@@ -1,0 +1,76 @@
+package kvm
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"unsafe"
+)
+
+// TestABIAgainstHeaders compiles a C program against <linux/kvm.h> and
+// compares its request numbers and structure sizes with this package's.
+func TestABIAgainstHeaders(t *testing.T) {
+	cc, err := exec.LookPath("gcc")
+	if err != nil {
+		t.Skip("skipping: gcc not found to read <linux/kvm.h>")
+	}
+	if _, err := os.Stat("/usr/include/linux/kvm.h"); err != nil {
+		t.Skip("skipping: /usr/include/linux/kvm.h missing (install linux-libc-dev)")
+	}
+	want := map[string]uint64{
+		"KVM_GET_API_VERSION": kvmGetAPIVersion, "KVM_CREATE_VM": kvmCreateVM,
+		"KVM_GET_MSR_INDEX_LIST": kvmGetMSRIndexList, "KVM_CHECK_EXTENSION": kvmCheckExtension,
+		"KVM_GET_VCPU_MMAP_SIZE": kvmGetVCPUMmapSize, "KVM_GET_SUPPORTED_CPUID": kvmGetSupportedCPUID,
+		"KVM_CREATE_VCPU": kvmCreateVCPU, "KVM_SET_USER_MEMORY_REGION": kvmSetUserMemoryRegion,
+		"KVM_SET_TSS_ADDR": kvmSetTSSAddr, "KVM_SET_IDENTITY_MAP_ADDR": kvmSetIdentityMapAddr,
+		"KVM_CREATE_IRQCHIP": kvmCreateIRQChip, "KVM_IRQ_LINE": kvmIRQLine,
+		"KVM_SET_GSI_ROUTING": kvmSetGSIRouting, "KVM_IRQFD": kvmIRQFD, "KVM_CREATE_PIT2": kvmCreatePIT2,
+		"KVM_IOEVENTFD": kvmIOEventFD, "KVM_SIGNAL_MSI": kvmSignalMSI, "KVM_RUN": kvmRun,
+		"KVM_GET_REGS": kvmGetRegs, "KVM_SET_REGS": kvmSetRegs, "KVM_GET_SREGS": kvmGetSregs,
+		"KVM_SET_SREGS": kvmSetSregs, "KVM_GET_MSRS": kvmGetMSRs, "KVM_SET_MSRS": kvmSetMSRs,
+		"KVM_SET_FPU": kvmSetFPU, "KVM_GET_LAPIC": kvmGetLAPIC, "KVM_SET_LAPIC": kvmSetLAPIC,
+		"KVM_SET_CPUID2": kvmSetCPUID2, "KVM_GET_MP_STATE": kvmGetMPState,
+		"sizeof(struct kvm_regs)":                  uint64(unsafe.Sizeof(Regs{})),
+		"sizeof(struct kvm_sregs)":                 uint64(unsafe.Sizeof(Sregs{})),
+		"sizeof(struct kvm_segment)":               uint64(unsafe.Sizeof(Segment{})),
+		"sizeof(struct kvm_fpu)":                   uint64(unsafe.Sizeof(FPU{})),
+		"sizeof(struct kvm_lapic_state)":           uint64(unsafe.Sizeof(LAPICState{})),
+		"sizeof(struct kvm_cpuid_entry2)":          cpuidEntrySize,
+		"sizeof(struct kvm_msr_entry)":             msrEntrySize,
+		"sizeof(struct kvm_irq_routing_entry)":     routingEntrySize,
+		"offsetof(struct kvm_run, exit_reason)":    runExitReason,
+		"offsetof(struct kvm_run, io)":             runUnion,
+		"offsetof(struct kvm_sregs, efer)":         uint64(unsafe.Offsetof(Sregs{}.EFER)),
+		"offsetof(struct kvm_fpu, mxcsr)":          uint64(unsafe.Offsetof(FPU{}.MXCSR)),
+		"offsetof(struct kvm_run, immediate_exit)": 1,
+	}
+	var src strings.Builder
+	src.WriteString("#include <stdio.h>\n#include <stddef.h>\n#include <linux/kvm.h>\nint main(void){\n")
+	for k := range want {
+		src.WriteString("printf(\"%s=%llu\\n\", \"" + k + "\", (unsigned long long)(" + k + "));\n")
+	}
+	src.WriteString("return 0;}\n")
+	dir := t.TempDir()
+	c := filepath.Join(dir, "abi.c")
+	if err := os.WriteFile(c, []byte(src.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "abi")
+	if out, err := exec.Command(cc, "-o", bin, c).CombinedOutput(); err != nil {
+		t.Fatalf("compiling the ABI probe: %v\n%s", err, out)
+	}
+	out, err := exec.Command(bin).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		k, v, _ := strings.Cut(line, "=")
+		got, _ := strconv.ParseUint(v, 10, 64)
+		if want[k] != got {
+			t.Errorf("%s: C says %#x, package has %#x", k, got, want[k])
+		}
+	}
+}
