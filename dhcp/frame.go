@@ -1,0 +1,171 @@
+package dhcp
+
+import "encoding/binary"
+
+// Ethernet II and 802.1Q layout.
+const (
+	ethAddrLen    = 6
+	ethDstOff     = 0
+	ethSrcOff     = 6
+	ethTypeOff    = 12
+	ethHeaderLen  = 14
+	vlanTagLen    = 4
+	vlanTCIOff    = 14 // in a tagged frame
+	vlanTypeOff   = 16 // inner EtherType in a tagged frame
+	etherTypeIPv4 = 0x0800
+	etherTypeVLAN = 0x8100 // 802.1Q customer tag
+	etherTypeQinQ = 0x88a8 // 802.1ad service tag
+	etherTypeMin  = 0x0600 // below this the field is an 802.3 length
+	// maxPaddedFrame is the largest frame (without FCS) that may carry
+	// Ethernet padding after the IP datagram: 60 bytes plus one VLAN tag.
+	maxPaddedFrame = 64
+)
+
+// IPv4 header layout.
+const (
+	ipv4MinHeaderLen = 20
+	ipVerIHLOff      = 0
+	ipTOSOff         = 1
+	ipTotalLenOff    = 2
+	ipIDOff          = 4
+	ipFlagsFragOff   = 6
+	ipTTLOff         = 8
+	ipProtoOff       = 9
+	ipChecksumOff    = 10
+	ipSrcOff         = 12
+	ipDstOff         = 16
+	ipProtoUDP       = 17
+	ipFlagMF         = 0x2000
+	ipFragOffMask    = 0x1fff
+	ipReplyTTL       = 64
+)
+
+// UDP header layout and DHCP ports.
+const (
+	udpHeaderLen   = 8
+	udpSrcPortOff  = 0
+	udpDstPortOff  = 2
+	udpLenOff      = 4
+	udpChecksumOff = 6
+	portServer     = 67
+	portClient     = 68
+	// ipUDPHeaderLen is what the IPv4 and UDP headers of a reply add to the
+	// DHCP message (the maximum message size option counts them).
+	ipUDPHeaderLen = ipv4MinHeaderLen + udpHeaderLen
+)
+
+const ipBroadcast = 0xffffffff
+
+// frameInfo is what parseFrame learned from a frame. payload aliases the frame.
+type frameInfo struct {
+	dst, src [ethAddrLen]byte
+	tagged   bool
+	tci      uint16
+	ipSrc    uint32
+	ipDst    uint32
+	srcPort  uint16
+	payload  []byte
+}
+
+// frameFilter says which destinations count as addressed to the server.
+type frameFilter struct {
+	serverMAC [ethAddrLen]byte
+	serverIP  uint32
+	subnetBC  uint32 // directed broadcast address of the served subnet
+}
+
+// parseFrame checks an Ethernet frame (no FCS) down to the UDP payload. It
+// returns verdictNone and fills fi when the frame is a well-formed UDP datagram
+// to port 67 for the server, VerdictNotDHCP when it is addressed elsewhere, or
+// a drop verdict. Nothing in fi is meaningful unless verdictNone is returned.
+func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
+	if len(b) < ethHeaderLen {
+		return DropEthShort
+	}
+	copy(fi.dst[:], b[ethDstOff:ethDstOff+ethAddrLen])
+	copy(fi.src[:], b[ethSrcOff:ethSrcOff+ethAddrLen])
+	et := binary.BigEndian.Uint16(b[ethTypeOff:])
+	off := ethHeaderLen
+	fi.tagged, fi.tci = false, 0
+	switch et {
+	case etherTypeVLAN:
+		if len(b) < ethHeaderLen+vlanTagLen {
+			return DropEthShort
+		}
+		fi.tagged = true
+		fi.tci = binary.BigEndian.Uint16(b[vlanTCIOff:])
+		et = binary.BigEndian.Uint16(b[vlanTypeOff:])
+		off += vlanTagLen
+		if et == etherTypeVLAN || et == etherTypeQinQ {
+			return DropVLAN
+		}
+	case etherTypeQinQ:
+		return DropVLAN
+	}
+	if et != etherTypeIPv4 {
+		return VerdictNotDHCP
+	}
+	if fi.dst != broadcastMAC && fi.dst != f.serverMAC {
+		return VerdictNotDHCP
+	}
+
+	ip := b[off:]
+	if len(ip) < ipv4MinHeaderLen {
+		return DropIPShort
+	}
+	if ip[ipVerIHLOff]>>4 != 4 {
+		return DropIPVersion
+	}
+	ihl := int(ip[ipVerIHLOff]&0x0f) * 4
+	if ihl < ipv4MinHeaderLen || ihl > len(ip) {
+		return DropIPHeaderLength
+	}
+	if fold(sum16(ip[:ihl], 0)) != 0xffff {
+		return DropIPChecksum
+	}
+	total := int(binary.BigEndian.Uint16(ip[ipTotalLenOff:]))
+	if total < ihl || total > len(ip) {
+		return DropIPLength
+	}
+	if total < len(ip) && len(b) > maxPaddedFrame {
+		return DropIPLength // trailing bytes that cannot be Ethernet padding
+	}
+	ip = ip[:total]
+	if ip[ipProtoOff] != ipProtoUDP {
+		return VerdictNotDHCP
+	}
+	fi.ipSrc = binary.BigEndian.Uint32(ip[ipSrcOff:])
+	fi.ipDst = binary.BigEndian.Uint32(ip[ipDstOff:])
+	if fi.ipDst != ipBroadcast && fi.ipDst != f.serverIP && fi.ipDst != f.subnetBC {
+		return VerdictNotDHCP
+	}
+	if binary.BigEndian.Uint16(ip[ipFlagsFragOff:])&(ipFlagMF|ipFragOffMask) != 0 {
+		return DropIPFragment // a later fragment has no UDP header to look at
+	}
+	udp := ip[ihl:]
+	if len(udp) < udpHeaderLen {
+		return DropUDPLength
+	}
+	if binary.BigEndian.Uint16(udp[udpDstPortOff:]) != portServer {
+		return VerdictNotDHCP
+	}
+	if int(binary.BigEndian.Uint16(udp[udpLenOff:])) != len(udp) {
+		return DropUDPLength
+	}
+	if fi.src[0]&1 != 0 || fi.src == zeroMAC {
+		return DropSrcMAC
+	}
+	if binary.BigEndian.Uint16(udp[udpChecksumOff:]) != 0 {
+		if fold(sum16(udp, pseudoHeaderSum(fi.ipSrc, fi.ipDst, len(udp)))) != 0xffff {
+			return DropUDPChecksum
+		}
+	}
+	fi.srcPort = binary.BigEndian.Uint16(udp[udpSrcPortOff:])
+	fi.payload = udp[udpHeaderLen:]
+	return verdictNone
+}
+
+var (
+	broadcastMAC = [ethAddrLen]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
+	zeroMAC      [ethAddrLen]byte
+)
