@@ -157,8 +157,8 @@ func (a *counterArray) snapshot() Counters {
 }
 
 // Map returns the counters keyed by name ("drop_ip_checksum", "offer", ...).
-func (c *Counters) Map() map[string]uint64 {
-	v := reflect.ValueOf(c).Elem()
+func (c Counters) Map() map[string]uint64 {
+	v := reflect.ValueOf(&c).Elem()
 	t := v.Type()
 	m := make(map[string]uint64, t.NumField())
 	for i := 0; i < t.NumField(); i++ {
@@ -168,6 +168,6 @@ func (c *Counters) Map() map[string]uint64 {
 }
 
 // Get returns the counter for verdict v.
-func (c *Counters) Get(v Verdict) uint64 {
+func (c Counters) Get(v Verdict) uint64 {
 	return c.Map()[v.String()]
 }
