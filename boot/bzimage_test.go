@@ -137,7 +137,10 @@ func TestBzImageHeaderErrors(t *testing.T) {
 		{"setup sects", func(o *bzOpts, b []byte) []byte { b[setupSectsOff] = 250; return b[:0x1000] }, "setup_sects"},
 		{"syssize zero", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[sysSizeOff:], 0); return b }, "syssize is 0"},
 		{"syssize past end", func(o *bzOpts, b []byte) []byte { return b[:len(b)-16] }, "syssize"},
-		{"alignment", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0x300000); return b }, "kernel_alignment"},
+		{"alignment", func(o *bzOpts, b []byte) []byte {
+			binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0x300000)
+			return b
+		}, "kernel_alignment"},
 		{"alignment zero", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0); return b }, "kernel_alignment"},
 		{"pref below 1M", func(o *bzOpts, b []byte) []byte {
 			b[relocatableOff] = 0

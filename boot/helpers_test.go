@@ -93,10 +93,10 @@ func makeBzImage(o bzOpts) []byte {
 
 // elfSeg is one PT_LOAD segment of a synthetic ELF.
 type elfSeg struct {
-	paddr  uint64
-	data   []byte
-	memsz  uint64 // 0: len(data)
-	vaddr  uint64 // 0: paddr
+	paddr uint64
+	data  []byte
+	memsz uint64 // 0: len(data)
+	vaddr uint64 // 0: paddr
 }
 
 // elfOpts describe a synthetic PVH ELF.
