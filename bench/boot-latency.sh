@@ -120,11 +120,14 @@ median() { # numbers on stdin ("na" ignored) -> median or na
 		if (NR == 0) { print "na"; exit }
 		if (NR % 2) printf "%.1f\n", a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
 }
+span() { # numbers on stdin -> "min-max" or na
+	grep -v '^na$' | sort -n | awk 'NR == 1 {lo=$1} {hi=$1} END { if (NR == 0) print "na"; else printf "%.0f-%.0f\n", lo, hi }'
+}
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "na" || b == "na" || b == 0) print "na"; else printf "%.2f\n", a/b }'; }
 kib2mib() { awk -v k="$1" 'BEGIN { if (k == "na") print "na"; else printf "%.1f\n", k/1024 }'; }
 
 # --- measure --------------------------------------------------------------
-declare -A FB EX RSS VMRSS GRAM VMM FAILS
+declare -A FB EX RSS VMRSS GRAM VMM FAILS FBSPAN EXSPAN
 for row in "${ROWS[@]}"; do
 	IFS=: read -r name want fn <<<"$row"
 	: >"$WORK/$name.runs"
@@ -144,6 +147,8 @@ for row in "${ROWS[@]}"; do
 	done
 	FAILS[$name]=$fails
 	FB[$name]=$(while read -r l; do field first_byte_ms "$l"; done <"$WORK/$name.runs" | median)
+	FBSPAN[$name]=$(while read -r l; do field first_byte_ms "$l"; done <"$WORK/$name.runs" | span)
+	EXSPAN[$name]=$(while read -r l; do field exit_ms "$l"; done <"$WORK/$name.runs" | span)
 	EX[$name]=$(while read -r l; do field exit_ms "$l"; done <"$WORK/$name.runs" | median)
 	RSS[$name]=$(while read -r l; do field maxrss_kib "$l"; done <"$WORK/$name.runs" | median)
 
@@ -160,12 +165,12 @@ for row in "${ROWS[@]}"; do
 done
 
 # --- report ---------------------------------------------------------------
-echo "boot-latency: guest hello (exit=7), $RUNS runs per row, -m $MEM, medians; $(nproc) host CPUs"
-printf '%-18s %10s %9s %10s %6s | %9s %11s %9s\n' row "first-byte" exit "peak-RSS" fails "halt-RSS" "guest-RAM" "VMM-RSS"
-printf '%-18s %10s %9s %10s %6s | %9s %11s %9s\n' "" ms ms MiB "" MiB MiB MiB
+echo "boot-latency: guest hello (exit=7), $RUNS runs per row, -m $MEM, medians (min-max); $(nproc) host CPUs, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-16s %16s %16s %9s %6s | %9s %9s %9s\n' row "first-byte" exit "peak-RSS" fails "halt-RSS" "guest-RAM" "VMM-RSS"
+printf '%-16s %16s %16s %9s %6s | %9s %9s %9s\n' "" ms ms MiB "" MiB MiB MiB
 for row in "${ROWS[@]}"; do
 	IFS=: read -r name _ _ <<<"$row"
-	printf '%-18s %10s %9s %10s %6s | %9s %11s %9s\n' "$name" "${FB[$name]}" "${EX[$name]}" \
+	printf '%-16s %16s %16s %9s %6s | %9s %9s %9s\n' "$name" "${FB[$name]} (${FBSPAN[$name]})" "${EX[$name]} (${EXSPAN[$name]})" \
 		"$(kib2mib "${RSS[$name]}")" "${FAILS[$name]}/$RUNS" "$(kib2mib "${VMRSS[$name]}")" \
 		"$(kib2mib "${GRAM[$name]}")" "$(kib2mib "${VMM[$name]}")"
 done

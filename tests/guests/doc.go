@@ -29,8 +29,11 @@
 //     and one "memmap: base=0x.. size=0x.. type=T" line per entry, then
 //     "corral-guest: exit N" and exits with exit=N (default 0).
 //   - smp: cpus=N (1..64, default 1), timeout=MS (default 5000). The BSP
-//     prints "smp: bsp apic A, starting N-1 aps", sends INIT-SIPI-SIPI to
-//     all-but-self; each AP prints "cpu K up" (K = LAPIC ID). The BSP ends
+//     copies a real-mode trampoline to a free RAM page below 640 KiB (0x8000
+//     unless the memmap or the VMM's boot data rule it out), prints
+//     "smp: bsp apic A, trampoline 0xP, starting N-1 aps", sends
+//     INIT-SIPI-SIPI to all-but-self; each AP prints "cpu K up" (K = LAPIC
+//     ID) on its own stack, counts itself in with a locked add and halts. The BSP ends
 //     with "smp: N cpus online" (exit 0), "smp: timeout, M of N online"
 //     (ExitSMPTimeout) or "smp: M cpus online, expected N" (ExitSMPExtra).
 //     cpus=N should equal the VM's vCPU count: extra APs are started too.

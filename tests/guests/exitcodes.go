@@ -15,7 +15,7 @@ const (
 	ExitRTCAbsent = 5
 	// ExitRTCInvalid is rtc's exit code when the RTC gives an impossible date or never settles.
 	ExitRTCInvalid = 6
-	// ExitSMPNoPage is smp's exit code when the memmap says the trampoline page is not RAM.
+	// ExitSMPNoPage is smp's exit code when no RAM page below 640 KiB is free for the AP trampoline.
 	ExitSMPNoPage = 7
 	// ExitFaultSurvived is fault's exit code if ud2 with an empty IDT did not stop the VM.
 	ExitFaultSurvived = 8

@@ -166,7 +166,7 @@ func TestQEMUHello(t *testing.T) {
 func TestQEMUSMP(t *testing.T) {
 	qemu := needQEMU(t)
 	kernel := BuildT(t, "smp")
-	wellFormed := regexp.MustCompile(`^(corral-guest: ready|smp: bsp apic \d+, starting \d+ aps|cpu \d+ up|smp: \d+ cpus online|smp: timeout, \d+ of \d+ online)$`)
+	wellFormed := regexp.MustCompile(`^(corral-guest: ready|smp: bsp apic \d+, trampoline 0x[0-9a-f]+, starting \d+ aps|cpu \d+ up|smp: \d+ cpus online|smp: timeout, \d+ of \d+ online)$`)
 	for _, n := range []int{2, 4} {
 		t.Run(fmt.Sprintf("cpus=%d", n), func(t *testing.T) {
 			lines, status := runQEMU(t, qemu, qemuRun{machine: "microvm", kernel: kernel,
@@ -175,7 +175,7 @@ func TestQEMUSMP(t *testing.T) {
 				t.Errorf("qemu status %d, want %d", status, want)
 			}
 			wantReadyFirst(t, lines)
-			wantInOrder(t, lines, fmt.Sprintf("smp: bsp apic 0, starting %d aps", n-1),
+			wantInOrder(t, lines, fmt.Sprintf("smp: bsp apic 0, trampoline 0x8000, starting %d aps", n-1),
 				fmt.Sprintf("smp: %d cpus online", n))
 			var up []string
 			for _, l := range lines {

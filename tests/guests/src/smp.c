@@ -2,8 +2,9 @@
  * smp: starts the application processors and counts them in.
  *
  * The BSP reads cpus=N (1..64, default 1) and timeout=MS (default 5000) from
- * the command line, copies the real-mode trampoline (smp_trampoline.S) to
- * SMP_TRAMPOLINE_PAGE, and sends INIT, then SIPI twice, to all processors
+ * the command line, copies the real-mode trampoline (smp_trampoline.S) to a
+ * free RAM page below 640 KiB (0x8000 unless the memmap or the VMM's boot
+ * data rule it out), and sends INIT, then SIPI twice, to all processors
  * but itself through the xAPIC ICR. Each AP prints "cpu K up" (K = its
  * LAPIC ID), increments ap_count with a locked add and halts. The BSP waits
  * (bounded by the TSC) for N-1 APs and prints
@@ -14,7 +15,9 @@
  */
 #include "lib.h"
 
-#define SMP_TRAMPOLINE_PAGE 0x8000ul
+#define SMP_TRAMPOLINE_PAGE 0x8000ul /* preferred page */
+#define PAGE_SIZE 0x1000ul
+#define LOW_MEM_END 0xa0000ul
 #define MAX_CPUS 64
 
 #define MSR_APIC_BASE       0x1b
@@ -78,8 +81,13 @@ void ap_main(void)
 	halt_forever();
 }
 
-/* Reports whether the memmap (if any) says the trampoline page is RAM. */
-static int trampoline_page_is_ram(const struct hvm_start_info *si)
+static u64 sat_add(u64 a, u64 b)
+{
+	return a + b < a ? ~0ul : a + b;
+}
+
+/* Reports whether the memmap (if any) says [page, page+4 KiB) is RAM. */
+static int page_is_ram(const struct hvm_start_info *si, u64 page)
 {
 	u64 mm = si->memmap_paddr;
 	u32 n = si->memmap_entries;
@@ -89,9 +97,38 @@ static int trampoline_page_is_ram(const struct hvm_start_info *si)
 		return 0;
 	const struct hvm_memmap_table_entry *e = (const void *)mm;
 	for (u32 i = 0; i < n; i++) {
-		if (e[i].type == 1 && e[i].addr <= SMP_TRAMPOLINE_PAGE &&
-		    e[i].size >= 0x1000 && e[i].addr + e[i].size >= SMP_TRAMPOLINE_PAGE + 0x1000)
+		if (e[i].type == 1 && e[i].addr <= page && sat_add(e[i].addr, e[i].size) >= page + PAGE_SIZE)
 			return 1;
+	}
+	return 0;
+}
+
+/*
+ * Picks the 4 KiB page below 640 KiB that the trampoline is copied to:
+ * RAM per the memmap, not holding what the VMM handed over (start_info, the
+ * memmap, the command line, the module list), preferring 0x8000. Returns 0
+ * if there is none.
+ */
+static u64 pick_trampoline_page(u64 si_paddr, const struct hvm_start_info *si)
+{
+	const u64 busy[4][2] = {
+		{si_paddr, sat_add(si_paddr, sizeof(*si))},
+		{si->memmap_paddr, sat_add(si->memmap_paddr, (u64)si->memmap_entries * 24)},
+		{si->cmdline_paddr, sat_add(si->cmdline_paddr, strlen(cmdline()) + 1)},
+		{si->modlist_paddr, sat_add(si->modlist_paddr, (u64)si->nr_modules * 32)},
+	};
+	for (int pass = 0; pass < 2; pass++) {
+		u64 from = pass == 0 ? SMP_TRAMPOLINE_PAGE : PAGE_SIZE;
+		u64 to = pass == 0 ? LOW_MEM_END : SMP_TRAMPOLINE_PAGE;
+		for (u64 page = from; page < to; page += PAGE_SIZE) {
+			int ok = page_is_ram(si, page);
+			for (int i = 0; ok && i < 4; i++) {
+				if (busy[i][0] != 0 && busy[i][0] < page + PAGE_SIZE && page < busy[i][1])
+					ok = 0;
+			}
+			if (ok)
+				return page;
+		}
 	}
 	return 0;
 }
@@ -122,20 +159,22 @@ int guest_main(u64 start_info_paddr)
 		return EXIT_BAD_ARGS;
 	}
 	lapic_base = base;
-	if (!trampoline_page_is_ram(si)) {
-		printf("smp: trampoline page 0x%lx is not RAM in the memmap\n", SMP_TRAMPOLINE_PAGE);
+	u64 page = pick_trampoline_page(start_info_paddr, si);
+	if (page == 0) {
+		printf("smp: no free RAM page below 640 KiB for the AP trampoline\n");
 		return EXIT_SMP_NO_PAGE;
 	}
 
 	usize len = (usize)(smp_trampoline_end - smp_trampoline_start);
-	memcpy((void *)SMP_TRAMPOLINE_PAGE, smp_trampoline_start, len);
+	memcpy((void *)page, smp_trampoline_start, len);
 	full_barrier();
 
 	/* Software-enable the local APIC (spurious vector 0xff). */
 	lapic_write(LAPIC_SVR, lapic_read(LAPIC_SVR) | SVR_ENABLE | 0xff);
-	printf("smp: bsp apic %u, starting %lu aps\n", lapic_read(LAPIC_ID) >> 24, want - 1);
+	printf("smp: bsp apic %u, trampoline 0x%lx, starting %lu aps\n", lapic_read(LAPIC_ID) >> 24, page,
+	       want - 1);
 
-	u32 vector = (u32)(SMP_TRAMPOLINE_PAGE >> 12);
+	u32 vector = (u32)(page >> 12);
 	send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_INIT);
 	delay_ms(10);
 	send_ipi(ICR_ALL_BUT_SELF | ICR_ASSERT | ICR_STARTUP | vector);
