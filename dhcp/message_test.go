@@ -217,4 +217,3 @@ func TestEncoderBounds(t *testing.T) {
 		}
 	}
 }
-
