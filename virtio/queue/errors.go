@@ -20,17 +20,17 @@ type Violation int
 
 // The rules a guest can break.
 const (
-	BadLayout        Violation = iota + 1 // queue size or ring addresses invalid
-	AvailJump                             // avail idx moved by more than the queue size
-	BadIndex                              // head or next index not below the table size
-	BufferOutOfRange                      // buffer address+length outside guest RAM or wrapping
-	ChainTooLong                          // more descriptors than the table holds: a loop or an overlong chain
-	ChainTooBig                           // total bytes in one direction above 2^32-1
-	WriteOrder                            // a device-readable descriptor after a device-writable one
-	IndirectNotNegotiated                 // VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC
-	NestedIndirect                        // an indirect descriptor inside an indirect table
-	BadIndirect                           // indirect table empty, not a multiple of 16, too long, with NEXT, or outside RAM
-	BadRequest                            // the chain's shape does not fit the device's request format
+	BadLayout             Violation = iota + 1 // queue size or ring addresses invalid
+	AvailJump                                  // avail idx moved by more than the queue size
+	BadIndex                                   // head or next index not below the table size
+	BufferOutOfRange                           // buffer address+length outside guest RAM or wrapping
+	ChainTooLong                               // more descriptors than the table holds: a loop or an overlong chain
+	ChainTooBig                                // total bytes in one direction above 2^32-1
+	WriteOrder                                 // a device-readable descriptor after a device-writable one
+	IndirectNotNegotiated                      // VIRTQ_DESC_F_INDIRECT without VIRTIO_F_INDIRECT_DESC
+	NestedIndirect                             // an indirect descriptor inside an indirect table
+	BadIndirect                                // indirect table empty, not a multiple of 16, too long, with NEXT, or outside RAM
+	BadRequest                                 // the chain's shape does not fit the device's request format
 )
 
 var violationNames = [...]string{

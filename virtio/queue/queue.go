@@ -427,4 +427,3 @@ func (q *Queue) EnableNotifications() (bool, error) {
 	}
 	return n != 0, nil
 }
-
