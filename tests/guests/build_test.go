@@ -340,3 +340,19 @@ func TestQEMUStatus(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCacheHit measures what BuildT costs once a guest is cached.
+func BenchmarkCacheHit(b *testing.B) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		b.Skip("gcc not on PATH: cannot build the test guests")
+	}
+	c := Cache{Dir: b.TempDir()}
+	if _, err := c.Build(b.Context(), "hello"); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := c.Build(b.Context(), "hello"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -57,7 +57,7 @@ func (r qemuRun) args() []string {
 	return append(a, r.extra...)
 }
 
-func needQEMU(t *testing.T) string {
+func needQEMU(t testing.TB) string {
 	t.Helper()
 	q, err := exec.LookPath("qemu-system-x86_64")
 	if err != nil {
@@ -319,5 +319,21 @@ func TestQEMUSpinHalt(t *testing.T) {
 			case <-time.After(300 * time.Millisecond):
 			}
 		})
+	}
+}
+
+// BenchmarkQEMUHello measures QEMU (microvm) booting hello to its exit, the
+// reference figure for Corral's own boot benchmarks (see bench/).
+func BenchmarkQEMUHello(b *testing.B) {
+	qemu := needQEMU(b)
+	kernel := BuildT(b, "hello")
+	r := qemuRun{machine: "microvm", kernel: kernel, cmdline: "exit=7"}
+	for b.Loop() {
+		cmd := exec.CommandContext(b.Context(), qemu, r.args()...)
+		out, err := cmd.Output()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != QEMUStatus(7) {
+			b.Fatalf("qemu: %v\n%s", err, out)
+		}
 	}
 }
