@@ -249,7 +249,9 @@ func TestMaxMessageSize(t *testing.T) {
 	for i := 0; i < MaxDNSServers; i++ {
 		dns = append(dns, netip.AddrFrom4([4]byte{10, 0, 2, byte(100 + i)}))
 	}
-	big := func(c *Config) { c.Routes, c.DNS, c.MTU, c.Domain = routes, dns, 1500, strings.Repeat("a", 60)+".example" }
+	big := func(c *Config) {
+		c.Routes, c.DNS, c.MTU, c.Domain = routes, dns, 1500, strings.Repeat("a", 60)+".example"
+	}
 	longID := append([]byte{0}, bytes.Repeat([]byte{'i'}, 254)...)
 	tests := []struct {
 		opt57  []byte // nil = absent

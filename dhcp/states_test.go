@@ -191,11 +191,11 @@ func TestInformReply(t *testing.T) {
 func TestReplyAddressing(t *testing.T) {
 	bcast := "ff:ff:ff:ff:ff:ff/255.255.255.255:68"
 	tests := []struct {
-		name string
-		mt   dhcpv4.MessageType
-		mods []dhcpv4.Modifier
-		fr   func(*testFrame)
-		want string // dstMAC/dstIP:port
+		name  string
+		mt    dhcpv4.MessageType
+		mods  []dhcpv4.Modifier
+		fr    func(*testFrame)
+		want  string // dstMAC/dstIP:port
 		bflag bool
 	}{
 		{"offer, broadcast bit", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}, nil, bcast, true},
@@ -228,7 +228,6 @@ func TestReplyAddressing(t *testing.T) {
 		})
 	}
 }
-
 
 func TestRelay(t *testing.T) {
 	s, _ := newTestServer(t, nil)
