@@ -1,7 +1,6 @@
 package rootfs
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/base64"
 	"strconv"
@@ -36,10 +35,8 @@ func ExitParam(m ExitMethod) string {
 // ExitStatus finds the status /init reported on the console (the
 // "corral-init: exit status N via M" line). ok is false if there is none.
 func ExitStatus(console []byte) (status int, ok bool) {
-	sc := bufio.NewScanner(bytes.NewReader(console))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	for sc.Scan() {
-		line := strings.TrimRight(sc.Text(), "\r")
+	for _, raw := range bytes.Split(console, []byte("\n")) {
+		line := strings.TrimRight(string(raw), "\r")
 		i := strings.Index(line, ConsolePrefix+LineExit+" ")
 		if i < 0 {
 			continue
