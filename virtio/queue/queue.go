@@ -80,11 +80,14 @@ type Layout struct {
 	Used  uint64
 }
 
-// DescBytes, AvailBytes and UsedBytes are the sizes of the three areas for a
-// queue of size n.
-func DescBytes(n uint16) uint64  { return descSize * uint64(n) }
+// DescBytes is the size of the descriptor table of a queue of size n.
+func DescBytes(n uint16) uint64 { return descSize * uint64(n) }
+
+// AvailBytes is the size of the avail ring (with used_event) of a queue of size n.
 func AvailBytes(n uint16) uint64 { return 6 + 2*uint64(n) }
-func UsedBytes(n uint16) uint64  { return 6 + usedElemSize*uint64(n) }
+
+// UsedBytes is the size of the used ring (with avail_event) of a queue of size n.
+func UsedBytes(n uint16) uint64 { return 6 + usedElemSize*uint64(n) }
 
 // Options are the negotiated ring features and the device's limits.
 type Options struct {

@@ -241,3 +241,14 @@ func (d *Driver) NeedKick(old uint16) bool {
 	}
 	return d.UsedFlags()&queue.UsedFNoNotify == 0
 }
+
+// EnableInterrupts asks for an interrupt on the next completion, as a Linux
+// driver does before it waits: used_event = the next used idx it expects
+// (with VIRTIO_F_EVENT_IDX), else the NO_INTERRUPT flag cleared.
+func (d *Driver) EnableInterrupts() {
+	if d.EventIdx {
+		d.SetUsedEvent(d.lastUsed)
+		return
+	}
+	d.SetAvailFlags(0)
+}

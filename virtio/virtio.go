@@ -1,0 +1,117 @@
+// Package virtio holds what virtio devices and transports share: feature
+// and status bits, device types, and the Device interface a transport (such
+// as virtio/pci) drives. The split virtqueue is in virtio/queue, devices in
+// virtio/blk and friends.
+//
+// Life of a device under a transport:
+//
+//	Features/ReadConfig  while the driver negotiates
+//	Activate             at DRIVER_OK, with the negotiated features and the
+//	                     queues the driver set up; the device starts workers
+//	Notify(q)            for every driver kick of queue q (from vCPU threads
+//	                     or an ioeventfd reader); never blocks
+//	Interrupt.Signal(q)  called by the device when queue q's driver wants an
+//	                     interrupt
+//	Activation.Fail(err) called by the device when the guest broke the
+//	                     protocol; the transport sets DEVICE_NEEDS_RESET
+//	Reset                when the driver writes status 0; stops the workers
+//	Close                when the VM stops
+package virtio
+
+import (
+	"context"
+
+	"github.com/corral-vmm/corral/guestmem"
+	"github.com/corral-vmm/corral/virtio/queue"
+)
+
+// Device status bits (Virtio 1.2 §2.1).
+const (
+	StatusAcknowledge      = 1
+	StatusDriver           = 2
+	StatusDriverOK         = 4
+	StatusFeaturesOK       = 8
+	StatusDeviceNeedsReset = 0x40
+	StatusFailed           = 0x80
+)
+
+// Device-independent feature bits (Virtio 1.2 §6).
+const (
+	FIndirectDesc = 1 << 28 // VIRTIO_F_INDIRECT_DESC
+	FEventIdx     = 1 << 29 // VIRTIO_F_EVENT_IDX
+	FVersion1     = 1 << 32 // VIRTIO_F_VERSION_1
+	FAccessPlat   = 1 << 33 // VIRTIO_F_ACCESS_PLATFORM
+	FRingPacked   = 1 << 34 // VIRTIO_F_RING_PACKED
+)
+
+// DeviceType is a virtio device ID (Virtio 1.2 §5).
+type DeviceType uint16
+
+// Device types this project implements.
+const (
+	TypeNet   DeviceType = 1
+	TypeBlock DeviceType = 2
+)
+
+// Interrupt raises a queue's used-buffer interrupt in the guest. The
+// transport implements it (MSI-X vector or INTx + ISR bit).
+type Interrupt interface {
+	Signal(queue int) error
+}
+
+// Activation is what a device needs to run: given at DRIVER_OK.
+type Activation struct {
+	Mem *guestmem.Memory
+	// Features are the negotiated feature bits.
+	Features uint64
+	// Queues has one entry per device queue; nil for a queue the driver did
+	// not enable. Each queue belongs to the device until Reset returns.
+	Queues []*queue.Queue
+	// Interrupt signals used buffers to the driver.
+	Interrupt Interrupt
+	// Fail is called (from any goroutine, possibly more than once) when the
+	// guest broke the protocol on a queue; the transport sets
+	// DEVICE_NEEDS_RESET and raises a configuration-change interrupt. May be
+	// nil.
+	Fail func(err error)
+}
+
+// QueueOptions returns the queue options that the negotiated features imply
+// for a device offering queues of at most maxSize entries.
+func QueueOptions(features uint64, maxSize uint16) queue.Options {
+	return queue.Options{
+		MaxSize:      maxSize,
+		EventIdx:     features&FEventIdx != 0,
+		IndirectDesc: features&FIndirectDesc != 0,
+	}
+}
+
+// Device is a virtio device model, independent of the transport.
+type Device interface {
+	// Type returns the virtio device ID.
+	Type() DeviceType
+	// Features returns the feature bits the device offers.
+	Features() uint64
+	// NumQueues returns how many virtqueues the device has.
+	NumQueues() int
+	// MaxQueueSize returns the largest size the device accepts for a queue.
+	MaxQueueSize() uint16
+	// ConfigSize returns the size of the device-specific configuration.
+	ConfigSize() int
+	// ReadConfig copies device configuration bytes at off into p; bytes
+	// past the end read as zero.
+	ReadConfig(off int, p []byte)
+	// WriteConfig stores driver writes to device configuration; writes to
+	// read-only fields are ignored.
+	WriteConfig(off int, p []byte)
+	// Activate starts the device with negotiated features and queues. ctx
+	// bounds the workers' lives (Reset and Close also stop them).
+	Activate(ctx context.Context, a Activation) error
+	// Notify tells the device the driver kicked queue q. It never blocks.
+	Notify(q int)
+	// Reset stops the device's workers and forgets the queues; the device
+	// can be activated again. Completed requests are durable when it returns.
+	Reset() error
+	// Close resets the device and releases its backend.
+	Close() error
+}
