@@ -115,7 +115,7 @@ func TestOutOfRange(t *testing.T) {
 		{typ: TypeIn, sector: ^uint64(0) / SectorSize, in: 512}, // sector*512 overflows
 		{typ: TypeOut, sector: capacity, out: pattern(512, 0)},
 		{typ: TypeOut, sector: capacity - 1, out: pattern(1024, 0)},
-		{typ: TypeIn, sector: 0, in: 100},                       // not a multiple of 512
+		{typ: TypeIn, sector: 0, in: 100},                        // not a multiple of 512
 		{typ: TypeOut, sector: 0, out: pattern(700, 0)},          // not a multiple of 512
 		{typ: TypeIn, sector: 0, in: 512, out: pattern(512, 0)},  // data in both directions
 		{typ: TypeOut, sector: 0, in: 512, out: pattern(512, 0)}, // data in both directions

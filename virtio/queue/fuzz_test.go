@@ -2,9 +2,6 @@ package queue_test
 
 import (
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/corral-vmm/corral/guestmem"
@@ -169,27 +166,8 @@ func queueSeeds() [][]byte {
 	return seeds
 }
 
-// TestWriteFuzzSeeds regenerates testdata/fuzz/FuzzQueue when
+// TestFuzzSeeds regenerates testdata/fuzz/FuzzQueue when
 // CORRAL_WRITE_SEEDS=1; otherwise it checks the committed seeds exist.
-func TestWriteFuzzSeeds(t *testing.T) {
-	writeSeeds(t, "FuzzQueue", queueSeeds())
-}
-
-func writeSeeds(t *testing.T, name string, seeds [][]byte) {
-	dir := filepath.Join("testdata", "fuzz", name)
-	if os.Getenv("CORRAL_WRITE_SEEDS") != "1" {
-		if ents, err := os.ReadDir(dir); err != nil || len(ents) == 0 {
-			t.Fatalf("no seed corpus in %s (run with CORRAL_WRITE_SEEDS=1): %v", dir, err)
-		}
-		return
-	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for i, s := range seeds {
-		body := fmt.Sprintf("go test fuzz v1\n[]byte(%q)\n", s)
-		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("seed%d", i)), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
+func TestFuzzSeeds(t *testing.T) {
+	testdriver.SeedCorpus(t, "FuzzQueue", queueSeeds())
 }

@@ -89,6 +89,12 @@ func (d *Driver) Alloc(n uint64, align uint64) uint64 {
 // ResetHeap forgets every Alloc.
 func (d *Driver) ResetHeap() { d.heap = d.heapStart }
 
+// HeapMark returns the heap position, for ReleaseTo.
+func (d *Driver) HeapMark() uint64 { return d.heap }
+
+// ReleaseTo forgets the Allocs made since HeapMark returned mark.
+func (d *Driver) ReleaseTo(mark uint64) { d.heap = mark }
+
 // WriteDescAt writes descriptor i of the table at gpa.
 func (d *Driver) WriteDescAt(table uint64, i uint16, x Desc) {
 	b, err := d.Mem.Slice(table+16*uint64(i), 16)
