@@ -190,27 +190,6 @@ func fadtTable(dsdt uint64) []byte {
 	return sdt("FACP", fadtRevision, body)
 }
 
-// dsdtTable returns the DSDT: \_S5 for power-off and the PCI host bridge
-// PCI0 (bus 0, configuration through ports 0xcf8-0xcff, the I/O ports
-// outside those and the 32-bit MMIO hole up to the IOAPIC as windows).
-// Without PCI0, Linux in ACPI mode does not scan PCI at all.
-func dsdtTable() []byte {
-	crs := append([]byte{}, rdWord(rdTypeBus, 0, 0, 0)...)
-	crs = append(crs, rdIO(0xcf8, 8)...)
-	crs = append(crs, rdWord(rdTypeIO, rdIOEntire, 0, 0xcf7)...)
-	crs = append(crs, rdWord(rdTypeIO, rdIOEntire, 0xd00, 0xffff)...)
-	crs = append(crs, rdDWord(rdTypeMemory, rdMemReadWrite, MMIOBase, IOAPICAddr-1)...)
-	crs = append(crs, rdEndTag, 0)
-	aml := amlName("_S5_", amlPackage(amlInteger(ACPISleepTypeS5), amlInteger(ACPISleepTypeS5), amlInteger(0), amlInteger(0)))
-	aml = append(aml, amlDevice("PCI0",
-		amlName("_HID", amlEISAID("PNP0A03")),
-		amlName("_UID", amlInteger(0)),
-		amlName("_BBN", amlInteger(0)),
-		amlName("_CRS", amlBuffer(crs)),
-	)...)
-	return sdt("DSDT", dsdtRevision, aml)
-}
-
 // madtTable returns the MADT: one enabled local APIC per vCPU (ACPI UID
 // and APIC ID = index), the IOAPIC (ID IOAPICID(cpus), GSI base 0), the
 // IRQ 0 -> GSI 2 override and NMI on every CPU's LINT1. PCAT_COMPAT is

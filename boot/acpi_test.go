@@ -146,17 +146,40 @@ func checkDSDT(t *testing.T, d []byte) {
 	if !bytes.HasPrefix(aml, s5) {
 		t.Errorf("DSDT does not start with Name(_S5_, Package(){5, 5, 0, 0}): % x", aml[:min(len(aml), 16)])
 	}
-	dev := aml[len(s5):]
-	if len(dev) < 4 || dev[0] != 0x5b || dev[1] != 0x82 {
-		t.Fatalf("no Device after _S5_: % x", dev[:min(len(dev), 4)])
+	scope := aml[len(s5):]
+	if len(scope) < 8 || scope[0] != 0x10 {
+		t.Fatalf("no Scope after _S5_: % x", scope[:min(len(scope), 8)])
 	}
-	// The device's PkgLength must cover exactly the rest of the table.
-	n, size := decodePkgLength(dev[2:])
-	if n != len(dev)-2 || string(dev[2+size:2+size+4]) != "PCI0" {
-		t.Errorf("Device PkgLength %d (%d bytes), %d bytes follow", n, size, len(dev)-2)
+	n, size := decodePkgLength(scope[1:])
+	if n != len(scope)-1 || string(scope[1+size:1+size+4]) != "_SB_" {
+		t.Fatalf("Scope PkgLength %d, %d bytes follow; name %q", n, len(scope)-1, scope[1+size:1+size+4])
 	}
-	if !bytes.Contains(dev, []byte{0x08, '_', 'H', 'I', 'D', 0x0c, 0x41, 0xd0, 0x0a, 0x03}) {
-		t.Error("PCI0 lacks _HID EISAID(PNP0A03)")
+	// The scope holds Devices only; each PkgLength must tile it exactly.
+	hids := map[string][]byte{
+		"PCI0": {0x41, 0xd0, 0x0a, 0x03}, // PNP0A03
+		"COM1": {0x41, 0xd0, 0x05, 0x01}, // PNP0501
+		"PS2K": {0x41, 0xd0, 0x03, 0x03}, // PNP0303
+		"RTC_": {0x41, 0xd0, 0x0b, 0x00}, // PNP0B00
+	}
+	var names []string
+	for dev := scope[1+size+4:]; len(dev) > 0; {
+		if len(dev) < 8 || dev[0] != 0x5b || dev[1] != 0x82 {
+			t.Fatalf("expected a Device: % x", dev[:min(len(dev), 4)])
+		}
+		n, size := decodePkgLength(dev[2:])
+		if 2+n > len(dev) {
+			t.Fatalf("Device PkgLength %d past the scope", n)
+		}
+		body, name := dev[2+size:2+n], string(dev[2+size:2+size+4])
+		names = append(names, name)
+		hid := append([]byte{0x08, '_', 'H', 'I', 'D', 0x0c}, hids[name]...)
+		if !bytes.Contains(body, hid) {
+			t.Errorf("device %s lacks its _HID % x", name, hids[name])
+		}
+		dev = dev[2+n:]
+	}
+	if strings.Join(names, " ") != "PCI0 COM1 PS2K RTC_" {
+		t.Errorf("devices %q", names)
 	}
 }
 
@@ -240,6 +263,24 @@ func TestACPIDisassembles(t *testing.T) {
 		}
 		if testing.Verbose() {
 			t.Logf("%s:\n%s", sig, dsl)
+		}
+		if sig != "DSDT" {
+			continue
+		}
+		// Recompile the disassembly: iasl must produce our AML byte for
+		// byte (only the header's compiler ID and checksum differ).
+		cmd = exec.Command(iasl, "-p", "recompiled", strings.ToLower(sig)+".dsl")
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("iasl recompiling the DSDT: %v\n%s", err, out)
+			continue
+		}
+		aml, err := os.ReadFile(filepath.Join(dir, "recompiled.aml"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(aml[36:], tb[36:]) {
+			t.Errorf("recompiled DSDT body differs:\n ours % x\niasl % x", tb[36:], aml[36:])
 		}
 	}
 }

@@ -16,6 +16,7 @@ const (
 	amlDWordPrefix  = 0x0c
 	amlBufferOp     = 0x11
 	amlPackageOp    = 0x12
+	amlScopeOp      = 0x10
 	amlExtOpPrefix  = 0x5b
 	amlDeviceOp     = 0x82 // after amlExtOpPrefix
 	amlMaxPkgLength = 1<<28 - 1
@@ -97,6 +98,12 @@ func amlDevice(seg string, body ...[]byte) []byte {
 	return amlPkg([]byte{amlExtOpPrefix, amlDeviceOp}, append([][]byte{amlNameSeg(seg)}, body...)...)
 }
 
+// amlScope encodes Scope(seg){body...}; in the DSDT, whose scope is the
+// root, seg names a child of the root (as iasl encodes \_SB).
+func amlScope(seg string, body ...[]byte) []byte {
+	return amlPkg([]byte{amlScopeOp}, append([][]byte{amlNameSeg(seg)}, body...)...)
+}
+
 // amlEISAID encodes a compressed EISA ID such as "PNP0A03" as a DWord.
 func amlEISAID(id string) []byte {
 	if len(id) != 7 {
@@ -119,6 +126,7 @@ func amlEISAID(id string) []byte {
 
 // Resource descriptors (ACPI 6.5 section 6.4) for _CRS buffers.
 const (
+	rdIRQNoFlags   = 0x22 // small item: IRQ descriptor, 2 bytes (edge, active high)
 	rdIO16         = 0x47 // small item: I/O port descriptor, 7 bytes
 	rdEndTag       = 0x79 // small item: end tag, 1 byte
 	rdDWordAddress = 0x87 // large item: DWord address space
@@ -157,4 +165,21 @@ func rdIO(base uint16, n byte) []byte {
 	b = binary.LittleEndian.AppendUint16(b, base)
 	b = binary.LittleEndian.AppendUint16(b, base)
 	return append(b, 1, n)
+}
+
+// rdIRQ encodes an ISA IRQ descriptor (edge-triggered, active high,
+// exclusive) for irq.
+func rdIRQ(irq uint8) []byte {
+	mask := uint16(1) << (irq & 15)
+	return []byte{rdIRQNoFlags, byte(mask), byte(mask >> 8)}
+}
+
+// resourceTemplate joins resource descriptors and ends them with an end tag
+// (checksum 0: "treat as correct").
+func resourceTemplate(descs ...[]byte) []byte {
+	var b []byte
+	for _, d := range descs {
+		b = append(b, d...)
+	}
+	return append(b, rdEndTag, 0)
 }
