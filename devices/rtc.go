@@ -91,7 +91,8 @@ type RTCConfig struct {
 // BIOS leaves it (24-hour, BCD); a guest that switches to binary or
 // 12-hour mode reads the time in that mode from then on. Years are stored
 // as year%100 with the century (BCD or binary) in register 0x32, so 2038,
-// 2100 and 2106 encode like any other year (years from 10000 on wrap).
+// 2100 and 2106 encode like any other year (years from 10000 on wrap, and a
+// guest time set more than ~290 years from the host clock saturates).
 //
 // Update-in-progress: UIP (status A bit 7) always reads 0. Instead, the
 // time registers come from a snapshot of the clock taken when the guest

@@ -12,10 +12,17 @@
 //	cs := pci.NewConfigSpace(pci.Header{VendorID: 0x1af4, DeviceID: 0x1041,
 //		ClassCode: 0x020000, SubsystemVendorID: 0x1af4, SubsystemID: 1, InterruptPin: 1})
 //	cs.AddBAR(0, pci.BAR{Kind: pci.BARMem64, Size: 0x4000})  // guest can size and move it
-//	off, _ := cs.AddCapability(0x09, body, writableMask)      // vendor capability
-//	cs.OnBARChange(hook)                                      // e.g. a BusMapper's Update
+//	off, _ := cs.AddCapability(pci.Capability{ID: 0x09, Data: body, Writable: mask})
+//	mapper := pci.NewBusMapper("virtio-net", mmioBus, nil, [6]devices.Device{0: bar0Region}, log)
+//	cs.OnBARChange(mapper.Update)                             // keeps BAR regions on the MMIO bus
 //	pci.AssignBARs(cs, memAlloc, nil)                         // firmware-style placement
+//	cs.SetCommand(pci.CommandMemory)                          // optional: decode before the driver runs
 //	slot, _ := hostBridge.Add(cs)                             // or an endpoint wrapping cs
+//
+// Interrupts are the endpoint's business: INTx through a devices.IRQLine the
+// VMM gives it (with SetInterruptStatus for the status bit), MSI/MSI-X
+// through whatever the VMM offers for KVM_SIGNAL_MSI, reading the message
+// from its own capability registers.
 //
 // An endpoint that must react to configuration writes (an MSI-X enable bit,
 // the virtio PCI configuration-access capability) wraps the ConfigSpace:
