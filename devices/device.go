@@ -23,7 +23,10 @@ type Device interface {
 
 // IRQLine drives one interrupt line of the in-kernel irqchip (KVM_IRQ_LINE
 // in the VMM). SetLevel(true) then SetLevel(false) is a pulse for an
-// edge-triggered pin.
+// edge-triggered pin. Devices call it from vCPU goroutines and from their
+// own goroutines, with their own lock held (so level changes arrive in
+// order); it must be safe for concurrent use and must not call back into
+// the device.
 type IRQLine interface {
 	SetLevel(high bool) error
 }

@@ -33,7 +33,8 @@ var ErrNoSlot = errors.New("no free PCI slot")
 
 const (
 	addrEnable   = 1 << 31
-	addrWritable = 0x80ff_fffc // enable, bus, device, function, register; bits 30:24 and 1:0 read 0
+	addrWritable = 0x8fff_fffc // enable, extended register, bus, device, function, register; bits 30:28 and 1:0 read 0
+	addrExtReg   = 0x0f00_0000 // bits 27:24: register bits 11:8 (AMD's extended configuration access)
 	resetCPU     = 1 << 2      // 0xcf9 bit 2: RST_CPU
 )
 
@@ -46,7 +47,8 @@ const (
 // Only bus 0, function 0 of each slot exists: everything else, and any
 // access while the enable bit is clear, reads all ones and ignores writes.
 // Unaligned data-window accesses (a word at 0xcfd, a dword at 0xcfe) read
-// all ones and are ignored. The extended register bits (27:24) read 0.
+// all ones and are ignored. Registers past 255 (AMD's extended register
+// bits 27:24 set) do not exist: conventional configuration space only.
 type HostBridge struct {
 	mu      sync.Mutex
 	address uint32
@@ -122,7 +124,7 @@ func (h *HostBridge) target() (Device, int) {
 	bus := (a >> 16) & 0xff
 	slot := (a >> 11) & 0x1f
 	fn := (a >> 8) & 0x7
-	if bus != 0 || fn != 0 {
+	if bus != 0 || fn != 0 || a&addrExtReg != 0 {
 		return nil, 0
 	}
 	return h.slots[slot], int(a & 0xfc)

@@ -126,8 +126,19 @@ func TestConfigMechanism(t *testing.T) {
 
 	// The address register keeps only its defined bits.
 	c.out32(ConfigAddressPort, 0xffff_ffff)
-	if got := c.in(ConfigAddressPort, 4); got != 0x80ff_fffc {
-		t.Errorf("CONFIG_ADDRESS readback = %#x, want 0x80fffffc", got)
+	if got := c.in(ConfigAddressPort, 4); got != 0x8fff_fffc {
+		t.Errorf("CONFIG_ADDRESS readback = %#x, want 0x8ffffffc", got)
+	}
+	// Linux's pci_check_type1: a byte write to 0xcfb, then the enable bit
+	// alone must read back as written.
+	c.out(ConfigAddressPort+3, 1, 0x01)
+	c.out32(ConfigAddressPort, 0x8000_0000)
+	if got := c.in(ConfigAddressPort, 4); got != 0x8000_0000 {
+		t.Errorf("type 1 probe readback = %#x", got)
+	}
+	// Linux's pci_sanity_check: a host bridge class word at 00.0.
+	if got := c.read(0, 0x0a, 2); got != 0x0600 {
+		t.Errorf("00.0 class word = %#x", got)
 	}
 
 	if got := c.read32(3, 0); got != 0x10411af4 {
@@ -139,7 +150,9 @@ func TestConfigMechanism(t *testing.T) {
 		t.Errorf("read with enable clear = %#x", got)
 	}
 	// Absent slot, other bus, other function.
-	for _, a := range []uint32{addr(0, 4, 0, 0), addr(1, 3, 0, 0), addr(0, 3, 1, 0), addr(0, 31, 0, 0)} {
+	for _, a := range []uint32{addr(0, 4, 0, 0), addr(1, 3, 0, 0), addr(0, 3, 1, 0), addr(0, 31, 0, 0),
+		addr(0, 3, 0, 0) | 1<<24} { // register 0x100: past conventional space
+
 		c.out32(ConfigAddressPort, a)
 		if got := c.in(ConfigDataPort, 4); got != 0xffff_ffff {
 			t.Errorf("read at %#x = %#x, want all ones", a, got)
