@@ -14,6 +14,11 @@ import (
 // whether to run again; it must not retry blindly.
 var ErrInterrupted = errors.New("kvm: KVM_RUN interrupted")
 
+// ErrAgain is returned by Run when KVM asks to be called again: an
+// application processor waiting for INIT/SIPI was woken by an event but is
+// not runnable yet.
+var ErrAgain = errors.New("kvm: KVM_RUN asks to run again")
+
 // VCPU is one virtual CPU: its file descriptor and its mmap'd kvm_run.
 //
 // States: a VCPU is created idle; the goroutine that runs it calls
@@ -90,6 +95,9 @@ func (v *VCPU) Run() error {
 	if err != nil {
 		if errors.Is(err, unix.EINTR) {
 			return ErrInterrupted
+		}
+		if errors.Is(err, unix.EAGAIN) {
+			return ErrAgain
 		}
 		return fmt.Errorf("kvm: KVM_RUN vCPU %d: %w", v.id, err)
 	}

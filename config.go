@@ -1,0 +1,159 @@
+// Package corral is the public Go API of the Corral virtual machine monitor:
+// describe a machine in a Config, create it with New, run it with Start,
+// and learn how it ended from Wait.
+//
+//	m, err := corral.New(corral.Config{Kernel: "vmlinux", Cmdline: "console=ttyS0", Console: os.Stdout})
+//	if err != nil { ... }
+//	if err := m.Start(ctx); err != nil { ... }
+//	exit := m.Wait() // guest power-off, reset, debug-exit code, Stop, or an error
+//
+// Many machines may run in one process; each owns its KVM file descriptors,
+// guest memory and goroutines, and releases them all when it ends.
+package corral
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/corral-vmm/corral/boot"
+)
+
+// Defaults for the zero values of Config.
+const (
+	DefaultCPUs   = 1
+	DefaultMemory = 256 << 20
+	// MaxCPUs bounds the vCPU count: the MP table and the xAPIC IDs that
+	// Corral hands out fit in one byte, and one ID goes to the IOAPIC.
+	MaxCPUs = 254
+	// MaxMemory bounds guest RAM (1 TiB).
+	MaxMemory = 1 << 40
+)
+
+// ErrConfig is wrapped by every error Config.Validate returns.
+var ErrConfig = errors.New("invalid machine configuration")
+
+// Config describes a machine. The zero value of each optional field selects
+// the documented default.
+type Config struct {
+	// Name labels the machine in logs and inventories; empty means its ID.
+	Name string
+
+	// Kernel is the path of the guest kernel: a bzImage or an ELF with a
+	// PVH entry note (vmlinux, or a test guest). Required.
+	Kernel string
+	// Initrd is the path of an initial ramdisk, or empty.
+	Initrd string
+	// Cmdline is the kernel command line.
+	Cmdline string
+
+	// CPUs is the number of vCPUs (default 1, at most MaxCPUs).
+	CPUs int
+	// Memory is guest RAM in bytes (default 256 MiB); a multiple of 4 KiB
+	// and at least boot.MinRAM.
+	Memory uint64
+
+	// Console receives what the guest writes to its serial port (COM1);
+	// nil discards it.
+	Console io.Writer
+	// ConsoleIn, when set, is read for input to the serial port. A reader
+	// with a SetReadDeadline method (an *os.File terminal or pipe) is
+	// unblocked when the machine ends; another reader should return when
+	// the caller is done with the machine.
+	ConsoleIn io.Reader
+
+	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
+	// IOAPIC through the MP table alone, and cannot power off through ACPI.
+	NoACPI bool
+
+	// Logger receives the machine's structured logs; nil discards them.
+	Logger *slog.Logger
+
+	// KVMDevice is the KVM device path; empty means /dev/kvm.
+	KVMDevice string
+}
+
+// Validate checks the configuration without touching KVM, so mistakes are
+// reported before anything is created. Every error wraps ErrConfig and names
+// the field at fault.
+func (c *Config) Validate() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
+	if c.Kernel == "" {
+		return bad("no kernel given")
+	}
+	if err := checkReadableFile("kernel", c.Kernel); err != nil {
+		return bad("%v", err)
+	}
+	if c.Initrd != "" {
+		if err := checkReadableFile("initrd", c.Initrd); err != nil {
+			return bad("%v", err)
+		}
+	}
+	if len(c.Cmdline)+1 > boot.CmdlineMax {
+		return bad("command line is %d bytes, more than the %d the boot protocol allows", len(c.Cmdline), boot.CmdlineMax-1)
+	}
+	for i := 0; i < len(c.Cmdline); i++ {
+		if c.Cmdline[i] == 0 {
+			return bad("command line contains a NUL byte at offset %d", i)
+		}
+	}
+	if cpus := c.cpus(); cpus < 1 || cpus > MaxCPUs {
+		return bad("%d vCPUs: must be between 1 and %d", c.CPUs, MaxCPUs)
+	}
+	mem := c.memory()
+	if mem < boot.MinRAM {
+		return bad("memory %s is below the minimum of %s", FormatSize(mem), FormatSize(boot.MinRAM))
+	}
+	if mem > MaxMemory {
+		return bad("memory %s is above the maximum of %s", FormatSize(mem), FormatSize(MaxMemory))
+	}
+	if mem%4096 != 0 {
+		return bad("memory %d bytes is not a multiple of 4 KiB", mem)
+	}
+	return nil
+}
+
+func (c *Config) cpus() int {
+	if c.CPUs == 0 {
+		return DefaultCPUs
+	}
+	return c.CPUs
+}
+
+func (c *Config) memory() uint64 {
+	if c.Memory == 0 {
+		return DefaultMemory
+	}
+	return c.Memory
+}
+
+func (c *Config) logger() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
+}
+
+// checkReadableFile reports a missing, unreadable, empty or non-regular file.
+func checkReadableFile(what, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", what, path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", what, path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("%s %q is not a regular file", what, path)
+	}
+	if st.Size() == 0 {
+		return fmt.Errorf("%s %q is empty", what, path)
+	}
+	return nil
+}

@@ -1,0 +1,65 @@
+package corral
+
+import "fmt"
+
+// ExitReason says how a machine ended.
+type ExitReason int
+
+// The ways a machine ends.
+const (
+	// ExitPowerOff: the guest powered off (ACPI S5, or a PVH/PSCI-style
+	// shutdown event from KVM).
+	ExitPowerOff ExitReason = iota + 1
+	// ExitReset: the guest reset itself (i8042 reset, ACPI reset, triple
+	// fault). Corral does not reboot; the machine ends.
+	ExitReset
+	// ExitDebug: the guest wrote a byte to the debug-exit port (0xf4);
+	// Exit.Code holds it.
+	ExitDebug
+	// ExitStopped: the host stopped the machine (Stop, or Start's context).
+	ExitStopped
+	// ExitError: the machine failed; Exit.Err says why (a VMM fault, or a
+	// guest state KVM cannot run, with a register dump).
+	ExitError
+)
+
+// String names the exit reason.
+func (r ExitReason) String() string {
+	switch r {
+	case ExitPowerOff:
+		return "power-off"
+	case ExitReset:
+		return "reset"
+	case ExitDebug:
+		return "debug-exit"
+	case ExitStopped:
+		return "stopped"
+	case ExitError:
+		return "error"
+	}
+	return fmt.Sprintf("ExitReason(%d)", int(r))
+}
+
+// Exit is how a machine ended.
+type Exit struct {
+	Reason ExitReason
+	Code   uint8 // the debug-exit byte, for ExitDebug
+	Err    error // the failure, for ExitError
+	// Detail says more, for logs: the triple fault, the host signal, ...
+	Detail string
+}
+
+// String describes the exit in one line.
+func (e Exit) String() string {
+	s := e.Reason.String()
+	if e.Reason == ExitDebug {
+		s = fmt.Sprintf("%s code %d", s, e.Code)
+	}
+	if e.Detail != "" {
+		s += " (" + e.Detail + ")"
+	}
+	if e.Err != nil {
+		s += ": " + e.Err.Error()
+	}
+	return s
+}

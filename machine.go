@@ -1,0 +1,279 @@
+package corral
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-vmm/corral/boot"
+	"github.com/corral-vmm/corral/devices"
+	"github.com/corral-vmm/corral/guestmem"
+	"github.com/corral-vmm/corral/kvm"
+)
+
+// Addresses KVM needs for its own use on Intel hosts, in the MMIO hole above
+// the local APIC where no device or RAM lives (see boot/layout.go).
+const (
+	kvmIdentityMapAddr = 0xfffb_c000 // one page
+	kvmTSSAddr         = 0xfffb_d000 // three pages
+)
+
+// ErrStarted is returned by Start on a machine that was already started.
+var ErrStarted = errors.New("corral: machine already started")
+
+// Machine is one virtual machine. Create it with New, run it with Start,
+// end it with Stop (or let the guest end it) and collect the outcome with
+// Wait. All methods are safe for concurrent use.
+type Machine struct {
+	id   string
+	name string
+	cfg  Config
+	log  *slog.Logger
+
+	sys   *kvm.System
+	vm    *kvm.VM
+	mem   *guestmem.Memory
+	vcpus []*kvm.VCPU
+	pio   *devices.Bus
+	mmio  *devices.Bus
+	plat  *platform
+
+	stopping atomic.Bool // set once, before any vCPU is kicked
+	vcpuWG   sync.WaitGroup
+
+	mu       sync.Mutex
+	started  bool
+	released bool
+	exit     *Exit         // the first reason the machine ended
+	done     chan struct{} // closed when everything is released
+	final    Exit
+}
+
+// New validates cfg, creates the VM with its memory, devices and vCPUs, and
+// loads the kernel. Nothing runs until Start. On error everything created
+// so far is released.
+func New(cfg Config) (*Machine, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{id: id, name: cfg.Name, cfg: cfg, done: make(chan struct{})}
+	if m.name == "" {
+		m.name = id
+	}
+	m.log = cfg.logger().With("vm", m.name)
+	ok := false
+	defer func() {
+		if !ok {
+			m.release()
+		}
+	}()
+	t0 := time.Now()
+	if err := m.createVM(); err != nil {
+		return nil, err
+	}
+	entry, err := m.loadKernel()
+	if err != nil {
+		return nil, err
+	}
+	if err := m.createPlatform(); err != nil {
+		return nil, err
+	}
+	if err := m.createVCPUs(entry); err != nil {
+		return nil, err
+	}
+	ok = true
+	m.log.Info("vm.created", "id", m.id, "kernel", cfg.Kernel, "kind", entry.Kind.String(),
+		"cpus", cfg.cpus(), "memory", FormatSize(cfg.memory()), "setup", time.Since(t0))
+	return m, nil
+}
+
+func newID() (string, error) {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("corral: machine ID: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+
+// ID returns the machine's unique identifier (16 hex digits).
+func (m *Machine) ID() string { return m.id }
+
+// Name returns Config.Name, or the ID when that was empty.
+func (m *Machine) Name() string { return m.name }
+
+func (m *Machine) createVM() error {
+	var err error
+	if m.sys, err = kvm.Open(m.cfg.KVMDevice); err != nil {
+		return err
+	}
+	if m.vm, err = m.sys.CreateVM(); err != nil {
+		return err
+	}
+	if err := m.vm.SetIdentityMapAddr(kvmIdentityMapAddr); err != nil {
+		return err
+	}
+	if err := m.vm.SetTSSAddr(kvmTSSAddr); err != nil {
+		return err
+	}
+	if err := m.vm.CreateIRQChip(); err != nil {
+		return err
+	}
+	if err := m.vm.CreatePIT2(); err != nil {
+		return err
+	}
+	if err := m.vm.SetGSIRouting(kvm.DefaultIRQChipRoutes()); err != nil {
+		return err
+	}
+	var ranges []guestmem.Range
+	for _, r := range boot.RAMRanges(m.cfg.memory()) {
+		ranges = append(ranges, guestmem.Range{GPA: r.GPA, Size: r.Size})
+	}
+	if m.mem, err = guestmem.Allocate(ranges...); err != nil {
+		return err
+	}
+	for i, r := range m.mem.Regions() {
+		if err := m.vm.SetUserMemoryRegion(uint32(i), r.GPA, r.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Start runs the vCPUs. The machine ends when the guest ends it, on Stop,
+// or when ctx is done; Wait reports how.
+func (m *Machine) Start(ctx context.Context) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.started {
+		return ErrStarted
+	}
+	if m.released {
+		return errors.New("corral: machine already closed")
+	}
+	m.started = true
+	vcpusDone := make(chan struct{})
+	m.vcpuWG.Add(len(m.vcpus))
+	for _, v := range m.vcpus {
+		go m.runVCPU(v)
+	}
+	m.plat.start()
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.end(Exit{Reason: ExitStopped, Detail: "context: " + context.Cause(ctx).Error()})
+		case <-vcpusDone:
+		}
+	}()
+	go func() {
+		m.vcpuWG.Wait()
+		close(vcpusDone)
+		m.release()
+		m.mu.Lock()
+		m.final = *m.exit
+		m.mu.Unlock()
+		m.log.Info("vm.ended", "id", m.id, "exit", m.final.String())
+		close(m.done)
+	}()
+	m.log.Info("vm.started", "id", m.id)
+	return nil
+}
+
+// end records the first reason the machine ends and kicks every vCPU out of
+// the guest. Later calls change nothing.
+func (m *Machine) end(e Exit) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.exit == nil {
+		m.exit = &e
+		m.log.Info("vm.ending", "id", m.id, "exit", e.String())
+	}
+	if m.released {
+		return
+	}
+	m.stopping.Store(true)
+	for _, v := range m.vcpus {
+		v.Kick()
+	}
+}
+
+// Stop asks the machine to end. It returns at once; Wait returns when it has
+// ended. Stopping an ended machine does nothing.
+func (m *Machine) Stop() {
+	m.end(Exit{Reason: ExitStopped, Detail: "Stop called"})
+}
+
+// Wait blocks until the machine has ended and released its resources, and
+// returns how it ended. It must follow a successful Start.
+func (m *Machine) Wait() Exit {
+	<-m.done
+	return m.final
+}
+
+// Done returns a channel closed when the machine has ended and released
+// its resources.
+func (m *Machine) Done() <-chan struct{} { return m.done }
+
+// Close ends the machine if it runs and releases everything it holds. It is
+// the way to dispose of a machine that New created but that never started.
+func (m *Machine) Close() error {
+	m.mu.Lock()
+	if m.started {
+		m.mu.Unlock()
+		m.Stop()
+		m.Wait()
+		return nil
+	}
+	m.started = true // a closed machine cannot start
+	m.final = Exit{Reason: ExitStopped, Detail: "closed before it started"}
+	m.mu.Unlock()
+	m.release()
+	close(m.done)
+	return nil
+}
+
+// release frees vCPUs, devices, the VM and guest memory, once. No vCPU may
+// be running.
+func (m *Machine) release() {
+	m.mu.Lock()
+	if m.released {
+		m.mu.Unlock()
+		return
+	}
+	m.released = true
+	m.mu.Unlock()
+	var errs []error
+	if m.plat != nil {
+		errs = append(errs, m.plat.close())
+	}
+	for _, v := range m.vcpus {
+		errs = append(errs, v.Close())
+	}
+	closeIf := func(c io.Closer) {
+		if c != nil {
+			errs = append(errs, c.Close())
+		}
+	}
+	if m.vm != nil {
+		closeIf(m.vm)
+	}
+	if m.sys != nil {
+		closeIf(m.sys)
+	}
+	if m.mem != nil {
+		closeIf(m.mem)
+	}
+	if err := errors.Join(errs...); err != nil {
+		m.log.Error("vm.release", "id", m.id, "err", err)
+	}
+}
