@@ -64,7 +64,8 @@ type message struct {
 }
 
 func newMessage() *message {
-	return &message{scratch: make([]byte, 0, 64<<10)}
+	// scratch grows (bounded by the largest datagram) only for split options.
+	return &message{scratch: make([]byte, 0, 1024)}
 }
 
 // has reports whether option code was present.

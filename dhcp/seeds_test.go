@@ -66,11 +66,11 @@ func seedFrames() []seedFrame {
 			fmt.Sprintf("CVE-2007-0062/-0063 class: option 57 = %d (VMware computed size-264 unsigned and overflowed a stack buffer); reply must stay within 576..MTU", v),
 			discoverWith(opt(57, u16(v)), prl, bigID), VerdictOffer)
 	}
-	jumbo := opts(split(12, bytes.Repeat([]byte{'h'}, 40*255)), split(43, bytes.Repeat([]byte{0x41}, 100*255)))
-	add("cve-2007-0061-jumbo-options", "CVE-2007-0061 class: a 36 KiB datagram of long options copied into fixed buffers; reply still bounded by the MTU",
+	jumbo := opts(split(12, bytes.Repeat([]byte{'h'}, 4*255)), split(43, bytes.Repeat([]byte{0x41}, 8*255)))
+	add("cve-2007-0061-jumbo-options", "CVE-2007-0061 class: a 3 KiB datagram of long split options (host name 1020 bytes) copied into fixed buffers; reply still bounded by the MTU",
 		discoverWith(opt(57, u16(0xffff)), prl, bigID, jumbo), VerdictOffer)
-	add("cve-2007-0061-clientid-50k", "CVE-2007-0061 class: client identifier of 50 KiB after RFC 3396 concatenation",
-		discoverWith(split(61, bytes.Repeat([]byte{'Z'}, 200*255))), DropOptionLength)
+	add("cve-2007-0061-clientid-510", "CVE-2007-0061 class: client identifier of 510 bytes after RFC 3396 concatenation (past any 255-byte buffer)",
+		discoverWith(split(61, bytes.Repeat([]byte{'Z'}, 2*255))), DropOptionLength)
 	add("chaddr-hlen-255", "hlen 255: a server copying hlen bytes of chaddr overruns its 16-byte field",
 		dhcpFrame(rawMessage(1, 1, 255, nicMAC, opts(mtDiscover, end))), DropBOOTPHlen)
 	add("chaddr-hlen-17", "hlen 17 with a non-Ethernet htype", dhcpFrame(rawMessage(1, 32, 17, nicMAC, opts(mtDiscover, end))), DropBOOTPHlen)
@@ -96,8 +96,8 @@ func seedFrames() []seedFrame {
 		dhcpFrame(withOverload(opts(opt(52, []byte{1}), opt(52, []byte{2}), mtDiscover, end), end, end)), DropOptionOverload)
 	add("overload-valid-both", "legitimate overload: message type in file, host name in sname",
 		dhcpFrame(withOverload(opts(opt(52, []byte{3}), end), opts(mtDiscover, end), opts(opt(12, []byte("sn")), end))), VerdictOffer)
-	add("pads-without-end", "6000 pad options and no END (parser loop bound)",
-		dhcpFrame(append(rawMessage(1, 1, 6, nicMAC, mtDiscover), make([]byte, 6000)...)), DropOptionMissingEnd)
+	add("pads-without-end", "1400 pad options and no END (parser loop bound)",
+		dhcpFrame(append(rawMessage(1, 1, 6, nicMAC, mtDiscover), make([]byte, 1400)...)), DropOptionMissingEnd)
 	add("clientid-len0", "zero-length client identifier (type forbids it)", discoverWith(opt(61, nil)), DropOptionLength)
 	add("option-count-300", "300 zero-length unknown options", discoverWith(bytes.Repeat([]byte{224, 0}, 300)), DropOptionCount)
 

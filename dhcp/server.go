@@ -430,6 +430,9 @@ func (s *Server) logDrop(v Verdict, frame []byte) {
 
 // logLease logs a lease event at info level.
 func (s *Server) logLease(msg string, r *request, ip uint32) {
+	if !s.log.Enabled(context.Background(), slog.LevelInfo) {
+		return // before building attributes, which allocate
+	}
 	s.logAttrs(slog.LevelInfo, msg, r, slog.String("ip", addr4(ip).String()))
 }
 
