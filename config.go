@@ -85,8 +85,8 @@ func (c *Config) Validate() error {
 	if c.Kernel == "" {
 		return bad("no kernel given")
 	}
-	if err := checkReadableFile("kernel", c.Kernel); err != nil {
-		return bad("%v", err)
+	if err := checkKernel(c.Kernel); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
 	if c.Initrd != "" {
 		if err := checkReadableFile("initrd", c.Initrd); err != nil {
@@ -154,6 +154,27 @@ func checkReadableFile(what, path string) error {
 	}
 	if st.Size() == 0 {
 		return fmt.Errorf("%s %q is empty", what, path)
+	}
+	return nil
+}
+
+// checkKernel reports a kernel file that is missing, unreadable or not a
+// kernel Corral can boot, before any VM exists.
+func checkKernel(path string) error {
+	if err := checkReadableFile("kernel", path); err != nil {
+		return err
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("kernel %q: %w", path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("kernel %q: %w", path, err)
+	}
+	if _, err := boot.DetectKind(f, st.Size()); err != nil {
+		return fmt.Errorf("kernel %q: %w", path, err)
 	}
 	return nil
 }

@@ -1,0 +1,345 @@
+package corral
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corral-vmm/corral/boot"
+	"github.com/corral-vmm/corral/internal/console"
+	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/tests/guests"
+)
+
+// needKVM skips the test, saying why, where /dev/kvm cannot be used.
+func needKVM(t testing.TB) {
+	t.Helper()
+	s, err := kvm.Open("")
+	if err != nil {
+		t.Skipf("skipping KVM test: %v", err)
+	}
+	s.Close()
+}
+
+// bootGuest starts a test guest and returns the machine and its console.
+func bootGuest(t *testing.T, cfg Config) (*Machine, *console.Buffer) {
+	t.Helper()
+	out := console.NewBuffer(0)
+	cfg.Console = out
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	if err := m.Start(ctx); err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	return m, out
+}
+
+// waitExit waits for the machine to end; a generous bound turns a hang into
+// a failure rather than a stuck test run.
+func waitExit(t *testing.T, m *Machine, out *console.Buffer) Exit {
+	t.Helper()
+	select {
+	case <-m.Done():
+		return m.Wait()
+	case <-time.After(60 * time.Second):
+		t.Fatalf("machine did not end within 60s; console:\n%s", out)
+	}
+	return Exit{}
+}
+
+func TestHelloDebugExit(t *testing.T) {
+	needKVM(t)
+	k := guests.BuildT(t, "hello")
+	for _, code := range []uint8{0, 7, 255} {
+		m, out := bootGuest(t, Config{Kernel: k, Cmdline: fmt.Sprintf("exit=%d", code)})
+		e := waitExit(t, m, out)
+		if e.Reason != ExitDebug || e.Code != code {
+			t.Errorf("exit=%d: machine ended with %v", code, e)
+		}
+		for _, want := range []string{"corral-guest: hello", fmt.Sprintf("cmdline: exit=%d", code)} {
+			if !strings.Contains(out.String(), want) {
+				t.Errorf("console lacks %q:\n%s", want, out)
+			}
+		}
+	}
+}
+
+func TestSMPAllCPUsReportIn(t *testing.T) {
+	needKVM(t)
+	k := guests.BuildT(t, "smp")
+	for _, n := range []int{1, 2, 4} {
+		t.Run(fmt.Sprintf("cpus=%d", n), func(t *testing.T) {
+			m, out := bootGuest(t, Config{Kernel: k, CPUs: n, Cmdline: fmt.Sprintf("cpus=%d", n)})
+			e := waitExit(t, m, out)
+			if e.Reason != ExitDebug || e.Code != guests.ExitOK {
+				t.Fatalf("machine ended with %v; console:\n%s", e, out)
+			}
+			if want := fmt.Sprintf("smp: %d cpus online", n); !strings.Contains(out.String(), want) {
+				t.Errorf("console lacks %q:\n%s", want, out)
+			}
+			for i := 1; i < n; i++ {
+				if want := fmt.Sprintf("cpu %d up", i); !strings.Contains(out.String(), want) {
+					t.Errorf("console lacks %q:\n%s", want, out)
+				}
+			}
+		})
+	}
+}
+
+func TestRTCTellsTheDate(t *testing.T) {
+	needKVM(t)
+	k := guests.BuildT(t, "rtc")
+	before := time.Now().UTC().Add(-2 * time.Second)
+	m, out := bootGuest(t, Config{Kernel: k})
+	e := waitExit(t, m, out)
+	after := time.Now().UTC().Add(2 * time.Second)
+	if e.Reason != ExitDebug || e.Code != guests.ExitOK {
+		t.Fatalf("machine ended with %v; console:\n%s", e, out)
+	}
+	match := regexp.MustCompile(`rtc: (\d{4}-\d\d-\d\d \d\d:\d\d:\d\d)`).FindStringSubmatch(out.String())
+	if match == nil {
+		t.Fatalf("no rtc line:\n%s", out)
+	}
+	got, err := time.Parse(time.DateTime, match[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Before(before.Truncate(time.Second)) || got.After(after) {
+		t.Errorf("guest read %v from the RTC; host time was between %v and %v", got, before, after)
+	}
+}
+
+func TestTripleFaultIsReset(t *testing.T) {
+	needKVM(t)
+	m, out := bootGuest(t, Config{Kernel: guests.BuildT(t, "fault")})
+	if e := waitExit(t, m, out); e.Reason != ExitReset {
+		t.Fatalf("machine ended with %v, want a reset; console:\n%s", e, out)
+	}
+}
+
+// TestStopBusyAndHaltedGuests checks that Stop gets vCPUs out of KVM_RUN
+// whether the guest spins or is halted with interrupts off.
+func TestStopBusyAndHaltedGuests(t *testing.T) {
+	needKVM(t)
+	for _, g := range []struct{ name, line string }{{"spin", "spinning"}, {"halt", "halted"}} {
+		t.Run(g.name, func(t *testing.T) {
+			m, out := bootGuest(t, Config{Kernel: guests.BuildT(t, g.name), CPUs: 2})
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if err := out.WaitFor(ctx, g.line); err != nil {
+				t.Fatal(err)
+			}
+			m.Stop()
+			if e := waitExit(t, m, out); e.Reason != ExitStopped {
+				t.Fatalf("machine ended with %v, want stopped", e)
+			}
+		})
+	}
+}
+
+func TestContextCancelStops(t *testing.T) {
+	needKVM(t)
+	out := console.NewBuffer(0)
+	m, err := New(Config{Kernel: guests.BuildT(t, "spin"), Console: out})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := m.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Start(ctx); !errors.Is(err, ErrStarted) {
+		t.Errorf("second Start: %v, want ErrStarted", err)
+	}
+	cancel()
+	if e := waitExit(t, m, out); e.Reason != ExitStopped {
+		t.Fatalf("machine ended with %v, want stopped", e)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	notKernel := filepath.Join(dir, "notes.txt")
+	os.WriteFile(notKernel, []byte(strings.Repeat("not a kernel\n", 100)), 0o644)
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, nil, 0o644)
+	cases := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no kernel", Config{}, "no kernel"},
+		{"missing kernel", Config{Kernel: filepath.Join(dir, "absent")}, "no such file"},
+		{"directory", Config{Kernel: dir}, "not a regular file"},
+		{"empty kernel", Config{Kernel: empty}, "empty"},
+		{"not a kernel", Config{Kernel: notKernel}, "not a Linux bzImage or PVH ELF"},
+		{"too many cpus", Config{Kernel: "x", CPUs: 300}, ""},
+		{"tiny memory", Config{Kernel: "x", Memory: 1 << 20}, ""},
+	}
+	for _, c := range cases {
+		err := c.cfg.Validate()
+		if err == nil || !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: Validate() = %v; want ErrConfig mentioning %q", c.name, err, c.want)
+		}
+	}
+	err := (&Config{Kernel: notKernel}).Validate()
+	if !errors.Is(err, boot.ErrNotKernel) {
+		t.Errorf("not a kernel: %v does not wrap boot.ErrNotKernel", err)
+	}
+	k := guests.BuildT(t, "hello")
+	for _, bad := range []Config{{Kernel: k, CPUs: MaxCPUs + 1}, {Kernel: k, Memory: 1 << 20}, {Kernel: k, Memory: 64<<20 + 1}, {Kernel: k, Cmdline: "a\x00b"}} {
+		if err := bad.Validate(); !errors.Is(err, ErrConfig) {
+			t.Errorf("Validate(%+v) = %v, want ErrConfig", bad, err)
+		}
+	}
+	if err := (&Config{Kernel: k}).Validate(); err != nil {
+		t.Errorf("a good config: %v", err)
+	}
+}
+
+// lifecycleMemory is the guest RAM of the lifecycle machines: a size no
+// other mapping in the test process has, so its mappings can be counted.
+const lifecycleMemory = 40 << 20
+
+// resources counts what machines hold in this process: open descriptors,
+// mappings of guest RAM and of KVM objects (kvm_run), and goroutines. The Go
+// runtime maps heap arenas of its own as it grows, so other mappings are
+// not counted.
+type resources struct{ fds, maps, goroutines int }
+
+func countResources(t *testing.T) resources {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	maps, err := os.ReadFile("/proc/self/maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range strings.Split(string(maps), "\n") {
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
+			continue
+		}
+		if hi-lo == lifecycleMemory || strings.Contains(line, "kvm") {
+			n++
+		}
+	}
+	return resources{len(fds), n, runtime.NumGoroutine()}
+}
+
+// settle waits briefly for goroutines that are finishing to be gone.
+func settle(t *testing.T, base resources) resources {
+	var r resources
+	for i := 0; i < 100; i++ {
+		r = countResources(t)
+		if r.goroutines <= base.goroutines && r.fds <= base.fds && r.maps <= base.maps {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return r
+}
+
+// TestLifecycleReleasesEverything starts and stops 100 machines, one at a
+// time and ten at a time, and checks that file descriptors, mappings and
+// goroutines return to the baseline.
+func TestLifecycleReleasesEverything(t *testing.T) {
+	needKVM(t)
+	if testing.Short() {
+		t.Skip("skipping 200 machine lifecycles in -short mode")
+	}
+	k := guests.BuildT(t, "hello")
+	run := func() error {
+		m, err := New(Config{Kernel: k, Cmdline: "exit=3", Memory: lifecycleMemory})
+		if err != nil {
+			return err
+		}
+		if err := m.Start(context.Background()); err != nil {
+			m.Close()
+			return err
+		}
+		select {
+		case <-m.Done():
+		case <-time.After(60 * time.Second):
+			m.Stop()
+			return fmt.Errorf("machine did not end within 60s")
+		}
+		if e := m.Wait(); e.Reason != ExitDebug || e.Code != 3 {
+			return fmt.Errorf("machine ended with %v", e)
+		}
+		return nil
+	}
+	// One machine first, so lazily created runtime state (threads,
+	// signal handlers, caches) is in the baseline.
+	if err := run(); err != nil {
+		t.Fatal(err)
+	}
+	base := settle(t, countResources(t))
+	if base.maps != 0 {
+		t.Fatalf("%d guest RAM or KVM mappings remain after one machine ended", base.maps)
+	}
+	for i := 0; i < 100; i++ {
+		if err := run(); err != nil {
+			t.Fatalf("sequential machine %d: %v", i, err)
+		}
+	}
+	if r := settle(t, base); r.fds > base.fds || r.maps > base.maps || r.goroutines > base.goroutines {
+		t.Errorf("after 100 sequential machines: %+v, baseline %+v", r, base)
+	}
+	for batch := 0; batch < 10; batch++ {
+		var wg sync.WaitGroup
+		errs := make(chan error, 10)
+		for i := 0; i < 10; i++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := run(); err != nil {
+					errs <- err
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Fatalf("batch %d: %v", batch, err)
+		}
+	}
+	if r := settle(t, base); r.fds > base.fds || r.maps > base.maps || r.goroutines > base.goroutines {
+		t.Errorf("after 100 machines ten at a time: %+v, baseline %+v", r, base)
+	}
+}
+
+// TestCloseUnstarted releases a machine that never ran.
+func TestCloseUnstarted(t *testing.T) {
+	needKVM(t)
+	m, err := New(Config{Kernel: guests.BuildT(t, "hello")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if e := m.Wait(); e.Reason != ExitStopped {
+		t.Errorf("Wait after Close = %v", e)
+	}
+	if err := m.Start(context.Background()); err == nil {
+		t.Error("Start after Close succeeded")
+	}
+}
