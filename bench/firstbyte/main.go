@@ -228,9 +228,14 @@ func guestRAMRss(pid int, ram uint64) int64 {
 		return -1
 	}
 	defer f.Close()
+	return smapsRss(f, ram)
+}
+
+// smapsRss is guestRAMRss over smaps text.
+func smapsRss(r io.Reader, ram uint64) int64 {
 	var total int64 = -1
 	match := false
-	sc := bufio.NewScanner(f)
+	sc := bufio.NewScanner(r)
 	for sc.Scan() {
 		l := sc.Text()
 		fs := strings.Fields(l)
