@@ -1,0 +1,81 @@
+// Command corral runs microVMs on KVM. See `corral help`.
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+)
+
+// Exit statuses of the corral command besides the guest's own codes.
+const (
+	exitOK         = 0
+	exitUsage      = 125 // bad command line or configuration
+	exitVMMFailure = 126 // the VMM could not create, start or run the machine
+)
+
+const usageText = `corral runs Linux kernels and test guests in KVM microVMs.
+
+Usage:
+  corral run --kernel PATH [flags]     boot a guest with its console on this terminal
+  corral dhcp replay [flags] FILE...   run captured frames through the DHCP server
+  corral version                       print the version
+  corral help                          print this help
+
+corral run flags:
+  --kernel PATH     guest kernel: bzImage, or ELF with a PVH entry note (required)
+  --initrd PATH     initial ramdisk
+  --cmdline STR     kernel command line
+  --cpus N          number of vCPUs (default 1, at most 254)
+  --memory SIZE     guest RAM, binary units as in QEMU: 512M, 1G (default 256M)
+  --no-acpi         no ACPI tables (the guest sees only the MP table)
+  --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
+
+Console:
+  The guest's serial port (COM1) is this terminal, in raw mode: keys go to the
+  guest. Press Ctrl-A then x to quit, Ctrl-A Ctrl-A to send Ctrl-A, Ctrl-A h
+  for help. When standard input is not a terminal, it is passed through as is
+  and the console is plain standard output.
+
+Exit status of corral run:
+  v         the guest wrote byte v to the debug-exit port (I/O port 0xf4)
+  0         the guest powered off or reset, or the console quit with Ctrl-A x
+  125       usage error: bad flags, or a missing or invalid kernel or initrd
+  126       VMM failure: KVM unavailable, or the machine failed while running
+  128+n     corral was stopped by signal n (SIGINT, SIGTERM)
+  A guest may also exit with 125 or 126 through the debug-exit port; the
+  message on standard error tells the cases apart.
+
+corral dhcp replay: run "corral dhcp replay --help" for its flags.
+`
+
+// version is set at link time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run dispatches a subcommand and returns the process exit status.
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usageText)
+		return exitUsage
+	}
+	switch args[0] {
+	case "run":
+		return runCommand(ctx, args[1:], stdin, stdout, stderr)
+	case "dhcp":
+		return dhcpCommand(ctx, args[1:], stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, "corral", version)
+		return exitOK
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usageText)
+		return exitOK
+	default:
+		fmt.Fprintf(stderr, "corral: unknown command %q\n\n%s", args[0], usageText)
+		return exitUsage
+	}
+}
