@@ -423,3 +423,76 @@ func TestLogEscaping(t *testing.T) {
 		t.Errorf("escaped host name missing or not truncated:\n%s", out)
 	}
 }
+
+// The server, router and reserved addresses inside the pool are never offered.
+func TestPoolExclusions(t *testing.T) {
+	s, _ := newTestServer(t, func(c *Config) {
+		c.PoolFirst, c.PoolLast = netip.MustParseAddr("10.0.2.1"), netip.MustParseAddr("10.0.2.6")
+		c.Reservations = []Reservation{{MAC: net.HardwareAddr{2, 0, 0, 0, 9, 9}, IP: netip.MustParseAddr("10.0.2.4")}}
+		c.AllowAnyMAC = true
+		c.NoRateLimit = true
+	})
+	var got []string
+	for i := 0; i < 5; i++ {
+		c := newClient(t, s, net.HardwareAddr{2, 0, 0, 0, 1, byte(i)})
+		ack := c.handshake()
+		got = append(got, ack.msg.YourIPAddr.String())
+		if i == 2 {
+			break
+		}
+	}
+	if strings.Join(got, " ") != "10.0.2.3 10.0.2.5 10.0.2.6" {
+		t.Fatalf("handed out %v", got)
+	}
+	c := newClient(t, s, net.HardwareAddr{2, 0, 0, 0, 1, 9})
+	if v, _ := c.send(c.msg(dhcpv4.MessageTypeDiscover), nil); v != DropPoolExhausted {
+		t.Fatalf("fourth client: %v", v)
+	}
+}
+
+func TestConcurrentHandleFrame(t *testing.T) {
+	s, _ := newTestServer(t, func(c *Config) {
+		c.AllowAnyMAC, c.NoRateLimit = true, true
+		c.PoolLast = netip.MustParseAddr("10.0.2.250")
+	})
+	done := make(chan struct{})
+	for g := 0; g < 4; g++ {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			out := make([]byte, s.ReplyBufferSize())
+			for i := 0; i < 50; i++ {
+				mac := net.HardwareAddr{2, 0, 0, byte(g), 0, byte(i)}
+				f := clientFrame(rawMessage(1, 1, 6, mac, discoverOpts()))
+				f.src = mac
+				reply, v := s.HandleFrame(f.bytes(), out)
+				if v != VerdictOffer {
+					t.Errorf("DISCOVER: %v", v)
+					return
+				}
+				r, err := parseReply(reply)
+				if err != nil {
+					t.Errorf("offer: %v", err)
+					return
+				}
+				yi := r.msg.YourIPAddr.To4()
+				f = clientFrame(rawMessage(1, 1, 6, mac, []byte{53, 1, 3, 54, 4, 10, 0, 2, 2, 50, 4, yi[0], yi[1], yi[2], yi[3], 255}))
+				f.src = mac
+				if _, v := s.HandleFrame(f.bytes(), out); v != VerdictAck {
+					t.Errorf("REQUEST: %v", v)
+					return
+				}
+				_ = s.Counters()
+				_ = s.Leases()
+			}
+		}()
+	}
+	for g := 0; g < 4; g++ {
+		<-done
+	}
+	if c := s.Counters(); c.Ack != 200 {
+		t.Fatalf("%d ACKs", c.Ack)
+	}
+	if err := s.table.check(); err != nil {
+		t.Fatal(err)
+	}
+}
