@@ -21,7 +21,7 @@
 #
 # Usage: bench/boot-latency.sh [-n RUNS] [-m MEM] [-v]
 # Environment:
-#   CORRAL   path of a corral binary (default: go build ./cmd/corral)
+#   CORRAL   path of a corral binary (default: CGO_ENABLED=0 go build ./cmd/corral)
 #   QEMU     qemu binary (default: qemu-system-x86_64)
 set -euo pipefail
 
@@ -64,7 +64,7 @@ fi
 
 CORRAL_BIN=${CORRAL:-}
 if [ -z "$CORRAL_BIN" ]; then
-	if [ -d "$ROOT/cmd/corral" ] && go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/corral-build.log"; then
+	if [ -d "$ROOT/cmd/corral" ] && CGO_ENABLED=0 go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/corral-build.log"; then
 		CORRAL_BIN=$WORK/corral
 	else
 		note "boot-latency: no corral binary (set CORRAL=path, or make 'go build ./cmd/corral' work):"
@@ -134,7 +134,7 @@ for row in "${ROWS[@]}"; do
 	fails=0
 	for i in $(seq "$RUNS"); do
 		"$fn" "$HELLO" "exit=7"
-		[ "$i" = 1 ] && note "boot-latency: $name: ${CMD[*]}"
+		if [ "$i" = 1 ]; then note "boot-latency: $name: ${CMD[*]}"; fi
 		line=$("$WORK/firstbyte" -console "$WORK/$name.console" -- "${CMD[@]}" 2>>"$WORK/$name.stderr") || line="failed"
 		st=$(field status "$line")
 		if [ "$st" != "$want" ]; then
@@ -142,7 +142,7 @@ for row in "${ROWS[@]}"; do
 			note "boot-latency: $name run $i: status $st, want $want (console: $(tr '\n' '|' <"$WORK/$name.console" | cut -c1-200))"
 			continue
 		fi
-		[ "$VERBOSE" = 1 ] && note "$name run $i: $line"
+		if [ "$VERBOSE" = 1 ]; then note "$name run $i: $line"; fi
 		echo "$line" >>"$WORK/$name.runs"
 	done
 	FAILS[$name]=$fails
@@ -156,8 +156,8 @@ for row in "${ROWS[@]}"; do
 	for i in $(seq "$HOLD_RUNS"); do
 		"$fn" "$HALT" ""
 		line=$("$WORK/firstbyte" -hold "corral-guest: halted" -ram "$MEM" -- "${CMD[@]}" 2>>"$WORK/$name.stderr") || line="failed"
-		[ "$VERBOSE" = 1 ] && note "$name halt run $i: $line"
-		[ "$(field status "$line")" = killed ] && echo "$line" >>"$WORK/$name.hold"
+		if [ "$VERBOSE" = 1 ]; then note "$name halt run $i: $line"; fi
+		if [ "$(field status "$line")" = killed ]; then echo "$line" >>"$WORK/$name.hold"; fi
 	done
 	VMRSS[$name]=$(while read -r l; do field vmrss_kib "$l"; done <"$WORK/$name.hold" | median)
 	GRAM[$name]=$(while read -r l; do field guest_ram_kib "$l"; done <"$WORK/$name.hold" | median)
