@@ -126,34 +126,34 @@ func TestBzImageNoACPIAndOldProtocolRSDP(t *testing.T) {
 func TestBzImageHeaderErrors(t *testing.T) {
 	cases := []struct {
 		name  string
-		edit  func(o *bzOpts, b []byte) []byte
+		edit  func(b []byte) []byte
 		field string
 	}{
-		{"boot flag", func(o *bzOpts, b []byte) []byte { b[bootFlagOff] = 0; return b }, "boot_flag"},
-		{"old protocol", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint16(b[versionOff:], 0x020a); return b }, "version 2.10"},
-		{"header end", func(o *bzOpts, b []byte) []byte { b[jumpOff+1] = 0x50; return b }, "setup header ends"},
-		{"loaded high", func(o *bzOpts, b []byte) []byte { b[loadFlagsOff] = 0; return b }, "LOADED_HIGH"},
-		{"kernel64", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint16(b[xloadflagsOff:], 0x7e); return b }, "XLF_KERNEL_64"},
-		{"setup sects", func(o *bzOpts, b []byte) []byte { b[setupSectsOff] = 250; return b[:0x1000] }, "setup_sects"},
-		{"syssize zero", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[sysSizeOff:], 0); return b }, "syssize is 0"},
-		{"syssize past end", func(o *bzOpts, b []byte) []byte { return b[:len(b)-16] }, "syssize"},
-		{"alignment", func(o *bzOpts, b []byte) []byte {
+		{"boot flag", func(b []byte) []byte { b[bootFlagOff] = 0; return b }, "boot_flag"},
+		{"old protocol", func(b []byte) []byte { binary.LittleEndian.PutUint16(b[versionOff:], 0x020a); return b }, "version 2.10"},
+		{"header end", func(b []byte) []byte { b[jumpOff+1] = 0x50; return b }, "setup header ends"},
+		{"loaded high", func(b []byte) []byte { b[loadFlagsOff] = 0; return b }, "LOADED_HIGH"},
+		{"kernel64", func(b []byte) []byte { binary.LittleEndian.PutUint16(b[xloadflagsOff:], 0x7e); return b }, "XLF_KERNEL_64"},
+		{"setup sects", func(b []byte) []byte { b[setupSectsOff] = 250; return b[:0x1000] }, "setup_sects"},
+		{"syssize zero", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[sysSizeOff:], 0); return b }, "syssize is 0"},
+		{"syssize past end", func(b []byte) []byte { return b[:len(b)-16] }, "syssize"},
+		{"alignment", func(b []byte) []byte {
 			binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0x300000)
 			return b
 		}, "kernel_alignment"},
-		{"alignment zero", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0); return b }, "kernel_alignment"},
-		{"pref below 1M", func(o *bzOpts, b []byte) []byte {
+		{"alignment zero", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[kernelAlignOff:], 0); return b }, "kernel_alignment"},
+		{"pref below 1M", func(b []byte) []byte {
 			b[relocatableOff] = 0
 			binary.LittleEndian.PutUint64(b[prefAddressOff:], 0x8000)
 			return b
 		}, "pref_address"},
-		{"init size", func(o *bzOpts, b []byte) []byte { binary.LittleEndian.PutUint32(b[initSizeOff:], 0); return b }, "init_size"},
-		{"truncated header", func(o *bzOpts, b []byte) []byte { return b[:0x250] }, "shorter than the setup header"},
+		{"init size", func(b []byte) []byte { binary.LittleEndian.PutUint32(b[initSizeOff:], 0); return b }, "init_size"},
+		{"truncated header", func(b []byte) []byte { return b[:0x250] }, "shorter than the setup header"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			o := bzDefaults()
-			img := c.edit(&o, makeBzImage(o))
+			img := c.edit(makeBzImage(o))
 			_, err := loadBytes(newMem(t, 64<<20), img, nil, "", 1)
 			if !errors.Is(err, ErrBadKernel) || !strings.Contains(err.Error(), c.field) {
 				t.Fatalf("got %v, want ErrBadKernel naming %q", err, c.field)
