@@ -408,7 +408,13 @@ func TestLogEscaping(t *testing.T) {
 	c := newClient(t, s, nicMAC)
 	evil := "x\n level=ERROR msg=forged \x1b[2J\"\\" + strings.Repeat("A", 100)
 	c.handshake(dhcpv4.WithOption(dhcpv4.OptHostName(evil)), dhcpv4.WithGeneric(dhcpv4.OptionClassIdentifier, []byte("\x00\xff\r")))
+	bad := clientFrame(rawMessage(1, 1, 6, nicMAC, discoverOpts()))
+	bad.badUDPChecksum = true
+	s.HandleFrame(bad.bytes(), nil)
 	out := buf.String()
+	if !strings.Contains(out, `msg="dhcp: frame dropped" reason=drop_udp_checksum`) {
+		t.Errorf("drop not logged:\n%s", out)
+	}
 	for _, line := range strings.Split(strings.TrimSuffix(out, "\n"), "\n") {
 		if !strings.HasPrefix(line, "time=") {
 			t.Errorf("a log record spans lines:\n%s", out)

@@ -6,6 +6,15 @@ import "encoding/binary"
 // (an odd trailing byte is padded with zero). It never overflows for inputs
 // below 2^32 bytes.
 func sum16(b []byte, acc uint64) uint64 {
+	for len(b) >= 32 {
+		v0 := binary.BigEndian.Uint64(b[0:8])
+		v1 := binary.BigEndian.Uint64(b[8:16])
+		v2 := binary.BigEndian.Uint64(b[16:24])
+		v3 := binary.BigEndian.Uint64(b[24:32])
+		acc += v0>>32 + v0&0xffffffff + v1>>32 + v1&0xffffffff +
+			v2>>32 + v2&0xffffffff + v3>>32 + v3&0xffffffff
+		b = b[32:]
+	}
 	for len(b) >= 8 {
 		v := binary.BigEndian.Uint64(b)
 		acc += v>>32 + v&0xffffffff

@@ -78,6 +78,9 @@ func (s *Server) HandleFrame(frame, out []byte) ([]byte, Verdict) {
 		v = DropBadRequest // unreachable; keeps the verdict contract
 		reply = nil
 	}
+	if v.IsDrop() && v != DropRateLimited { // a flood must not become a log flood
+		s.logDrop(v, frame)
+	}
 	s.counts[v]++
 	if reply != nil {
 		s.counts[cRepliesOut]++
@@ -179,18 +182,14 @@ type request struct {
 func (s *Server) handle(frame, out []byte) ([]byte, Verdict) {
 	fi := &s.fi
 	if v := parseFrame(frame, &s.filter, fi); v != verdictNone {
-		if v != VerdictNotDHCP {
-			s.logDrop(v, frame)
-		}
 		return nil, v
 	}
 	now := s.now()
 	if s.limiter != nil && !s.limiter.allow(fi.src, now) {
-		return nil, DropRateLimited // not logged: logging would amplify the flood
+		return nil, DropRateLimited
 	}
 	m := s.msg
 	if v := m.decode(fi.payload, bootRequest); v != verdictNone {
-		s.logDrop(v, frame)
 		return nil, v
 	}
 	if m.htype != htypeEthernet {
@@ -199,7 +198,6 @@ func (s *Server) handle(frame, out []byte) ([]byte, Verdict) {
 	r := request{fi: fi, m: m, now: now, out: out}
 	copy(r.chaddr[:], m.chaddr[:ethAddrLen])
 	if !s.cfg.allowAny && (!s.cfg.allowed[r.chaddr] || !s.cfg.allowed[fi.src]) {
-		s.logDrop(DropMACNotAllowed, frame)
 		return nil, DropMACNotAllowed
 	}
 	if m.giaddr != 0 {
