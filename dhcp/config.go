@@ -182,7 +182,7 @@ func (c *Config) validate() (*settings, error) {
 		return nil, cfgErr("server address %v is the subnet's network or broadcast address", c.Server.Addr())
 	}
 	var ok bool
-	if s.serverMAC, ok = mac6(c.ServerMAC); !ok || s.serverMAC[0]&1 != 0 || s.serverMAC == zeroMAC {
+	if s.serverMAC, ok = mac6(c.ServerMAC); !ok || s.serverMAC[0]&1 != 0 || s.serverMAC == [ethAddrLen]byte{} {
 		return nil, cfgErr("server MAC %v is not a unicast Ethernet address", c.ServerMAC)
 	}
 	if !c.PoolFirst.Is4() || !c.PoolLast.Is4() {
@@ -245,7 +245,7 @@ func (c *Config) validate() (*settings, error) {
 	s.reservedIPs = make(map[uint32]bool, len(c.Reservations))
 	for _, r := range c.Reservations {
 		m, ok := mac6(r.MAC)
-		if !ok || m[0]&1 != 0 || m == zeroMAC {
+		if !ok || m[0]&1 != 0 || m == [ethAddrLen]byte{} {
 			return nil, cfgErr("reservation MAC %v is not a unicast Ethernet address", r.MAC)
 		}
 		if !r.IP.Is4() || !inSubnet(ip4(r.IP)) || ip4(r.IP) == s.serverIP || ip4(r.IP) == s.router {
@@ -267,7 +267,7 @@ func (c *Config) validate() (*settings, error) {
 	s.allowed = make(map[[ethAddrLen]byte]bool, len(c.AllowedMACs))
 	for _, hw := range c.AllowedMACs {
 		m, ok := mac6(hw)
-		if !ok || m[0]&1 != 0 || m == zeroMAC {
+		if !ok || m[0]&1 != 0 || m == [ethAddrLen]byte{} {
 			return nil, cfgErr("allowed MAC %v is not a unicast Ethernet address", hw)
 		}
 		s.allowed[m] = true

@@ -105,7 +105,7 @@ func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	if et != etherTypeIPv4 {
 		return VerdictNotDHCP
 	}
-	if fi.dst != broadcastMAC && fi.dst != f.serverMAC {
+	if fi.dst != broadcastMAC() && fi.dst != f.serverMAC {
 		return VerdictNotDHCP
 	}
 
@@ -152,7 +152,7 @@ func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	if int(binary.BigEndian.Uint16(udp[udpLenOff:])) != len(udp) {
 		return DropUDPLength
 	}
-	if fi.src[0]&1 != 0 || fi.src == zeroMAC {
+	if fi.src[0]&1 != 0 || fi.src == [ethAddrLen]byte{} {
 		return DropSrcMAC
 	}
 	if binary.BigEndian.Uint16(udp[udpChecksumOff:]) != 0 {
@@ -165,7 +165,5 @@ func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	return verdictNone
 }
 
-var (
-	broadcastMAC = [ethAddrLen]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}
-	zeroMAC      [ethAddrLen]byte
-)
+// broadcastMAC returns ff:ff:ff:ff:ff:ff.
+func broadcastMAC() [ethAddrLen]byte { return [ethAddrLen]byte{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} }

@@ -178,7 +178,7 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 	dhcpLen := e.n
 
 	// RFC 2131 section 4.1: where the reply goes.
-	dstMAC, dstIP, dstPort := broadcastMAC, uint32(ipBroadcast), uint16(portClient)
+	dstMAC, dstIP, dstPort := broadcastMAC(), uint32(ipBroadcast), uint16(portClient)
 	switch {
 	case m.giaddr != 0:
 		dstMAC, dstIP, dstPort = fi.src, m.giaddr, portServer
