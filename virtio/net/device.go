@@ -1,0 +1,364 @@
+// Package virtionet is the virtio network device (Virtio 1.2 §5.1) with one
+// receive/transmit queue pair on a host Backend, normally a TAP device from
+// virtio/net/tap. It implements virtio.Device and knows nothing of the
+// transport. (The package is named virtionet so that importers need no alias
+// next to the standard library's net.)
+//
+// Features: VERSION_1, EVENT_IDX and INDIRECT_DESC; MAC (the configured
+// guest MAC), STATUS (link always up) and MTU (the configured MTU). When
+// the backend carries virtio-net headers (Backend.VnetHdr) and supports
+// offloads, CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6 and HOST/GUEST_ECN
+// are offered as far as the backend supports them; at activation the
+// backend is told (SetOffload, i.e. TUNSETOFFLOAD) which offloads the guest
+// accepted, so the host only gives the device frames the guest can take.
+// Without a vnet-header backend no offload is offered and the device strips
+// the header on transmit and writes a zero one on receive.
+//
+// MRG_RXBUF is not offered: one frame spread over several receive chains
+// must appear in the used ring all at once (Linux reads num_buffers and then
+// expects that many chains), and virtio/queue publishes the used index on
+// every Push. So each receive chain holds a whole frame plus header: Linux
+// then posts 1526-byte buffers, or 65562-byte ones with GUEST_TSO.
+//
+// Data path. A transmit goroutine, woken by Notify(TxQueue), copies each
+// chain out of guest memory once (header and frame, at most
+// HeaderLen+MaxFrameLen bytes), checks it, offers it to the FrameHandler,
+// and writes it to the backend. A receive goroutine reads one frame at a
+// time from the backend into a buffer of its own and copies it into the next
+// receive chain. When the guest's receive ring is empty it holds that one
+// frame, re-enables notifications and sleeps until Notify(RxQueue): the
+// host queue (the TAP's) backs up and the host drops, never the device. A
+// receive chain too small for a frame is kept for the next frame and the
+// frame dropped and counted. Interrupts are batched: signalled when the
+// backend has no more frames queued, every 64 frames, and before waiting for
+// buffers.
+//
+// The frame handler. Its replies (DHCP OFFER/ACK/NAK) go into the receive
+// ring from the transmit goroutine, under the lock that the receive
+// goroutine holds while it fills a chain. A reply never waits for room: with
+// the ring empty it is dropped and counted (RxDropReplyNoRoom) and the DHCP
+// client retries.
+//
+// The guest is hostile. A transmit chain with a device-writable buffer, with
+// fewer than 12 readable bytes or more than HeaderLen+MaxFrameLen, and a
+// receive chain with a device-readable buffer break the protocol: the device
+// calls Activation.Fail with an error that says "guest gave ..." (matching
+// queue.ErrGuest) and stops serving that queue. Frames that are merely bad
+// (runts, over the MTU, offloads not negotiated, checksum offsets outside
+// the frame) are dropped and counted (Counters).
+package virtionet
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	stdnet "net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/queue"
+)
+
+// DefaultQueueSize is the queue size offered when Config.QueueSize is 0.
+const DefaultQueueSize = 256
+
+// Config describes one virtio-net device.
+type Config struct {
+	// Backend is the host side (required). The device owns it: Close
+	// closes it.
+	Backend Backend
+	// MAC is the guest's MAC address, offered with VIRTIO_NET_F_MAC
+	// (required; a unicast address, e.g. from DefaultNetwork or RandomMAC).
+	MAC stdnet.HardwareAddr
+	// MTU is offered with VIRTIO_NET_F_MTU and bounds frames without GSO
+	// both ways (plus an Ethernet header and one VLAN tag); 0 means
+	// DefaultMTU. Give the TAP the same MTU.
+	MTU int
+	// QueueSize is the largest queue size offered (a power of two); 0 means
+	// DefaultQueueSize.
+	QueueSize uint16
+	// Handler, when set, sees every transmitted frame first (see
+	// FrameHandler and DHCP).
+	Handler FrameHandler
+	// NoOffloads turns the checksum and segmentation offloads off even when
+	// the backend supports them.
+	NoOffloads bool
+	// Logger receives warnings and guest errors; nil discards them.
+	Logger *slog.Logger
+}
+
+// Device is a virtio-net device. It implements virtio.Device.
+type Device struct {
+	be        Backend
+	log       *slog.Logger
+	mac       [6]byte
+	mtu       int
+	features  uint64
+	config    [ConfigSize]byte
+	queueSize uint16
+	handler   FrameHandler
+	counts    counters
+
+	mu     sync.Mutex // serialises Activate, Reset, Close
+	active atomic.Pointer[run]
+	closed bool
+}
+
+// run is one activation: its goroutines and how to stop them.
+type run struct {
+	rx     *receiver    // nil when the driver left the receive queue off
+	tx     *transmitter // nil when the driver left the transmit queue off
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+var _ virtio.Device = (*Device)(nil)
+
+// New checks cfg and returns the device, ready for a transport.
+func New(cfg Config) (*Device, error) {
+	if cfg.Backend == nil {
+		return nil, errors.New("virtio-net: no backend")
+	}
+	if len(cfg.MAC) != 6 || cfg.MAC[0]&1 != 0 || [6]byte(cfg.MAC) == ([6]byte{}) {
+		return nil, fmt.Errorf("virtio-net: MAC %v is not a unicast Ethernet address", cfg.MAC)
+	}
+	mtu := cfg.MTU
+	if mtu == 0 {
+		mtu = DefaultMTU
+	}
+	if mtu < MinMTU || mtu > MaxMTU {
+		return nil, fmt.Errorf("virtio-net: MTU %d outside %d..%d", mtu, MinMTU, MaxMTU)
+	}
+	qs := cfg.QueueSize
+	if qs == 0 {
+		qs = DefaultQueueSize
+	}
+	if qs < 2 || qs&(qs-1) != 0 || qs > queue.MaxSize {
+		return nil, fmt.Errorf("virtio-net: queue size %d is not a power of two in 2..%d", qs, queue.MaxSize)
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	d := &Device{be: cfg.Backend, log: log, mac: [6]byte(cfg.MAC), mtu: mtu, queueSize: qs, handler: cfg.Handler}
+	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU
+	if !cfg.NoOffloads && cfg.Backend.VnetHdr() {
+		d.features |= offloadFeatures(cfg.Backend.Offloads())
+	}
+	copy(d.config[cfgMAC:], d.mac[:])
+	binary.LittleEndian.PutUint16(d.config[cfgStatus:], StatusLinkUp)
+	binary.LittleEndian.PutUint16(d.config[cfgMaxVirtqueuePairs:], 1)
+	binary.LittleEndian.PutUint16(d.config[cfgMTU:], uint16(mtu))
+	return d, nil
+}
+
+// offloadFeatures returns the feature bits a backend's offloads allow, both
+// directions, respecting the spec's dependencies (TSO needs CSUM, ECN needs
+// TSO).
+func offloadFeatures(o Offload) uint64 {
+	if o&OffloadCsum == 0 {
+		return 0
+	}
+	f := uint64(FCsum | FGuestCsum)
+	if o&OffloadTSO4 != 0 {
+		f |= FHostTSO4 | FGuestTSO4
+	}
+	if o&OffloadTSO6 != 0 {
+		f |= FHostTSO6 | FGuestTSO6
+	}
+	if o&OffloadTSOECN != 0 && o&(OffloadTSO4|OffloadTSO6) != 0 {
+		f |= FHostECN | FGuestECN
+	}
+	return f
+}
+
+// guestOffload is what the guest accepted on receive, as backend offloads.
+func guestOffload(features uint64) Offload {
+	if features&FGuestCsum == 0 {
+		return 0
+	}
+	o := OffloadCsum
+	if features&FGuestTSO4 != 0 {
+		o |= OffloadTSO4
+	}
+	if features&FGuestTSO6 != 0 {
+		o |= OffloadTSO6
+	}
+	if features&FGuestECN != 0 && o&(OffloadTSO4|OffloadTSO6) != 0 {
+		o |= OffloadTSOECN
+	}
+	return o
+}
+
+// hostOffload is what the guest may use on transmit, as backend offloads.
+func hostOffload(features uint64) Offload {
+	if features&FCsum == 0 {
+		return 0
+	}
+	o := OffloadCsum
+	if features&FHostTSO4 != 0 {
+		o |= OffloadTSO4
+	}
+	if features&FHostTSO6 != 0 {
+		o |= OffloadTSO6
+	}
+	if features&FHostECN != 0 && o&(OffloadTSO4|OffloadTSO6) != 0 {
+		o |= OffloadTSOECN
+	}
+	return o
+}
+
+// Type returns virtio.TypeNet.
+func (d *Device) Type() virtio.DeviceType { return virtio.TypeNet }
+
+// Features returns the feature bits offered.
+func (d *Device) Features() uint64 { return d.features }
+
+// NumQueues returns 2: receiveq1 and transmitq1.
+func (d *Device) NumQueues() int { return 2 }
+
+// MaxQueueSize returns the largest queue size offered.
+func (d *Device) MaxQueueSize() uint16 { return d.queueSize }
+
+// ConfigSize returns the size of struct virtio_net_config exposed.
+func (d *Device) ConfigSize() int { return ConfigSize }
+
+// MAC returns the guest's MAC address.
+func (d *Device) MAC() stdnet.HardwareAddr { return append(stdnet.HardwareAddr(nil), d.mac[:]...) }
+
+// MTU returns the MTU the device offers.
+func (d *Device) MTU() int { return d.mtu }
+
+// Counters returns a snapshot of the device's counters.
+func (d *Device) Counters() Counters { return d.counts.snapshot() }
+
+// ReadConfig copies configuration bytes at off into p (zeros past the end).
+func (d *Device) ReadConfig(off int, p []byte) {
+	clear(p)
+	if off >= 0 && off < len(d.config) {
+		copy(p, d.config[off:])
+	}
+}
+
+// WriteConfig ignores writes: with VERSION_1 every field is read-only.
+func (d *Device) WriteConfig(off int, p []byte) {}
+
+// Activate tells the backend which receive offloads the guest accepted and
+// starts the receive and transmit goroutines for the queues the driver
+// enabled.
+func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return errors.New("virtio-net: activate after close")
+	}
+	if d.active.Load() != nil {
+		return errors.New("virtio-net: already active")
+	}
+	if a.Mem == nil || a.Interrupt == nil {
+		return errors.New("virtio-net: activation without guest memory or interrupt")
+	}
+	if len(a.Queues) != 2 {
+		return fmt.Errorf("virtio-net: activation with %d queues; the device has 2", len(a.Queues))
+	}
+	if a.Features&^d.features != 0 {
+		return fmt.Errorf("virtio-net: activation with features %#x not offered", a.Features&^d.features)
+	}
+	if a.Features&virtio.FVersion1 == 0 {
+		return errors.New("virtio-net: activation without VIRTIO_F_VERSION_1 (legacy headers are not supported)")
+	}
+	if d.be.VnetHdr() {
+		if err := d.be.SetOffload(guestOffload(a.Features)); err != nil {
+			return fmt.Errorf("virtio-net: set backend offloads %#x: %w", guestOffload(a.Features), err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	r := &run{cancel: cancel}
+	if q := a.Queues[RxQueue]; q != nil {
+		r.rx = newReceiver(d, q, a)
+	}
+	if q := a.Queues[TxQueue]; q != nil {
+		r.tx = newTransmitter(d, q, a, r.rx)
+	}
+	if r.rx != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.rx.run(ctx)
+		}()
+	}
+	if r.tx != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.tx.run(ctx)
+		}()
+	}
+	d.active.Store(r)
+	return nil
+}
+
+// Notify wakes the goroutine of queue q. It never blocks and ignores queues
+// that are not running.
+func (d *Device) Notify(q int) {
+	r := d.active.Load()
+	if r == nil {
+		return
+	}
+	var kick chan struct{}
+	switch {
+	case q == RxQueue && r.rx != nil:
+		kick = r.rx.kick
+	case q == TxQueue && r.tx != nil:
+		kick = r.tx.kick
+	default:
+		return
+	}
+	select {
+	case kick <- struct{}{}:
+	default: // a wake-up is already pending
+	}
+}
+
+// Reset stops the goroutines (a frame being received is dropped; a frame
+// being transmitted is finished or abandoned) and forgets the queues. The
+// device can then be activated again.
+func (d *Device) Reset() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.resetLocked()
+}
+
+func (d *Device) resetLocked() error {
+	r := d.active.Swap(nil)
+	if r == nil {
+		return nil
+	}
+	r.cancel()
+	// Wake a goroutine blocked in the backend; it sees the context ended.
+	err := d.be.SetDeadline(time.Now())
+	r.wg.Wait()
+	if err != nil {
+		return fmt.Errorf("virtio-net: stop backend I/O: %w", err)
+	}
+	if err := d.be.SetDeadline(time.Time{}); err != nil {
+		return fmt.Errorf("virtio-net: clear backend deadline: %w", err)
+	}
+	return nil
+}
+
+// Close stops the device and closes the backend.
+func (d *Device) Close() error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return nil
+	}
+	d.closed = true
+	err := d.resetLocked()
+	return errors.Join(err, d.be.Close())
+}

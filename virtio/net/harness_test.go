@@ -1,0 +1,387 @@
+package virtionet
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/guestmem"
+	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/testdriver"
+	"github.com/corral-vmm/corral/virtio/queue"
+)
+
+const (
+	testMem  = 16 << 20
+	waitTime = 10 * time.Second // generous bound on every wait; never a speed goal
+)
+
+var (
+	guestMAC = [6]byte{0x02, 'c', 'r', 0, 7, 2}
+	hostMAC  = [6]byte{0x02, 'c', 'r', 0, 7, 1}
+)
+
+// fakeIRQ records interrupts and wakes waiters.
+type fakeIRQ struct {
+	ch    chan int
+	count [2]atomic.Int64
+}
+
+func (f *fakeIRQ) Signal(q int) error {
+	if q >= 0 && q < 2 {
+		f.count[q].Add(1)
+	}
+	select {
+	case f.ch <- q:
+	default:
+	}
+	return nil
+}
+
+// testBackend is the device's end of a SOCK_SEQPACKET socket pair (one
+// frame per read and write, like a TAP); the test holds the other end. It
+// can pretend to support offloads and records what the device asks for.
+type testBackend struct {
+	*FileBackend
+	offloads Offload
+	reads    atomic.Int64 // frames the device has read
+	mu       sync.Mutex
+	setOff   []Offload
+}
+
+func (b *testBackend) ReadFrame(p []byte, wait bool) (int, error) {
+	n, err := b.FileBackend.ReadFrame(p, wait)
+	if err == nil {
+		b.reads.Add(1)
+	}
+	return n, err
+}
+
+func (b *testBackend) Offloads() Offload { return b.offloads }
+
+func (b *testBackend) SetOffload(o Offload) error {
+	if o&^b.offloads != 0 {
+		return fmt.Errorf("offloads %#x not supported", o)
+	}
+	b.mu.Lock()
+	b.setOff = append(b.setOff, o)
+	b.mu.Unlock()
+	return nil
+}
+
+func (b *testBackend) lastOffload() (Offload, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if len(b.setOff) == 0 {
+		return 0, false
+	}
+	return b.setOff[len(b.setOff)-1], true
+}
+
+// socketPair returns two pollable ends of a SOCK_SEQPACKET pair.
+func socketPair(tb testing.TB) (dev, peer *os.File) {
+	tb.Helper()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_SEQPACKET|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// Room for a few 64 KiB frames each way.
+	for _, fd := range fds {
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_SNDBUF, 1<<20)
+		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_RCVBUF, 1<<20)
+	}
+	return os.NewFile(uintptr(fds[0]), "dev-end"), os.NewFile(uintptr(fds[1]), "peer-end")
+}
+
+func newTestBackend(tb testing.TB, vnet bool, off Offload) (*testBackend, *os.File) {
+	tb.Helper()
+	devEnd, peer := socketPair(tb)
+	fb, err := NewFileBackend(devEnd, vnet)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { peer.Close() })
+	return &testBackend{FileBackend: fb, offloads: off}, peer
+}
+
+type opts struct {
+	vnet     bool
+	offloads Offload
+	handler  FrameHandler
+	mtu      int
+	drop     uint64 // offered features the driver does not accept
+	qsize    uint16
+}
+
+// harness is a device on a socket pair with a mock driver per queue in fake
+// guest memory.
+type harness struct {
+	t    testing.TB
+	dev  *Device
+	be   *testBackend
+	peer *os.File
+	mem  *guestmem.Memory
+	rxd  *testdriver.Driver
+	txd  *testdriver.Driver
+	irq  *fakeIRQ
+	feat uint64
+
+	mu     sync.Mutex
+	fails  []error
+	failed chan struct{}
+	rxBufs map[uint16]uint64 // head → buffer GPA
+}
+
+func newHarness(tb testing.TB, o opts) *harness {
+	tb.Helper()
+	// mmap'd like real guest RAM: the race detector does not track it, as
+	// it cannot see the ring protocol's fences. Unmapped after the device
+	// stops (cleanups run last-in first-out).
+	mem, err := guestmem.Allocate(guestmem.Range{GPA: 0, Size: testMem})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { mem.Close() })
+	be, peer := newTestBackend(tb, o.vnet, o.offloads)
+	dev, err := New(Config{Backend: be, MAC: guestMAC[:], MTU: o.mtu, QueueSize: o.qsize, Handler: o.handler})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := dev.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	h := &harness{t: tb, dev: dev, be: be, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
+		failed: make(chan struct{}, 16), feat: dev.Features() &^ o.drop}
+	h.activate()
+	return h
+}
+
+// activate lays out fresh rings and activates the device on them.
+func (h *harness) activate() {
+	h.t.Helper()
+	h.rxBufs = map[uint16]uint64{}
+	qs := h.dev.MaxQueueSize()
+	h.rxd = testdriver.New(h.mem, qs, 0x1000, testMem/2, 0)
+	h.txd = testdriver.New(h.mem, qs, testMem/2, testMem, 0)
+	var queues []*queue.Queue
+	for _, d := range []*testdriver.Driver{h.rxd, h.txd} {
+		d.EventIdx = h.feat&virtio.FEventIdx != 0
+		q, err := queue.New(h.mem, d.L, virtio.QueueOptions(h.feat, qs))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		queues = append(queues, q)
+	}
+	err := h.dev.Activate(context.Background(), virtio.Activation{
+		Mem: h.mem, Features: h.feat, Queues: queues, Interrupt: h.irq,
+		Fail: func(err error) {
+			h.mu.Lock()
+			h.fails = append(h.fails, err)
+			h.mu.Unlock()
+			select {
+			case h.failed <- struct{}{}:
+			default:
+			}
+		},
+	})
+	if err != nil {
+		h.t.Fatalf("Activate: %v", err)
+	}
+}
+
+func (h *harness) failures() []error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]error(nil), h.fails...)
+}
+
+// postRx makes a receive buffer of size bytes available, split into
+// descriptors of at most seg bytes (0: one descriptor), without a kick.
+func (h *harness) postRx(size int, seg int) uint16 {
+	h.t.Helper()
+	gpa := h.rxd.Alloc(uint64(size), 16)
+	if err := h.mem.Zero(gpa, uint64(size)); err != nil {
+		h.t.Fatal(err)
+	}
+	if seg == 0 {
+		seg = size
+	}
+	var segs []testdriver.Seg
+	for off := 0; off < size; off += seg {
+		segs = append(segs, testdriver.Seg{Addr: gpa + uint64(off), Len: uint32(min(seg, size-off)), Write: true})
+	}
+	head, ok := h.rxd.Add(segs...)
+	if !ok {
+		h.t.Fatal("receive queue full")
+	}
+	h.rxBufs[head] = gpa
+	return head
+}
+
+// refill posts n buffers of size bytes and kicks the receive queue.
+func (h *harness) refill(n, size int) {
+	h.t.Helper()
+	for range n {
+		h.postRx(size, 0)
+	}
+	h.dev.Notify(RxQueue)
+}
+
+// wait blocks until ok returns true, re-checking after every interrupt. It
+// enables interrupts (and re-checks) first, as a driver does before it
+// sleeps.
+func (h *harness) wait(what string, ok func() bool) {
+	h.t.Helper()
+	deadline := time.NewTimer(waitTime)
+	defer deadline.Stop()
+	for {
+		if ok() {
+			return
+		}
+		h.rxd.EnableInterrupts()
+		h.txd.EnableInterrupts()
+		if ok() {
+			return
+		}
+		select {
+		case <-h.irq.ch:
+		case <-h.failed:
+			h.t.Fatalf("waiting for %s: device failed: %v", what, h.failures())
+		case <-deadline.C:
+			h.t.Fatalf("%s did not happen within %v", what, waitTime)
+		}
+	}
+}
+
+type rxPacket struct {
+	hdr        header
+	numBuffers uint16
+	frame      []byte
+	usedLen    uint32
+}
+
+// takeRx waits for the next filled receive buffer and returns its contents.
+func (h *harness) takeRx() rxPacket {
+	h.t.Helper()
+	var p rxPacket
+	h.wait("a received frame", func() bool {
+		id, n, ok := h.rxd.Used()
+		if !ok {
+			return false
+		}
+		gpa, known := h.rxBufs[uint16(id)]
+		if !known {
+			h.t.Fatalf("used ring returned unknown head %d", id)
+		}
+		delete(h.rxBufs, uint16(id))
+		if n < HeaderLen {
+			h.t.Fatalf("used length %d shorter than the header", n)
+		}
+		b, err := h.mem.Slice(gpa, uint64(n))
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		b = append([]byte(nil), b...)
+		p = rxPacket{hdr: decodeHeader(b), numBuffers: binary.LittleEndian.Uint16(b[hdrNumBuffers:]), frame: b[HeaderLen:], usedLen: n}
+		return true
+	})
+	return p
+}
+
+// sendTx makes one transmit chain of hdr+frame available, split into
+// descriptors of at most seg bytes (0: header and frame separately), and
+// kicks the transmit queue.
+func (h *harness) sendTx(hdr header, frame []byte, seg int) {
+	h.t.Helper()
+	pkt := make([]byte, HeaderLen+len(frame))
+	hdr.encode(pkt, 0)
+	copy(pkt[HeaderLen:], frame)
+	h.sendRawTx(pkt, seg)
+}
+
+func (h *harness) sendRawTx(pkt []byte, seg int) {
+	h.t.Helper()
+	gpa := h.txd.Alloc(uint64(len(pkt)), 16)
+	if err := h.mem.WriteAt(pkt, gpa); err != nil {
+		h.t.Fatal(err)
+	}
+	var segs []testdriver.Seg
+	if seg == 0 {
+		segs = append(segs, testdriver.Seg{Addr: gpa, Len: uint32(min(HeaderLen, len(pkt)))})
+		if len(pkt) > HeaderLen {
+			segs = append(segs, testdriver.Seg{Addr: gpa + HeaderLen, Len: uint32(len(pkt) - HeaderLen)})
+		}
+	} else {
+		for off := 0; off < len(pkt); off += seg {
+			segs = append(segs, testdriver.Seg{Addr: gpa + uint64(off), Len: uint32(min(seg, len(pkt)-off))})
+		}
+	}
+	if _, ok := h.txd.Add(segs...); !ok {
+		h.t.Fatal("transmit queue full")
+	}
+	h.dev.Notify(TxQueue)
+}
+
+// waitTxDone waits until n more transmit chains have been completed.
+func (h *harness) waitTxDone(n int) {
+	h.t.Helper()
+	got := 0
+	h.wait(fmt.Sprintf("%d transmit completions", n), func() bool {
+		for got < n {
+			_, l, ok := h.txd.Used()
+			if !ok {
+				return false
+			}
+			if l != 0 {
+				h.t.Errorf("transmit used length %d, want 0", l)
+			}
+			got++
+		}
+		return true
+	})
+}
+
+// expectFail waits for the device to report a guest error.
+func (h *harness) expectFail() error {
+	h.t.Helper()
+	select {
+	case <-h.failed:
+	case <-time.After(waitTime):
+		h.t.Fatal("device did not fail")
+	}
+	f := h.failures()
+	return f[len(f)-1]
+}
+
+// peerRead returns the next frame the device wrote to the backend.
+func (h *harness) peerRead() []byte {
+	h.t.Helper()
+	buf := make([]byte, HeaderLen+MaxFrameLen+1)
+	h.peer.SetReadDeadline(time.Now().Add(waitTime))
+	n, err := h.peer.Read(buf)
+	if err != nil {
+		h.t.Fatalf("reading the backend's peer: %v", err)
+	}
+	return buf[:n]
+}
+
+// peerWrite sends a frame from the host side to the device.
+func (h *harness) peerWrite(frame []byte) {
+	h.t.Helper()
+	h.peer.SetWriteDeadline(time.Now().Add(waitTime))
+	if _, err := h.peer.Write(frame); err != nil {
+		h.t.Fatalf("writing the backend's peer: %v", err)
+	}
+}
+
+func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }

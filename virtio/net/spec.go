@@ -1,0 +1,97 @@
+package virtionet
+
+// Feature bits of the network device (Virtio 1.2 §5.1.3). The device offers
+// the ones marked "offered"; the rest are named for logs and tests.
+const (
+	FCsum              = 1 << 0  // VIRTIO_NET_F_CSUM: the device takes partial checksums on transmit (offered with a vnet-header backend)
+	FGuestCsum         = 1 << 1  // VIRTIO_NET_F_GUEST_CSUM: the driver takes partial checksums on receive (offered with a vnet-header backend)
+	FCtrlGuestOffloads = 1 << 2  // VIRTIO_NET_F_CTRL_GUEST_OFFLOADS (not offered: no control queue)
+	FMTU               = 1 << 3  // VIRTIO_NET_F_MTU: mtu in config is valid (offered)
+	FMAC               = 1 << 5  // VIRTIO_NET_F_MAC: mac in config is valid (offered)
+	FGuestTSO4         = 1 << 7  // VIRTIO_NET_F_GUEST_TSO4: the driver takes TCPv4 GSO frames
+	FGuestTSO6         = 1 << 8  // VIRTIO_NET_F_GUEST_TSO6: the driver takes TCPv6 GSO frames
+	FGuestECN          = 1 << 9  // VIRTIO_NET_F_GUEST_ECN: the driver takes GSO frames with ECN
+	FGuestUFO          = 1 << 10 // VIRTIO_NET_F_GUEST_UFO (not offered)
+	FHostTSO4          = 1 << 11 // VIRTIO_NET_F_HOST_TSO4: the device takes TCPv4 GSO frames
+	FHostTSO6          = 1 << 12 // VIRTIO_NET_F_HOST_TSO6: the device takes TCPv6 GSO frames
+	FHostECN           = 1 << 13 // VIRTIO_NET_F_HOST_ECN: the device takes GSO frames with ECN
+	FHostUFO           = 1 << 14 // VIRTIO_NET_F_HOST_UFO (not offered)
+	FMrgRxbuf          = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF (not offered: see the package doc)
+	FStatus            = 1 << 16 // VIRTIO_NET_F_STATUS: status in config is valid (offered)
+	FCtrlVQ            = 1 << 17 // VIRTIO_NET_F_CTRL_VQ (not offered)
+	FMQ                = 1 << 22 // VIRTIO_NET_F_MQ (not offered)
+	FSpeedDuplex       = 1 << 63 // VIRTIO_NET_F_SPEED_DUPLEX (not offered)
+)
+
+// Queue indices of the single queue pair.
+const (
+	RxQueue = 0 // receiveq1: the device fills guest buffers with frames
+	TxQueue = 1 // transmitq1: the guest hands the device frames to send
+)
+
+// Configuration space (struct virtio_net_config) offsets.
+const (
+	cfgMAC               = 0  // u8 mac[6]
+	cfgStatus            = 6  // le16 status
+	cfgMaxVirtqueuePairs = 8  // le16 max_virtqueue_pairs (valid with MQ; 1 here)
+	cfgMTU               = 10 // le16 mtu
+	// ConfigSize is the size of the configuration this device exposes
+	// (through mtu; speed, duplex and the RSS fields are not offered).
+	ConfigSize = 12
+)
+
+// StatusLinkUp is VIRTIO_NET_S_LINK_UP in the config status field.
+const StatusLinkUp = 1
+
+// The header in front of every frame on both queues (struct
+// virtio_net_hdr_v1; with VIRTIO_F_VERSION_1 it is always 12 bytes, and
+// num_buffers is present whether or not MRG_RXBUF was negotiated).
+const (
+	hdrFlags      = 0  // u8 flags
+	hdrGSOType    = 1  // u8 gso_type
+	hdrHdrLen     = 2  // le16 hdr_len
+	hdrGSOSize    = 4  // le16 gso_size
+	hdrCsumStart  = 6  // le16 csum_start
+	hdrCsumOffset = 8  // le16 csum_offset
+	hdrNumBuffers = 10 // le16 num_buffers
+	// HeaderLen is the size of struct virtio_net_hdr_v1.
+	HeaderLen = 12
+)
+
+// Header flags (virtio_net_hdr.flags).
+const (
+	HdrFNeedsCsum = 1 // VIRTIO_NET_HDR_F_NEEDS_CSUM: checksum from csum_start is partial
+	HdrFDataValid = 2 // VIRTIO_NET_HDR_F_DATA_VALID: checksums already verified (receive only)
+)
+
+// GSO types (virtio_net_hdr.gso_type).
+const (
+	GSONone  = 0    // VIRTIO_NET_HDR_GSO_NONE
+	GSOTCPv4 = 1    // VIRTIO_NET_HDR_GSO_TCPV4
+	GSOUDP   = 3    // VIRTIO_NET_HDR_GSO_UDP (UFO; not offered)
+	GSOTCPv6 = 4    // VIRTIO_NET_HDR_GSO_TCPV6
+	GSOUDPL4 = 5    // VIRTIO_NET_HDR_GSO_UDP_L4 (USO; not offered)
+	GSOECN   = 0x80 // VIRTIO_NET_HDR_GSO_ECN bit
+)
+
+// Frame sizes.
+const (
+	// EthHeaderLen is an Ethernet II header: two MACs and the EtherType.
+	EthHeaderLen = 14
+	// VLANTagLen is one 802.1Q tag.
+	VLANTagLen = 4
+	// DefaultMTU is the MTU used when Config.MTU is 0.
+	DefaultMTU = 1500
+	// MinMTU and MaxMTU bound Config.MTU (IPv4's minimum; a frame of
+	// MaxMTU plus headers still fits MaxFrameLen).
+	MinMTU = 68
+	MaxMTU = 65535
+	// MaxFrameLen is the largest frame either direction carries: 64 KiB of
+	// IP datagram (a GSO frame) plus an Ethernet header with one VLAN tag.
+	// A transmit chain longer than HeaderLen+MaxFrameLen fails the device.
+	MaxFrameLen = 64<<10 + EthHeaderLen + VLANTagLen
+)
+
+// frameOverhead is what an Ethernet frame adds to the MTU (header with one
+// VLAN tag; no FCS).
+const frameOverhead = EthHeaderLen + VLANTagLen

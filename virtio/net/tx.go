@@ -1,0 +1,258 @@
+package virtionet
+
+import (
+	"context"
+	"errors"
+
+	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/queue"
+)
+
+// txBatch is how many chains the transmit goroutine completes before it
+// signals the guest in the middle of a long drain.
+const txBatch = 64
+
+// errStopped ends a drain when Reset interrupted a backend write.
+var errStopped = errors.New("virtio-net: stopped")
+
+// transmitter serves the transmit queue. Everything it reuses per frame
+// lives here, so the steady state does not allocate.
+type transmitter struct {
+	d       *Device
+	be      Backend
+	q       *queue.Queue
+	irq     virtio.Interrupt
+	fail    func(error)
+	kick    chan struct{}
+	rx      *receiver // for frame handler replies; nil when the receive queue is off
+	handler FrameHandler
+
+	vnet     bool    // the backend takes a virtio-net header in front of each frame
+	hostOff  Offload // offloads the guest may use on transmit
+	maxFrame int     // largest frame without GSO
+
+	chain queue.Chain
+	buf   []byte // one chain's header and frame, copied out of guest memory
+	out   []byte // header space, then the handler's reply
+}
+
+func newTransmitter(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver) *transmitter {
+	t := &transmitter{
+		d: d, be: d.be, q: q, irq: a.Interrupt, fail: a.Fail, rx: rx, handler: d.handler,
+		kick:     make(chan struct{}, 1),
+		vnet:     d.be.VnetHdr(),
+		hostOff:  hostOffload(a.Features),
+		maxFrame: d.mtu + frameOverhead,
+		buf:      make([]byte, HeaderLen+MaxFrameLen),
+	}
+	if !t.vnet {
+		t.hostOff = 0 // not offered; a guest that sets NEEDS_CSUM anyway gets it done in software
+	}
+	if t.handler != nil {
+		t.out = make([]byte, HeaderLen+t.handler.ReplyBufferSize())
+	}
+	return t
+}
+
+// run drains the queue at start (the driver may have queued frames before
+// DRIVER_OK) and after every kick, until ctx ends or the guest breaks the
+// protocol.
+func (t *transmitter) run(ctx context.Context) {
+	for {
+		if err := t.drain(ctx); err != nil {
+			t.failed(err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.kick:
+		}
+	}
+}
+
+func (t *transmitter) failed(err error) {
+	if errors.Is(err, queue.ErrGuest) {
+		t.d.log.Warn("virtio-net: transmit queue failed", "err", err)
+	} else {
+		t.d.log.Error("virtio-net: transmit queue failed", "err", err)
+	}
+	if t.fail != nil {
+		t.fail(err)
+	}
+}
+
+// drain sends every available frame, signals the driver, and re-arms
+// notifications, looping when frames arrived meanwhile.
+func (t *transmitter) drain(ctx context.Context) error {
+	for {
+		if err := t.q.DisableNotifications(); err != nil {
+			return err
+		}
+		done := 0
+		for ctx.Err() == nil {
+			ok, err := t.q.Pop(&t.chain)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				break
+			}
+			if err := t.send(ctx, &t.chain); err != nil {
+				if err == errStopped {
+					return nil
+				}
+				t.q.Fail(err)
+				return err
+			}
+			if err := t.q.Push(&t.chain, 0); err != nil {
+				return err
+			}
+			if done++; done%txBatch == 0 {
+				t.interrupt()
+			}
+		}
+		t.interrupt()
+		if ctx.Err() != nil {
+			return nil
+		}
+		more, err := t.q.EnableNotifications()
+		if err != nil || !more {
+			return err
+		}
+	}
+}
+
+func (t *transmitter) interrupt() {
+	need, err := t.q.NeedInterrupt()
+	if err != nil {
+		t.d.log.Error("virtio-net: transmit interrupt check failed", "err", err)
+		return
+	}
+	if !need {
+		return
+	}
+	if err := t.irq.Signal(TxQueue); err != nil {
+		t.d.log.Error("virtio-net: transmit interrupt failed", "err", err)
+	}
+}
+
+// send handles one transmit chain. It returns a guest error for a chain
+// that breaks the protocol, errStopped when Reset interrupted the backend,
+// and nil otherwise (the frame was sent, consumed by the handler, or
+// dropped and counted).
+func (t *transmitter) send(ctx context.Context, c *queue.Chain) error {
+	if n := c.WritableLen(); n > 0 || len(c.Writable()) > 0 {
+		return queue.Guestf(queue.BadRequest, "a transmit chain with %d device-writable bytes", n)
+	}
+	rl := c.ReadableLen()
+	if rl < HeaderLen {
+		return queue.Guestf(queue.BadRequest, "a transmit chain of %d bytes, shorter than the %d-byte virtio-net header", rl, HeaderLen)
+	}
+	if uint64(rl) > HeaderLen+MaxFrameLen {
+		return queue.Guestf(queue.BadRequest, "a transmit chain of %d bytes (at most %d: a 64 KiB frame and the header)", rl, HeaderLen+MaxFrameLen)
+	}
+	// One copy out of guest memory: everything below reads the copy.
+	pkt := t.buf[:rl]
+	if _, err := c.ReadAt(pkt, 0); err != nil {
+		return err // cannot happen: rl bytes are readable
+	}
+	frame := pkt[HeaderLen:]
+	if len(frame) < EthHeaderLen {
+		t.d.counts.inc(cTxDropRunt)
+		return nil
+	}
+	h := decodeHeader(pkt)
+	need, ok := gsoOffload(h.gsoType)
+	if !ok || need&^t.hostOff != 0 {
+		t.d.counts.inc(cTxDropBadHeader)
+		return nil
+	}
+	gso := h.gso() != GSONone
+	if gso && h.gsoSize == 0 {
+		t.d.counts.inc(cTxDropBadHeader)
+		return nil
+	}
+	if !gso && len(frame) > t.maxFrame {
+		t.d.counts.inc(cTxDropOversize)
+		return nil
+	}
+	// DATA_VALID and the rest are receive-side flags: the guest cannot tell
+	// the host its checksums were verified.
+	h.flags &= HdrFNeedsCsum
+	if h.flags&HdrFNeedsCsum != 0 {
+		if !h.csumFits(len(frame)) {
+			t.d.counts.inc(cTxDropBadHeader)
+			return nil
+		}
+		if t.hostOff&OffloadCsum == 0 {
+			t.finishChecksum(&h, frame)
+		}
+	} else {
+		h.csumStart, h.csumOffset = 0, 0
+	}
+	if t.handler != nil && !gso && t.handler.Match(frame) {
+		if h.flags&HdrFNeedsCsum != 0 {
+			t.finishChecksum(&h, frame)
+		}
+		reply, consumed := t.handler.Handle(frame, t.out[HeaderLen:])
+		if len(reply) > 0 {
+			t.deliverReply(reply)
+		}
+		if consumed {
+			t.d.counts.inc(cHandlerConsumed)
+			return nil
+		}
+	}
+	var err error
+	if t.vnet {
+		h.encode(pkt[:HeaderLen], 0)
+		err = t.be.WriteFrame(pkt)
+	} else {
+		err = t.be.WriteFrame(frame)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return errStopped
+		}
+		t.d.counts.inc(cTxDropBackend)
+		t.d.log.Debug("virtio-net: backend write failed", "len", len(frame), "err", err)
+		return nil
+	}
+	t.d.counts.inc(cTxPackets)
+	t.d.counts.add(cTxBytes, uint64(len(frame)))
+	return nil
+}
+
+// finishChecksum completes a partial checksum in software and clears the
+// header's request for it.
+func (t *transmitter) finishChecksum(h *header, frame []byte) {
+	completeChecksum(frame, h.csumStart, h.csumOffset)
+	h.flags &^= HdrFNeedsCsum
+	h.csumStart, h.csumOffset = 0, 0
+	t.d.counts.inc(cTxCsumCompleted)
+}
+
+// deliverReply hands a frame handler's reply to the receive side with a
+// zero virtio-net header in front.
+func (t *transmitter) deliverReply(reply []byte) {
+	if t.rx == nil {
+		t.d.counts.inc(cRxDropNotRunning)
+		return
+	}
+	if len(reply) < EthHeaderLen || len(reply) > t.maxFrame {
+		t.d.counts.inc(cRxDropOversize)
+		return
+	}
+	var pkt []byte
+	switch {
+	case len(t.out) > HeaderLen && &reply[0] == &t.out[HeaderLen]:
+		pkt = t.out[:HeaderLen+len(reply)] // built in place
+	case HeaderLen+len(reply) <= len(t.out):
+		pkt = t.out[:HeaderLen+copy(t.out[HeaderLen:], reply)]
+	default: // the handler allocated its reply
+		pkt = append(make([]byte, HeaderLen, HeaderLen+len(reply)), reply...)
+	}
+	header{}.encode(pkt[:HeaderLen], 1)
+	t.rx.deliverReply(pkt)
+}
