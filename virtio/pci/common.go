@@ -113,11 +113,14 @@ func (t *Transport) commonRead(off uint64, data []byte) {
 // field is one register of the common configuration.
 type field struct{ off, size uint64 }
 
-var commonFields = [...]field{
-	{ccDeviceFeatureSelect, 4}, {ccDeviceFeature, 4}, {ccDriverFeatureSelect, 4}, {ccDriverFeature, 4},
-	{ccMSIXConfig, 2}, {ccNumQueues, 2}, {ccDeviceStatus, 1}, {ccConfigGeneration, 1},
-	{ccQueueSelect, 2}, {ccQueueSize, 2}, {ccQueueMSIXVector, 2}, {ccQueueEnable, 2}, {ccQueueNotifyOff, 2},
-	{ccQueueDesc, 8}, {ccQueueDriver, 8}, {ccQueueDevice, 8},
+// commonFields lists the registers in address order.
+func commonFields() [16]field {
+	return [16]field{
+		{ccDeviceFeatureSelect, 4}, {ccDeviceFeature, 4}, {ccDriverFeatureSelect, 4}, {ccDriverFeature, 4},
+		{ccMSIXConfig, 2}, {ccNumQueues, 2}, {ccDeviceStatus, 1}, {ccConfigGeneration, 1},
+		{ccQueueSelect, 2}, {ccQueueSize, 2}, {ccQueueMSIXVector, 2}, {ccQueueEnable, 2}, {ccQueueNotifyOff, 2},
+		{ccQueueDesc, 8}, {ccQueueDriver, 8}, {ccQueueDevice, 8},
+	}
 }
 
 // commonWrite merges the written bytes into each register they touch (so
@@ -129,7 +132,7 @@ func (t *Transport) commonWrite(off uint64, data []byte) {
 		return
 	}
 	end := off + uint64(len(data))
-	for _, f := range commonFields {
+	for _, f := range commonFields() {
 		if f.off >= end || f.off+f.size <= off {
 			continue
 		}

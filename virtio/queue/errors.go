@@ -33,24 +33,31 @@ const (
 	BadRequest                                 // the chain's shape does not fit the device's request format
 )
 
-var violationNames = [...]string{
-	BadLayout:             "bad queue layout",
-	AvailJump:             "avail index jump",
-	BadIndex:              "descriptor index out of range",
-	BufferOutOfRange:      "buffer outside guest memory",
-	ChainTooLong:          "descriptor chain too long or looping",
-	ChainTooBig:           "descriptor chain too many bytes",
-	WriteOrder:            "readable descriptor after writable",
-	IndirectNotNegotiated: "indirect descriptor not negotiated",
-	NestedIndirect:        "nested indirect descriptor",
-	BadIndirect:           "bad indirect descriptor",
-	BadRequest:            "malformed device request",
-}
-
 // String returns a short name for the violation.
 func (v Violation) String() string {
-	if v > 0 && int(v) < len(violationNames) {
-		return violationNames[v]
+	switch v {
+	case BadLayout:
+		return "bad queue layout"
+	case AvailJump:
+		return "avail index jump"
+	case BadIndex:
+		return "descriptor index out of range"
+	case BufferOutOfRange:
+		return "buffer outside guest memory"
+	case ChainTooLong:
+		return "descriptor chain too long or looping"
+	case ChainTooBig:
+		return "descriptor chain too many bytes"
+	case WriteOrder:
+		return "readable descriptor after writable"
+	case IndirectNotNegotiated:
+		return "indirect descriptor not negotiated"
+	case NestedIndirect:
+		return "nested indirect descriptor"
+	case BadIndirect:
+		return "bad indirect descriptor"
+	case BadRequest:
+		return "malformed device request"
 	}
 	return fmt.Sprintf("violation(%d)", int(v))
 }
