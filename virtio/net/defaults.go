@@ -108,3 +108,9 @@ func RandomMAC(r io.Reader) (stdnet.HardwareAddr, error) {
 	m[0] = m[0]&^1 | 2 // unicast, locally administered
 	return m, nil
 }
+
+// String describes the network for logs.
+func (n Network) String() string {
+	return fmt.Sprintf("net%d %s host %s guest %s (%s) pool %s-%s tap %s (%s) mtu %d",
+		n.Index, n.Subnet, n.Host, n.Guest, n.GuestMAC, n.PoolFirst, n.PoolLast, n.TapName, n.HostMAC, n.MTU)
+}

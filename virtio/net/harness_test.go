@@ -263,6 +263,19 @@ func (h *harness) wait(what string, ok func() bool) {
 	}
 }
 
+// poll waits for a condition no interrupt announces (the device's own
+// progress), checking every millisecond.
+func (h *harness) poll(what string, ok func() bool) {
+	h.t.Helper()
+	deadline := time.Now().Add(waitTime)
+	for !ok() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("%s did not happen within %v", what, waitTime)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 type rxPacket struct {
 	hdr        header
 	numBuffers uint16
@@ -385,3 +398,7 @@ func (h *harness) peerWrite(frame []byte) {
 }
 
 func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
+
+func timeNowPlus(d time.Duration) time.Time { return time.Now().Add(d) }
+
+func errClosed() error { return os.ErrClosed }
