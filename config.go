@@ -64,6 +64,9 @@ type Config struct {
 	// the caller is done with the machine.
 	ConsoleIn io.Reader
 
+	// Disks are virtio-blk disks, in PCI slot order.
+	Disks []Disk
+
 	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
 	// IOAPIC through the MP table alone, and cannot power off through ACPI.
 	NoACPI bool
@@ -114,8 +117,25 @@ func (c *Config) Validate() error {
 	if mem%4096 != 0 {
 		return bad("memory %d bytes is not a multiple of 4 KiB", mem)
 	}
+	for i, d := range c.Disks {
+		if d.Path == "" {
+			return bad("disk %d has no path", i)
+		}
+		if err := checkReadableFile(fmt.Sprintf("disk %d", i), d.Path); err != nil {
+			return bad("%v", err)
+		}
+		if len(d.Serial) > 20 {
+			return bad("disk %d: serial %q is longer than 20 bytes", i, d.Serial)
+		}
+	}
+	if len(c.Disks) > maxPCIDevices {
+		return bad("%d devices: the PCI bus has room for %d", len(c.Disks), maxPCIDevices)
+	}
 	return nil
 }
+
+// maxPCIDevices is how many devices bus 0 holds besides the host bridge.
+const maxPCIDevices = 31
 
 func (c *Config) cpus() int {
 	if c.CPUs == 0 {

@@ -89,12 +89,15 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.createPlatform(); err != nil {
 		return nil, err
 	}
+	if err := m.createDisks(); err != nil {
+		return nil, err
+	}
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}
 	ok = true
 	m.log.Info("vm.created", "id", m.id, "kernel", cfg.Kernel, "kind", entry.Kind.String(),
-		"cpus", cfg.cpus(), "memory", FormatSize(cfg.memory()), "setup", time.Since(t0))
+		"cpus", cfg.cpus(), "memory", FormatSize(cfg.memory()), "disks", len(cfg.Disks), "setup", time.Since(t0))
 	return m, nil
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/corral-vmm/corral/internal/console"
 	"github.com/corral-vmm/corral/kvm"
 	"github.com/corral-vmm/corral/tests/guests"
+	"github.com/corral-vmm/corral/virtio/blk"
 )
 
 // needKVM skips the test, saying why, where /dev/kvm cannot be used.
@@ -342,4 +343,43 @@ func TestCloseUnstarted(t *testing.T) {
 	if err := m.Start(context.Background()); err == nil {
 		t.Error("Start after Close succeeded")
 	}
+}
+
+func TestDiskErrors(t *testing.T) {
+	dir := t.TempDir()
+	if err := (&Config{Kernel: "x", Disks: []Disk{{Path: filepath.Join(dir, "absent.img")}}}).Validate(); !errors.Is(err, ErrConfig) {
+		t.Errorf("missing disk image: %v, want ErrConfig", err)
+	}
+	for _, s := range []string{"", ",ro", "a.img,bogus", "a.img,serial=x,zz"} {
+		if _, err := ParseDisk(s); err == nil {
+			t.Errorf("ParseDisk(%q) accepted", s)
+		}
+	}
+	d, err := ParseDisk("a.img,ro,serial=disk-7")
+	if err != nil || d != (Disk{Path: "a.img", ReadOnly: true, Serial: "disk-7"}) {
+		t.Errorf("ParseDisk = %+v, %v", d, err)
+	}
+}
+
+// TestDiskLockedByAnotherMachine checks that a second machine cannot open
+// an image a running machine writes, and can once it has ended.
+func TestDiskLockedByAnotherMachine(t *testing.T) {
+	needKVM(t)
+	img := filepath.Join(t.TempDir(), "disk.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	k := guests.BuildT(t, "halt")
+	m1, out := bootGuest(t, Config{Kernel: k, Disks: []Disk{{Path: img}}})
+	_, err := New(Config{Kernel: k, Disks: []Disk{{Path: img}}})
+	if !errors.Is(err, blk.ErrImageLocked) {
+		t.Fatalf("second machine on a locked image: %v, want blk.ErrImageLocked", err)
+	}
+	m1.Stop()
+	waitExit(t, m1, out)
+	m2, err := New(Config{Kernel: k, Disks: []Disk{{Path: img, ReadOnly: true}}})
+	if err != nil {
+		t.Fatalf("image still locked after the machine ended: %v", err)
+	}
+	m2.Close()
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
+	vpci "github.com/corral-vmm/corral/virtio/pci"
 )
 
 // platform is the machine's device set: the buses and what sits on them,
@@ -19,6 +20,9 @@ type platform struct {
 	pci    *pci.HostBridge
 	router *msiRouter
 	in     io.Reader
+
+	mmioAlloc  *pci.Allocator    // places PCI BARs in the MMIO hole
+	transports []*vpci.Transport // virtio functions on the PCI bus, slot = index+1
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -51,6 +55,11 @@ func (m *Machine) createPlatform() error {
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &platform{ctx: ctx, cancel: cancel, in: m.cfg.ConsoleIn, router: newMSIRouter(m.vm)}
 	m.plat = p
+	alloc, err := pci.NewAllocator(boot.MMIOBase, boot.MMIOSize)
+	if err != nil {
+		return fmt.Errorf("corral: MMIO window: %w", err)
+	}
+	p.mmioAlloc = alloc
 	m.pio, m.mmio = &devices.Bus{}, &devices.Bus{}
 	exit := m.exitFunc()
 	p.serial = devices.NewSerial(devices.SerialConfig{
@@ -104,12 +113,14 @@ func (p *platform) start() {
 	}
 }
 
-// close stops the device goroutines, flushes the console and releases
+// close stops the device goroutines, closes the virtio devices (their
+// completed writes reach the backends), flushes the console and releases
 // device resources.
 func (p *platform) close() error {
 	if p.cancel != nil {
 		p.cancel()
 	}
+	err := p.closeTransports()
 	if d, ok := p.in.(interface{ SetReadDeadline(time.Time) error }); ok {
 		_ = d.SetReadDeadline(time.Now())
 	}
@@ -117,5 +128,5 @@ func (p *platform) close() error {
 	if p.serial != nil {
 		p.serial.Flush()
 	}
-	return nil
+	return err
 }

@@ -8,7 +8,7 @@ status=0
 for pkg in $(go list ./...); do
   for target in $(go test -list '^Fuzz' "$pkg" 2>/dev/null | grep '^Fuzz' || true); do
     echo "fuzz: $pkg $target ($fuzztime)"
-    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" "$pkg" >/tmp/corral-fuzz.log 2>&1; then
+    if ! go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 200x "$pkg" >/tmp/corral-fuzz.log 2>&1; then
       cat /tmp/corral-fuzz.log
       echo "fuzz: $pkg $target FAILED (a crasher is in that package's testdata/fuzz/$target)"
       status=1

@@ -29,6 +29,11 @@ corral run flags:
   --cmdline STR     kernel command line
   --cpus N          number of vCPUs (default 1, at most 254)
   --memory SIZE     guest RAM, binary units as in QEMU: 512M, 1G (default 256M)
+  --disk PATH[,ro][,serial=ID]
+                    a virtio-blk disk on a raw image; repeatable. ro: read-only
+                    (guest writes fail, the file is never opened for writing).
+                    The image is locked while the VM runs: a second VM writing
+                    the same image is refused.
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
 
