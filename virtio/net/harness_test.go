@@ -402,3 +402,5 @@ func isDeadline(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) 
 func timeNowPlus(d time.Duration) time.Time { return time.Now().Add(d) }
 
 func errClosed() error { return os.ErrClosed }
+
+func osFile(fd int) *os.File { return os.NewFile(uintptr(fd), "dev-end") }
