@@ -11,7 +11,7 @@ import (
 )
 
 // needRoot skips tests that make network namespaces and TAP devices.
-func needRoot(t *testing.T) {
+func needRoot(t testing.TB) {
 	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root: creates a network namespace (CAP_SYS_ADMIN) and TAP devices in it (CAP_NET_ADMIN)")
@@ -27,7 +27,7 @@ func needRoot(t *testing.T) {
 // namespace goes when its last reference (the handle, open sockets and
 // TAP descriptors) is gone. netlink handles and /dev/net/tun descriptors
 // opened inside stay bound to it whichever thread later uses them.
-func inNetns(t *testing.T, fn func(ns netns.NsHandle)) {
+func inNetns(t testing.TB, fn func(ns netns.NsHandle)) {
 	t.Helper()
 	needRoot(t)
 	runtime.LockOSThread()
@@ -62,7 +62,7 @@ func inNetns(t *testing.T, fn func(ns netns.NsHandle)) {
 
 // waitGone waits (bounded) until no link called name exists: a TAP
 // disappears when its descriptor closes.
-func waitGone(t *testing.T, h *netlink.Handle, name string) {
+func waitGone(t testing.TB, h *netlink.Handle, name string) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {

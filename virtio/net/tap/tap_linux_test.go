@@ -19,7 +19,7 @@ import (
 
 var testMAC = net.HardwareAddr{0x02, 'c', 'r', 0, 7, 1}
 
-func nlHandle(t *testing.T) *netlink.Handle {
+func nlHandle(t testing.TB) *netlink.Handle {
 	t.Helper()
 	h, err := netlink.NewHandle(unix.NETLINK_ROUTE)
 	if err != nil {
