@@ -6,7 +6,9 @@ import "sync/atomic"
 // Ethernet frame bytes without the virtio-net header. Every frame the
 // backend gave the device is counted once: delivered (RxPackets) or in one
 // RxDrop* counter; every frame the guest sent likewise: TxPackets,
-// HandlerConsumed or one TxDrop* counter.
+// HandlerConsumed or one TxDrop* counter. The exceptions are the one frame
+// each way that Reset may catch in flight, and chains that failed the
+// device (Activation.Fail reports those).
 type Counters struct {
 	RxPackets uint64 // frames written into the guest's receive ring (backend frames and handler replies)
 	RxBytes   uint64

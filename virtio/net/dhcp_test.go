@@ -105,7 +105,7 @@ func TestDHCPDiscoverAnsweredNotForwarded(t *testing.T) {
 func TestDHCPHandshake(t *testing.T) {
 	srv, n := testDHCP(t)
 	h := newHarness(t, opts{handler: DHCP(srv)})
-	h.refill(2, smallBuf)
+	h.refill(3, smallBuf)
 	f, _, _ := discover(t, csumFull)
 	h.sendTx(header{}, f, 0)
 	offer := parseReply(t, h.takeRx().frame)
@@ -118,6 +118,27 @@ func TestDHCPHandshake(t *testing.T) {
 	ack := parseReply(t, h.takeRx().frame)
 	if ack.MessageType() != dhcpv4.MessageTypeAck || !ack.YourIPAddr.Equal(net.IP(n.Guest.AsSlice())) {
 		t.Fatalf("got %v for %v", ack.MessageType(), ack.YourIPAddr)
+	}
+	// RENEWING: unicast from the guest's address to the server's MAC and
+	// address (the TAP's, so the host would take it were it not caught).
+	renew, err := dhcpv4.New(dhcpv4.WithMessageType(dhcpv4.MessageTypeRequest),
+		dhcpv4.WithHwAddr(net.HardwareAddr(guestMAC[:])), dhcpv4.WithClientIP(net.IP(n.Guest.AsSlice())))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _, _ = udpFrame(hostMAC, guestMAC, n.Guest.As4(), n.Host.Addr().As4(), 68, 67, renew.ToBytes(), csumFull)
+	h.sendTx(header{}, f, 0)
+	ack = parseReply(t, h.takeRx().frame)
+	if ack.MessageType() != dhcpv4.MessageTypeAck || [6]byte(ack.ClientHWAddr) != guestMAC {
+		t.Fatalf("renewal got %v", ack.MessageType())
+	}
+	marker := rawFrame(64, 0x42)
+	h.sendTx(header{}, marker, 0)
+	if got := h.peerRead(); !bytes.Equal(got, marker) {
+		t.Fatal("a DHCP frame reached the host")
+	}
+	if sc := srv.Counters().Map(); sc["request_renewing"] != 1 || sc["ack"] != 2 {
+		t.Fatalf("server counters %v", sc)
 	}
 }
 

@@ -41,6 +41,11 @@ type FrameHandler interface {
 // A non-first IPv4 fragment is not matched (it has no UDP header to look
 // at); without its first fragment, which is consumed, the host cannot
 // reassemble it.
+//
+// The server does not answer ARP, and clients renew by unicast to the
+// server's address: give the server the TAP's host address and MAC
+// (Network.DHCPConfig does), so the host answers ARP for it and the renewal,
+// sent to that MAC, is intercepted here like the broadcasts.
 func DHCP(srv *dhcp.Server) FrameHandler { return dhcpHandler{srv} }
 
 type dhcpHandler struct{ srv *dhcp.Server }
