@@ -26,7 +26,13 @@ var ErrUnknownGuest = errors.New("guests: unknown guest")
 
 // Names lists the guests Build knows, sorted.
 func Names() []string {
-	return []string{"fault", "halt", "hello", "rtc", "smp", "spin"}
+	return []string{"blk", "fault", "halt", "hello", "rtc", "smp", "spin"}
+}
+
+// librarySources are the .c files in src/ shared by several guests rather
+// than being a guest's main file.
+func librarySources() []string {
+	return []string{"lib.c", "pci.c", "virtio.c"}
 }
 
 // guestSources lists the files (relative to src/) gcc compiles for a guest.
@@ -37,6 +43,8 @@ func guestSources(name string) ([]string, bool) {
 		return append(common, name+".c"), true
 	case "smp":
 		return append(common, "smp.c", "smp_trampoline.S"), true
+	case "blk":
+		return append(common, "pci.c", "virtio.c", name+".c"), true
 	}
 	return nil, false
 }

@@ -19,6 +19,34 @@ const (
 	ExitSMPNoPage = 7
 	// ExitFaultSurvived is fault's exit code if ud2 with an empty IDT did not stop the VM.
 	ExitFaultSurvived = 8
+	// ExitVirtioNoDevice: no virtio function with the wanted device ID (at slot=N if given).
+	ExitVirtioNoDevice = 10
+	// ExitVirtioBadCaps: the function lacks a virtio capability, or a BAR is unassigned or unmappable.
+	ExitVirtioBadCaps = 11
+	// ExitVirtioFeatures: the device did not reset, lacks VERSION_1, or refused FEATURES_OK.
+	ExitVirtioFeatures = 12
+	// ExitVirtioQueue: a queue is missing, too small or did not enable, or the device used a bad descriptor id.
+	ExitVirtioQueue = 13
+	// ExitVirtioTimeout: a request was not used within timeout=MS.
+	ExitVirtioTimeout = 14
+	// ExitVirtioNeedsReset: the device set DEVICE_NEEDS_RESET (or refused DRIVER_OK).
+	ExitVirtioNeedsReset = 15
+	// ExitBlkRead: blk's read of sector S (or read past the end) did not give the expected status.
+	ExitBlkRead = 16
+	// ExitBlkWrite: blk's write to a writable disk failed.
+	ExitBlkWrite = 17
+	// ExitBlkVerify: blk's written sector read back different.
+	ExitBlkVerify = 18
+	// ExitBlkFlush: blk's VIRTIO_BLK_T_FLUSH failed.
+	ExitBlkFlush = 19
+	// ExitBlkGetID: blk's VIRTIO_BLK_T_GET_ID failed.
+	ExitBlkGetID = 20
+	// ExitBlkROWriteOK: blk's write to a read-only disk succeeded.
+	ExitBlkROWriteOK = 21
+	// ExitBlkROMismatch: the device's VIRTIO_BLK_F_RO differs from expect=ro|rw.
+	ExitBlkROMismatch = 22
+	// ExitBlkSeqRead: a seqread request failed or (seqcheck=1) read the wrong data.
+	ExitBlkSeqRead = 23
 	// ExitBadStartInfo is the exit code when start_info is missing or has a bad magic.
 	ExitBadStartInfo = 125
 )

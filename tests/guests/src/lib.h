@@ -24,6 +24,22 @@ typedef unsigned long usize;
 #define EXIT_RTC_INVALID   6
 #define EXIT_SMP_NO_PAGE   7
 #define EXIT_FAULT_SURVIVED 8
+/* virtio driver (virtio.c), shared by blk and net */
+#define EXIT_VIRTIO_NO_DEVICE   10
+#define EXIT_VIRTIO_BAD_CAPS    11
+#define EXIT_VIRTIO_FEATURES    12
+#define EXIT_VIRTIO_QUEUE       13
+#define EXIT_VIRTIO_TIMEOUT     14
+#define EXIT_VIRTIO_NEEDS_RESET 15
+/* blk */
+#define EXIT_BLK_READ           16
+#define EXIT_BLK_WRITE          17
+#define EXIT_BLK_VERIFY         18
+#define EXIT_BLK_FLUSH          19
+#define EXIT_BLK_GET_ID         20
+#define EXIT_BLK_RO_WRITE_OK    21
+#define EXIT_BLK_RO_MISMATCH    22
+#define EXIT_BLK_SEQREAD        23
 #define EXIT_BAD_START_INFO 125
 
 /* Debug-exit port: outb(v) ends the VM with status v. */
