@@ -47,6 +47,37 @@
 //     with limit 0 and ud2: a triple fault (KVM_EXIT_SHUTDOWN). Should it
 //     survive it prints "corral-guest: survived ud2" (ExitFaultSurvived).
 //
+//   - blk: drives a virtio-blk PCI function with the polled virtio 1.x
+//     driver in src/pci.c and src/virtio.c (see below). Command line:
+//     slot=N, expect=ro|rw, read=S, write=W, readpast=1, seqread=N with
+//     reqkb=K depth=D seqstart=S seqcheck=1 tsckhz=K, qsize=N, timeout=MS,
+//     pcimem=ADDR. It prints "virtio: 00:SS.F dev 0x1042 bar B at 0xA",
+//     "blk: capacity C sectors (ro|rw), flush yes|no, queue size Q", then per
+//     request "blk: sector S hex: ..." and "blk: sector S: <text>", "blk:
+//     write status N" (0 OK, 1 IOERR), "blk: sector W verified", "blk: read
+//     past end status N", "blk: flush status N", "blk: serial <id>", "blk:
+//     seqread N MiB, R requests of K KiB, depth D: T ticks, U us, X MiB/s,
+//     K kicks (tsc F kHz, source)" and "blk: ok" (exit 0). write=W puts
+//     "corral-blk-write W", a NUL, and byte i = i & 0xff in sector W. On a
+//     read-only disk (VIRTIO_BLK_F_RO) the write is still sent and its
+//     status printed; only its success is an error (ExitBlkROWriteOK).
+//     Failures have their own codes: ExitVirtio* and ExitBlk*.
+//
+// # The virtio driver
+//
+// src/virtio.c finds the function on bus 0 through configuration mechanism
+// #1 (ports 0xCF8/0xCFC), sets memory decode and bus mastering, walks the
+// capability list for the COMMON, NOTIFY, ISR and DEVICE structures, and
+// reads the BAR they name. A BAR left at 0 (qboot does not assign BARs) is
+// sized and placed from pcimem=ADDR (default 0xe0000000) with a "pci: ...
+// assigned" line; BARs outside the mapped 0-1 GiB and 3-4 GiB get extra
+// uncached page directories. It negotiates VERSION_1 plus what the guest
+// asks for and checks FEATURES_OK, sets up split virtqueues (up to 64
+// entries, one static page each) with VIRTQ_AVAIL_F_NO_INTERRUPT and MSI-X
+// vectors left at NO_VECTOR, kicks unless the device set
+// VIRTQ_USED_F_NO_NOTIFY, and polls the used index with pause, bounded by
+// the TSC, checking DEVICE_NEEDS_RESET every 100 ms.
+//
 // Under QEMU with isa-debug-exit, QEMU's own exit status is 2v+1 for a guest
 // exit code v; a triple fault with -no-reboot makes QEMU exit 0.
 //
