@@ -263,3 +263,67 @@ func txSeeds(tb testing.TB) [][]byte {
 func TestTXFuzzSeeds(t *testing.T) {
 	testdriver.SeedCorpus(t, "FuzzTX", txSeeds(t))
 }
+
+// FuzzRXFrame feeds what a backend might return (a vnet header and frame,
+// or a bare frame) to the receive path's checks. The host kernel is not
+// hostile, but a backend that ignores TUNSETOFFLOAD, or a socket that is not
+// a TAP, must not make the device hand the guest something it did not
+// negotiate. in[0] chooses the backend kind and what the guest accepted.
+func FuzzRXFrame(f *testing.F) {
+	udp, start, off := udpFrame(guestMAC, hostMAC, [4]byte{10, 0, 0, 1}, [4]byte{10, 0, 0, 2}, 53, 4000, pattern(50, 7), csumPartial)
+	withHdr := func(h header, frame []byte) []byte {
+		b := make([]byte, HeaderLen+len(frame))
+		h.encode(b, 0x1234)
+		copy(b[HeaderLen:], frame)
+		return b
+	}
+	f.Add(byte(1), withHdr(header{flags: HdrFNeedsCsum, csumStart: start, csumOffset: off}, udp))
+	f.Add(byte(3), withHdr(header{flags: HdrFNeedsCsum, csumStart: start, csumOffset: off}, udp))
+	f.Add(byte(3), withHdr(header{flags: HdrFNeedsCsum | HdrFDataValid, gsoType: GSOTCPv4 | GSOECN, gsoSize: 1448, csumStart: 34, csumOffset: 16}, rawFrame(3000, 1)))
+	f.Add(byte(0), rawFrame(60, 1))
+	f.Add(byte(1), []byte{1, 2, 3})
+	be, _ := rawPair(f, true)
+	dev, err := New(Config{Backend: be, MAC: guestMAC[:]})
+	if err != nil {
+		f.Fatal(err)
+	}
+	all := dev.Features()
+	buf := make([]byte, HeaderLen+MaxFrameLen+1)
+	f.Fuzz(func(t *testing.T, mode byte, in []byte) {
+		feat := all
+		if mode&2 == 0 {
+			feat &^= FGuestCsum | FGuestTSO4 | FGuestTSO6 | FGuestECN
+		}
+		r := &receiver{d: dev, vnet: mode&1 != 0, guestCsum: feat&FGuestCsum != 0, guestOff: guestOffload(feat),
+			maxFrame: dev.mtu + frameOverhead, buf: buf}
+		var n int
+		if r.vnet {
+			n = copy(r.buf, in)
+		} else {
+			n = copy(r.buf[HeaderLen:], in)
+		}
+		pkt := r.prepare(n)
+		if pkt == nil {
+			return
+		}
+		h := decodeHeader(pkt)
+		frame := pkt[HeaderLen:]
+		switch {
+		case binary.LittleEndian.Uint16(pkt[hdrNumBuffers:]) != 1:
+			t.Fatal("num_buffers is not 1")
+		case len(frame) < EthHeaderLen || len(frame) > MaxFrameLen:
+			t.Fatalf("frame of %d bytes delivered", len(frame))
+		case !r.guestCsum && h != (header{}):
+			t.Fatalf("header %+v for a guest without GUEST_CSUM", h)
+		case h.flags&^(HdrFNeedsCsum|HdrFDataValid) != 0:
+			t.Fatalf("flags %#x", h.flags)
+		case h.gso() == GSONone && len(frame) > r.maxFrame:
+			t.Fatalf("%d-byte frame without GSO over the MTU", len(frame))
+		case h.flags&HdrFNeedsCsum != 0 && !h.csumFits(len(frame)):
+			t.Fatal("checksum offsets outside the frame")
+		}
+		if need, ok := gsoOffload(h.gsoType); !ok || need&^r.guestOff != 0 {
+			t.Fatalf("GSO type %#x not negotiated", h.gsoType)
+		}
+	})
+}

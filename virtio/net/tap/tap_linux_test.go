@@ -280,36 +280,62 @@ func TestOpenRefusals(t *testing.T) {
 	})
 }
 
-// Without CAP_NET_ADMIN the error says so. The test thread drops its
-// effective uid (and with it its capabilities) inside a fresh namespace,
-// and is thrown away afterwards.
+// Without privilege the error says what is missing: as nobody (refused at
+// /dev/net/tun where it is 0600, else at TUNSETIFF), and as root without
+// CAP_NET_ADMIN (refused at TUNSETIFF). The test thread changes only its
+// own credentials, inside a fresh namespace, and is thrown away afterwards.
 func TestNoPrivilege(t *testing.T) {
 	needRoot(t)
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if _, err := netns.New(); err != nil {
-			done <- fmt.Errorf("netns: %w", err)
-			return
-		}
-		// setresuid(-1, nobody, -1) on this thread only (the unix and syscall
-		// wrappers change every thread of the process).
-		if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
-			done <- fmt.Errorf("setresuid: %w", e)
-			return
-		}
-		tp, err := Open(Config{Name: "corralp", Address: netip.MustParsePrefix("10.200.9.1/24")})
-		if err == nil {
-			tp.Close()
-		}
-		done <- err
-	}()
-	err := <-done
-	if !errors.Is(err, ErrNoPrivilege) {
-		t.Fatalf("Open without privilege: %v; want ErrNoPrivilege", err)
+	for _, c := range []struct {
+		name string
+		drop func() error
+		want string
+	}{
+		{"nobody", func() error {
+			// setresuid(-1, nobody, -1) on this thread only (the unix and
+			// syscall wrappers change every thread of the process).
+			if _, _, e := unix.RawSyscall(unix.SYS_SETRESUID, ^uintptr(0), 65534, ^uintptr(0)); e != 0 {
+				return e
+			}
+			return nil
+		}, "CAP_NET_ADMIN"},
+		{"root without CAP_NET_ADMIN", func() error {
+			hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+			var data [2]unix.CapUserData
+			if err := unix.Capget(&hdr, &data[0]); err != nil {
+				return err
+			}
+			data[0].Effective &^= 1 << unix.CAP_NET_ADMIN
+			data[0].Permitted &^= 1 << unix.CAP_NET_ADMIN
+			return unix.Capset(&hdr, &data[0]) // this thread only
+		}, "TUNSETIFF to create TAP \"corralp\""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			done := make(chan error, 1)
+			go func() {
+				runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
+				if _, err := netns.New(); err != nil {
+					done <- fmt.Errorf("netns: %w", err)
+					return
+				}
+				if err := c.drop(); err != nil {
+					done <- fmt.Errorf("drop privilege: %w", err)
+					return
+				}
+				tp, err := Open(Config{Name: "corralp", Address: netip.MustParsePrefix("10.200.9.1/24")})
+				if err == nil {
+					tp.Close()
+				}
+				done <- err
+			}()
+			err := <-done
+			if !errors.Is(err, ErrNoPrivilege) {
+				t.Fatalf("Open without privilege: %v; want ErrNoPrivilege", err)
+			}
+			if !strings.Contains(err.Error(), "CAP_NET_ADMIN") || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("message %q does not say what is missing (%q)", err, c.want)
+			}
+			t.Log(err)
+		})
 	}
-	if !strings.Contains(err.Error(), "CAP_NET_ADMIN") {
-		t.Fatalf("message %q does not say what is missing", err)
-	}
-	t.Log(err)
 }
