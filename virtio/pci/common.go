@@ -276,7 +276,6 @@ func (t *Transport) start() {
 		return
 	}
 	t.active = true
-	t.activateCount++
 }
 
 // reset returns the function to its initial state (device_status 0); mu

@@ -98,18 +98,17 @@ type Transport struct {
 	// mu guards the common configuration below. Lock order: mu, then
 	// irq.mu. Device workers only take irq.mu, so mu may be held while
 	// the device stops them.
-	mu            sync.Mutex
-	devFeatSel    uint32
-	drvFeatSel    uint32
-	drvFeatures   uint64
-	status        uint8
-	configGen     uint8
-	queueSel      uint16
-	queues        []queueRegs
-	active        bool
-	closed        bool
-	needsReset    atomic.Bool
-	activateCount int
+	mu          sync.Mutex
+	devFeatSel  uint32
+	drvFeatSel  uint32
+	drvFeatures uint64
+	status      uint8
+	configGen   uint8
+	queueSel    uint16
+	queues      []queueRegs
+	active      bool
+	closed      bool
+	needsReset  atomic.Bool
 }
 
 // New builds the function: configuration space with the virtio
