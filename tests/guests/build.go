@@ -26,7 +26,7 @@ var ErrUnknownGuest = errors.New("guests: unknown guest")
 
 // Names lists the guests Build knows, sorted.
 func Names() []string {
-	return []string{"blk", "fault", "halt", "hello", "rtc", "smp", "spin"}
+	return []string{"blk", "fault", "halt", "hello", "net", "rtc", "smp", "spin"}
 }
 
 // librarySources are the .c files in src/ shared by several guests rather
@@ -43,7 +43,7 @@ func guestSources(name string) ([]string, bool) {
 		return append(common, name+".c"), true
 	case "smp":
 		return append(common, "smp.c", "smp_trampoline.S"), true
-	case "blk":
+	case "blk", "net":
 		return append(common, "pci.c", "virtio.c", name+".c"), true
 	}
 	return nil, false

@@ -327,6 +327,11 @@ func TestExitCodesMatchLibH(t *testing.T) {
 		"EXIT_BLK_RO_WRITE_OK":    ExitBlkROWriteOK,
 		"EXIT_BLK_RO_MISMATCH":    ExitBlkROMismatch,
 		"EXIT_BLK_SEQREAD":        ExitBlkSeqRead,
+		"EXIT_NET_NO_MAC":         ExitNetNoMAC,
+		"EXIT_NET_DHCP_TIMEOUT":   ExitNetDHCPTimeout,
+		"EXIT_NET_DHCP_NAK":       ExitNetDHCPNAK,
+		"EXIT_NET_ARP_TIMEOUT":    ExitNetARPTimeout,
+		"EXIT_NET_UDP_TIMEOUT":    ExitNetUDPTimeout,
 		"EXIT_BAD_START_INFO":     ExitBadStartInfo,
 	}
 	src, err := sourceFS.ReadFile("src/lib.h")

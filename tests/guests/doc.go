@@ -46,7 +46,6 @@
 //   - fault: "corral-guest: triple-faulting (ud2, empty IDT)", then lidt
 //     with limit 0 and ud2: a triple fault (KVM_EXIT_SHUTDOWN). Should it
 //     survive it prints "corral-guest: survived ud2" (ExitFaultSurvived).
-//
 //   - blk: drives a virtio-blk PCI function with the polled virtio 1.x
 //     driver in src/pci.c and src/virtio.c (see below). Command line:
 //     slot=N, expect=ro|rw, read=S, write=W, readpast=1, seqread=N with
@@ -62,6 +61,17 @@
 //     read-only disk (VIRTIO_BLK_F_RO) the write is still sent and its
 //     status printed; only its success is an error (ExitBlkROWriteOK).
 //     Failures have their own codes: ExitVirtio* and ExitBlk*.
+//   - net: drives a virtio-net PCI function (VERSION_1 + MAC, receive queue
+//     0 with 8 posted 2 KiB buffers, transmit queue 1, 12-byte
+//     virtio_net_hdr_v1). It prints "net: mac M", broadcasts a hand-built
+//     DHCP DISCOVER, prints "net: offer A.B.C.D from server S", sends the
+//     REQUEST and prints "net: lease A.B.C.D/P router R server S lease T s".
+//     With udp=PORT it ARPs for the router ("net: router R is at M"), sends
+//     "corral-net hello from A.B.C.D" from port sport=P (default 40000) to
+//     the router's PORT and prints "net: udp reply from R:PORT: <text>" for
+//     the datagram that comes back. Then "net: ok" (exit 0). It answers ARP
+//     requests for its address. timeout=MS bounds each phase, retry=MS
+//     spaces retransmissions. Failures: ExitVirtio* and ExitNet*.
 //
 // # The virtio driver
 //

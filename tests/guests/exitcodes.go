@@ -47,6 +47,16 @@ const (
 	ExitBlkROMismatch = 22
 	// ExitBlkSeqRead: a seqread request failed or (seqcheck=1) read the wrong data.
 	ExitBlkSeqRead = 23
+	// ExitNetNoMAC: the virtio-net device does not offer VIRTIO_NET_F_MAC.
+	ExitNetNoMAC = 30
+	// ExitNetDHCPTimeout: net got no DHCP OFFER or ACK within timeout=MS.
+	ExitNetDHCPTimeout = 31
+	// ExitNetDHCPNAK: net's DHCP REQUEST was refused (NAK).
+	ExitNetDHCPNAK = 32
+	// ExitNetARPTimeout: the router did not answer net's ARP request within timeout=MS.
+	ExitNetARPTimeout = 33
+	// ExitNetUDPTimeout: no UDP datagram came back to net within timeout=MS.
+	ExitNetUDPTimeout = 34
 	// ExitBadStartInfo is the exit code when start_info is missing or has a bad magic.
 	ExitBadStartInfo = 125
 )

@@ -40,6 +40,12 @@ typedef unsigned long usize;
 #define EXIT_BLK_RO_WRITE_OK    21
 #define EXIT_BLK_RO_MISMATCH    22
 #define EXIT_BLK_SEQREAD        23
+/* net */
+#define EXIT_NET_NO_MAC         30
+#define EXIT_NET_DHCP_TIMEOUT   31
+#define EXIT_NET_DHCP_NAK       32
+#define EXIT_NET_ARP_TIMEOUT    33
+#define EXIT_NET_UDP_TIMEOUT    34
 #define EXIT_BAD_START_INFO 125
 
 /* Debug-exit port: outb(v) ends the VM with status v. */
