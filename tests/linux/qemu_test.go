@@ -275,9 +275,10 @@ func TestQEMUExt4RootVirtioBlk(t *testing.T) {
 	}
 }
 
-// TestQEMUVirtioNetDHCP boots with virtio-net-pci on QEMU's user network:
-// the kernel's own DHCP client (ip=dhcp) configures eth0, then busybox
-// udhcpc asks again from user space.
+// TestQEMUVirtioNetDHCP boots with virtio-net-pci on QEMU's user network
+// (restrict=on: the guest reaches nothing beyond QEMU's own DHCP server):
+// the kernel's DHCP client (ip=dhcp) configures eth0, then busybox udhcpc
+// asks again from user space.
 func TestQEMUVirtioNetDHCP(t *testing.T) {
 	s := setupQEMU(t)
 	script := "echo corral-test: kernel-dhcp $(ip -4 addr show dev eth0 | sed -n 's/^ *inet \\([0-9.\\/]*\\).*/\\1/p')\n" +
@@ -289,6 +290,8 @@ func TestQEMUVirtioNetDHCP(t *testing.T) {
 	watch := []string{"IP-Config: Complete", "Run /init", "corral-test: kernel-dhcp", "corral-test: udhcpc ok", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
-	r.check(t, "IP-Config: Complete", "corral-init: eth0 10.0.2.15/24 via 10.0.2.2", "corral-test: kernel-dhcp 10.0.2.15/24",
-		"corral-init: lease eth0 10.0.2.15/24 router 10.0.2.2", "corral-test: udhcpc ok", "corral-init: exit status 0")
+	// With restrict=on QEMU's DHCP server offers no router and no DNS server.
+	r.check(t, "IP-Config: Complete", "corral-init: eth0 up mac 52:54:00:12:34:56", "corral-init: eth0 10.0.2.15/24 via",
+		"corral-test: kernel-dhcp 10.0.2.15/24", "corral-init: lease eth0 10.0.2.15/24 router", "server 10.0.2.2",
+		"corral-test: udhcpc ok", "corral-init: exit status 0")
 }

@@ -12,7 +12,7 @@ const ConsolePrefix = "corral-init: "
 
 // Console lines that tests wait for (each follows ConsolePrefix).
 const (
-	// LineStart is printed first, followed by " uptime <seconds>".
+	// LineStart is the first line /init prints.
 	LineStart = "start"
 	// LineScriptExit is followed by " <status> uptime <seconds>" when the script has run.
 	LineScriptExit = "script exit status"

@@ -40,11 +40,11 @@ end_vm() {
 	while :; do sleep 3600; done
 }
 
-say "start uptime $(uptime_s)"
+say "start"
 
 # Pseudo file systems. On an ext4 root the kernel has mounted devtmpfs on
 # /dev already (CONFIG_DEVTMPFS_MOUNT); in an initramfs it has not.
-mount -t proc proc /proc && say "mounted proc"
+mount -t proc proc /proc && say "mounted proc uptime $(uptime_s)"
 mount -t sysfs sysfs /sys && say "mounted sysfs"
 if grep -q '^[^ ]* /dev ' /proc/mounts; then
 	say "devtmpfs already on /dev"
@@ -59,7 +59,9 @@ dhcp=1
 script_b64=
 [ -r /etc/corral/config ] && . /etc/corral/config
 
-for arg in $(cat /proc/cmdline); do
+read -r cmdline </proc/cmdline
+read -r osrelease </proc/sys/kernel/osrelease
+for arg in $cmdline; do
 	case "$arg" in
 	corral.script_b64=*) script_b64=${arg#corral.script_b64=} ;;
 	corral.exit=*) exit_method=${arg#corral.exit=} ;;
@@ -68,7 +70,7 @@ for arg in $(cat /proc/cmdline); do
 	esac
 done
 
-say "kernel $(uname -r) cpus $(nproc) cmdline $(cat /proc/cmdline)"
+say "kernel $osrelease cpus $(nproc) cmdline $cmdline"
 
 # Root file system: report what is mounted on /.
 while read -r dev mnt fstype opts _; do
@@ -77,17 +79,19 @@ done </proc/mounts
 say "root ${root:-unknown}"
 for b in /sys/block/*; do
 	[ -e "$b" ] || continue
-	say "block $(basename "$b") $(cat "$b/size") sectors"
+	read -r sectors <"$b/size"
+	say "block ${b##*/} $sectors sectors"
 done
 
 # Network: bring up every interface; ask DHCP for those the kernel did not
 # configure (ip=dhcp does that itself).
 ip link set lo up 2>/dev/null
 for n in /sys/class/net/*; do
-	iface=$(basename "$n")
+	iface=${n##*/}
 	[ "$iface" = lo ] && continue
 	[ -e "$n" ] || continue
-	ip link set "$iface" up && say "$iface up mac $(cat "$n/address")"
+	read -r mac <"$n/address"
+	ip link set "$iface" up && say "$iface up mac $mac"
 	addr=$(ip -4 addr show dev "$iface" | sed -n 's/^ *inet \([0-9.\/]*\).*/\1/p' | head -n 1)
 	if [ -z "$addr" ] && [ "$dhcp" = 1 ]; then
 		say "$iface udhcpc"
