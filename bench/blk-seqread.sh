@@ -1,0 +1,156 @@
+#!/usr/bin/env bash
+# blk-seqread.sh: sequential virtio-blk read throughput, Corral vs QEMU, with
+# the same guest on the same image in the same run.
+#
+# The tests/guests "blk" guest (its own polled virtio 1.x PCI driver) reads
+# SIZE MiB from sector 0 in REQ KiB requests, DEPTH in flight, checking that
+# each request's first and last sectors carry their sector numbers (the image
+# is written so), and prints the elapsed guest TSC time and MiB/s (TSC rate
+# from KVM's kvmclock). Each VMM boots it RUNS times, alternating; the script
+# prints the median, min and max of the guest's MiB/s per VMM, the median
+# wall time of the whole VMM process, and the ratio of the medians.
+#
+# Rows:
+#   corral  corral run --kernel blk.elf --memory 64M --disk IMG,ro
+#           --cmdline 'seqread=SIZE reqkb=REQ depth=DEPTH seqcheck=1'
+#   qemu    qemu-system-x86_64 -enable-kvm -cpu kvm64 -M pc -bios qboot.rom -m 64
+#           -nodefaults -nographic -no-reboot -serial stdio
+#           -device isa-debug-exit,iobase=0xf4,iosize=1 -kernel blk.elf -append '...'
+#           -drive if=none,id=d0,file=IMG,format=raw,readonly=on
+#           -device virtio-blk-pci,drive=d0,disable-legacy=on
+# Both read the image through the host page cache (warmed first).
+#
+# Usage: bench/blk-seqread.sh [-n RUNS] [-s SIZE_MIB] [-r REQ_KIB] [-d DEPTH] [-v]
+# Environment:
+#   CORRAL   path of a corral binary (default: CGO_ENABLED=0 go build ./cmd/corral)
+#   QEMU     qemu binary (default: qemu-system-x86_64)
+set -euo pipefail
+
+RUNS=5
+SIZE=64
+REQ=128
+DEPTH=4
+VERBOSE=0
+while getopts "n:s:r:d:vh" opt; do
+	case $opt in
+	n) RUNS=$OPTARG ;;
+	s) SIZE=$OPTARG ;;
+	r) REQ=$OPTARG ;;
+	d) DEPTH=$OPTARG ;;
+	v) VERBOSE=1 ;;
+	*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+	esac
+done
+for v in "$RUNS" "$SIZE" "$REQ" "$DEPTH"; do
+	case $v in '' | *[!0-9]* | 0) echo "blk-seqread: -n, -s, -r and -d want positive numbers" >&2; exit 2 ;; esac
+done
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+QEMU=${QEMU:-qemu-system-x86_64}
+QBOOT=/usr/share/qemu/qboot.rom
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/blk-seqread.XXXXXX")
+trap 'rm -rf "$WORK"' EXIT
+
+note() { printf '%s\n' "$*" >&2; }
+
+if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
+	note "blk-seqread: /dev/kvm is not usable; nothing to measure"
+	exit 1
+fi
+
+cd "$ROOT"
+go build -o "$WORK/guestbuild" ./tests/guests/cmd/guestbuild
+"$WORK/guestbuild" -o "$WORK" blk >/dev/null
+KERNEL=$WORK/blk.elf
+
+CORRAL_BIN=${CORRAL:-}
+if [ -z "$CORRAL_BIN" ]; then
+	if CGO_ENABLED=0 go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/build.err"; then
+		CORRAL_BIN=$WORK/corral
+	else
+		note "blk-seqread: go build ./cmd/corral failed; no corral row:"
+		sed 's/^/  /' "$WORK/build.err" >&2
+	fi
+fi
+HAVE_QEMU=1
+if ! command -v "$QEMU" >/dev/null; then
+	note "blk-seqread: $QEMU not found; no qemu row"
+	HAVE_QEMU=0
+fi
+QEMU_BIOS=()
+if [ -r "$QBOOT" ]; then
+	QEMU_BIOS=(-bios "$QBOOT")
+else
+	note "blk-seqread: $QBOOT missing: QEMU boots through SeaBIOS (seconds slower, same I/O figure)"
+fi
+
+# Image: sector s starts with s as a little-endian 64-bit number.
+IMG=$WORK/seq.img
+perl -e 'my $z = "\0" x 504; for my $s (0 .. $ARGV[0] * 2048 - 1) { print pack("Q<", $s), $z }' "$SIZE" >"$IMG"
+cat "$IMG" >/dev/null # warm the page cache
+
+CMDLINE="seqread=$SIZE reqkb=$REQ depth=$DEPTH seqcheck=1"
+
+# run ROW: boots once, appends "MiBps wall_ms" to $WORK/ROW.txt or reports a failure.
+run() {
+	local row=$1 out=$WORK/$1.out want status start end
+	start=$(date +%s%N)
+	set +e
+	case $row in
+	corral)
+		"$CORRAL_BIN" run --kernel "$KERNEL" --memory 64M --disk "$IMG,ro" --cmdline "$CMDLINE" \
+			</dev/null >"$out" 2>&1
+		status=$?
+		want=0
+		;;
+	qemu)
+		"$QEMU" -enable-kvm -cpu kvm64 -M pc "${QEMU_BIOS[@]}" -m 64 -nodefaults -nographic -no-reboot \
+			-serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1 -kernel "$KERNEL" \
+			-append "$CMDLINE" -drive "if=none,id=d0,file=$IMG,format=raw,readonly=on" \
+			-device virtio-blk-pci,drive=d0,disable-legacy=on </dev/null >"$out" 2>&1
+		status=$?
+		want=1 # isa-debug-exit: 2*0+1
+		;;
+	esac
+	set -e
+	end=$(date +%s%N)
+	[ "$VERBOSE" = 1 ] && sed "s/^/  $row: /" "$out" >&2
+	local rate
+	rate=$(sed -n 's/^blk: seqread .* \([0-9.]*\) MiB\/s.*/\1/p' "$out" | tr -d '\r')
+	if [ "$status" != "$want" ] || [ -z "$rate" ] || ! grep -q '^blk: ok' "$out"; then
+		note "blk-seqread: $row run failed (status $status, want $want):"
+		head -20 "$out" | sed 's/^/  /' >&2
+		return 0
+	fi
+	echo "$rate $(((end - start) / 1000000))" >>"$WORK/$row.txt"
+}
+
+ROWS=()
+[ -n "$CORRAL_BIN" ] && ROWS+=(corral)
+[ "$HAVE_QEMU" = 1 ] && ROWS+=(qemu)
+[ ${#ROWS[@]} -gt 0 ] || { note "blk-seqread: no VMM to run"; exit 1; }
+
+for ((i = 0; i < RUNS; i++)); do
+	for row in "${ROWS[@]}"; do run "$row"; done
+done
+
+# median COLUMN FILE
+median() { awk -v c="$1" '{print $c}' "$2" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+lo() { awk -v c="$1" '{print $c}' "$2" | sort -g | head -1; }
+hi() { awk -v c="$1" '{print $c}' "$2" | sort -g | tail -1; }
+
+echo "blk seqread: $SIZE MiB, $REQ KiB requests, depth $DEPTH, $RUNS runs per VMM, load $(cut -d' ' -f1-3 /proc/loadavg)"
+printf '%-8s %10s %20s %12s %6s\n' row MiB/s "(min-max)" wall-ms ok
+declare -A MED
+for row in "${ROWS[@]}"; do
+	f=$WORK/$row.txt
+	if [ ! -s "$f" ]; then
+		printf '%-8s %10s %20s %12s %6s\n' "$row" na "" na "0/$RUNS"
+		continue
+	fi
+	MED[$row]=$(median 1 "$f")
+	printf '%-8s %10s %20s %12s %6s\n' "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" "$(median 2 "$f")" "$(wc -l <"$f")/$RUNS"
+done
+if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
+	awk -v c="${MED[corral]}" -v q="${MED[qemu]}" 'BEGIN {printf "corral/qemu throughput ratio: %.2f\n", c/q}'
+fi
