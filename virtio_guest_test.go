@@ -207,6 +207,22 @@ func TestBlkGuestSlots(t *testing.T) {
 	wantLines(t, out, fmt.Sprintf("blk: sector %d: this is disk B", blkReadSector), "blk: serial disk-b", "blk: ok")
 }
 
+// TestBlkGuestMalformedRequest has the guest send a request with no status
+// byte: the device cannot answer it, so it must set DEVICE_NEEDS_RESET
+// (not hang, not crash the VMM), and after the guest resets it, it serves
+// reads again.
+func TestBlkGuestMalformedRequest(t *testing.T) {
+	needKVM(t)
+	img, _ := blkImage(t, t.TempDir(), "disk.img", blkSectorText)
+	e, out := runBlkGuest(t, fmt.Sprintf("read=%d badreq=1", blkReadSector), Disk{Path: img})
+	wantGuestExit(t, e, guests.ExitOK)
+	wantLines(t, out, "virtio: queue 0: device needs reset (status 0x4f)",
+		"blk: malformed request: device needs reset", "blk: recovered after reset", "blk: ok")
+	if n := strings.Count(out.String(), fmt.Sprintf("blk: sector %d: %s\n", blkReadSector, blkSectorText)); n != 2 {
+		t.Errorf("sector %d read %d times, want 2 (before the bad request and after the reset)", blkReadSector, n)
+	}
+}
+
 // TestBlkGuestNoDisk checks the guest's failure path when there is no
 // virtio-blk function: its own exit code, and a line saying why.
 func TestBlkGuestNoDisk(t *testing.T) {

@@ -48,7 +48,7 @@
 //     survive it prints "corral-guest: survived ud2" (ExitFaultSurvived).
 //   - blk: drives a virtio-blk PCI function with the polled virtio 1.x
 //     driver in src/pci.c and src/virtio.c (see below). Command line:
-//     slot=N, expect=ro|rw, read=S, write=W, readpast=1, seqread=N with
+//     slot=N, expect=ro|rw, read=S, write=W, readpast=1, badreq=1, seqread=N with
 //     reqkb=K depth=D seqstart=S seqcheck=1 tsckhz=K, qsize=N, timeout=MS,
 //     pcimem=ADDR. It prints "virtio: 00:SS.F dev 0x1042 bar B at 0xA",
 //     "blk: capacity C sectors (ro|rw), flush yes|no, queue size Q", then per
@@ -60,6 +60,10 @@
 //     "corral-blk-write W", a NUL, and byte i = i & 0xff in sector W. On a
 //     read-only disk (VIRTIO_BLK_F_RO) the write is still sent and its
 //     status printed; only its success is an error (ExitBlkROWriteOK).
+//     badreq=1 last sends a request without a status byte: the device must
+//     set DEVICE_NEEDS_RESET ("blk: malformed request: device needs
+//     reset"; an answer is ExitBlkBadReqAnswered); the guest resets it,
+//     negotiates again and rereads sector S ("blk: recovered after reset").
 //     Failures have their own codes: ExitVirtio* and ExitBlk*.
 //   - net: drives a virtio-net PCI function (VERSION_1 + MAC, receive queue
 //     0 with 8 posted 2 KiB buffers, transmit queue 1, 12-byte

@@ -47,6 +47,8 @@ const (
 	ExitBlkROMismatch = 22
 	// ExitBlkSeqRead: a seqread request failed or (seqcheck=1) read the wrong data.
 	ExitBlkSeqRead = 23
+	// ExitBlkBadReqAnswered: the device answered blk's badreq=1 request that has no status byte.
+	ExitBlkBadReqAnswered = 24
 	// ExitNetNoMAC: the virtio-net device does not offer VIRTIO_NET_F_MAC.
 	ExitNetNoMAC = 30
 	// ExitNetDHCPTimeout: net got no DHCP OFFER or ACK within timeout=MS.

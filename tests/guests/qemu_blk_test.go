@@ -156,6 +156,18 @@ func TestQEMUBlk(t *testing.T) {
 			fmt.Sprintf("blk: sector %d: disk B", qemuBlkRead), "blk: serial disk-b", "blk: ok")
 	})
 
+	t.Run("badreq", func(t *testing.T) {
+		img, _ := qemuBlkImageFile(t, "rw.img", qemuBlkText)
+		lines, status := runQEMU(t, qemu, qemuRun{machine: qemuBlkMachine, kernel: kernel,
+			cmdline: fmt.Sprintf("read=%d badreq=1", qemuBlkRead), extra: qemuDisk("d0", img)})
+		if want := QEMUStatus(ExitOK); status != want {
+			t.Errorf("qemu status %d, want %d", status, want)
+		}
+		read := fmt.Sprintf("blk: sector %d: %s", qemuBlkRead, qemuBlkText)
+		wantInOrder(t, lines, read, "virtio: queue 0: device needs reset (status 0x4f)",
+			"blk: malformed request: device needs reset", read, "blk: recovered after reset", "blk: ok")
+	})
+
 	t.Run("no-device", func(t *testing.T) {
 		lines, status := runQEMU(t, qemu, qemuRun{machine: qemuBlkMachine, kernel: kernel})
 		if want := QEMUStatus(ExitVirtioNoDevice); status != want {

@@ -11,6 +11,9 @@
  *   write=W      write sector W: "corral-blk-write W", a NUL, then byte i is
  *                i & 0xff; on a writable disk read it back and compare
  *   readpast=1   read the sector at the capacity: the device must refuse
+ *   badreq=1     last, send a request with no status byte (a protocol
+ *                error): the device must set DEVICE_NEEDS_RESET; then reset,
+ *                renegotiate and read sector read=S (or 0) again
  *   seqread=N    read N MiB from sector seqstart=S (default 0) in requests
  *                of reqkb=K KiB (default 128), depth=D in flight (default 4);
  *                seqcheck=1 checks that each request's first and last
@@ -29,6 +32,8 @@
  *   blk: flush status N        (or "blk: flush not offered")
  *   blk: serial <id>
  *   blk: seqread ... MiB/s ...
+ *   blk: malformed request: device needs reset
+ *   blk: recovered after reset
  *   blk: ok
  * A write refused on a read-only disk is not a failure: the guest reports
  * its status and goes on. Exit codes: EXIT_VIRTIO_* and EXIT_BLK_* (lib.h).
@@ -395,6 +400,45 @@ static int do_seqread(u64 mib, u64 capacity)
 	return 0;
 }
 
+/* Sets the device up from reset: features, queue 0, DRIVER_OK. */
+static int blk_setup(void)
+{
+	int rc;
+	if ((rc = virtio_negotiate(&dev, BLK_F_FLUSH)))
+		return rc;
+	if ((rc = virtio_queue_setup(&dev, &vq, 0, (u16)cmdline_uint("qsize", 16))))
+		return rc;
+	max_slots = vq.size / DESCS_PER_REQ;
+	return virtio_driver_ok(&dev);
+}
+
+/* badreq=1: a chain of just the header, nothing for the status. The device
+ * cannot answer it and must ask for a reset; after one it works again. */
+static int do_badreq(u64 s)
+{
+	struct vq_buf b = {.addr = &hdrs[0], .len = sizeof(struct blk_hdr)};
+	hdrs[0].type = BLK_T_IN;
+	hdrs[0].reserved = 0;
+	hdrs[0].sector = 0;
+	virtq_add(&vq, 0, &b, 1);
+	virtq_kick(&vq);
+	u32 id, len;
+	int rc = virtq_wait(&dev, &vq, timeout_ms, &id, &len);
+	if (rc == 0) {
+		printf("blk: device answered a request without a status byte (id %u, len %u)\n", id, len);
+		return EXIT_BLK_BADREQ_ANSWERED;
+	}
+	if (rc != EXIT_VIRTIO_NEEDS_RESET)
+		return rc;
+	printf("blk: malformed request: device needs reset\n");
+	if ((rc = blk_setup()))
+		return rc;
+	if ((rc = do_read(s)))
+		return rc;
+	printf("blk: recovered after reset\n");
+	return 0;
+}
+
 int guest_main(u64 start_info_paddr)
 {
 	if (!start_info_init(start_info_paddr)) {
@@ -406,12 +450,7 @@ int guest_main(u64 start_info_paddr)
 	int rc = virtio_open(&dev, VIRTIO_DEV_BLK, slot == NO_VALUE ? -1 : (int)(slot & 0x7fffffff));
 	if (rc)
 		return rc;
-	if ((rc = virtio_negotiate(&dev, BLK_F_FLUSH)))
-		return rc;
-	if ((rc = virtio_queue_setup(&dev, &vq, 0, (u16)cmdline_uint("qsize", 16))))
-		return rc;
-	max_slots = vq.size / DESCS_PER_REQ;
-	if ((rc = virtio_driver_ok(&dev)))
+	if ((rc = blk_setup()))
 		return rc;
 
 	int ro = (dev.offered & BLK_F_RO) != 0;
@@ -468,6 +507,8 @@ int guest_main(u64 start_info_paddr)
 		return rc;
 	u64 mib = cmdline_uint("seqread", 0);
 	if (mib && (rc = do_seqread(mib, capacity)))
+		return rc;
+	if (cmdline_uint("badreq", 0) && (rc = do_badreq(s == NO_VALUE ? 0 : s)))
 		return rc;
 	printf("blk: ok\n");
 	return EXIT_OK;

@@ -40,6 +40,7 @@ typedef unsigned long usize;
 #define EXIT_BLK_RO_WRITE_OK    21
 #define EXIT_BLK_RO_MISMATCH    22
 #define EXIT_BLK_SEQREAD        23
+#define EXIT_BLK_BADREQ_ANSWERED 24
 /* net */
 #define EXIT_NET_NO_MAC         30
 #define EXIT_NET_DHCP_TIMEOUT   31
