@@ -51,6 +51,7 @@ const (
 
 	// FADT fields.
 	fadtDSDTOff         = 40
+	fadtCenturyOff      = 108 // CMOS index of the RTC century register
 	fadtBootArchOff     = 109
 	fadtFlagsOff        = 112
 	fadtMinorOff        = 131
@@ -58,6 +59,10 @@ const (
 	fadtSleepControlOff = 244
 	fadtSleepStatusOff  = 256
 	fadtHypervisorOff   = 268
+
+	// rtcCenturyIndex is the CMOS register holding the century, so guests
+	// read years past 2099 right.
+	rtcCenturyIndex = 0x32
 
 	fadtHWReducedACPI = 1 << 20
 	fadtPwrButton     = 1 << 4 // no fixed-feature power button
@@ -180,6 +185,7 @@ func fadtTable(dsdt uint64) []byte {
 	body := make([]byte, fadtSize-acpiHeaderSize)
 	f := func(off int) []byte { return body[off-acpiHeaderSize:] }
 	binary.LittleEndian.PutUint32(f(fadtDSDTOff), uint32(dsdt))
+	f(fadtCenturyOff)[0] = rtcCenturyIndex
 	binary.LittleEndian.PutUint16(f(fadtBootArchOff), fadtBootArch)
 	binary.LittleEndian.PutUint32(f(fadtFlagsOff), fadtHWReducedACPI|fadtPwrButton|fadtSlpButton)
 	f(fadtMinorOff)[0] = fadtMinor

@@ -83,6 +83,9 @@ func checkFADT(t *testing.T, f []byte) {
 	if len(f) != 276 || f[8] != 6 || f[fadtMinorOff] != 0 {
 		t.Errorf("FADT length %d revision %d.%d, want 276 bytes, 6.0", len(f), f[8], f[fadtMinorOff])
 	}
+	if f[fadtCenturyOff] != 0x32 {
+		t.Errorf("FADT CENTURY = %#x, want the RTC's century register 0x32", f[fadtCenturyOff])
+	}
 	if flags := le.Uint32(f[fadtFlagsOff:]); flags&(1<<20) == 0 {
 		t.Errorf("FADT flags %#x lack HW_REDUCED_ACPI", flags)
 	}

@@ -50,15 +50,8 @@ func GuestCPUID(supported []CPUIDEntry, id int, topo Topology) []CPUIDEntry {
 		case 0xa:
 			e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
 		case 0xb, 0x1f:
-			e.EDX = uint32(id)
-			switch e.Index {
-			case 0: // SMT level: one thread per core
-				e.EAX, e.EBX, e.ECX = 0, 1, 1<<8|0
-			case 1: // core level: n cores per package
-				e.EAX, e.EBX, e.ECX = shift, uint32(n), 2<<8|1
-			default:
-				e.EAX, e.EBX, e.ECX = 0, 0, e.Index
-			}
+			// Rewritten below: KVM may list only sub-leaf 0 (or nothing).
+			continue
 		case 0x40000000:
 			haveHV = true
 			if e.EAX < 0x40000001 {
@@ -67,6 +60,19 @@ func GuestCPUID(supported []CPUIDEntry, id int, topo Topology) []CPUIDEntry {
 			e.EBX, e.ECX, e.EDX = hypervisorSignature[0], hypervisorSignature[1], hypervisorSignature[2]
 		}
 		out = append(out, e)
+	}
+	// Extended topology (leaves 0xB and 0x1F): SMT level of one thread,
+	// core level of n cores, then the terminating invalid level. Every
+	// sub-leaf Linux reads must be present, or KVM answers zeros and the
+	// guest puts each CPU in a package of its own.
+	for _, fn := range []uint32{0xb, 0x1f} {
+		if !hasLeaf(supported, fn) {
+			continue
+		}
+		out = append(out,
+			CPUIDEntry{Function: fn, Index: 0, Flags: CPUIDFlagSignificantIndex, EAX: 0, EBX: 1, ECX: 1 << 8, EDX: uint32(id)},
+			CPUIDEntry{Function: fn, Index: 1, Flags: CPUIDFlagSignificantIndex, EAX: shift, EBX: uint32(n), ECX: 2<<8 | 1, EDX: uint32(id)},
+			CPUIDEntry{Function: fn, Index: 2, Flags: CPUIDFlagSignificantIndex, EAX: 0, EBX: 0, ECX: 2, EDX: uint32(id)})
 	}
 	if !haveHV {
 		out = append(out, CPUIDEntry{Function: 0x40000000, EAX: 0x40000001,
@@ -96,4 +102,14 @@ func BootMSRs(supported []uint32) []MSR {
 		}
 	}
 	return out
+}
+
+// hasLeaf reports whether entries list CPUID function fn.
+func hasLeaf(entries []CPUIDEntry, fn uint32) bool {
+	for _, e := range entries {
+		if e.Function == fn {
+			return true
+		}
+	}
+	return false
 }
