@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,6 +98,13 @@ type bootResult struct {
 // of the watch strings first appears on the serial console.
 func runQEMU(t *testing.T, qemu string, args []string, watch ...string) bootResult {
 	t.Helper()
+	return runQEMUInteractive(t, qemu, args, nil, watch...)
+}
+
+// runQEMUInteractive is runQEMU that also types answers[s] on the serial
+// console the first time a console line contains s.
+func runQEMUInteractive(t *testing.T, qemu string, args []string, answers map[string]string, watch ...string) bootResult {
+	t.Helper()
 	t.Logf("%s %s", qemu, strings.Join(args, " "))
 	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
 	defer cancel()
@@ -106,6 +114,11 @@ func runQEMU(t *testing.T, qemu string, args []string, watch ...string) bootResu
 	if err != nil {
 		t.Fatal(err)
 	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stdin.Close()
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	start := time.Now()
@@ -125,6 +138,13 @@ func runQEMU(t *testing.T, qemu string, args []string, watch ...string) bootResu
 			for _, w := range watch {
 				if _, seen := res.marks[w]; !seen && bytes.Contains(line, []byte(w)) {
 					res.marks[w] = time.Since(start)
+				}
+			}
+			for prompt, answer := range answers {
+				if bytes.Contains(line, []byte(prompt)) {
+					delete(answers, prompt)
+					// QEMU may have exited; its end is checked below.
+					_, _ = io.WriteString(stdin, answer)
 				}
 			}
 			mu.Unlock()
@@ -294,4 +314,21 @@ func TestQEMUVirtioNetDHCP(t *testing.T) {
 	r.check(t, "IP-Config: Complete", "corral-init: eth0 up mac 52:54:00:12:34:56", "corral-init: eth0 10.0.2.15/24 via",
 		"corral-test: kernel-dhcp 10.0.2.15/24", "corral-init: lease eth0 10.0.2.15/24 router", "server 10.0.2.2",
 		"corral-test: udhcpc ok", "corral-init: exit status 0")
+}
+
+// TestQEMUShell boots to the interactive shell (InitramfsOptions.Shell),
+// types two commands on the serial console and checks that leaving the
+// shell ends the VM with the shell's status.
+func TestQEMUShell(t *testing.T) {
+	s := setupQEMU(t)
+	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Shell: true, NoDHCP: true})
+	args := append(s.baseArgs("microvm"), "-initrd", initrd, "-append", s.cmdline)
+	// Typed as soon as /init announces the shell: the console tty buffers the
+	// input until the shell reads it, and QEMU only feeds the UART as fast as
+	// the guest takes bytes.
+	answers := map[string]string{"corral-init: shell": "echo corral-shell-$((6*7)) $(tty)\nexit 3\n"}
+	watch := []string{"Run /init", "corral-init: shell", "corral-shell-42", "corral-init: exit status"}
+	r := runQEMUInteractive(t, s.qemu, args, answers, watch...)
+	r.logTimes(t, watch...)
+	r.check(t, "corral-shell-42 /dev/ttyS0", "corral-init: exit status 3 via poweroff")
 }
