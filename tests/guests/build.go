@@ -81,6 +81,10 @@ func BuildContext(ctx context.Context, name, dir string) (string, error) {
 // build compiles one guest and also returns gcc's diagnostics (warnings),
 // so tests can insist on a clean build.
 func build(ctx context.Context, name, dir string) (path, diag string, err error) {
+	// gcc runs in a temporary source directory: make dir absolute first.
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", "", fmt.Errorf("guests: output directory: %w", err)
+	}
 	srcs, ok := guestSources(name)
 	if !ok {
 		return "", "", fmt.Errorf("%w %q (known: %s)", ErrUnknownGuest, name, strings.Join(Names(), ", "))
