@@ -66,6 +66,9 @@ type Config struct {
 
 	// Disks are virtio-blk disks, in PCI slot order.
 	Disks []Disk
+	// Nets are virtio-net NICs on TAP devices, on the PCI bus after the
+	// disks. Creating or configuring a TAP needs CAP_NET_ADMIN.
+	Nets []Net
 
 	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
 	// IOAPIC through the MP table alone, and cannot power off through ACPI.
@@ -128,8 +131,13 @@ func (c *Config) Validate() error {
 			return bad("disk %d: serial %q is longer than 20 bytes", i, d.Serial)
 		}
 	}
-	if len(c.Disks) > maxPCIDevices {
-		return bad("%d devices: the PCI bus has room for %d", len(c.Disks), maxPCIDevices)
+	for i := range c.Nets {
+		if err := c.Nets[i].validate(); err != nil {
+			return bad("net %d: %v", i, err)
+		}
+	}
+	if n := len(c.Disks) + len(c.Nets); n > maxPCIDevices {
+		return bad("%d devices: the PCI bus has room for %d", n, maxPCIDevices)
 	}
 	return nil
 }

@@ -92,6 +92,9 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.createDisks(); err != nil {
 		return nil, err
 	}
+	if err := m.createNets(); err != nil {
+		return nil, err
+	}
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}

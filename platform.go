@@ -23,6 +23,7 @@ type platform struct {
 
 	mmioAlloc  *pci.Allocator    // places PCI BARs in the MMIO hole
 	transports []*vpci.Transport // virtio functions on the PCI bus, slot = index+1
+	nics       []*nic            // virtio-net devices' host sides
 
 	ctx    context.Context
 	cancel context.CancelFunc

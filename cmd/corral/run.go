@@ -31,6 +31,14 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs.StringVar(&memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
 	fs.StringVar(&logLevel, "log", "warn", "log level")
+	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
+		n, err := corral.ParseNet(v)
+		if err != nil {
+			return err
+		}
+		cfg.Nets = append(cfg.Nets, n)
+		return nil
+	})
 	fs.Func("disk", "virtio-blk disk PATH[,ro][,serial=ID] (repeatable)", func(v string) error {
 		d, err := corral.ParseDisk(v)
 		if err != nil {
