@@ -48,12 +48,12 @@ func TestScriptParam(t *testing.T) {
 	}
 	// /init must understand the parameters these helpers make.
 	for _, want := range []string{"corral.script_b64=*)", "corral.exit=*)"} {
-		if !strings.Contains(string(initScript), want) {
+		if !strings.Contains(initScript, want) {
 			t.Errorf("init.sh does not handle %s", want)
 		}
 	}
 	for _, m := range []ExitMethod{ExitPoweroff, ExitReboot, ExitHalt, ExitPort} {
-		if m != ExitPoweroff && !strings.Contains(string(initScript), "\t"+string(m)+")") {
+		if m != ExitPoweroff && !strings.Contains(initScript, "\t"+string(m)+")") {
 			t.Errorf("init.sh has no case for exit method %s", m)
 		}
 	}

@@ -43,7 +43,7 @@ func TestBuildExt4(t *testing.T) {
 		t.Errorf("image size %d, want %d", st.Size(), 16<<20)
 	}
 
-	if got := debugfs(t, dbg, img, "cat /init"); got != string(initScript) {
+	if got := debugfs(t, dbg, img, "cat /init"); got != initScript {
 		t.Errorf("debugfs cat /init returned %d bytes that differ from the %d of init.sh", len(got), len(initScript))
 	}
 	if got := debugfs(t, dbg, img, "cat /data/hello.txt"); got != "hello ext4\n" {

@@ -101,9 +101,9 @@ func TestBuildInitramfsContents(t *testing.T) {
 			t.Errorf("%s has %d bytes that differ from the %d expected", name, len(got), len(data))
 		}
 	}
-	wantFile("init", 0o755, initScript)
+	wantFile("init", 0o755, []byte(initScript))
 	wantFile("bin/busybox", 0o755, busybox)
-	wantFile("usr/share/udhcpc/default.script", 0o755, udhcpcScript)
+	wantFile("usr/share/udhcpc/default.script", 0o755, []byte(udhcpcScript))
 	wantFile("etc/corral/script", 0o755, []byte(opts.Script))
 	wantFile("opt/data/blob", 0o600, []byte("payload"))
 	wantFile("etc/hostname", 0o644, []byte("replaced\n"))
@@ -115,7 +115,7 @@ func TestBuildInitramfsContents(t *testing.T) {
 		}
 	}
 
-	for _, a := range append([]string{"sh", "mount", "ip", "udhcpc", "poweroff", "reboot", "cttyhack", "setsid", "base64", "dd"}, Applets...) {
+	for _, a := range append([]string{"sh", "mount", "ip", "udhcpc", "poweroff", "reboot", "cttyhack", "setsid", "base64", "dd"}, Applets()...) {
 		r, ok := recs["bin/"+a]
 		if !ok {
 			t.Errorf("missing applet link bin/%s", a)
@@ -182,7 +182,7 @@ func TestAppletsExist(t *testing.T) {
 	for _, a := range strings.Fields(string(out)) {
 		have[a] = true
 	}
-	for _, a := range Applets {
+	for _, a := range Applets() {
 		if !have[a] {
 			t.Errorf("busybox at %s has no applet %q", bb, a)
 		}
@@ -192,9 +192,9 @@ func TestAppletsExist(t *testing.T) {
 // TestScriptsParse runs busybox's shell in syntax-check mode over the shipped scripts.
 func TestScriptsParse(t *testing.T) {
 	bb := requireBusybox(t)
-	for name, script := range map[string][]byte{"init.sh": initScript, "udhcpc.script": udhcpcScript} {
+	for name, script := range map[string]string{"init.sh": initScript, "udhcpc.script": udhcpcScript} {
 		cmd := exec.Command(bb, "sh", "-n")
-		cmd.Stdin = bytes.NewReader(script)
+		cmd.Stdin = strings.NewReader(script)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			t.Errorf("busybox sh -n %s: %v\n%s", name, err, out)
 		}
@@ -227,7 +227,7 @@ func TestUdhcpcScriptReportsLease(t *testing.T) {
 	stubs := "ifconfig() { echo \"ifconfig $*\" >>" + calls + "; }\n" +
 		"route() { echo \"route $*\" >>" + calls + "; [ \"$1\" != del ]; }\n" +
 		"ip() { echo \"ip $*\" >>" + calls + "; }\n"
-	body := strings.ReplaceAll(string(udhcpcScript), "/etc/resolv.conf", resolv)
+	body := strings.ReplaceAll(udhcpcScript, "/etc/resolv.conf", resolv)
 	script := filepath.Join(dir, "default.script")
 	if err := os.WriteFile(script, []byte(stubs+body), 0o755); err != nil {
 		t.Fatal(err)

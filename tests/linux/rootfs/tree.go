@@ -24,20 +24,22 @@ const DefaultBusybox = "/bin/busybox"
 var ErrBusyboxMissing = errors.New("rootfs: static busybox not found (apt-get install -y busybox-static)")
 
 //go:embed files/init.sh
-var initScript []byte
+var initScript string
 
 //go:embed files/udhcpc.script
-var udhcpcScript []byte
+var udhcpcScript string
 
-// Applets are the busybox applets linked into /bin of every root file system.
-var Applets = []string{
-	"[", "awk", "base64", "basename", "cat", "chmod", "cp", "cttyhack", "cut", "date",
-	"dd", "df", "dmesg", "echo", "env", "false", "free", "grep", "halt", "head",
-	"hexdump", "hostname", "ifconfig", "ip", "kill", "ln", "ls", "md5sum", "mkdir",
-	"mknod", "mount", "mv", "nc", "nproc", "od", "ping", "poweroff", "printf", "ps",
-	"reboot", "rm", "route", "sed", "seq", "setsid", "sh", "sha256sum", "sleep",
-	"stat", "sync", "tail", "test", "timeout", "touch", "tr", "true", "udhcpc",
-	"umount", "uname", "uptime", "wc", "wget", "xargs",
+// Applets returns the busybox applets linked into /bin of every root file system.
+func Applets() []string {
+	return []string{
+		"[", "awk", "base64", "basename", "cat", "chmod", "cp", "cttyhack", "cut", "date",
+		"dd", "df", "dmesg", "echo", "env", "false", "free", "grep", "halt", "head",
+		"hexdump", "hostname", "ifconfig", "ip", "kill", "ln", "ls", "md5sum", "mkdir",
+		"mknod", "mount", "mv", "nc", "nproc", "od", "ping", "poweroff", "printf", "ps",
+		"reboot", "rm", "route", "sed", "seq", "setsid", "sh", "sha256sum", "sleep",
+		"stat", "sync", "tail", "test", "timeout", "touch", "tr", "true", "udhcpc",
+		"umount", "uname", "uptime", "wc", "wget", "xargs",
+	}
 }
 
 // ExitMethod says how /init ends the VM once the script is done.
@@ -142,13 +144,13 @@ func buildTree(opts InitramfsOptions) ([]entry, error) {
 	t.charDev("/dev/null", 0o666, 1, 3)
 
 	t.file("/bin/busybox", busybox, 0o755)
-	for _, a := range Applets {
+	for _, a := range Applets() {
 		t.symlink("/bin/"+a, "busybox")
 	}
-	t.file("/init", initScript, 0o755)
+	t.file("/init", []byte(initScript), 0o755)
 	// An ext4 root is started through /sbin/init (= /bin/init) unless init= says otherwise.
 	t.symlink("/bin/init", "../init")
-	t.file("/usr/share/udhcpc/default.script", udhcpcScript, 0o755)
+	t.file("/usr/share/udhcpc/default.script", []byte(udhcpcScript), 0o755)
 	// The root may be read-only (ext4 without `rw`); /run is a ramfs.
 	t.symlink("/etc/resolv.conf", "../run/resolv.conf")
 	t.file("/etc/hostname", []byte("corral\n"), 0o644)
