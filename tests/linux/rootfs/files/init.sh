@@ -95,8 +95,8 @@ for n in /sys/class/net/*; do
 	addr=$(ip -4 addr show dev "$iface" | sed -n 's/^ *inet \([0-9.\/]*\).*/\1/p' | head -n 1)
 	if [ -z "$addr" ] && [ "$dhcp" = 1 ]; then
 		say "$iface udhcpc"
-		udhcpc -i "$iface" -n -q -t 5 -T 2 -s /usr/share/udhcpc/default.script 2>&1 |
-			sed 's/^/corral-init: udhcpc: /'
+		# The event script prints "corral-init: lease ..." once bound.
+		udhcpc -i "$iface" -n -q -t 5 -T 2 -s /usr/share/udhcpc/default.script
 		addr=$(ip -4 addr show dev "$iface" | sed -n 's/^ *inet \([0-9.\/]*\).*/\1/p' | head -n 1)
 	fi
 	gw=$(ip route show | sed -n "s/^default via \([0-9.]*\) dev $iface.*/\1/p" | head -n 1)
