@@ -1,0 +1,153 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/tests/linux/kernel"
+	"github.com/corral-vmm/corral/tests/linux/rootfs"
+)
+
+// bootTimeout bounds one Linux boot. On the nested KVM of the development
+// machines guest ring 0 runs in KVM's instruction emulator and a boot to
+// user space takes about a minute; on hardware KVM a few seconds.
+const bootTimeout = 5 * time.Minute
+
+// buildTimeout bounds building the test kernel (5–10 minutes on two cores).
+const buildTimeout = 40 * time.Minute
+
+// testKernel is the Linux kernel the tests boot and its command line.
+type testKernel struct {
+	bzImage string // x86 boot-protocol image
+	vmlinux string // ELF with the PVH entry note
+	patched bool   // the nested-KVM test kernel
+	cmdline string // kernel.CmdlineNested or kernel.CmdlinePlain
+}
+
+// needKVM skips the test, saying why, where /dev/kvm cannot be used.
+func needKVM(t *testing.T) {
+	t.Helper()
+	s, err := kvm.Open("")
+	if err != nil {
+		t.Skipf("skipping Linux end-to-end test: /dev/kvm is not usable: %v", err)
+	}
+	s.Close()
+}
+
+// setupLinux checks what a Linux boot needs and returns the kernel to boot:
+// it skips the test without /dev/kvm or busybox, picks the patched or plain
+// kernel for this host (see ChooseKernel), and finds it in the cache or,
+// with CORRAL_BUILD_KERNEL=1, builds it.
+func setupLinux(t *testing.T) testKernel {
+	t.Helper()
+	needKVM(t)
+	if _, err := os.Stat(rootfs.DefaultBusybox); err != nil {
+		t.Skipf("skipping: %v (%v)", rootfs.ErrBusyboxMissing, err)
+	}
+	choice, err := ChooseKernel(os.Getenv(KernelEnv), "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	variant, flag := "plain", " --no-patches"
+	if choice.Patched {
+		variant, flag = "patched", ""
+	}
+	bz, vmlinux, err := kernel.Find(choice.Patched)
+	if errors.Is(err, kernel.ErrNotBuilt) {
+		if os.Getenv(BuildEnv) != "1" {
+			t.Skipf("skipping: the %s test kernel is not built; run tests/linux/build-kernel.sh%s (or set %s=1 to let the tests build it, 5-10 minutes): %v",
+				variant, flag, BuildEnv, err)
+		}
+		t.Logf("building the %s test kernel (%s=1); this takes minutes", variant, BuildEnv)
+		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		defer cancel()
+		var log bytes.Buffer
+		start := time.Now()
+		bz, vmlinux, err = kernel.Build(ctx, choice.Patched, &log)
+		if err != nil {
+			t.Fatalf("building the test kernel: %v\nlast output:\n%s", err, tail(log.String(), 4000))
+		}
+		t.Logf("built the %s test kernel in %.0fs", variant, time.Since(start).Seconds())
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	k := testKernel{bzImage: bz, vmlinux: vmlinux, patched: choice.Patched, cmdline: kernel.Cmdline(choice.Patched)}
+	t.Logf("kernel: %s (%s); command line %q", variant, choice.Reason, k.cmdline)
+	return k
+}
+
+// writeInitramfs builds an initramfs into the test's temporary directory.
+func writeInitramfs(t *testing.T, opts rootfs.InitramfsOptions) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "initramfs.cpio")
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := rootfs.BuildInitramfs(f, opts); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// writeExt4 builds an ext4 image with the test root file system (or, with
+// a non-empty dir, a copy of dir) into the test's temporary directory,
+// skipping the test if mkfs.ext4 is missing.
+func writeExt4(t *testing.T, name string, sizeMiB int, opts rootfs.InitramfsOptions, dir string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	var err error
+	if dir != "" {
+		err = rootfs.BuildExt4FromDir(p, sizeMiB, dir)
+	} else {
+		err = rootfs.BuildExt4(p, sizeMiB, opts)
+	}
+	if errors.Is(err, rootfs.ErrMkfsMissing) {
+		t.Skipf("skipping: %v", err)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// debugfsCat reads a file from an ext4 image with debugfs (e2fsprogs),
+// skipping the test if debugfs is missing.
+func debugfsCat(t *testing.T, image, path string) []byte {
+	t.Helper()
+	dbg, err := exec.LookPath("debugfs")
+	if err != nil {
+		dbg = "/usr/sbin/debugfs"
+		if _, err := os.Stat(dbg); err != nil {
+			t.Skip("skipping: debugfs not found (apt-get install -y e2fsprogs)")
+		}
+	}
+	var stderr bytes.Buffer
+	cmd := exec.Command(dbg, "-R", "cat "+path, image)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("debugfs -R 'cat %s' %s: %v: %s", path, image, err, stderr.Bytes())
+	}
+	return out
+}
+
+// tail returns at most the last n bytes of s, marked when cut.
+func tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return fmt.Sprintf("[... %d bytes before ...]\n%s", len(s)-n, s[len(s)-n:])
+}
