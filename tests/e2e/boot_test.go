@@ -31,8 +31,15 @@ type markConsole struct {
 	marks map[string]time.Duration
 }
 
-func newMarkConsole(start time.Time, watch []string) *markConsole {
-	return &markConsole{buf: console.NewBuffer(0), start: start, watch: watch, marks: map[string]time.Duration{}}
+func newMarkConsole(watch []string) *markConsole {
+	return &markConsole{buf: console.NewBuffer(0), start: time.Now(), watch: watch, marks: map[string]time.Duration{}}
+}
+
+// setStart sets the time that marks count from.
+func (c *markConsole) setStart(t time.Time) {
+	c.mu.Lock()
+	c.start = t
+	c.mu.Unlock()
 }
 
 // Write keeps p and records the time of watched strings on complete lines.
@@ -87,20 +94,28 @@ type vmRun struct {
 	m       *corral.Machine
 	console *markConsole
 	logs    *lockedBuffer
-	start   time.Time
+	started time.Time
 	watch   []string
 	exit    corral.Exit
 	elapsed time.Duration
 }
 
-// startLinux creates and starts a machine from cfg (its Console and Logger
-// are set here), bounded by bootTimeout. watch lists console strings whose
-// first appearance is timed for the log. If the test fails, the tail of the
-// console and Corral's log are added to the failure output.
+// startLinux creates and starts a machine from cfg; see newLinux.
 func startLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
 	t.Helper()
-	r := &vmRun{logs: &lockedBuffer{}, start: time.Now(), watch: watch}
-	r.console = newMarkConsole(r.start, watch)
+	r := newLinux(t, cfg, watch...)
+	r.start(t)
+	return r
+}
+
+// newLinux creates a machine from cfg (its Console and Logger are set
+// here) without starting it. watch lists console strings whose first
+// appearance is timed for the log. If the test fails, the tail of the
+// console and Corral's log are added to the failure output.
+func newLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
+	t.Helper()
+	r := &vmRun{logs: &lockedBuffer{}, watch: watch}
+	r.console = newMarkConsole(watch)
 	cfg.Console = r.console
 	cfg.Logger = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	t.Logf("booting %s (%d CPUs) initrd=%q disks=%d nets=%d cmdline %q",
@@ -110,12 +125,6 @@ func startLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
 		t.Fatalf("corral.New: %v", err)
 	}
 	r.m = m
-	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
-	t.Cleanup(cancel)
-	if err := m.Start(ctx); err != nil {
-		m.Close()
-		t.Fatalf("Start: %v", err)
-	}
 	t.Cleanup(func() {
 		m.Close()
 		switch {
@@ -130,6 +139,18 @@ func startLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
 	return r
 }
 
+// start runs the machine, bounded by bootTimeout; console times count from here.
+func (r *vmRun) start(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+	t.Cleanup(cancel)
+	r.started = time.Now()
+	r.console.setStart(r.started)
+	if err := r.m.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+}
+
 // wait waits for the machine to end (bootTimeout stops it) and returns how.
 func (r *vmRun) wait(t *testing.T) corral.Exit {
 	t.Helper()
@@ -139,7 +160,7 @@ func (r *vmRun) wait(t *testing.T) corral.Exit {
 		t.Fatalf("machine did not end %v after its context expired", time.Minute)
 	}
 	r.exit = r.m.Wait()
-	r.elapsed = time.Since(r.start)
+	r.elapsed = time.Since(r.started)
 	r.logTimes(t)
 	return r.exit
 }

@@ -1,0 +1,285 @@
+package e2e
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/dhcp"
+	"github.com/corral-vmm/corral/internal/netnstest"
+	"github.com/corral-vmm/corral/tests/linux/rootfs"
+	"github.com/corral-vmm/corral/virtio/blk"
+)
+
+// Fixed values of the full boot; the guest script and the host side both use them.
+const (
+	fullCPUs      = 1 // TODO(e2e): 2 once the 0004 kernel patch (no PV IPIs) is in the cached kernel
+	fullExitCode  = 42
+	fullTCPPort   = 7070
+	fullDataText  = "data disk says hello"
+	fullWritten   = "written by the guest on its ext4 root"
+	fullPing      = "ping from the guest"
+	fullPong      = "pong from the host"
+	fullDNS       = "192.0.2.53" // TEST-NET-1: only offered, never asked
+	fullEventPath = "/etc/corral/udhcpc-event"
+)
+
+// fullUdhcpcEvent is udhcpc's event script in the full boot: it configures
+// eth0 like the stock script, then reports the event ("bound" on a new
+// lease, "renew" on a renewed one) and leaves a marker file for the script.
+const fullUdhcpcEvent = `#!/bin/sh
+case "$1" in
+deconfig)
+	ifconfig "$interface" 0.0.0.0
+	;;
+bound | renew)
+	ifconfig "$interface" "$ip" ${subnet:+netmask "$subnet"} up
+	while route del default gw 0.0.0.0 dev "$interface" 2>/dev/null; do :; done
+	for r in $router; do
+		route add default gw "$r" dev "$interface"
+		break
+	done
+	echo "corral-test: udhcpc $1 $interface $ip/${mask:-?} router ${router:-none} dns ${dns:-none} server ${serverid:-?} lease ${lease:-?}"
+	: >/run/udhcpc.$1
+	;;
+esac
+exit 0
+`
+
+// fullScript is the test script /init runs in the full boot (%d: TCP port;
+// %q-free strings are spliced in by fmt).
+const fullScript = `t() { echo "corral-test: $*"; }
+addr() { ip -4 addr show dev eth0 | sed -n 's/^ *inet \([0-9.\/]*\).*/\1/p' | head -n 1; }
+gw() { ip route | sed -n 's/^default via \([0-9.]*\).*/\1/p' | head -n 1; }
+drv() { (cd "$1" 2>/dev/null && pwd -P | sed 's/.*\///'); }
+t "nproc $(nproc)"
+t "kernel-dhcp eth0 $(addr) via $(gw)"
+t "pnp $(tr '\n' ' ' </proc/net/pnp)"
+t "eth0 driver $(drv /sys/class/net/eth0/device/driver)"
+for b in vda vdb; do t "$b driver $(drv /sys/block/$b/device/driver) ro $(cat /sys/block/$b/ro)"; done
+t "virtio-pci functions $(ls /sys/bus/pci/drivers/virtio-pci | grep -c '^0000:')"
+
+# The read-only disk: the kernel sees it write-protected.
+mount -t ext4 /dev/vdb /mnt
+t "vdb mount $(grep ' /mnt ' /proc/mounts | cut -d' ' -f4 | cut -d, -f1)"
+t "vdb hello $(cat /mnt/hello.txt)"
+if echo x >/mnt/new 2>/dev/null; then t "vdb file write succeeded"; else t "vdb file write refused"; fi
+if dd if=/dev/zero of=/dev/vdb bs=512 count=1 conv=fsync 2>/dev/null; then t "vdb raw write succeeded"; else t "vdb raw write refused"; fi
+umount /mnt
+
+# busybox udhcpc: a lease, then a bound client renewed by SIGUSR1.
+rm -f /run/udhcpc.*
+if udhcpc -i eth0 -n -q -t 5 -T 2 -s %[2]s; then t "udhcpc -n -q ok"; else t "udhcpc -n -q failed"; fi
+rm -f /run/udhcpc.*
+udhcpc -i eth0 -f -t 5 -T 2 -s %[2]s &
+pid=$!
+n=0; while [ ! -e /run/udhcpc.bound ] && [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done
+t "snmp before renew $(grep '^Udp:' /proc/net/snmp | tail -n 1)"
+kill -USR1 $pid
+n=0; while [ ! -e /run/udhcpc.renew ] && [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done
+t "snmp after renew $(grep '^Udp:' /proc/net/snmp | tail -n 1)"
+kill $pid
+wait $pid
+t "eth0 after udhcpc $(addr) via $(gw)"
+
+# TCP to the host side of the TAP (the router of the lease).
+t "tcp reply $(echo "%[3]s" | timeout 30 nc "$(gw)" %[1]d)"
+
+# A file on the ext4 root, for the host to find in the image.
+echo "%[4]s" >/root/e2e-written && sync && t "wrote /root/e2e-written"
+exit %[5]d
+`
+
+// TestPVHFullSystem boots vmlinux through its PVH entry with the root file
+// system on a virtio-blk ext4 image (root=/dev/vda rw), a second ext4 disk
+// read-only on vdb and a NIC on a TAP that Corral creates, in a fresh
+// network namespace. The kernel's own DHCP client (ip=dhcp) configures eth0
+// from Corral's DHCP server; then the script checks the CPU count, the
+// read-only disk, busybox udhcpc (lease, then a renewal), a TCP exchange
+// with the host, writes a file on the root, and ends the VM with a code on
+// the debug-exit port. Afterwards the host finds the file in the image, the
+// read-only image unchanged, the TAP gone and the image locks released.
+func TestPVHFullSystem(t *testing.T) {
+	k := setupLinux(t)
+	dir := t.TempDir()
+	root := writeExt4(t, "root.ext4", 64, rootfs.InitramfsOptions{
+		Script: fmt.Sprintf(fullScript, fullTCPPort, fullEventPath, fullPing, fullWritten, fullExitCode),
+		Exit:   rootfs.ExitPort,
+		NoDHCP: true,
+		Files:  []rootfs.File{{Path: fullEventPath, Data: []byte(fullUdhcpcEvent), Mode: 0o755}},
+	}, "")
+	dataDir := filepath.Join(dir, "data")
+	if err := os.MkdirAll(dataDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dataDir, "hello.txt"), []byte(fullDataText+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := writeExt4(t, "data.ext4", 8, rootfs.InitramfsOptions{}, dataDir)
+	dataSum := fileSum(t, data)
+	dns := netip.MustParseAddr(fullDNS)
+
+	netnstest.Run(t, func() {
+		r := newLinux(t, corral.Config{
+			Kernel:  k.vmlinux,
+			CPUs:    fullCPUs,
+			Cmdline: k.cmdline + " root=/dev/vda rw ip=dhcp",
+			Disks:   []corral.Disk{{Path: root}, {Path: data, ReadOnly: true}},
+			Nets:    []corral.Net{{DNS: []netip.Addr{dns}}},
+		}, "Linux version", "virtio_blk virtio0", "IP-Config: Complete", "VFS: Mounted root", "Run /sbin/init",
+			"corral-init: running script", "corral-test: udhcpc bound", "corral-test: udhcpc renew",
+			"corral-test: tcp reply", "corral-init: exit status")
+		st := r.m.Networks()
+		if len(st) != 1 || !st[0].Host.IsValid() || st[0].DHCP == nil {
+			t.Fatalf("Networks() = %+v, want one NIC with a host address and a DHCP server", st)
+		}
+		host, guest, tapName := st[0].Host.Addr(), st[0].Guest, st[0].Tap
+		t.Logf("TAP %s: host %v, guest %v, MAC %v", tapName, st[0].Host, guest, st[0].MAC)
+		if _, err := netlink.LinkByName(tapName); err != nil {
+			t.Fatalf("TAP %s not in the namespace: %v", tapName, err)
+		}
+
+		// The host side of the TCP exchange, on the TAP's address, before
+		// the guest can possibly connect.
+		ln, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: host.AsSlice(), Port: fullTCPPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		got := make(chan string, 1)
+		go serveOnce(ln, fullPong, got)
+
+		r.start(t)
+
+		// While the machine runs, its writable image is locked.
+		if m2, err := corral.New(corral.Config{Kernel: k.vmlinux, Disks: []corral.Disk{{Path: root}}}); err == nil {
+			m2.Close()
+			t.Error("a second machine opened the running machine's root image read-write")
+		} else if !errors.Is(err, blk.ErrImageLocked) {
+			t.Errorf("second machine on the running machine's root image: %v, want %v", err, blk.ErrImageLocked)
+		}
+
+		r.wait(t)
+		r.wantExit(t, corral.ExitDebug, fullExitCode)
+
+		// Kernel side.
+		r.want(t, "virtio_blk virtio0: [vda]", "virtio_blk virtio1: [vdb]",
+			"VFS: Mounted root (ext4 filesystem)", "Run /sbin/init as init process",
+			"corral-init: root /dev/root ext4 rw")
+		r.want(t, "IP-Config: Complete:")
+		r.wantRe(t, fmt.Sprintf(`device=eth0, hwaddr=%s, ipaddr=%s, mask=255\.255\.255\.0, gw=%s`,
+			st[0].MAC, guest, host))
+		r.wantRe(t, `nameserver0=`+strings.ReplaceAll(fullDNS, ".", `\.`))
+		if !strings.Contains(r.logs.String(), `kind="PVH ELF"`) {
+			t.Errorf("Corral's log does not show a PVH boot (kind=\"PVH ELF\")")
+		}
+		// User side.
+		r.want(t,
+			fmt.Sprintf("corral-test: nproc %d", fullCPUs),
+			fmt.Sprintf("corral-test: kernel-dhcp eth0 %s/24 via %s", guest, host),
+			"corral-test: eth0 driver virtio_net",
+			"corral-test: vda driver virtio_blk ro 0",
+			"corral-test: vdb driver virtio_blk ro 1",
+			"corral-test: virtio-pci functions 3",
+			"corral-test: vdb mount ro",
+			"corral-test: vdb hello "+fullDataText,
+			"corral-test: vdb file write refused",
+			"corral-test: vdb raw write refused",
+			"corral-test: udhcpc -n -q ok",
+			fmt.Sprintf("corral-test: udhcpc bound eth0 %s/24 router %s dns %s server %s lease %d", guest, host, fullDNS, host, int(dhcp.DefaultLeaseTime.Seconds())),
+			fmt.Sprintf("corral-test: udhcpc renew eth0 %s/24 router %s dns %s server %s", guest, host, fullDNS, host),
+			fmt.Sprintf("corral-test: eth0 after udhcpc %s/24 via %s", guest, host),
+			"corral-test: tcp reply "+fullPong,
+			"corral-test: wrote /root/e2e-written",
+			fmt.Sprintf("corral-init: exit status %d via port", fullExitCode))
+		select {
+		case line := <-got:
+			if line != fullPing {
+				t.Errorf("the host's TCP server got %q, want %q", line, fullPing)
+			}
+		default:
+			t.Error("the host's TCP server got no connection")
+		}
+
+		// The DHCP server saw the kernel's lease, udhcpc's, the bound
+		// client's and its renewal.
+		after := r.m.Networks()[0]
+		if after.DHCP == nil || after.DHCP.Ack < 4 || after.DHCP.Nak != 0 {
+			t.Errorf("DHCP counters %+v: want at least 4 acks (kernel, udhcpc -q, udhcpc bound, renew) and no nak", after.DHCP)
+		}
+		t.Logf("DHCP: %d offers, %d acks; NIC: %+v", after.DHCP.Offer, after.DHCP.Ack, after.NIC)
+
+		// Nothing left behind: the TAP is gone ...
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			if _, err := netlink.LinkByName(tapName); err != nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("TAP %s still exists after the machine ended", tapName)
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		// ... and both image locks are released: a new machine opens both
+		// images read-write.
+		m2, err := corral.New(corral.Config{Kernel: k.vmlinux, Disks: []corral.Disk{{Path: root}, {Path: data}}})
+		if err != nil {
+			t.Errorf("a new machine on the images after the first ended: %v", err)
+		} else {
+			m2.Close()
+		}
+	})
+
+	// The guest's file is in the root image; the read-only image is unchanged.
+	if got := debugfsCat(t, root, "/root/e2e-written"); string(got) != fullWritten+"\n" {
+		t.Errorf("/root/e2e-written in the image reads %q, want %q", got, fullWritten+"\n")
+	}
+	if fileSum(t, data) != dataSum {
+		t.Error("the read-only data image changed")
+	}
+}
+
+// serveOnce accepts one TCP connection, reads a line, answers reply and
+// closes; the line (or what went wrong) goes to got.
+func serveOnce(ln *net.TCPListener, reply string, got chan<- string) {
+	ln.SetDeadline(time.Now().Add(bootTimeout))
+	c, err := ln.AcceptTCP()
+	if err != nil {
+		got <- "accept: " + err.Error()
+		return
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Minute))
+	line, err := bufio.NewReader(c).ReadString('\n')
+	if err != nil {
+		got <- "read: " + err.Error()
+		return
+	}
+	if _, err := c.Write([]byte(reply + "\n")); err != nil {
+		got <- "write: " + err.Error()
+		return
+	}
+	got <- strings.TrimSuffix(line, "\n")
+}
+
+// fileSum is the SHA-256 of a file.
+func fileSum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
