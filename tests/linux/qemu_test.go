@@ -332,3 +332,21 @@ func TestQEMUShell(t *testing.T) {
 	r.logTimes(t, watch...)
 	r.check(t, "corral-shell-42 /dev/ttyS0", "corral-init: exit status 3 via poweroff")
 }
+
+// TestQEMUVirtioNetInitDHCP leaves DHCP to /init: without ip=dhcp the kernel
+// does not configure eth0, so /init runs udhcpc and reports the lease.
+func TestQEMUVirtioNetInitDHCP(t *testing.T) {
+	s := setupQEMU(t)
+	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: "ip -4 addr show dev eth0 | grep -q 'inet 10.0.2.15/24' && echo corral-test: eth0 configured\n"})
+	args := append(s.baseArgs("microvm,pcie=on"),
+		"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
+		"-initrd", initrd, "-append", s.cmdline)
+	watch := []string{"Run /init", "corral-init: eth0 udhcpc", "corral-init: lease eth0", "corral-test: eth0 configured", "reboot: Power down"}
+	r := runQEMU(t, s.qemu, args, watch...)
+	r.logTimes(t, watch...)
+	r.check(t, "corral-init: eth0 udhcpc", "corral-init: lease eth0 10.0.2.15/24", "server 10.0.2.2",
+		"corral-init: eth0 10.0.2.15/24 via", "corral-test: eth0 configured", "corral-init: exit status 0")
+	if bytes.Contains(r.console, []byte("IP-Config: Complete")) {
+		t.Error("the kernel configured eth0 itself although the command line has no ip=dhcp")
+	}
+}
