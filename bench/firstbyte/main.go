@@ -7,6 +7,11 @@
 //	status         its exit status (or "killed" when -hold stopped it)
 //	maxrss_kib     peak resident set size (wait4 rusage ru_maxrss)
 //
+// With -line TEXT it also reports
+//
+//	line_ms        time from start to the first console line containing TEXT
+//	               (e.g. the kernel's "Run /init"); "na" if none did
+//
 // With -hold LINE the command is expected to keep running (a halt guest):
 // once a console line equals LINE, firstbyte waits -settle, samples
 // /proc/PID (VmRSS, VmHWM, and the Rss of the anonymous mapping(s) exactly
@@ -18,7 +23,7 @@
 //	guest_ram_kib   Rss of the guest-RAM mapping(s) ("na" if none matched)
 //	vmm_rss_kib     vmrss_kib - guest_ram_kib: memory the VMM itself holds
 //
-// Usage: firstbyte [-hold LINE] [-ram SIZE] [-settle D] [-timeout D] [-console FILE] -- cmd args...
+// Usage: firstbyte [-line TEXT] [-hold LINE] [-ram SIZE] [-settle D] [-timeout D] [-console FILE] -- cmd args...
 package main
 
 import (
@@ -37,20 +42,25 @@ import (
 )
 
 func main() {
-	if err := run(); err != nil {
+	if err := run(os.Args[1:], os.Stdout); err != nil {
 		fmt.Fprintln(os.Stderr, "firstbyte:", err)
 		os.Exit(1)
 	}
 }
 
-func run() error {
-	hold := flag.String("hold", "", "console line after which to sample /proc and kill the command")
-	ramFlag := flag.String("ram", "", "guest RAM size (e.g. 64M) whose mapping's Rss to report with -hold")
-	settle := flag.Duration("settle", 200*time.Millisecond, "wait after the -hold line before sampling")
-	timeout := flag.Duration("timeout", 60*time.Second, "kill the command after this long")
-	consolePath := flag.String("console", "", "also write the command's standard output to this file")
-	flag.Parse()
-	args := flag.Args()
+// run parses args (flags, then the command) and writes the report line to stdout.
+func run(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("firstbyte", flag.ContinueOnError)
+	hold := fs.String("hold", "", "console line after which to sample /proc and kill the command")
+	lineText := fs.String("line", "", "report line_ms, the time to the first console line containing this text")
+	ramFlag := fs.String("ram", "", "guest RAM size (e.g. 64M) whose mapping's Rss to report with -hold")
+	settle := fs.Duration("settle", 200*time.Millisecond, "wait after the -hold line before sampling")
+	timeout := fs.Duration("timeout", 60*time.Second, "kill the command after this long")
+	consolePath := fs.String("console", "", "also write the command's standard output to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	args = fs.Args()
 	if len(args) == 0 {
 		return errors.New("no command given (usage: firstbyte [flags] -- cmd args...)")
 	}
@@ -84,6 +94,7 @@ func run() error {
 
 	type lineEvent struct{ at time.Duration }
 	firstByte := make(chan time.Duration, 1)
+	lineSeen := make(chan time.Duration, 1)
 	held := make(chan lineEvent, 1)
 	readDone := make(chan struct{})
 
@@ -113,6 +124,12 @@ func run() error {
 			}
 			console.Write([]byte{c})
 			if c == '\n' {
+				if *lineText != "" && strings.Contains(string(line), *lineText) {
+					select {
+					case lineSeen <- time.Since(start):
+					default:
+					}
+				}
 				if *hold != "" && strings.TrimRight(string(line), "\r") == *hold {
 					select {
 					case held <- lineEvent{time.Since(start)}:
@@ -175,14 +192,24 @@ func run() error {
 	if waitErr != nil && !errors.As(waitErr, &ee) {
 		return fmt.Errorf("waiting for %s: %w", args[0], waitErr)
 	}
-	out := append([]string{
+	out := []string{
 		"first_byte_ms=" + fb,
 		fmt.Sprintf("exit_ms=%.3f", ms(exitAt)),
 		"status=" + strings.ReplaceAll(status, " ", "_"),
 		fmt.Sprintf("maxrss_kib=%d", maxrss),
-	}, fields...)
-	fmt.Println(strings.Join(out, " "))
-	return nil
+	}
+	if *lineText != "" {
+		lm := "na"
+		select {
+		case d := <-lineSeen:
+			lm = fmt.Sprintf("%.3f", ms(d))
+		default:
+		}
+		out = append(out, "line_ms="+lm)
+	}
+	out = append(out, fields...)
+	_, err = fmt.Fprintln(stdout, strings.Join(out, " "))
+	return err
 }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

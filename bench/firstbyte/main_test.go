@@ -1,6 +1,7 @@
 package main
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -39,5 +40,43 @@ func TestSmapsRss(t *testing.T) {
 	}
 	if got := smapsRss(strings.NewReader(smapsSample), 32<<20); got != -1 {
 		t.Errorf("no 32 MiB mapping: got %d, want -1", got)
+	}
+}
+
+// reportFields runs firstbyte on a shell command and parses its report.
+func reportFields(t *testing.T, args ...string) map[string]string {
+	t.Helper()
+	var out strings.Builder
+	if err := run(args, &out); err != nil {
+		t.Fatal(err)
+	}
+	f := map[string]string{}
+	for _, kv := range strings.Fields(out.String()) {
+		k, v, _ := strings.Cut(kv, "=")
+		f[k] = v
+	}
+	return f
+}
+
+func TestLineTime(t *testing.T) {
+	const script = "echo 'Linux version x'; sleep 0.2; echo '[ 1.5] Run /init as init process'; exit 3"
+	f := reportFields(t, "-line", "Run /init", "--", "sh", "-c", script)
+	if f["status"] != "3" {
+		t.Errorf("status = %q, want 3", f["status"])
+	}
+	fb, err1 := strconv.ParseFloat(f["first_byte_ms"], 64)
+	line, err2 := strconv.ParseFloat(f["line_ms"], 64)
+	if err1 != nil || err2 != nil {
+		t.Fatalf("report %v: first_byte_ms and line_ms must be numbers", f)
+	}
+	// The line comes after the shell's 200 ms sleep.
+	if line < fb+150 {
+		t.Errorf("line_ms %.1f is not ~200 ms after first_byte_ms %.1f", line, fb)
+	}
+	if f := reportFields(t, "-line", "never printed", "--", "sh", "-c", "echo hello"); f["line_ms"] != "na" {
+		t.Errorf("line_ms = %q for a line that never came, want na", f["line_ms"])
+	}
+	if f := reportFields(t, "--", "sh", "-c", "echo hello"); f["line_ms"] != "" {
+		t.Errorf("line_ms reported without -line: %q", f["line_ms"])
 	}
 }

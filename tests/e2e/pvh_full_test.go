@@ -24,7 +24,6 @@ import (
 
 // Fixed values of the full boot; the guest script and the host side both use them.
 const (
-	fullCPUs      = 1 // TODO(e2e): 2 once the 0004 kernel patch (no PV IPIs) is in the cached kernel
 	fullExitCode  = 42
 	fullTCPPort   = 7070
 	fullDataText  = "data disk says hello"
@@ -85,10 +84,8 @@ rm -f /run/udhcpc.*
 udhcpc -i eth0 -f -t 5 -T 2 -s %[2]s &
 pid=$!
 n=0; while [ ! -e /run/udhcpc.bound ] && [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done
-t "snmp before renew $(grep '^Udp:' /proc/net/snmp | tail -n 1)"
 kill -USR1 $pid
 n=0; while [ ! -e /run/udhcpc.renew ] && [ $n -lt 30 ]; do sleep 1; n=$((n+1)); done
-t "snmp after renew $(grep '^Udp:' /proc/net/snmp | tail -n 1)"
 kill $pid
 wait $pid
 t "eth0 after udhcpc $(addr) via $(gw)"
@@ -133,7 +130,7 @@ func TestPVHFullSystem(t *testing.T) {
 	netnstest.Run(t, func() {
 		r := newLinux(t, corral.Config{
 			Kernel:  k.vmlinux,
-			CPUs:    fullCPUs,
+			CPUs:    smpCPUs,
 			Cmdline: k.cmdline + " root=/dev/vda rw ip=dhcp",
 			Disks:   []corral.Disk{{Path: root}, {Path: data, ReadOnly: true}},
 			Nets:    []corral.Net{{DNS: []netip.Addr{dns}}},
@@ -186,7 +183,7 @@ func TestPVHFullSystem(t *testing.T) {
 		}
 		// User side.
 		r.want(t,
-			fmt.Sprintf("corral-test: nproc %d", fullCPUs),
+			fmt.Sprintf("corral-test: nproc %d", smpCPUs),
 			fmt.Sprintf("corral-test: kernel-dhcp eth0 %s/24 via %s", guest, host),
 			"corral-test: eth0 driver virtio_net",
 			"corral-test: vda driver virtio_blk ro 0",
@@ -198,6 +195,7 @@ func TestPVHFullSystem(t *testing.T) {
 			"corral-test: vdb raw write refused",
 			"corral-test: udhcpc -n -q ok",
 			fmt.Sprintf("corral-test: udhcpc bound eth0 %s/24 router %s dns %s server %s lease %d", guest, host, fullDNS, host, int(dhcp.DefaultLeaseTime.Seconds())),
+			"udhcpc: sending renew to server "+host.String(),
 			fmt.Sprintf("corral-test: udhcpc renew eth0 %s/24 router %s dns %s server %s", guest, host, fullDNS, host),
 			fmt.Sprintf("corral-test: eth0 after udhcpc %s/24 via %s", guest, host),
 			"corral-test: tcp reply "+fullPong,
@@ -213,7 +211,15 @@ func TestPVHFullSystem(t *testing.T) {
 		}
 
 		// The DHCP server saw the kernel's lease, udhcpc's, the bound
-		// client's and its renewal.
+		// client's and its renewal. busybox 1.35 sends the renewal unicast
+		// from a short-lived socket connected to the server; the server's
+		// ACK comes at once and lands on that socket, which udhcpc closes
+		// unread, so udhcpc completes the renewal with the broadcast REQUEST
+		// of its rebinding state -T seconds later: two acks for one
+		// renewal. (The guest's UDP counters after the renewal read
+		// InDatagrams 0, NoPorts 1: the first ACK reached a socket that never
+		// read it, the second came while udhcpc listened on a raw socket.
+		// A busybox race, not Corral's.)
 		after := r.m.Networks()[0]
 		if after.DHCP == nil || after.DHCP.Ack < 4 || after.DHCP.Nak != 0 {
 			t.Errorf("DHCP counters %+v: want at least 4 acks (kernel, udhcpc -q, udhcpc bound, renew) and no nak", after.DHCP)
