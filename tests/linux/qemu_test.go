@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -78,9 +79,14 @@ func setupQEMU(t *testing.T) qemuSetup {
 // baseArgs are the QEMU arguments shared by every boot; the Intel vendor
 // string avoids an AMD-only x87 path the nested KVM refuses.
 func (s qemuSetup) baseArgs(machine string) []string {
-	return []string{
+	return s.baseArgsSMP(machine, 1)
+}
+
+// baseArgsSMP is baseArgs with cpus virtual CPUs.
+func (s qemuSetup) baseArgsSMP(machine string, cpus int) []string {
+	return []string{"-smp", strconv.Itoa(cpus),
 		"-enable-kvm", "-M", machine, "-cpu", "qemu64,vendor=GenuineIntel",
-		"-m", "256", "-smp", "1", "-nodefaults", "-nographic", "-no-reboot",
+		"-m", "256", "-nodefaults", "-nographic", "-no-reboot",
 		"-serial", "stdio", "-kernel", s.vmlinux,
 	}
 }
@@ -349,4 +355,19 @@ func TestQEMUVirtioNetInitDHCP(t *testing.T) {
 	if bytes.Contains(r.console, []byte("IP-Config: Complete")) {
 		t.Error("the kernel configured eth0 itself although the command line has no ip=dhcp")
 	}
+}
+
+// TestQEMUSMP boots two vCPUs and checks that user space sees both and can
+// run a process on the second one.
+func TestQEMUSMP(t *testing.T) {
+	s := setupQEMU(t)
+	script := "echo corral-test: nproc $(nproc)\n" +
+		"busybox taskset -c 1 busybox awk '{print \"corral-test: ran on cpu \" $39}' /proc/self/stat\n" +
+		"read -r online </sys/devices/system/cpu/online && echo corral-test: online $online\n"
+	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: script, NoDHCP: true})
+	args := append(s.baseArgsSMP("microvm", 2), "-initrd", initrd, "-append", s.cmdline)
+	watch := []string{"smp: Brought up", "Run /init", "corral-test: nproc", "reboot: Power down"}
+	r := runQEMU(t, s.qemu, args, watch...)
+	r.logTimes(t, watch...)
+	r.check(t, "smp: Brought up 1 node, 2 CPUs", "corral-test: nproc 2", "corral-test: ran on cpu 1", "corral-test: online 0-1", "corral-init: exit status 0")
 }
