@@ -1,14 +1,43 @@
 /*
  * net: drives the first virtio-net PCI function (or the one at slot=N) with
- * the polled virtio driver in virtio.c: DHCP for an address, then (udp=PORT)
- * one UDP datagram to the router and its answer.
+ * the polled virtio driver in virtio.c: DHCP for an address (or a static
+ * one), then (udp=PORT) one UDP datagram to the router and its answer, and
+ * the throughput modes txflood=N and rxcount=N.
  *
  * Command line (all optional):
  *   slot=N       use the function at bus 0 slot N
+ *   qsize=N      receive and transmit queue size (power of two, default and
+ *                most 64; less if the device offers less)
+ *   ip=A.B.C.D   static address: no DHCP ("net: static A.B.C.D/P router R")
+ *   router=R     with ip=: the router (needed by udp= and txflood=)
+ *   prefix=P     with ip=: the prefix length (default 24)
  *   udp=PORT     after the lease, send "corral-net hello from A.B.C.D" from
  *                UDP port sport=P (default 40000) to the router's PORT and
  *                wait for a datagram back to sport
- *   timeout=MS   bound of each phase (DHCP, ARP, UDP; default 10000)
+ *   txflood=N    ARP the router, then send N UDP frames of size=S bytes
+ *                (Ethernet header to the end of the payload, 60..1514,
+ *                default 64) from sport to the router's port floodport=P
+ *                (default 9) as fast as the transmit ring takes them: every
+ *                free descriptor is posted before one kick once at least
+ *                txbatch=B are free (default qsize/4), used ones are
+ *                reclaimed in between. Prints
+ *                "net: txflood N frames of S bytes to R:P: T ticks, U us,
+ *                F frames/s, M MB/s, K kicks (tsc H kHz, SRC)" (MB = 10^6
+ *                bytes of Ethernet frames, the virtio header not counted;
+ *                time from the first post to the last frame used)
+ *   rxcount=N    with every receive buffer posted, print "net: rxcount ready
+ *                on A.B.C.D:P" and count N IPv4 UDP frames to port
+ *                rxport=P (default 9), refilling the ring as they are used;
+ *                prints "net: rxcount N frames, B bytes: T ticks, U us,
+ *                F frames/s, M MB/s, seq S..E, K kicks (tsc H kHz, SRC)",
+ *                measured from the first counted frame to the Nth (N-1
+ *                intervals; B counts those N-1 frames). seq is the
+ *                big-endian 32-bit number at the start of the first and Nth
+ *                payload (a sender may number its datagrams; E-S+1-N were
+ *                sent in that span and not delivered). ARP requests for our
+ *                address are answered meanwhile. rxcount needs N >= 2.
+ *   timeout=MS   bound of each phase (DHCP, ARP, UDP, and the whole of
+ *                txflood and rxcount; default 10000)
  *   retry=MS     DHCP/ARP retransmission interval (default 1000)
  *
  * Output (after the virtio: lines):
@@ -17,19 +46,23 @@
  *   net: lease A.B.C.D/P router R server S lease T s
  *   net: router R is at xx:xx:xx:xx:xx:xx
  *   net: udp reply from R:PORT: <text>
+ *   net: txflood ... / net: rxcount ready ... / net: rxcount ...
  *   net: ok
  * Frames are built by hand (Ethernet II, IPv4 without options, UDP with a
  * zero checksum, BOOTP/DHCP), broadcast until the lease. ARP requests for
- * the leased address are answered. Exit codes: EXIT_VIRTIO_*, EXIT_NET_*.
+ * the leased address are answered. Exit codes: EXIT_VIRTIO_*, EXIT_NET_*;
+ * rxcount short of N frames within timeout=MS is EXIT_NET_UDP_TIMEOUT (after
+ * "net: rxcount timeout ..."), a stalled txflood EXIT_VIRTIO_TIMEOUT.
  */
 #include "virtio.h"
 
 #define NET_F_MAC (1ul << 5)
 
 #define NET_HDR_LEN 12 /* struct virtio_net_hdr_v1 */
-#define RX_BUFS 8
+#define RX_BUFS VQ_MAX_SIZE /* one per receive descriptor */
 #define BUF_SIZE 2048
 #define ETH_MIN 60
+#define ETH_MAX 1514 /* without FCS, MTU 1500 */
 #define TEXT_MAX 64
 
 /* Offsets in an Ethernet frame (no VLAN tag). */
@@ -75,10 +108,16 @@
 
 #define RX_TIMEOUT 1 /* rx_next: deadline passed */
 
+/* A 16-bit load from a byte buffer (little-endian, as x86 loads it). */
+typedef u16 __attribute__((may_alias)) u16_alias;
+
 static struct virtio_pci dev;
 static struct virtq rxq, txq;
 static u8 rx_bufs[RX_BUFS][BUF_SIZE] __attribute__((aligned(4096)));
 static u8 tx_buf[BUF_SIZE] __attribute__((aligned(64)));
+/* txflood: every transmit descriptor points at this one frame (the device
+ * only reads it). */
+static u8 flood_buf[BUF_SIZE] __attribute__((aligned(64)));
 static u64 timeout_ms, retry_ms;
 
 static u8 mac[6];
@@ -151,6 +190,27 @@ static u16 ip_checksum(const u8 *p, int n)
 	return (u16)~sum;
 }
 
+/* Parses "A.B.C.D" into *ip; 0 if malformed. */
+static int parse_ip(const char *s, u32 *ip)
+{
+	u32 v = 0;
+	for (int part = 0; part < 4; part++) {
+		u32 o = 0;
+		int digits = 0;
+		for (; *s >= '0' && *s <= '9'; s++) {
+			o = o * 10 + (u32)(*s - '0');
+			if (++digits > 3 || o > 255)
+				return 0;
+		}
+		if (!digits || *s != (part < 3 ? '.' : '\0'))
+			return 0;
+		s++;
+		v = v << 8 | o;
+	}
+	*ip = v;
+	return 1;
+}
+
 static void rx_post(u32 slot)
 {
 	struct vq_buf b = {.addr = rx_bufs[slot], .len = BUF_SIZE, .device_writes = 1};
@@ -172,11 +232,10 @@ static int tx_send(u32 len)
 	return virtq_wait(&dev, &txq, timeout_ms, &id, &ulen);
 }
 
-/* Ethernet + IPv4 + UDP headers in front of n payload bytes already at
- * tx_buf + NET_HDR_LEN + 42. Returns the frame length. */
-static u32 build_udp(const u8 *dst_mac, u32 src, u32 dst, u16 sport, u16 dport, u32 n)
+/* Ethernet + IPv4 + UDP headers at f, in front of n payload bytes already
+ * at f + 42. Returns the frame length. */
+static u32 build_udp_at(u8 *f, const u8 *dst_mac, u32 src, u32 dst, u16 sport, u16 dport, u32 n)
 {
-	u8 *f = tx_buf + NET_HDR_LEN;
 	for (int i = 0; i < 6; i++) {
 		f[ETH_DST + i] = dst_mac[i];
 		f[ETH_SRC + i] = mac[i];
@@ -200,6 +259,12 @@ static u32 build_udp(const u8 *dst_mac, u32 src, u32 dst, u16 sport, u16 dport, 
 	put16(udp + 4, (u16)(UDP_HLEN + n));
 	put16(udp + 6, 0); /* no checksum (allowed for IPv4) */
 	return ETH_HLEN + IP_HLEN + UDP_HLEN + n;
+}
+
+/* build_udp_at for the frame in tx_buf. */
+static u32 build_udp(const u8 *dst_mac, u32 src, u32 dst, u16 sport, u16 dport, u32 n)
+{
+	return build_udp_at(tx_buf + NET_HDR_LEN, dst_mac, src, dst, sport, dport, n);
 }
 
 static int send_dhcp(u8 type)
@@ -282,7 +347,7 @@ static int rx_next(u64 deadline, u32 *slot, u8 **frame, u32 *len)
 		}
 		cpu_relax();
 	}
-	if (id >= RX_BUFS || ulen > BUF_SIZE) {
+	if (id >= rxq.size || ulen > BUF_SIZE) {
 		printf("net: device used rx descriptor %u with length %u\n", id, ulen);
 		return EXIT_VIRTIO_QUEUE;
 	}
@@ -523,6 +588,195 @@ static int udp_exchange(u16 dport, u16 sport)
 	}
 }
 
+/* A throughput figure from a TSC interval. */
+struct rate {
+	u64 us;        /* elapsed microseconds (at least 1) */
+	u64 fps;       /* frames per second */
+	u64 centi_mbs; /* MB/s (10^6 bytes) x 100 */
+	u64 khz;       /* TSC rate used */
+	const char *src;
+};
+
+static struct rate rate_of(u64 ticks, u64 frames, u64 bytes)
+{
+	struct rate r;
+	r.src = "cpuid";
+	r.khz = virtio_tsc_khz(&r.src);
+	r.us = ticks * 1000 / r.khz;
+	if (r.us == 0)
+		r.us = 1;
+	r.fps = frames * 1000000 / r.us;
+	r.centi_mbs = bytes * 100 / r.us; /* bytes per us = MB/s */
+	return r;
+}
+
+/* txflood=N: N frames of size bytes to the router's dport. Every transmit
+ * descriptor is prepared once and points at flood_buf, so per frame only a
+ * head moves: the ids the device gives back in the used ring are posted
+ * again straight from there (at first, 0..size-1). The loops keep the ring
+ * state in locals: each instruction costs here (see doc.go). */
+__attribute__((noinline)) static int tx_flood(u64 n, u32 size, u16 sport, u16 dport, u32 batch)
+{
+	char r[16];
+	if (n == 0 || size < ETH_MIN || size > ETH_MAX || !router_ip) {
+		printf("net: txflood=%lu size=%u: want N > 0, size %u..%u and a router\n", n, size, ETH_MIN, ETH_MAX);
+		return EXIT_BAD_ARGS;
+	}
+	const u16 qs = txq.size, mask = (u16)(qs - 1);
+	if (batch == 0)
+		batch = qs / 4 ? qs / 4 : 1;
+	if (batch > qs)
+		batch = qs;
+	u32 payload = size - (ETH_HLEN + IP_HLEN + UDP_HLEN);
+	u8 *f = flood_buf + NET_HDR_LEN;
+	static const char tag[] = "corral-net txflood";
+	for (u32 i = 0; tag[i] && i < payload; i++)
+		f[ETH_HLEN + IP_HLEN + UDP_HLEN + i] = (u8)tag[i];
+	build_udp_at(f, router_mac, my_ip, router_ip, sport, dport, payload);
+	memset(flood_buf, 0, NET_HDR_LEN);
+	for (u16 i = 0; i < qs; i++)
+		virtq_set_desc(&txq, i, flood_buf, NET_HDR_LEN + size, 0);
+
+	volatile u16 *ring = txq.avail + 2;
+	volatile const u16 *used_idx = txq.used_hdr + 1;
+	volatile const struct vq_used_elem *used = txq.used_ring;
+	u16 avail = txq.avail_idx;   /* next avail entry */
+	u16 reposted = txq.last_used; /* used entries up to here are posted again */
+	u16 fresh = 0;               /* descriptors never posted: fresh..qs-1 */
+	u64 limit = timeout_ms * tsc_ticks_per_ms();
+	u32 kicks0 = txq.kicks;
+	u64 left = n;
+	u64 t0 = rdtsc();
+	while (left) {
+		u16 done = *used_idx;
+		u32 room = (u32)(u16)(done - reposted) + (u32)(qs - fresh);
+		if (room > qs) {
+			printf("net: txflood: used index %u is past what was posted (%u)\n", done, avail);
+			return EXIT_VIRTIO_QUEUE;
+		}
+		if (room > left)
+			room = (u32)left;
+		if (room < batch && room < left) { /* wait for a fuller batch */
+			cpu_relax();
+			if (rdtsc() - t0 > limit) {
+				printf("net: txflood: %lu of %lu frames sent within %lu ms (used %u, avail %u, kicks %u)\n",
+				       n - left, n, timeout_ms, done, avail, txq.kicks - kicks0);
+				return EXIT_VIRTIO_TIMEOUT;
+			}
+			continue;
+		}
+		left -= room;
+		for (; room && fresh < qs; room--)
+			ring[avail++ & mask] = fresh++;
+		for (; room; room--) {
+			u32 id = used[reposted++ & mask].id;
+			if (id >= qs) {
+				printf("net: txflood: device used descriptor %u (queue size %u)\n", id, qs);
+				return EXIT_VIRTIO_QUEUE;
+			}
+			ring[avail++ & mask] = (u16)id;
+		}
+		txq.avail_idx = avail;
+		virtq_publish(&txq);
+		virtq_kick(&txq);
+	}
+	while (*used_idx != avail) {
+		cpu_relax();
+		if (rdtsc() - t0 > limit) {
+			printf("net: txflood: device used %u of %u within %lu ms\n", *used_idx, avail, timeout_ms);
+			return EXIT_VIRTIO_TIMEOUT;
+		}
+	}
+	u64 ticks = rdtsc() - t0;
+	txq.last_used = avail;
+	struct rate rt = rate_of(ticks, n, n * size);
+	printf("net: txflood %lu frames of %u bytes to %s:%u: %lu ticks, %lu us, %lu frames/s, %lu.%02lu MB/s, "
+	       "%u kicks (tsc %lu kHz, %s)\n", n, size, ip_str(router_ip, r), dport, ticks, rt.us, rt.fps,
+	       rt.centi_mbs / 100, rt.centi_mbs % 100, txq.kicks - kicks0, rt.khz, rt.src);
+	return 0;
+}
+
+/* rxcount=N: counts N IPv4 UDP frames to dport with the whole receive ring
+ * posted, giving each buffer back as soon as it is looked at (one publish
+ * and at most one kick per batch of used buffers). */
+__attribute__((noinline)) static int rx_count(u64 n, u16 dport)
+{
+	char a[16];
+	if (n < 2) {
+		printf("net: rxcount=%lu: want N >= 2\n", n);
+		return EXIT_BAD_ARGS;
+	}
+	const u16 qs = rxq.size, mask = (u16)(qs - 1);
+	const u16 port_be = (u16)(dport >> 8 | dport << 8); /* as a little-endian load sees it */
+	volatile u16 *ring = rxq.avail + 2;
+	volatile const u16 *used_idx = rxq.used_hdr + 1;
+	volatile const struct vq_used_elem *used = rxq.used_ring;
+	u16 avail = rxq.avail_idx, seen = rxq.last_used;
+	u64 count = 0, bytes = 0, other = 0, t0 = 0, t1 = 0;
+	u32 seq0 = 0, seq1 = 0;
+	u32 kicks0 = rxq.kicks;
+	printf("net: rxcount ready on %s:%u\n", ip_str(my_ip, a), dport);
+	u64 limit = timeout_ms * tsc_ticks_per_ms();
+	u64 start = rdtsc();
+	while (count < n) {
+		u16 done = *used_idx;
+		if (done == seen) {
+			cpu_relax();
+			if (rdtsc() - start > limit) {
+				printf("net: rxcount timeout: %lu of %lu frames to port %u within %lu ms (%lu other)\n", count,
+				       n, dport, timeout_ms, other);
+				return EXIT_NET_UDP_TIMEOUT;
+			}
+			continue;
+		}
+		if ((u16)(done - seen) > qs) {
+			printf("net: rxcount: used index %u is past what was posted (%u)\n", done, avail);
+			return EXIT_VIRTIO_QUEUE;
+		}
+		__asm__ volatile("" ::: "memory"); /* frames are read after the used index */
+		do {
+			volatile const struct vq_used_elem *e = &used[seen++ & mask];
+			u32 id = e->id, len = e->len;
+			if (id >= qs || len > BUF_SIZE || len < NET_HDR_LEN) {
+				printf("net: device used rx descriptor %u with length %u\n", id, len);
+				return EXIT_VIRTIO_QUEUE;
+			}
+			const u8 *fr = rx_bufs[id] + NET_HDR_LEN;
+			len -= NET_HDR_LEN;
+			/* IPv4 (no options), UDP, to dport: bytes 12-13, 14, 23, 36-37. */
+			if (len >= ETH_HLEN + IP_HLEN + UDP_HLEN && *(const u16_alias *)(fr + ETH_TYPE) == 0x0008 &&
+			    fr[ETH_HLEN] == 0x45 && fr[ETH_HLEN + 9] == IPPROTO_UDP &&
+			    *(const u16_alias *)(fr + ETH_HLEN + IP_HLEN + 2) == port_be) {
+				if (count == 0) {
+					t0 = rdtsc();
+					seq0 = get32(fr + ETH_HLEN + IP_HLEN + UDP_HLEN);
+				} else {
+					bytes += len;
+				}
+				if (++count == n) {
+					t1 = rdtsc();
+					seq1 = get32(fr + ETH_HLEN + IP_HLEN + UDP_HLEN);
+				}
+			} else {
+				int arc;
+				other++;
+				if (handle_arp(fr, len, &arc) && arc)
+					return arc;
+			}
+			ring[avail++ & mask] = (u16)id;
+		} while (seen != done && count < n);
+		rxq.avail_idx = avail;
+		virtq_publish(&rxq);
+		virtq_kick(&rxq);
+	}
+	rxq.last_used = seen;
+	struct rate rt = rate_of(t1 - t0, n - 1, bytes);
+	printf("net: rxcount %lu frames, %lu bytes: %lu ticks, %lu us, %lu frames/s, %lu.%02lu MB/s, seq %u..%u, "
+	       "%lu other, %u kicks (tsc %lu kHz, %s)\n", n, bytes, t1 - t0, rt.us, rt.fps, rt.centi_mbs / 100,
+	       rt.centi_mbs % 100, seq0, seq1, other, rxq.kicks - kicks0, rt.khz, rt.src);
+	return 0;
+}
+
 static u32 prefix_len(u32 mask)
 {
 	u32 n = 0;
@@ -551,38 +805,74 @@ int guest_main(u64 start_info_paddr)
 		printf("net: device does not offer VIRTIO_NET_F_MAC\n");
 		return EXIT_NET_NO_MAC;
 	}
-	if ((rc = virtio_queue_setup(&dev, &rxq, 0, 16)) || (rc = virtio_queue_setup(&dev, &txq, 1, 16)))
+	u64 qsize = cmdline_uint("qsize", VQ_MAX_SIZE);
+	if (qsize > 0xffff)
+		qsize = 0xffff; /* virtio_queue_setup refuses it */
+	if ((rc = virtio_queue_setup(&dev, &rxq, 0, (u16)qsize)) || (rc = virtio_queue_setup(&dev, &txq, 1, (u16)qsize)))
 		return rc;
 	if ((rc = virtio_driver_ok(&dev)))
 		return rc;
 	for (int i = 0; i < 6; i++)
 		mac[i] = virtio_cfg8(&dev, (u32)i);
 	print_mac("net: mac ", mac);
-	for (u32 i = 0; i < RX_BUFS; i++)
+	for (u32 i = 0; i < rxq.size; i++)
 		rx_post(i);
 	virtq_kick(&rxq);
 
-	xid = (u32)rdtsc() ^ (u32)mac[5] << 24;
-	if ((rc = dhcp_exchange(DHCP_DISCOVER, DHCP_OFFER, "OFFER")))
-		return rc;
 	char a[16], b[16], c[16];
-	printf("net: offer %s from server %s\n", ip_str(my_ip, a), ip_str(server_ip, b));
-	if ((rc = dhcp_exchange(DHCP_REQUEST, DHCP_ACK, "ACK")))
-		return rc;
-	printf("net: lease %s/%u router %s server %s lease %u s\n", ip_str(my_ip, a), prefix_len(netmask),
-	       ip_str(router_ip, b), ip_str(server_ip, c), lease_s);
+	char arg[24];
+	if (cmdline_get("ip", arg, sizeof(arg))) {
+		if (!parse_ip(arg, &my_ip) || !my_ip) {
+			printf("net: ip=%s is not an address A.B.C.D\n", arg);
+			return EXIT_BAD_ARGS;
+		}
+		if (cmdline_get("router", arg, sizeof(arg)) && !parse_ip(arg, &router_ip)) {
+			printf("net: router=%s is not an address A.B.C.D\n", arg);
+			return EXIT_BAD_ARGS;
+		}
+		u64 prefix = cmdline_uint("prefix", 24);
+		if (prefix < 1 || prefix > 31) {
+			printf("net: prefix=%lu: want 1..31\n", prefix);
+			return EXIT_BAD_ARGS;
+		}
+		netmask = ~0u << (32 - prefix);
+		printf("net: static %s/%u router %s\n", ip_str(my_ip, a), prefix_len(netmask), ip_str(router_ip, b));
+	} else {
+		xid = (u32)rdtsc() ^ (u32)mac[5] << 24;
+		if ((rc = dhcp_exchange(DHCP_DISCOVER, DHCP_OFFER, "OFFER")))
+			return rc;
+		printf("net: offer %s from server %s\n", ip_str(my_ip, a), ip_str(server_ip, b));
+		if ((rc = dhcp_exchange(DHCP_REQUEST, DHCP_ACK, "ACK")))
+			return rc;
+		printf("net: lease %s/%u router %s server %s lease %u s\n", ip_str(my_ip, a), prefix_len(netmask),
+		       ip_str(router_ip, b), ip_str(server_ip, c), lease_s);
+	}
 
 	u64 port = cmdline_uint("udp", 0);
-	if (port) {
-		if (port > 0xffff || !router_ip) {
-			printf("net: udp=%lu needs a port and a router (router %s)\n", port, ip_str(router_ip, a));
+	u64 flood = cmdline_uint("txflood", 0);
+	u64 count = cmdline_uint("rxcount", 0);
+	u64 sport = cmdline_uint("sport", 40000);
+	u64 fport = cmdline_uint("floodport", 9), rport = cmdline_uint("rxport", 9);
+	u64 size = cmdline_uint("size", 64), batch = cmdline_uint("txbatch", 0);
+	if (port > 0xffff || sport > 0xffff || fport > 0xffff || rport > 0xffff || size > ETH_MAX || batch > 0xffff) {
+		printf("net: udp=%lu sport=%lu floodport=%lu rxport=%lu size=%lu txbatch=%lu out of range\n", port,
+		       sport, fport, rport, size, batch);
+		return EXIT_BAD_ARGS;
+	}
+	if (port || flood) {
+		if (!router_ip) {
+			printf("net: udp= and txflood= need a router (router %s)\n", ip_str(router_ip, a));
 			return EXIT_BAD_ARGS;
 		}
 		if ((rc = arp_router()))
 			return rc;
-		if ((rc = udp_exchange((u16)port, (u16)cmdline_uint("sport", 40000))))
-			return rc;
 	}
+	if (port && (rc = udp_exchange((u16)port, (u16)sport)))
+		return rc;
+	if (flood && (rc = tx_flood(flood, (u32)size, (u16)sport, (u16)fport, (u32)batch)))
+		return rc;
+	if (count && (rc = rx_count(count, (u16)rport)))
+		return rc;
 	printf("net: ok\n");
 	return EXIT_OK;
 }

@@ -357,3 +357,64 @@ int virtq_wait(struct virtio_pci *d, struct virtq *q, u64 timeout_ms, u32 *id, u
 		check = now + 100 * per_ms;
 	}
 }
+
+/* KVM's pvclock structure (struct pvclock_vcpu_time_info). */
+struct pvclock {
+	u32 version;
+	u32 pad0;
+	u64 tsc_timestamp;
+	u64 system_time;
+	u32 tsc_to_system_mul;
+	signed char tsc_shift;
+	u8 flags;
+	u8 pad[2];
+};
+
+#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
+#define KVM_FEATURE_CLOCKSOURCE2 (1u << 3)
+
+static struct pvclock tsc_pvclock __attribute__((aligned(64)));
+
+static inline void wrmsr_kvm(u32 msr, u64 v)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
+}
+
+u64 virtio_tsc_khz(const char **src)
+{
+	u32 a, b, c, d;
+	cpuid(1, 0, &a, &b, &c, &d);
+	if (c & (1u << 31)) {
+		cpuid(0x40000000, 0, &a, &b, &c, &d);
+		int kvm = b == 0x4b4d564b && c == 0x564b4d56 && d == 0x4d; /* "KVMKVMKVM" */
+		if (kvm && a >= 0x40000001) {
+			cpuid(0x40000001, 0, &a, &b, &c, &d);
+			if (a & KVM_FEATURE_CLOCKSOURCE2) {
+				wrmsr_kvm(MSR_KVM_SYSTEM_TIME_NEW, (u64)&tsc_pvclock | 1);
+				u32 mul = 0;
+				int shift = 0;
+				for (int i = 0; i < 1000; i++) {
+					u32 v = *(volatile u32 *)&tsc_pvclock.version;
+					compiler_barrier();
+					mul = *(volatile u32 *)&tsc_pvclock.tsc_to_system_mul;
+					shift = *(volatile signed char *)&tsc_pvclock.tsc_shift;
+					compiler_barrier();
+					if (v != 0 && !(v & 1) && v == *(volatile u32 *)&tsc_pvclock.version)
+						break;
+					mul = 0;
+					cpu_relax();
+				}
+				wrmsr_kvm(MSR_KVM_SYSTEM_TIME_NEW, 0);
+				if (mul) {
+					/* ns = ((tsc << shift) * mul) >> 32, so kHz = 1e6 * 2^32 / mul >> shift. */
+					u64 khz = (1000000ul << 32) / mul;
+					khz = shift < 0 ? khz << -shift : khz >> shift;
+					*src = "kvmclock";
+					return khz;
+				}
+			}
+		}
+	}
+	*src = "cpuid";
+	return tsc_ticks_per_ms();
+}

@@ -124,4 +124,34 @@ int virtq_poll(struct virtq *q, u32 *id, u32 *len);
  * EXIT_VIRTIO_NEEDS_RESET / EXIT_VIRTIO_TIMEOUT after printing why. */
 int virtq_wait(struct virtio_pci *d, struct virtq *q, u64 timeout_ms, u32 *id, u32 *len);
 
+/*
+ * Helpers for the throughput modes (net txflood/rxcount), where the driver
+ * prepares descriptors once and then only moves heads through the rings.
+ */
+
+/* Writes descriptor i as a single buffer (no NEXT); flags VQ_DESC_F_WRITE
+ * or 0. Not published: the caller puts i in the avail ring. */
+static inline void virtq_set_desc(struct virtq *q, u16 i, const void *addr, u32 len, u16 flags)
+{
+	volatile struct vq_desc *dsc = &q->desc[i & (q->size - 1)];
+	dsc->addr = (u64)addr;
+	dsc->len = len;
+	dsc->flags = flags;
+	dsc->next = 0;
+}
+
+/* Publishes every head written to the avail ring so far (q->avail_idx
+ * updated by the caller); kick afterwards. */
+static inline void virtq_publish(struct virtq *q)
+{
+	__asm__ volatile("" ::: "memory"); /* x86 keeps stores in order: entries before idx */
+	q->avail[1] = q->avail_idx;
+}
+
+/* TSC frequency in kHz for throughput figures: KVM's kvmclock
+ * (MSR_KVM_SYSTEM_TIME_NEW, tsc_to_system_mul and tsc_shift) when the
+ * hypervisor is KVM with CLOCKSOURCE2, else tsc_ticks_per_ms(). *src is
+ * set to "kvmclock" or "cpuid". */
+u64 virtio_tsc_khz(const char **src);
+
 #endif
