@@ -191,6 +191,19 @@ stamp="$work/.prepared"
 buildlog="$work/build.log"
 mkdir -p "$work_root"
 
+# One build per key at a time: a second run waits, then finds the cache.
+command -v flock >/dev/null || die "flock (util-linux) is needed"
+exec 9>"$work_root/$key.lock"
+if ! flock -n 9; then
+	log "another build of $key is running; waiting for it"
+	flock 9
+fi
+if cache_hit "$outdir"; then
+	log "built meanwhile by another run: $outdir"
+	print_paths "$outdir"
+	exit 0
+fi
+
 if [ -f "$stamp" ] && [ -d "$tree" ]; then
 	log "reusing prepared tree $tree (incremental build)"
 else
@@ -233,6 +246,8 @@ start=$SECONDS
 if ! make -C "$tree" -j"$jobs" bzImage vmlinux >"$buildlog" 2>&1; then
 	grep -E 'error|Error' "$buildlog" | head -n 20 >&2 || true
 	tail -n 20 "$buildlog" >&2
+	# The next run starts from a fresh tree rather than a possibly broken one.
+	rm -f "$stamp"
 	die "kernel build failed (log: $buildlog)"
 fi
 secs=$((SECONDS - start))
