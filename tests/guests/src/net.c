@@ -22,14 +22,19 @@
  *                txbatch=B are free (default qsize/4), used ones are
  *                reclaimed in between. Prints
  *                "net: txflood N frames of S bytes to R:P: T ticks, U us,
- *                F frames/s, M MB/s, K kicks (tsc H kHz, SRC)" (MB = 10^6
- *                bytes of Ethernet frames, the virtio header not counted;
- *                time from the first post to the last frame used)
+ *                F frames/s, M MB/s, K kicks, idle I% (tsc H kHz, SRC)"
+ *                (MB = 10^6 bytes of Ethernet frames, the virtio header not
+ *                counted; time from the first post to the last frame used;
+ *                idle: the share of it spent waiting for the device to
+ *                give descriptors back, so near 0 means the guest, not the
+ *                device, set the pace)
  *   rxcount=N    with every receive buffer posted, print "net: rxcount ready
  *                on A.B.C.D:P" and count N IPv4 UDP frames to port
  *                rxport=P (default 9), refilling the ring as they are used;
  *                prints "net: rxcount N frames, B bytes: T ticks, U us,
- *                F frames/s, M MB/s, seq S..E, K kicks (tsc H kHz, SRC)",
+ *                F frames/s, M MB/s, seq S..E, O other, K kicks, idle I%
+ *                (tsc H kHz, SRC)" (idle: the share of the span with the
+ *                used ring empty; O: frames not counted, e.g. ARP),
  *                measured from the first counted frame to the Nth (N-1
  *                intervals; B counts those N-1 frames). seq is the
  *                big-endian 32-bit number at the start of the first and Nth
@@ -646,6 +651,7 @@ __attribute__((noinline)) static int tx_flood(u64 n, u32 size, u16 sport, u16 dp
 	u64 limit = timeout_ms * tsc_ticks_per_ms();
 	u32 kicks0 = txq.kicks;
 	u64 left = n;
+	u64 idle = 0, idle_since = 0; /* TSC ticks spent waiting for the device */
 	u64 t0 = rdtsc();
 	while (left) {
 		u16 done = *used_idx;
@@ -658,12 +664,19 @@ __attribute__((noinline)) static int tx_flood(u64 n, u32 size, u16 sport, u16 dp
 			room = (u32)left;
 		if (room < batch && room < left) { /* wait for a fuller batch */
 			cpu_relax();
-			if (rdtsc() - t0 > limit) {
+			u64 now = rdtsc();
+			if (!idle_since)
+				idle_since = now;
+			if (now - t0 > limit) {
 				printf("net: txflood: %lu of %lu frames sent within %lu ms (used %u, avail %u, kicks %u)\n",
 				       n - left, n, timeout_ms, done, avail, txq.kicks - kicks0);
 				return EXIT_VIRTIO_TIMEOUT;
 			}
 			continue;
+		}
+		if (idle_since) {
+			idle += rdtsc() - idle_since;
+			idle_since = 0;
 		}
 		left -= room;
 		for (; room && fresh < qs; room--)
@@ -680,6 +693,7 @@ __attribute__((noinline)) static int tx_flood(u64 n, u32 size, u16 sport, u16 dp
 		virtq_publish(&txq);
 		virtq_kick(&txq);
 	}
+	u64 drain = rdtsc();
 	while (*used_idx != avail) {
 		cpu_relax();
 		if (rdtsc() - t0 > limit) {
@@ -687,12 +701,16 @@ __attribute__((noinline)) static int tx_flood(u64 n, u32 size, u16 sport, u16 dp
 			return EXIT_VIRTIO_TIMEOUT;
 		}
 	}
-	u64 ticks = rdtsc() - t0;
+	u64 t1 = rdtsc();
+	u64 ticks = t1 - t0;
+	idle += t1 - drain;
 	txq.last_used = avail;
 	struct rate rt = rate_of(ticks, n, n * size);
+	u64 idle_pm = idle * 1000 / ticks;
 	printf("net: txflood %lu frames of %u bytes to %s:%u: %lu ticks, %lu us, %lu frames/s, %lu.%02lu MB/s, "
-	       "%u kicks (tsc %lu kHz, %s)\n", n, size, ip_str(router_ip, r), dport, ticks, rt.us, rt.fps,
-	       rt.centi_mbs / 100, rt.centi_mbs % 100, txq.kicks - kicks0, rt.khz, rt.src);
+	       "%u kicks, idle %lu.%lu%% (tsc %lu kHz, %s)\n", n, size, ip_str(router_ip, r), dport, ticks, rt.us,
+	       rt.fps, rt.centi_mbs / 100, rt.centi_mbs % 100, txq.kicks - kicks0, idle_pm / 10, idle_pm % 10, rt.khz,
+	       rt.src);
 	return 0;
 }
 
@@ -713,6 +731,7 @@ __attribute__((noinline)) static int rx_count(u64 n, u16 dport)
 	volatile const struct vq_used_elem *used = rxq.used_ring;
 	u16 avail = rxq.avail_idx, seen = rxq.last_used;
 	u64 count = 0, bytes = 0, other = 0, t0 = 0, t1 = 0;
+	u64 idle = 0, idle_since = 0; /* ticks with the used ring empty, after the first frame */
 	u32 seq0 = 0, seq1 = 0;
 	u32 kicks0 = rxq.kicks;
 	printf("net: rxcount ready on %s:%u\n", ip_str(my_ip, a), dport);
@@ -722,7 +741,10 @@ __attribute__((noinline)) static int rx_count(u64 n, u16 dport)
 		u16 done = *used_idx;
 		if (done == seen) {
 			cpu_relax();
-			if (rdtsc() - start > limit) {
+			u64 now = rdtsc();
+			if (!idle_since && count)
+				idle_since = now;
+			if (now - start > limit) {
 				printf("net: rxcount timeout: %lu of %lu frames to port %u within %lu ms (%lu other)\n", count,
 				       n, dport, timeout_ms, other);
 				return EXIT_NET_UDP_TIMEOUT;
@@ -734,6 +756,10 @@ __attribute__((noinline)) static int rx_count(u64 n, u16 dport)
 			return EXIT_VIRTIO_QUEUE;
 		}
 		__asm__ volatile("" ::: "memory"); /* frames are read after the used index */
+		if (idle_since) {
+			idle += rdtsc() - idle_since;
+			idle_since = 0;
+		}
 		do {
 			volatile const struct vq_used_elem *e = &used[seen++ & mask];
 			u32 id = e->id, len = e->len;
@@ -771,9 +797,11 @@ __attribute__((noinline)) static int rx_count(u64 n, u16 dport)
 	}
 	rxq.last_used = seen;
 	struct rate rt = rate_of(t1 - t0, n - 1, bytes);
+	u64 idle_pm = t1 > t0 ? idle * 1000 / (t1 - t0) : 0;
 	printf("net: rxcount %lu frames, %lu bytes: %lu ticks, %lu us, %lu frames/s, %lu.%02lu MB/s, seq %u..%u, "
-	       "%lu other, %u kicks (tsc %lu kHz, %s)\n", n, bytes, t1 - t0, rt.us, rt.fps, rt.centi_mbs / 100,
-	       rt.centi_mbs % 100, seq0, seq1, other, rxq.kicks - kicks0, rt.khz, rt.src);
+	       "%lu other, %u kicks, idle %lu.%lu%% (tsc %lu kHz, %s)\n", n, bytes, t1 - t0, rt.us, rt.fps,
+	       rt.centi_mbs / 100, rt.centi_mbs % 100, seq0, seq1, other, rxq.kicks - kicks0, idle_pm / 10,
+	       idle_pm % 10, rt.khz, rt.src);
 	return 0;
 }
 
