@@ -115,3 +115,13 @@ type Device interface {
 	// Close resets the device and releases its backend.
 	Close() error
 }
+
+// CopyConfig serves a driver's read of device configuration: it copies
+// config[off:] into p and zero-fills what lies past the end (or all of p
+// for an offset outside config).
+func CopyConfig(p []byte, config []byte, off int) {
+	clear(p)
+	if off >= 0 && off < len(config) {
+		copy(p, config[off:])
+	}
+}

@@ -168,12 +168,7 @@ func (d *Device) ConfigSize() int { return ConfigSize }
 func (d *Device) Capacity() uint64 { return d.img.sectors }
 
 // ReadConfig copies configuration bytes at off into p (zeros past the end).
-func (d *Device) ReadConfig(off int, p []byte) {
-	clear(p)
-	if off >= 0 && off < len(d.config) {
-		copy(p, d.config[off:])
-	}
-}
+func (d *Device) ReadConfig(off int, p []byte) { virtio.CopyConfig(p, d.config[:], off) }
 
 // WriteConfig ignores writes: no field is writable without CONFIG_WCE,
 // which is not offered.

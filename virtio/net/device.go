@@ -237,12 +237,7 @@ func (d *Device) MTU() int { return d.mtu }
 func (d *Device) Counters() Counters { return d.counts.snapshot() }
 
 // ReadConfig copies configuration bytes at off into p (zeros past the end).
-func (d *Device) ReadConfig(off int, p []byte) {
-	clear(p)
-	if off >= 0 && off < len(d.config) {
-		copy(p, d.config[off:])
-	}
-}
+func (d *Device) ReadConfig(off int, p []byte) { virtio.CopyConfig(p, d.config[:], off) }
 
 // WriteConfig ignores writes: with VERSION_1 every field is read-only.
 func (d *Device) WriteConfig(off int, p []byte) {}
