@@ -197,6 +197,7 @@ run() {
 	if [ "$row" = corral ]; then host=$C_HOST guest=$C_GUEST tap=$C_TAP mac=$C_MAC want=0; else
 		host=$Q_HOST guest=$Q_GUEST tap=$Q_TAP mac=$Q_MAC want=1; fi # QEMU isa-debug-exit: 2*0+1
 	: >"$aux"
+	rm -f "$out" # wait_for must not see the previous run's console
 	if [ "$dir" = tx ]; then
 		rm -f "$WORK/sink.ready"
 		"${NSX[@]}" timeout -s KILL "$TOOL_S" "$WORK/udpsink" -listen 0.0.0.0:9 -idle 30s -duration 70s \
@@ -218,7 +219,8 @@ run() {
 		cmdline="ip=$guest router=$host rxcount=$FRAMES rxport=9 timeout=$GUEST_MS"
 		start_vmm "$row" "$cmdline" "$out"
 		if wait_for "$out" '^net: rxcount ready' 30; then
-			nsx ip neigh replace "$guest" lladdr "$mac" dev "$tap" nud permanent
+			nsx ip neigh replace "$guest" lladdr "$mac" dev "$tap" nud permanent ||
+				note "net-pps: no static neighbour entry on $tap (the guest answers ARP)"
 			"${NSX[@]}" timeout -s KILL "$TOOL_S" "$WORK/udpblast" -to "$guest:9" -from "$host" -size "$size" \
 				-pps "$RX_PPS" -duration 70s >"$aux" 2>&1 &
 			local blast=$!
@@ -261,8 +263,11 @@ for ((i = 0; i < RUNS; i++)); do
 	done
 done
 
-# median COLUMN FILE
-median() { awk -v c="$1" '{print $c}' "$2" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+# median COLUMN FILE [DECIMALS]
+median() {
+	awk -v c="$1" '{print $c}' "$2" | sort -g | awk -v d="${3:-0}" '{a[NR]=$1} $1 !~ /^[0-9.]+$/ {bad=1}
+		END {if (bad || !NR) {print "na"; exit} m = NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.*f\n", d, m}'
+}
 lo() { awk -v c="$1" '{print $c}' "$2" | sort -g | head -1; }
 hi() { awk -v c="$1" '{print $c}' "$2" | sort -g | tail -1; }
 
@@ -278,9 +283,9 @@ for c in "${CASE_LIST[@]}"; do
 			printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %6s\n' "$c" "$row" na "" na na na na "0/$RUNS"
 			continue
 		fi
-		MED[$row]=$(median 1 "$f")
+		MED[$row]=$(median 1 "$f" 0)
 		printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %6s\n' "$c" "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" \
-			"$(median 2 "$f")" "$(median 3 "$f")" "$(median 4 "$f")" "$(median 5 "$f")" "$(wc -l <"$f")/$RUNS"
+			"$(median 2 "$f" 2)" "$(median 3 "$f")" "$(median 4 "$f")" "$(median 5 "$f" 1)" "$(wc -l <"$f")/$RUNS"
 	done
 	if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
 		awk -v c="${MED[corral]}" -v q="${MED[qemu]}" -v n="$c" 'BEGIN {printf "%-7s corral/qemu frames/s ratio: %.2f\n", n, c/q}'

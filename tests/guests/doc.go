@@ -66,16 +66,30 @@
 //     negotiates again and rereads sector S ("blk: recovered after reset").
 //     Failures have their own codes: ExitVirtio* and ExitBlk*.
 //   - net: drives a virtio-net PCI function (VERSION_1 + MAC, receive queue
-//     0 with 8 posted 2 KiB buffers, transmit queue 1, 12-byte
-//     virtio_net_hdr_v1). It prints "net: mac M", broadcasts a hand-built
-//     DHCP DISCOVER, prints "net: offer A.B.C.D from server S", sends the
-//     REQUEST and prints "net: lease A.B.C.D/P router R server S lease T s".
-//     With udp=PORT it ARPs for the router ("net: router R is at M"), sends
-//     "corral-net hello from A.B.C.D" from port sport=P (default 40000) to
-//     the router's PORT and prints "net: udp reply from R:PORT: <text>" for
-//     the datagram that comes back. Then "net: ok" (exit 0). It answers ARP
-//     requests for its address. timeout=MS bounds each phase, retry=MS
-//     spaces retransmissions. Failures: ExitVirtio* and ExitNet*.
+//     0 with every entry posted as a 2 KiB buffer, transmit queue 1, both
+//     qsize=N entries, default and most 64; 12-byte virtio_net_hdr_v1). It
+//     prints "net: mac M", broadcasts a hand-built DHCP DISCOVER, prints
+//     "net: offer A.B.C.D from server S", sends the REQUEST and prints
+//     "net: lease A.B.C.D/P router R server S lease T s"; or, with
+//     ip=A.B.C.D [router=R] [prefix=P], skips DHCP and prints "net: static
+//     A.B.C.D/P router R". With udp=PORT it ARPs for the router ("net:
+//     router R is at M"), sends "corral-net hello from A.B.C.D" from port
+//     sport=P (default 40000) to the router's PORT and prints "net: udp
+//     reply from R:PORT: <text>" for the datagram that comes back.
+//     Throughput modes (bench/net-pps.sh): txflood=N [size=S] sends N UDP
+//     frames of S bytes (60..1514, default 64) to the router's floodport
+//     (default 9) as fast as the transmit ring takes them, and prints "net:
+//     txflood N frames of S bytes to R:P: T ticks, U us, F frames/s, M MB/s,
+//     K kicks, idle I% (tsc H kHz, SRC)"; rxcount=N counts N UDP frames to
+//     rxport (default 9) after "net: rxcount ready on A.B.C.D:P" and prints
+//     "net: rxcount N frames, B bytes: T ticks, U us, F frames/s, M MB/s,
+//     seq S..E, O other, K kicks, idle I% (...)". idle is the share of the
+//     measured time the guest waited for the device; the TSC rate comes
+//     from kvmclock. src/net.c's header has the details. Then "net: ok"
+//     (exit 0). It answers ARP requests for its address. timeout=MS bounds
+//     each phase, retry=MS spaces retransmissions. Failures: ExitVirtio*
+//     and ExitNet* (rxcount short of N within timeout: ExitNetUDPTimeout;
+//     a stalled txflood: ExitVirtioTimeout).
 //
 // # The virtio driver
 //
