@@ -30,8 +30,10 @@
 # Each VMM runs each case RUNS times, alternating; the script prints the
 # median (min-max) of the guest's frames/s and MB/s per VMM and the ratio of
 # the medians, with the guest's kicks and idle share (time it waited for the
-# device: near 0 means the guest's own ring-0 work set the pace) and the
-# host's count. Every run is bounded by time.
+# device: near 0 means the guest's own ring-0 work set the pace), the host's
+# count, and the CPU time the VMM spent per frame beside its vCPU thread
+# (bench/vmmcpu: per-thread schedstat and the TAP's packet counter, sampled
+# every 50 ms while frames flow). Every run is bounded by time.
 #
 # Usage: bench/net-pps.sh [-n RUNS] [-f FRAMES] [-r RX_PPS] [-c CASES] [-v]
 #   -n RUNS    runs per VMM and case (default 5)
@@ -106,6 +108,7 @@ go build -o "$WORK/guestbuild" ./tests/guests/cmd/guestbuild
 KERNEL=$WORK/net.elf
 go build -o "$WORK/udpsink" ./bench/udpsink
 go build -o "$WORK/udpblast" ./bench/udpblast
+go build -o "$WORK/vmmcpu" ./bench/vmmcpu
 
 CORRAL_BIN=${CORRAL:-}
 if [ -z "$CORRAL_BIN" ]; then
@@ -143,7 +146,8 @@ if [ "$HAVE_QEMU" = 1 ]; then
 	nsx ip neigh replace "$Q_GUEST" lladdr "$Q_MAC" dev "$Q_TAP" nud permanent
 fi
 
-# start_vmm ROW CMDLINE OUT: starts the VMM in the background; sets VMM_PID.
+# start_vmm ROW CMDLINE OUT DIR TAP: starts the VMM in the background (VMM_PID) and a
+# vmmcpu following it (CPU_PID, report in OUT.cpu).
 start_vmm() {
 	local row=$1 cmdline=$2 out=$3
 	case $row in
@@ -162,6 +166,22 @@ start_vmm() {
 	esac
 	VMM_PID=$!
 	PIDS+=("$VMM_PID")
+	# The VMM itself is timeout's child: follow its threads and its TAP's
+	# counter (rx_packets: frames it wrote; tx_packets: frames it read).
+	local child="" i counter=rx_packets
+	[ "${4:-}" = rx ] && counter=tx_packets
+	for ((i = 0; i < 100; i++)); do
+		child=$(cut -d' ' -f1 "/proc/$VMM_PID/task/$VMM_PID/children" 2>/dev/null || true)
+		[ -n "$child" ] && break
+		sleep 0.02
+	done
+	CPU_PID=
+	if [ -n "$child" ]; then
+		"${NSX[@]}" timeout -s KILL "$TOOL_S" "$WORK/vmmcpu" -pid "$child" -tap "$5" -counter "$counter" \
+			-timeout "$((VMM_S))s" >"$3.cpu" 2>&1 &
+		CPU_PID=$!
+		PIDS+=("$CPU_PID")
+	fi
 }
 
 # wait_for FILE PATTERN SECONDS: 0 once FILE has a line matching PATTERN.
@@ -190,14 +210,14 @@ stop() {
 	wait "$1" 2>/dev/null || true
 }
 
-# run ROW CASE: one measurement; appends "fps MBps kicks host idle%" to $WORK/ROW-CASE.txt.
+# run ROW CASE: one measurement; appends "fps MBps kicks host idle% us/frame" to $WORK/ROW-CASE.txt.
 run() {
 	local row=$1 case=$2 dir=${2%%[0-9]*} size=${2#[tr]x} out=$WORK/$1-$2.out aux=$WORK/$1-$2.aux
-	local host guest tap mac want status cmdline line fps mbs kicks idle extra
+	local host guest tap mac want status cmdline line fps mbs kicks idle extra cpu
 	if [ "$row" = corral ]; then host=$C_HOST guest=$C_GUEST tap=$C_TAP mac=$C_MAC want=0; else
 		host=$Q_HOST guest=$Q_GUEST tap=$Q_TAP mac=$Q_MAC want=1; fi # QEMU isa-debug-exit: 2*0+1
 	: >"$aux"
-	rm -f "$out" # wait_for must not see the previous run's console
+	rm -f "$out" "$out.cpu" # wait_for must not see the previous run's console
 	if [ "$dir" = tx ]; then
 		rm -f "$WORK/sink.ready"
 		"${NSX[@]}" timeout -s KILL "$TOOL_S" "$WORK/udpsink" -listen 0.0.0.0:9 -idle 30s -duration 70s \
@@ -206,7 +226,7 @@ run() {
 		PIDS+=("$sink")
 		wait_file "$WORK/sink.ready" 10 || note "net-pps: udpsink not ready"
 		cmdline="ip=$guest router=$host txflood=$FRAMES size=$size timeout=$GUEST_MS"
-		start_vmm "$row" "$cmdline" "$out"
+		start_vmm "$row" "$cmdline" "$out" tx "$tap"
 		set +e
 		wait "$VMM_PID"
 		status=$?
@@ -217,7 +237,7 @@ run() {
 		extra=$(sed -n 's/^udpsink: \([0-9]*\) datagrams.*/\1/p' "$aux")
 	else
 		cmdline="ip=$guest router=$host rxcount=$FRAMES rxport=9 timeout=$GUEST_MS"
-		start_vmm "$row" "$cmdline" "$out"
+		start_vmm "$row" "$cmdline" "$out" rx "$tap"
 		if wait_for "$out" '^net: rxcount ready' 30; then
 			nsx ip neigh replace "$guest" lladdr "$mac" dev "$tap" nud permanent ||
 				note "net-pps: no static neighbour entry on $tap (the guest answers ARP)"
@@ -235,9 +255,11 @@ run() {
 		# offered in the counted span: seq S..E
 		extra=$(echo "$line" | sed -n 's/.* seq \([0-9]*\)\.\.\([0-9]*\),.*/\1 \2/p' | awk '{print $2 - $1 + 1}')
 	fi
+	[ -n "$CPU_PID" ] && wait "$CPU_PID" 2>/dev/null
+	cpu=$(sed -n 's/.* = \([0-9.]*\) us\/frame.*/\1/p' "$out.cpu" 2>/dev/null)
 	if [ "$VERBOSE" = 1 ]; then
 		grep -v '^virtio:\|^corral-guest\|^pci:' "$out" | sed "s/^/  $row $case: /" >&2
-		sed "s/^/  $row $case: /" "$aux" >&2
+		sed "s/^/  $row $case: /" "$aux" "$out.cpu" >&2
 	fi
 	fps=$(echo "$line" | sed -n 's/.* \([0-9]*\) frames\/s.*/\1/p')
 	mbs=$(echo "$line" | sed -n 's/.* \([0-9.]*\) MB\/s.*/\1/p')
@@ -249,7 +271,7 @@ run() {
 		sed 's/^/  /' "$aux" >&2
 		return 0
 	fi
-	echo "$fps $mbs $kicks ${extra:-na} ${idle:-na}" >>"$WORK/$row-$case.txt"
+	echo "$fps $mbs $kicks ${extra:-na} ${idle:-na} ${cpu:-na}" >>"$WORK/$row-$case.txt"
 }
 
 ROWS=()
@@ -273,22 +295,27 @@ hi() { awk -v c="$1" '{print $c}' "$2" | sort -g | tail -1; }
 
 echo "virtio-net: $FRAMES frames per run, $RUNS runs per VMM and case, rx sender at ${RX_PPS} pps (0: unpaced), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tx: guest→host (host: datagrams the host socket got); rx: host→guest (host: frames sent in the counted span)"
-echo "idle%: share of the guest's measured time spent waiting for the device (near 0: the guest set the pace); columns after the range are medians"
-printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %6s\n' case row frames/s "(min-max)" MB/s kicks host idle% ok
+echo "idle%: share of the guest's measured time spent waiting for the device (near 0: the guest set the pace)"
+echo "us/frame: CPU the VMM spent beside its vCPU thread per frame through the TAP, in steady state (bench/vmmcpu); columns after the range are medians"
+printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' case row frames/s "(min-max)" MB/s kicks host idle% us/frame ok
 for c in "${CASE_LIST[@]}"; do
-	declare -A MED=()
+	declare -A MED=() CPU=()
 	for row in "${ROWS[@]}"; do
 		f=$WORK/$row-$c.txt
 		if [ ! -s "$f" ]; then
-			printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %6s\n' "$c" "$row" na "" na na na na "0/$RUNS"
+			printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' "$c" "$row" na "" na na na na na "0/$RUNS"
 			continue
 		fi
 		MED[$row]=$(median 1 "$f" 0)
-		printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %6s\n' "$c" "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" \
-			"$(median 2 "$f" 2)" "$(median 3 "$f")" "$(median 4 "$f")" "$(median 5 "$f" 1)" "$(wc -l <"$f")/$RUNS"
+		CPU[$row]=$(median 6 "$f" 2)
+		printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' "$c" "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" \
+			"$(median 2 "$f" 2)" "$(median 3 "$f")" "$(median 4 "$f")" "$(median 5 "$f" 1)" "${CPU[$row]}" "$(wc -l <"$f")/$RUNS"
 	done
 	if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
-		awk -v c="${MED[corral]}" -v q="${MED[qemu]}" -v n="$c" 'BEGIN {printf "%-7s corral/qemu frames/s ratio: %.2f\n", n, c/q}'
+		awk -v c="${MED[corral]}" -v q="${MED[qemu]}" -v cc="${CPU[corral]}" -v qc="${CPU[qemu]}" -v n="$c" 'BEGIN {
+			printf "%-7s corral/qemu frames/s ratio: %.2f", n, c/q
+			if (cc + 0 > 0 && qc + 0 > 0) printf "; VMM CPU per frame beside the vCPU: corral/qemu %.2f", cc/qc
+			printf "\n"}'
 	fi
-	unset MED
+	unset MED CPU
 done
