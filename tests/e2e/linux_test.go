@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -37,18 +38,48 @@ func TestBzImagePowerOff(t *testing.T) {
 	}
 }
 
-// TestPVHInitramfsReboot boots vmlinux through its PVH entry on smpCPUs
-// vCPUs with the initramfs; /init's `reboot -f` must end the machine as
-// ExitReset (Corral does not reboot).
-func TestPVHInitramfsReboot(t *testing.T) {
+// smpScript is what /init runs in the SMP boot: it reads the whole of vda
+// and reports its MD5, the CPU the kernel aimed the virtio-blk request
+// interrupt (MSI-X) at, and that interrupt's count per CPU. (The kernel
+// manages the affinity of virtio-blk queue interrupts itself: writing
+// smp_affinity fails with EIO.)
+const smpScript = `t() { echo "corral-test: $*"; }
+t "nproc $(nproc)"
+irq=$(sed -n 's/^ *\([0-9]*\):.*virtio0-req.*/\1/p' /proc/interrupts | head -n 1)
+t "irq $irq effective cpu $(cat /proc/irq/$irq/effective_affinity_list)"
+t "vda md5 $(md5sum </dev/vda | cut -d' ' -f1)"
+t "irqs $(grep virtio0-req /proc/interrupts)"
+`
+
+// TestPVHInitramfsSMPReboot boots vmlinux through its PVH entry on smpCPUs
+// vCPUs with the initramfs and a read-only raw disk; the guest reads the
+// disk (its bytes must arrive intact) and the disk's MSI-X interrupts must
+// reach the CPU the kernel aimed them at (Corral routes MSI by destination
+// APIC ID); /init's `reboot -f` must end the machine as ExitReset (Corral
+// does not reboot).
+func TestPVHInitramfsSMPReboot(t *testing.T) {
 	k := setupLinux(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: shortScript, NoDHCP: true, Exit: rootfs.ExitReboot})
-	r := startLinux(t, corral.Config{Kernel: k.vmlinux, Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline},
+	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: smpScript, NoDHCP: true, Exit: rootfs.ExitReboot})
+	disk, sum := writePatternDisk(t, 1<<20)
+	r := startLinux(t, corral.Config{Kernel: k.vmlinux, Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
+		Disks: []corral.Disk{{Path: disk, ReadOnly: true}}},
 		"Linux version", "smp: Brought up", "Run /init", "corral-init: start", "corral-init: exit status", "reboot: Restarting system")
 	r.wait(t)
 	r.wantExit(t, corral.ExitReset, 0)
 	r.want(t, fmt.Sprintf("smp: Brought up 1 node, %d CPUs", smpCPUs), "Unpacking initramfs...", "Run /init as init process",
-		fmt.Sprintf("corral-test: nproc %d", smpCPUs), "corral-init: exit status 0 via reboot", "reboot: Restarting system")
+		"virtio_blk virtio0: [vda] 2048 512-byte logical blocks",
+		fmt.Sprintf("corral-test: nproc %d", smpCPUs), "corral-test: vda md5 "+sum,
+		"corral-init: exit status 0 via reboot", "reboot: Restarting system")
+	eff := r.wantRe(t, `corral-test: irq \d+ effective cpu (\d+)\s`)
+	counts := r.wantRe(t, `corral-test: irqs\s+\d+:\s+(\d+)\s+(\d+)\s.*virtio0-req`)
+	if eff != nil && counts != nil {
+		cpu, _ := strconv.Atoi(eff[1])
+		if cpu < 0 || cpu >= smpCPUs || counts[1+cpu] == "0" {
+			t.Errorf("virtio-blk request interrupt aimed at CPU %s, counts per CPU %v: none arrived there", eff[1], counts[1:])
+		} else {
+			t.Logf("virtio-blk request interrupts on CPU %d (counts per CPU %v)", cpu, counts[1:])
+		}
+	}
 	if !strings.Contains(r.logs.String(), `kind="PVH ELF"`) {
 		t.Errorf("Corral's log does not show a PVH boot (kind=\"PVH ELF\")")
 	}

@@ -3,6 +3,9 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/md5"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -121,6 +124,22 @@ func writeExt4(t *testing.T, name string, sizeMiB int, opts rootfs.InitramfsOpti
 		t.Fatal(err)
 	}
 	return p
+}
+
+// writePatternDisk writes a raw disk image of size bytes whose every 8-byte
+// word holds its own offset, and returns its path and MD5 (hex).
+func writePatternDisk(t *testing.T, size int) (string, string) {
+	t.Helper()
+	b := make([]byte, size)
+	for off := 0; off+8 <= size; off += 8 {
+		binary.LittleEndian.PutUint64(b[off:], uint64(off))
+	}
+	p := filepath.Join(t.TempDir(), "pattern.img")
+	if err := os.WriteFile(p, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sum := md5.Sum(b)
+	return p, hex.EncodeToString(sum[:])
 }
 
 // debugfsCat reads a file from an ext4 image with debugfs (e2fsprogs),
