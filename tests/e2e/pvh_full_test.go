@@ -120,6 +120,7 @@ exit %[5]d
 // read-only image unchanged, the TAP gone and the image locks released.
 func TestPVHFullSystem(t *testing.T) {
 	k := setupLinux(t)
+	debugfsPath(t) // skip now rather than after the boot
 	dir := t.TempDir()
 	root := writeExt4(t, "root.ext4", 64, rootfs.InitramfsOptions{
 		Script: fmt.Sprintf(fullScript, fullTCPPort, fullEventPath, fullPing, fullWritten, fullExitCode),

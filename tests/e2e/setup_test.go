@@ -142,19 +142,24 @@ func writePatternDisk(t *testing.T, size int) (string, string) {
 	return p, hex.EncodeToString(sum[:])
 }
 
-// debugfsCat reads a file from an ext4 image with debugfs (e2fsprogs),
-// skipping the test if debugfs is missing.
+// debugfsPath finds debugfs (e2fsprogs), skipping the test if it is missing.
+func debugfsPath(t *testing.T) string {
+	t.Helper()
+	if p, err := exec.LookPath("debugfs"); err == nil {
+		return p
+	}
+	const p = "/usr/sbin/debugfs"
+	if _, err := os.Stat(p); err != nil {
+		t.Skip("skipping: debugfs not found (apt-get install -y e2fsprogs)")
+	}
+	return p
+}
+
+// debugfsCat reads a file from an ext4 image with debugfs.
 func debugfsCat(t *testing.T, image, path string) []byte {
 	t.Helper()
-	dbg, err := exec.LookPath("debugfs")
-	if err != nil {
-		dbg = "/usr/sbin/debugfs"
-		if _, err := os.Stat(dbg); err != nil {
-			t.Skip("skipping: debugfs not found (apt-get install -y e2fsprogs)")
-		}
-	}
 	var stderr bytes.Buffer
-	cmd := exec.Command(dbg, "-R", "cat "+path, image)
+	cmd := exec.Command(debugfsPath(t), "-R", "cat "+path, image)
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
