@@ -1,8 +1,8 @@
 package tap
 
 import (
+	"github.com/corral-vmm/corral/internal/netnstest"
 	"os"
-	"runtime"
 	"testing"
 	"time"
 
@@ -21,43 +21,15 @@ func needRoot(t testing.TB) {
 	}
 }
 
-// inNetns runs fn on this goroutine's OS thread, locked and moved into a
-// fresh network namespace, then moves the thread back. Everything fn
-// creates (TAPs, bridges, addresses) lives and dies in that namespace; the
-// namespace goes when its last reference (the handle, open sockets and
-// TAP descriptors) is gone. netlink handles and /dev/net/tun descriptors
-// opened inside stay bound to it whichever thread later uses them.
+// inNetns runs fn on this goroutine's OS thread inside a fresh network
+// namespace (internal/netnstest). Everything fn creates (TAPs, bridges,
+// addresses) lives and dies in that namespace; netlink handles and
+// /dev/net/tun descriptors opened inside stay bound to it whichever thread
+// later uses them. fn gets no handle: no test needs one.
 func inNetns(t testing.TB, fn func(ns netns.NsHandle)) {
 	t.Helper()
 	needRoot(t)
-	runtime.LockOSThread()
-	orig, err := netns.Get()
-	if err != nil {
-		runtime.UnlockOSThread()
-		t.Fatalf("current netns: %v", err)
-	}
-	ns, err := netns.New() // unshare(CLONE_NEWNET) for this thread
-	if err != nil {
-		orig.Close()
-		runtime.UnlockOSThread()
-		t.Skipf("cannot create a network namespace: %v", err)
-	}
-	defer func() {
-		ns.Close()
-		if err := netns.Set(orig); err != nil {
-			// Leave the thread locked: the runtime discards it when this
-			// goroutine ends, instead of reusing it in the wrong namespace.
-			t.Errorf("restore netns: %v", err)
-			return
-		}
-		orig.Close()
-		runtime.UnlockOSThread()
-	}()
-	// Loopback up, as a namespace's processes expect.
-	if lo, err := netlink.LinkByName("lo"); err == nil {
-		netlink.LinkSetUp(lo)
-	}
-	fn(ns)
+	netnstest.Run(t, func() { fn(netns.None()) })
 }
 
 // waitGone waits (bounded) until no link called name exists: a TAP
