@@ -8,8 +8,8 @@ import (
 	"strings"
 
 	"github.com/corral-vmm/corral/dhcp"
-	virtionet "github.com/corral-vmm/corral/virtio/net"
-	"github.com/corral-vmm/corral/virtio/net/tap"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
+	"github.com/corral-vmm/corral/virtio/virtionet/tap"
 )
 
 // Net is a virtio-net NIC on a host TAP device. Unless NoDHCP is set, the

@@ -10,7 +10,7 @@ import (
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
-	vpci "github.com/corral-vmm/corral/virtio/pci"
+	"github.com/corral-vmm/corral/virtio/virtiopci"
 )
 
 // platform is the machine's device set: the buses and what sits on them,
@@ -21,9 +21,9 @@ type platform struct {
 	router *msiRouter
 	in     io.Reader
 
-	mmioAlloc  *pci.Allocator    // places PCI BARs in the MMIO hole
-	transports []*vpci.Transport // virtio functions on the PCI bus, slot = index+1
-	nics       []*nic            // virtio-net devices' host sides
+	mmioAlloc  *pci.Allocator         // places PCI BARs in the MMIO hole
+	transports []*virtiopci.Transport // virtio functions on the PCI bus, slot = index+1
+	nics       []*nic                 // virtio-net devices' host sides
 
 	ctx    context.Context
 	cancel context.CancelFunc

@@ -6,11 +6,11 @@ import (
 	"strings"
 
 	"github.com/corral-vmm/corral/devices"
-	devpci "github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/kvm"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/blk"
-	vpci "github.com/corral-vmm/corral/virtio/pci"
+	"github.com/corral-vmm/corral/virtio/virtiopci"
 )
 
 // Disk is a virtio-blk disk backed by a raw image file.
@@ -59,8 +59,8 @@ type virtioInterrupts struct {
 	intx   devices.IRQLine
 }
 
-func (v virtioInterrupts) NewMSIVector() (vpci.MSIVector, error) { return v.router.NewMSIVector() }
-func (v virtioInterrupts) INTx() devices.IRQLine                 { return v.intx }
+func (v virtioInterrupts) NewMSIVector() (virtiopci.MSIVector, error) { return v.router.NewMSIVector() }
+func (v virtioInterrupts) INTx() devices.IRQLine                      { return v.intx }
 
 // notifyBinder binds a queue's notify register to an eventfd through
 // KVM_IOEVENTFD, so a guest kick does not exit to a vCPU thread.
@@ -81,13 +81,13 @@ func (b notifyBinder) BindNotify(gpa uint64, length uint32, q uint16, fd int) (f
 func (m *Machine) addVirtio(name string, dev virtio.Device) error {
 	p := m.plat
 	slot := len(p.transports) + 1
-	var mapper *devpci.BusMapper
-	t, err := vpci.New(vpci.Config{
+	var mapper *pci.BusMapper
+	t, err := virtiopci.New(virtiopci.Config{
 		Device:        dev,
 		Mem:           m.mem,
 		Interrupts:    virtioInterrupts{router: p.router, intx: irqLine{m.vm, uint32(pciINTxGSI + (slot-1)%8)}},
 		Notify:        notifyBinder{m.vm},
-		OnBARChange:   func(ch devpci.BARChange) { mapper.Update(ch) },
+		OnBARChange:   func(ch pci.BARChange) { mapper.Update(ch) },
 		InterruptLine: uint8(pciINTxGSI + (slot-1)%8),
 		Logger:        m.log.With("device", name),
 	})
@@ -96,8 +96,8 @@ func (m *Machine) addVirtio(name string, dev virtio.Device) error {
 		return fmt.Errorf("corral: %s: %w", name, err)
 	}
 	p.transports = append(p.transports, t)
-	mapper = devpci.NewBusMapper(name, m.mmio, nil, [6]devices.Device{0: t.BAR()}, m.log)
-	if err := devpci.AssignBARs(t.ConfigSpace(), p.mmioAlloc, nil); err != nil {
+	mapper = pci.NewBusMapper(name, m.mmio, nil, [6]devices.Device{0: t.BAR()}, m.log)
+	if err := pci.AssignBARs(t.ConfigSpace(), p.mmioAlloc, nil); err != nil {
 		return fmt.Errorf("corral: %s: placing BARs: %w", name, err)
 	}
 	if err := p.pci.AddAt(slot, t); err != nil {

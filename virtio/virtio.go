@@ -1,6 +1,6 @@
 // Package virtio holds what virtio devices and transports share: feature
 // and status bits, device types, and the Device interface a transport (such
-// as virtio/pci) drives. The split virtqueue is in virtio/queue, devices in
+// as virtio/virtiopci) drives. The split virtqueue is in virtio/queue, devices in
 // virtio/blk and friends.
 //
 // Life of a device under a transport:

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral/dhcp"
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 // The net guest under QEMU's virtio-net-pci (modern only) with user-mode

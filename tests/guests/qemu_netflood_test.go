@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 // The net guest's throughput modes (txflood=N, rxcount=N) and static

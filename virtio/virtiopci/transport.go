@@ -23,9 +23,9 @@
 //
 //	t, err := pci.New(pci.Config{Device: blkdev, Mem: mem, Interrupts: ints,
 //		Notify: binder, OnBARChange: mapper.Update})   // mapper: devices/pci.BusMapper over t.BAR()
-//	devpci.AssignBARs(t.ConfigSpace(), memAlloc, nil)
+//	pci.AssignBARs(t.ConfigSpace(), memAlloc, nil)
 //	hostBridge.Add(t)
-package pci
+package virtiopci
 
 import (
 	"context"
@@ -37,7 +37,7 @@ import (
 	"sync/atomic"
 
 	"github.com/corral-vmm/corral/devices"
-	devpci "github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
@@ -55,7 +55,7 @@ type Config struct {
 	Notify NotifyBinder
 	// OnBARChange, if not nil, is called for every BAR mapping change
 	// (typically a devices/pci.BusMapper's Update over BAR()).
-	OnBARChange func(devpci.BARChange)
+	OnBARChange func(pci.BARChange)
 	// ClassCode is the PCI class; 0 picks one from the device type.
 	ClassCode uint32
 	// SubsystemID is the PCI subsystem ID; 0 means SubsystemIDMin.
@@ -82,10 +82,10 @@ type Transport struct {
 	dev    virtio.Device
 	mem    *guestmem.Memory
 	log    *slog.Logger
-	cs     *devpci.ConfigSpace
+	cs     *pci.ConfigSpace
 	irq    *irqState
 	notify *notifier
-	onBAR  func(devpci.BARChange)
+	onBAR  func(pci.BARChange)
 
 	msixCap   int // config-space offset of the MSI-X capability
 	pciCfgCap int // config-space offset of the PCI_CFG capability
@@ -150,11 +150,11 @@ func New(cfg Config) (*Transport, error) {
 	}
 	t := &Transport{dev: d, mem: cfg.Mem, log: log, onBAR: cfg.OnBARChange, nq: nq, offered: d.Features()}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
-	t.cs = devpci.NewConfigSpace(devpci.Header{
+	t.cs = pci.NewConfigSpace(pci.Header{
 		VendorID: VendorID, DeviceID: DeviceIDBase + uint16(d.Type()), ClassCode: class, Revision: Revision,
 		SubsystemVendorID: VendorID, SubsystemID: sub, InterruptPin: 1, InterruptLine: cfg.InterruptLine,
 	})
-	if err := t.cs.AddBAR(barIndex, devpci.BAR{Kind: devpci.BARMem64, Size: barSize}); err != nil {
+	if err := t.cs.AddBAR(barIndex, pci.BAR{Kind: pci.BARMem64, Size: barSize}); err != nil {
 		return nil, fmt.Errorf("virtio-pci: %w", err)
 	}
 	if err := t.addCapabilities(); err != nil {
@@ -185,7 +185,7 @@ func (t *Transport) addCapabilities() error {
 		return b, nil
 	}
 	add := func(data, writable []byte) (int, error) {
-		off, err := t.cs.AddCapability(devpci.Capability{ID: capIDVendor, Data: data, Writable: writable})
+		off, err := t.cs.AddCapability(pci.Capability{ID: capIDVendor, Data: data, Writable: writable})
 		if err != nil {
 			return 0, fmt.Errorf("virtio-pci: capability: %w", err)
 		}
@@ -230,7 +230,7 @@ func (t *Transport) addCapabilities() error {
 	binary.LittleEndian.PutUint32(msix[msixCapPBA:], msixPBAOffset|barIndex)
 	mw := make([]byte, msixCapDataSize)
 	mw[msixCapControl+1] = 0xc0 // enable, function mask
-	off, err = t.cs.AddCapability(devpci.Capability{ID: capIDMSIX, Data: msix, Writable: mw})
+	off, err = t.cs.AddCapability(pci.Capability{ID: capIDMSIX, Data: msix, Writable: mw})
 	if err != nil {
 		return fmt.Errorf("virtio-pci: MSI-X capability: %w", err)
 	}
@@ -240,7 +240,7 @@ func (t *Transport) addCapabilities() error {
 
 // ConfigSpace returns the function's configuration space (for BAR
 // assignment and the host bridge).
-func (t *Transport) ConfigSpace() *devpci.ConfigSpace { return t.cs }
+func (t *Transport) ConfigSpace() *pci.ConfigSpace { return t.cs }
 
 // BAR returns the region for BAR 0, to put on the MMIO bus where the BAR
 // points (devices/pci.BusMapper does that).
@@ -269,7 +269,7 @@ func (t *Transport) WriteConfig(offset int, data []byte) {
 	t.cs.WriteConfig(offset, data)
 	ctl := t.cs.Uint16(t.msixCap + 2 + msixCapControl)
 	t.irq.setControl(ctl&msixControlEnable != 0, ctl&msixControlFuncMask != 0)
-	t.irq.setINTxAllowed(t.cs.Command()&devpci.CommandIntxDisable == 0)
+	t.irq.setINTxAllowed(t.cs.Command()&pci.CommandIntxDisable == 0)
 }
 
 func (t *Transport) inPCICfgData(offset, n int) bool {
@@ -300,7 +300,7 @@ func (t *Transport) pciCfgAccess(data []byte, write bool) {
 
 // barChanged follows BAR 0: the VMM's mapping first, then the notify
 // ioeventfds.
-func (t *Transport) barChanged(ch devpci.BARChange) {
+func (t *Transport) barChanged(ch pci.BARChange) {
 	if t.onBAR != nil {
 		t.onBAR(ch)
 	}
@@ -350,5 +350,5 @@ func (t *Transport) queueOptions() queue.Options {
 	return virtio.QueueOptions(t.drvFeatures, t.dev.MaxQueueSize())
 }
 
-var _ devpci.Device = (*Transport)(nil)
+var _ pci.Device = (*Transport)(nil)
 var _ virtio.Interrupt = (*Transport)(nil)

@@ -1,4 +1,4 @@
-package pci
+package virtiopci
 
 import (
 	"bytes"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	devpci "github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/blk"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
@@ -25,23 +25,23 @@ func fakeSetup(t *testing.T, nq int) (*guest, *fakeDevice, *fakeInterrupts) {
 
 func TestIdentityAndCapabilities(t *testing.T) {
 	g, _, ints := fakeSetup(t, 3)
-	if v, d := g.cfg16(devpci.VendorIDOffset), g.cfg16(devpci.DeviceIDOffset); v != 0x1af4 || d != 0x1041 {
+	if v, d := g.cfg16(pci.VendorIDOffset), g.cfg16(pci.DeviceIDOffset); v != 0x1af4 || d != 0x1041 {
 		t.Fatalf("IDs %04x:%04x; want 1af4:1041 (virtio-net)", v, d)
 	}
-	if r := g.cfg8(devpci.RevisionOffset); r != 1 {
+	if r := g.cfg8(pci.RevisionOffset); r != 1 {
 		t.Fatalf("revision %d", r)
 	}
-	if s := g.cfg16(devpci.SubsystemIDOffset); s < 0x40 {
+	if s := g.cfg16(pci.SubsystemIDOffset); s < 0x40 {
 		t.Fatalf("subsystem ID %#x below 0x40", s)
 	}
-	if c := g.cfg32(devpci.RevisionOffset) >> 8; c != 0x020000 {
+	if c := g.cfg32(pci.RevisionOffset) >> 8; c != 0x020000 {
 		t.Fatalf("class %#x", c)
 	}
 	if g.notifyMult != NotifyMultiplier || g.notify != notifyOffset || g.common != commonOffset || g.device != deviceOffset || g.isr != isrOffset {
 		t.Fatalf("structures at common %#x isr %#x device %#x notify %#x (x%d)", g.common, g.isr, g.device, g.notify, g.notifyMult)
 	}
 	// 64-bit memory BAR 0 of BARSize.
-	if b := g.tr.ConfigSpace().BAR(0); b.Kind != devpci.BARMem64 || b.Size != BARSize {
+	if b := g.tr.ConfigSpace().BAR(0); b.Kind != pci.BARMem64 || b.Size != BARSize {
 		t.Fatalf("BAR 0 = %+v", b)
 	}
 	// MSI-X: 4 vectors (3 queues + config), table and PBA in BAR 0.
@@ -75,9 +75,9 @@ func TestIdentityAndCapabilities(t *testing.T) {
 		t.Fatalf("device config read %#x", v)
 	}
 	// The guest cannot change the IDs or the capabilities.
-	g.setCfg32(devpci.VendorIDOffset, 0)
+	g.setCfg32(pci.VendorIDOffset, 0)
 	g.setCfg32(g.msixCap+4, 0)
-	if g.cfg16(devpci.VendorIDOffset) != 0x1af4 || g.cfg32(g.msixCap+4) != msixTableOffset {
+	if g.cfg16(pci.VendorIDOffset) != 0x1af4 || g.cfg32(g.msixCap+4) != msixTableOffset {
 		t.Fatal("read-only configuration changed")
 	}
 }
@@ -283,7 +283,7 @@ func TestINTxAndISR(t *testing.T) {
 	if lvl, _ := ints.intx.get(); !lvl {
 		t.Fatal("INTx not raised")
 	}
-	if g.cfg16(devpci.StatusOffset)&(1<<3) == 0 {
+	if g.cfg16(pci.StatusOffset)&(1<<3) == 0 {
 		t.Fatal("PCI status Interrupt Status bit not set")
 	}
 	if isr := g.r8(g.isr); isr != isrQueue {
@@ -296,12 +296,12 @@ func TestINTxAndISR(t *testing.T) {
 		t.Fatalf("ISR %#x after a read; want 0", isr)
 	}
 	// INTx Disable in the command register holds the line low.
-	g.setCfg16(devpci.CommandOffset, devpci.CommandMemory|devpci.CommandIntxDisable)
+	g.setCfg16(pci.CommandOffset, pci.CommandMemory|pci.CommandIntxDisable)
 	g.tr.Signal(0)
 	if lvl, _ := ints.intx.get(); lvl {
 		t.Fatal("INTx raised while disabled")
 	}
-	g.setCfg16(devpci.CommandOffset, devpci.CommandMemory)
+	g.setCfg16(pci.CommandOffset, pci.CommandMemory)
 	if lvl, _ := ints.intx.get(); !lvl {
 		t.Fatal("pending ISR not raised when INTx is re-enabled")
 	}
@@ -346,14 +346,14 @@ func (b *fakeBinder) BindNotify(gpa uint64, length uint32, q uint16, fd int) (fu
 func TestIoeventfdNotify(t *testing.T) {
 	dev := newFakeDevice(2)
 	binder := &fakeBinder{bound: map[uint64]int{}}
-	var changes []devpci.BARChange
+	var changes []pci.BARChange
 	g := newGuest(t, Config{Device: dev, Mem: newTestMem(t), Interrupts: &fakeInterrupts{}, Notify: binder,
-		OnBARChange: func(c devpci.BARChange) { changes = append(changes, c) }})
+		OnBARChange: func(c pci.BARChange) { changes = append(changes, c) }})
 	cs := g.tr.ConfigSpace()
 	if err := cs.SetBARAddress(0, 0xe000_0000); err != nil {
 		t.Fatal(err)
 	}
-	cs.SetCommand(devpci.CommandMemory)
+	cs.SetCommand(pci.CommandMemory)
 	if len(changes) != 1 || !changes[0].New.Mapped {
 		t.Fatalf("BAR changes seen by the VMM hook: %+v", changes)
 	}
@@ -374,12 +374,12 @@ func TestIoeventfdNotify(t *testing.T) {
 		t.Fatal("eventfd signal did not reach the device")
 	}
 	// The guest moves the BAR: bindings follow.
-	g.setCfg32(devpci.BAR0Offset, 0xd000_0000)
+	g.setCfg32(pci.BAR0Offset, 0xd000_0000)
 	if _, ok := binder.bound[0xd000_0000+notifyOffset]; !ok || len(binder.bound) != 2 {
 		t.Fatalf("bindings after the move: %v", binder.bound)
 	}
 	// Decode off: unbound.
-	g.setCfg16(devpci.CommandOffset, 0)
+	g.setCfg16(pci.CommandOffset, 0)
 	if len(binder.bound) != 0 {
 		t.Fatalf("bindings with decode off: %v", binder.bound)
 	}
@@ -409,7 +409,7 @@ func TestBlkEndToEnd(t *testing.T) {
 	mem := newTestMem(t)
 	ints := &fakeInterrupts{}
 	g := newGuest(t, Config{Device: dev, Mem: mem, Interrupts: ints})
-	if id := g.cfg16(devpci.DeviceIDOffset); id != 0x1042 {
+	if id := g.cfg16(pci.DeviceIDOffset); id != 0x1042 {
 		t.Fatalf("device ID %#x", id)
 	}
 	if capacity := uint64(g.r32(g.device)) | uint64(g.r32(g.device+4))<<32; capacity != 2048 {

@@ -16,8 +16,8 @@ import (
 	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
-	virtionet "github.com/corral-vmm/corral/virtio/net"
 	"github.com/corral-vmm/corral/virtio/queue"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 const (

@@ -1,4 +1,4 @@
-package pci
+package virtiopci
 
 import (
 	"errors"

@@ -14,7 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 var testMAC = net.HardwareAddr{0x02, 'c', 'r', 0, 7, 1}

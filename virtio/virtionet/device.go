@@ -1,6 +1,6 @@
 // Package virtionet is the virtio network device (Virtio 1.2 §5.1) with one
 // receive/transmit queue pair on a host Backend, normally a TAP device from
-// virtio/net/tap. It implements virtio.Device and knows nothing of the
+// virtio/virtionet/tap. It implements virtio.Device and knows nothing of the
 // transport. (The package is named virtionet so that importers need no alias
 // next to the standard library's net.)
 //

@@ -6,7 +6,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 // TUNSETOFFLOAD flags (linux/if_tun.h); golang.org/x/sys does not name them.

@@ -1,4 +1,4 @@
-package pci
+package virtiopci
 
 // PCI identity of virtio 1.x ("modern") devices (Virtio 1.2 §4.1.2).
 const (

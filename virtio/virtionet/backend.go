@@ -27,7 +27,7 @@ const (
 // frame is queued.
 var ErrWouldBlock = errors.New("virtio-net: backend has no frame queued")
 
-// Backend is the host side of the NIC, such as a TAP device (virtio/net/tap)
+// Backend is the host side of the NIC, such as a TAP device (virtio/virtionet/tap)
 // or one end of a socket pair. Each ReadFrame and WriteFrame carries one
 // whole frame. ReadFrame is only called from the device's receive goroutine,
 // WriteFrame only from its transmit goroutine; SetDeadline and SetOffload

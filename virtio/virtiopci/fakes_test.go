@@ -1,4 +1,4 @@
-package pci
+package virtiopci
 
 import (
 	"context"
@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/corral-vmm/corral/devices"
-	devpci "github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 )
@@ -203,7 +203,7 @@ func (g *guest) w64(off uint64, v uint64) {
 func (g *guest) findCaps() {
 	g.t.Helper()
 	seen := map[uint8]bool{}
-	for p, n := int(g.cfg8(devpci.CapabilitiesOffset)), 0; p != 0; p, n = int(g.cfg8(p+1)), n+1 {
+	for p, n := int(g.cfg8(pci.CapabilitiesOffset)), 0; p != 0; p, n = int(g.cfg8(p+1)), n+1 {
 		if n > 48 {
 			g.t.Fatal("capability list loops")
 		}

@@ -9,7 +9,7 @@ import (
 	"github.com/vishvananda/netns"
 
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 // BenchmarkTap measures frames through the running device (its goroutines,

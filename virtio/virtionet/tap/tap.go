@@ -40,7 +40,7 @@ import (
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
-	virtionet "github.com/corral-vmm/corral/virtio/net"
+	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
 // NamePrefix starts the names of TAPs Corral creates without a given name.
