@@ -25,26 +25,51 @@ const (
 	CapImmediateExit      Cap = 136
 )
 
-// RequiredCaps are the capabilities a Corral VM cannot run without.
-var RequiredCaps = []Cap{
-	CapIRQChip, CapUserMemory, CapSetTSSAddr, CapExtCPUID, CapMPState,
-	CapIRQRouting, CapIRQFD, CapPIT2, CapIOEventFD, CapSetIdentityMapAddr,
-	CapSignalMSI, CapImmediateExit,
-}
-
-var capNames = map[Cap]string{
-	CapIRQChip: "KVM_CAP_IRQCHIP", CapHLT: "KVM_CAP_HLT", CapUserMemory: "KVM_CAP_USER_MEMORY",
-	CapSetTSSAddr: "KVM_CAP_SET_TSS_ADDR", CapExtCPUID: "KVM_CAP_EXT_CPUID", CapNrVCPUs: "KVM_CAP_NR_VCPUS",
-	CapNrMemslots: "KVM_CAP_NR_MEMSLOTS", CapMPState: "KVM_CAP_MP_STATE", CapIRQRouting: "KVM_CAP_IRQ_ROUTING",
-	CapIRQFD: "KVM_CAP_IRQFD", CapPIT2: "KVM_CAP_PIT2", CapIOEventFD: "KVM_CAP_IOEVENTFD",
-	CapSetIdentityMapAddr: "KVM_CAP_SET_IDENTITY_MAP_ADDR", CapMaxVCPUs: "KVM_CAP_MAX_VCPUS",
-	CapSignalMSI: "KVM_CAP_SIGNAL_MSI", CapImmediateExit: "KVM_CAP_IMMEDIATE_EXIT",
+// RequiredCaps returns the capabilities a Corral VM cannot run without, in
+// a new slice each call (the list is not for callers to change).
+func RequiredCaps() []Cap {
+	return []Cap{
+		CapIRQChip, CapUserMemory, CapSetTSSAddr, CapExtCPUID, CapMPState,
+		CapIRQRouting, CapIRQFD, CapPIT2, CapIOEventFD, CapSetIdentityMapAddr,
+		CapSignalMSI, CapImmediateExit,
+	}
 }
 
 // String returns the capability's name in <linux/kvm.h>.
 func (c Cap) String() string {
-	if n, ok := capNames[c]; ok {
-		return n
+	switch c {
+	case CapIRQChip:
+		return "KVM_CAP_IRQCHIP"
+	case CapHLT:
+		return "KVM_CAP_HLT"
+	case CapUserMemory:
+		return "KVM_CAP_USER_MEMORY"
+	case CapSetTSSAddr:
+		return "KVM_CAP_SET_TSS_ADDR"
+	case CapExtCPUID:
+		return "KVM_CAP_EXT_CPUID"
+	case CapNrVCPUs:
+		return "KVM_CAP_NR_VCPUS"
+	case CapNrMemslots:
+		return "KVM_CAP_NR_MEMSLOTS"
+	case CapMPState:
+		return "KVM_CAP_MP_STATE"
+	case CapIRQRouting:
+		return "KVM_CAP_IRQ_ROUTING"
+	case CapIRQFD:
+		return "KVM_CAP_IRQFD"
+	case CapPIT2:
+		return "KVM_CAP_PIT2"
+	case CapIOEventFD:
+		return "KVM_CAP_IOEVENTFD"
+	case CapSetIdentityMapAddr:
+		return "KVM_CAP_SET_IDENTITY_MAP_ADDR"
+	case CapMaxVCPUs:
+		return "KVM_CAP_MAX_VCPUS"
+	case CapSignalMSI:
+		return "KVM_CAP_SIGNAL_MSI"
+	case CapImmediateExit:
+		return "KVM_CAP_IMMEDIATE_EXIT"
 	}
 	return fmt.Sprintf("KVM_CAP(%d)", int(c))
 }

@@ -29,7 +29,7 @@ type System struct {
 }
 
 // Open opens the KVM device at path (DevicePath when empty), checks the API
-// version and every capability in RequiredCaps.
+// version and every capability in RequiredCaps().
 func Open(path string) (*System, error) {
 	if path == "" {
 		path = DevicePath
@@ -54,7 +54,7 @@ func (s *System) check() error {
 	if v != APIVersion {
 		return fmt.Errorf("kvm: KVM_GET_API_VERSION returned %d, want %d", v, APIVersion)
 	}
-	for _, c := range RequiredCaps {
+	for _, c := range RequiredCaps() {
 		n, err := s.CheckExtension(c)
 		if err != nil {
 			return err
