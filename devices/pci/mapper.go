@@ -4,23 +4,28 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
 	"github.com/corral-vmm/corral/devices"
+	"github.com/corral-vmm/corral/internal/guestlog"
 )
 
 // BusMapper keeps a device's BAR regions on the VMM's buses where the guest
 // has programmed them: give its Update method to ConfigSpace.OnBARChange.
 // A region is on the bus exactly while its BAR decodes; when the guest
 // programs a BAR over another device's range, the region is left off the
-// bus (and logged) until the guest moves it somewhere free.
+// bus until the guest moves it somewhere free; that is counted (Conflicts)
+// and logged at most once a second.
 type BusMapper struct {
-	mu      sync.Mutex
-	name    string
-	mem, io *devices.Bus
-	regions [barCountStandard]devices.Device
-	at      [barCountStandard]uint64 // where each region is inserted
-	placed  [barCountStandard]bool
-	log     *slog.Logger
+	mu        sync.Mutex
+	name      string
+	mem, io   *devices.Bus
+	regions   [barCountStandard]devices.Device
+	at        [barCountStandard]uint64 // where each region is inserted
+	placed    [barCountStandard]bool
+	log       *slog.Logger
+	guest     *guestlog.Logger // guest-caused conflicts, rate limited
+	conflicts atomic.Uint64
 }
 
 // NewBusMapper returns a mapper for one PCI function. mem and io are the
@@ -31,8 +36,12 @@ func NewBusMapper(name string, mem, io *devices.Bus, regions [6]devices.Device, 
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &BusMapper{name: name, mem: mem, io: io, regions: regions, log: log}
+	return &BusMapper{name: name, mem: mem, io: io, regions: regions, log: log, guest: guestlog.New(log, nil)}
 }
+
+// Conflicts returns how many times the guest placed one of the function's
+// BARs on a range already in use (the region was then left unmapped).
+func (m *BusMapper) Conflicts() uint64 { return m.conflicts.Load() }
 
 // Update moves BAR ch.Index's region to follow ch. It is the OnBARChange hook.
 func (m *BusMapper) Update(ch BARChange) {
@@ -59,8 +68,8 @@ func (m *BusMapper) Update(ch BARChange) {
 			m.at[i] = addr
 			return
 		}
-		m.log.Warn("pci: guest moved a BAR onto a used range; leaving it unmapped",
-			"device", m.name, "bar", i, "addr", fmt.Sprintf("%#x", addr), "err", err)
+		// Take it off the bus and insert it anew below, which counts and
+		// logs a conflict once.
 	}
 	if m.placed[i] {
 		if err := bus.Remove(m.at[i]); err != nil {
@@ -73,8 +82,9 @@ func (m *BusMapper) Update(ch BARChange) {
 	}
 	label := fmt.Sprintf("%s BAR %d", m.name, i)
 	if err := bus.Insert(addr, ch.BAR.Size, label, m.regions[i]); err != nil {
-		m.log.Warn("pci: guest placed a BAR on a used range; leaving it unmapped",
-			"device", m.name, "bar", i, "addr", fmt.Sprintf("%#x", addr), "err", err)
+		m.conflicts.Add(1)
+		m.guest.Warn("pci: guest placed a BAR on a used range; leaving it unmapped",
+			"device", m.name, "bar", i, "addr", guestlog.Hex(addr), "err", err)
 		return
 	}
 	m.at[i], m.placed[i] = addr, true
