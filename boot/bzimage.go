@@ -163,10 +163,18 @@ func (h *setupHeader) runtimeStart() (uint64, bool) {
 	return max(a, h.prefAddress), ok
 }
 
-// loadBzImage validates the bzImage, copies its protected-mode kernel to
-// KernelAddr, writes the command line, places the initrd and fills the zero
-// page.
-func loadBzImage(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry, rsdp uint64) (*placement, error) {
+// bzPlan is where a bzImage and its initrd go in guest RAM.
+type bzPlan struct {
+	h          *setupHeader
+	kernelEnd  uint64 // page-aligned end of everything the kernel owns at boot
+	initrdAddr uint64 // 0 without an initrd
+}
+
+// planBzImage validates the bzImage against cfg and low RAM ending at
+// lowEnd, without touching guest memory: the kernel and its decompression
+// space fit, the command line fits the kernel's cmdline_size, the initrd
+// fits between the kernel and initrd_addr_max.
+func planBzImage(cfg *Config, lowEnd uint64) (*bzPlan, error) {
 	h, err := parseSetupHeader(cfg.Kernel, cfg.KernelSize)
 	if err != nil {
 		return nil, err
@@ -183,17 +191,33 @@ func loadBzImage(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820En
 			ErrNoRoom, h.initSize, start, h.kernelAlign, h.prefAddress, lowEnd)
 	}
 	if h.cmdlineSize < uint64(len(cfg.Cmdline)) {
-		return nil, fmt.Errorf("%w: command line is %d bytes, the kernel's cmdline_size is %d", ErrBadConfig, len(cfg.Cmdline), h.cmdlineSize)
+		return nil, fmt.Errorf("%w: command line is %d bytes, more than the %d this bzImage accepts (its cmdline_size)",
+			ErrBadConfig, len(cfg.Cmdline), h.cmdlineSize)
 	}
+	kernelEnd, _ := alignUp(max(loadEnd, runEnd), pageSize) // runEnd <= lowEnd: no overflow
+	initrdAddr, err := planInitrd(cfg, kernelEnd, min(lowEnd, h.initrdMax+1))
+	if err != nil {
+		return nil, err
+	}
+	return &bzPlan{h: h, kernelEnd: kernelEnd, initrdAddr: initrdAddr}, nil
+}
+
+// loadBzImage validates the bzImage, copies its protected-mode kernel to
+// KernelAddr, writes the command line, places the initrd and fills the zero
+// page.
+func loadBzImage(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry, rsdp uint64) (*placement, error) {
+	p, err := planBzImage(cfg, lowEnd)
+	if err != nil {
+		return nil, err
+	}
+	h := p.h
 	if err := readInto(mem, cfg.Kernel, int64(h.setupSize), KernelAddr, h.kernelSize); err != nil {
 		return nil, fmt.Errorf("boot: bzImage: loading %d-byte kernel at %#x: %w", h.kernelSize, KernelAddr, err)
 	}
 	if err := writeCmdline(mem, cfg.Cmdline); err != nil {
 		return nil, err
 	}
-	kernelEnd, _ := alignUp(max(loadEnd, runEnd), pageSize) // runEnd <= lowEnd: no overflow
-	initrdLimit := min(lowEnd, h.initrdMax+1)
-	initrdAddr, initrdSize, err := loadInitrd(mem, cfg, kernelEnd, initrdLimit)
+	initrdAddr, initrdSize, err := loadInitrd(mem, cfg, p.initrdAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -201,5 +225,5 @@ func loadBzImage(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820En
 	if err := zp.write(mem); err != nil {
 		return nil, err
 	}
-	return &placement{kernelStart: KernelAddr, kernelEnd: kernelEnd, initrdAddr: initrdAddr, initrdSize: initrdSize}, nil
+	return &placement{kernelStart: KernelAddr, kernelEnd: p.kernelEnd, initrdAddr: initrdAddr, initrdSize: initrdSize}, nil
 }

@@ -17,17 +17,22 @@ func placeInitrd(size, floor, limit uint64) (uint64, error) {
 	return alignDown(limit-size, pageSize), nil
 }
 
-// loadInitrd places cfg's initrd (if any) in [floor, limit) and copies it
-// into guest memory; it returns the address and size (0, 0 for none).
-func loadInitrd(mem *guestmem.Memory, cfg *Config, floor, limit uint64) (uint64, uint64, error) {
+// planInitrd returns where cfg's initrd (if any) goes in [floor, limit):
+// 0 for none.
+func planInitrd(cfg *Config, floor, limit uint64) (uint64, error) {
+	if cfg.Initrd == nil || cfg.InitrdSize == 0 {
+		return 0, nil
+	}
+	return placeInitrd(uint64(cfg.InitrdSize), floor, limit)
+}
+
+// loadInitrd copies cfg's initrd (if any) into guest memory at addr, from
+// planInitrd; it returns the address and size (0, 0 for none).
+func loadInitrd(mem *guestmem.Memory, cfg *Config, addr uint64) (uint64, uint64, error) {
 	if cfg.Initrd == nil || cfg.InitrdSize == 0 {
 		return 0, 0, nil
 	}
 	size := uint64(cfg.InitrdSize)
-	addr, err := placeInitrd(size, floor, limit)
-	if err != nil {
-		return 0, 0, err
-	}
 	dst, err := mem.Slice(addr, size)
 	if err != nil {
 		return 0, 0, fmt.Errorf("boot: initrd at %#x: %w", addr, err)

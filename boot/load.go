@@ -138,11 +138,53 @@ type placement struct {
 	entry                  uint64 // PVH entry point
 }
 
+// Check reports, without guest memory, whether Load would accept cfg for
+// ramSize bytes of guest RAM: the kernel's format and headers, the command
+// line against the kernel's own limit (a bzImage's cmdline_size), and room
+// for the kernel, its decompression space and the initrd. Only headers are
+// read. Errors wrap the sentinels Load's would (ErrBadConfig, ErrNoRoom,
+// ErrNotKernel, ...), so a VMM can reject a configuration before it
+// creates anything.
+func Check(cfg Config, ramSize uint64) error {
+	lowEnd, err := checkSizes(&cfg, ramSize)
+	if err != nil {
+		return err
+	}
+	kind, err := DetectKind(cfg.Kernel, cfg.KernelSize)
+	if err != nil {
+		return err
+	}
+	switch kind {
+	case KindBzImage:
+		_, err = planBzImage(&cfg, lowEnd)
+	case KindPVH:
+		_, err = planPVH(&cfg, lowEnd)
+	}
+	return err
+}
+
 // checkConfig validates cfg against mem and returns the end of low RAM.
 func checkConfig(mem *guestmem.Memory, cfg *Config) (uint64, error) {
 	if mem == nil {
 		return 0, fmt.Errorf("%w: no guest memory", ErrBadConfig)
 	}
+	size := mem.Size()
+	lowEnd, err := checkSizes(cfg, size)
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range RAMRanges(size) {
+		if !mem.Contains(r.GPA, r.Size) {
+			return 0, fmt.Errorf("%w: guest memory does not hold RAM range [%#x, %#x) of boot.RAMRanges(%#x)",
+				ErrBadConfig, r.GPA, r.GPA+r.Size, size)
+		}
+	}
+	return lowEnd, nil
+}
+
+// checkSizes validates cfg for size bytes of guest RAM and returns the end
+// of low RAM.
+func checkSizes(cfg *Config, size uint64) (uint64, error) {
 	if cfg.Kernel == nil || cfg.KernelSize <= 0 {
 		return 0, fmt.Errorf("%w: no kernel (size %d)", ErrBadConfig, cfg.KernelSize)
 	}
@@ -155,16 +197,8 @@ func checkConfig(mem *guestmem.Memory, cfg *Config) (uint64, error) {
 	if err := checkCmdline(cfg.Cmdline, CmdlineMax-1); err != nil {
 		return 0, err
 	}
-	size := mem.Size()
 	if size < MinRAM {
 		return 0, fmt.Errorf("%w: %d MiB of guest RAM, need at least %d MiB", ErrBadConfig, size>>20, MinRAM>>20)
-	}
-	ranges := RAMRanges(size)
-	for _, r := range ranges {
-		if !mem.Contains(r.GPA, r.Size) {
-			return 0, fmt.Errorf("%w: guest memory does not hold RAM range [%#x, %#x) of boot.RAMRanges(%#x)",
-				ErrBadConfig, r.GPA, r.GPA+r.Size, size)
-		}
 	}
 	if uint64(cfg.KernelSize) > size {
 		return 0, fmt.Errorf("%w: kernel is %d bytes, guest RAM %d", ErrNoRoom, cfg.KernelSize, size)
@@ -172,7 +206,7 @@ func checkConfig(mem *guestmem.Memory, cfg *Config) (uint64, error) {
 	if uint64(cfg.InitrdSize) > size {
 		return 0, fmt.Errorf("%w: initrd is %d bytes, guest RAM %d", ErrNoRoom, cfg.InitrdSize, size)
 	}
-	return ranges[0].Size, nil
+	return RAMRanges(size)[0].Size, nil
 }
 
 // DetectKind reads the start of a kernel file and reports its format: a

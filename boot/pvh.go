@@ -199,10 +199,17 @@ const (
 	siMemmapEntriesOff = 0x30
 )
 
-// loadPVH loads a PVH ELF kernel's segments at their physical addresses,
-// writes the command line, places the initrd as the one module and writes
-// the hvm_start_info with its memory map.
-func loadPVH(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry, rsdp uint64) (*placement, error) {
+// pvhPlan is where a PVH kernel and its initrd go in guest RAM.
+type pvhPlan struct {
+	img        *pvhImage
+	kernelEnd  uint64 // page-aligned end of the last segment
+	initrdAddr uint64 // 0 without an initrd
+}
+
+// planPVH validates a PVH ELF kernel against cfg and low RAM ending at
+// lowEnd, without touching guest memory: every segment lies in low RAM
+// above the fixed areas and the initrd fits above the kernel.
+func planPVH(cfg *Config, lowEnd uint64) (*pvhPlan, error) {
 	img, err := parsePVH(cfg.Kernel, cfg.KernelSize)
 	if err != nil {
 		return nil, err
@@ -213,6 +220,24 @@ func loadPVH(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry,
 				ErrNoRoom, p.Paddr, p.Paddr+p.Memsz, uint64(KernelAddr), lowEnd)
 		}
 	}
+	last := img.loads[len(img.loads)-1]
+	kernelEnd, _ := alignUp(last.Paddr+last.Memsz, pageSize) // <= lowEnd
+	initrdAddr, err := planInitrd(cfg, kernelEnd, lowEnd)
+	if err != nil {
+		return nil, err
+	}
+	return &pvhPlan{img: img, kernelEnd: kernelEnd, initrdAddr: initrdAddr}, nil
+}
+
+// loadPVH loads a PVH ELF kernel's segments at their physical addresses,
+// writes the command line, places the initrd as the one module and writes
+// the hvm_start_info with its memory map.
+func loadPVH(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry, rsdp uint64) (*placement, error) {
+	plan, err := planPVH(cfg, lowEnd)
+	if err != nil {
+		return nil, err
+	}
+	img := plan.img
 	for _, p := range img.loads {
 		if err := readInto(mem, cfg.Kernel, int64(p.Off), p.Paddr, p.Filesz); err != nil {
 			return nil, fmt.Errorf("boot: ELF: loading segment at %#x: %w", p.Paddr, err)
@@ -224,9 +249,7 @@ func loadPVH(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry,
 	if err := writeCmdline(mem, cfg.Cmdline); err != nil {
 		return nil, err
 	}
-	first, last := img.loads[0], img.loads[len(img.loads)-1]
-	kernelEnd, _ := alignUp(last.Paddr+last.Memsz, pageSize) // <= lowEnd
-	initrdAddr, initrdSize, err := loadInitrd(mem, cfg, kernelEnd, lowEnd)
+	initrdAddr, initrdSize, err := loadInitrd(mem, cfg, plan.initrdAddr)
 	if err != nil {
 		return nil, err
 	}
@@ -237,7 +260,7 @@ func loadPVH(mem *guestmem.Memory, cfg *Config, lowEnd uint64, e820 []E820Entry,
 	if err := mem.WriteAt(si, PVHInfoAddr); err != nil {
 		return nil, fmt.Errorf("boot: writing PVH start info: %w", err)
 	}
-	return &placement{kernelStart: first.Paddr, kernelEnd: kernelEnd, initrdAddr: initrdAddr, initrdSize: initrdSize, entry: img.entry}, nil
+	return &placement{kernelStart: img.loads[0].Paddr, kernelEnd: plan.kernelEnd, initrdAddr: initrdAddr, initrdSize: initrdSize, entry: img.entry}, nil
 }
 
 // encodeStartInfo returns the page at PVHInfoAddr: struct hvm_start_info,
