@@ -16,6 +16,10 @@
 //	                     protocol; the transport sets DEVICE_NEEDS_RESET
 //	Reset                when the driver writes status 0; stops the workers
 //	Close                when the VM stops
+//
+// Common does the part of Activate, Reset and Close that every device
+// shares (checking the activation, tracking the active state); a device
+// gives it only its own start and stop steps.
 package virtio
 
 import (
