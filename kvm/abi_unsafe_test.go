@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unsafe"
+
+	"github.com/corral-vmm/corral/internal/testenv/require"
 )
 
 // TestABIAgainstHeaders compiles a C program against <linux/kvm.h> and
@@ -15,10 +17,10 @@ import (
 func TestABIAgainstHeaders(t *testing.T) {
 	cc, err := exec.LookPath("gcc")
 	if err != nil {
-		t.Skip("skipping: gcc not found to read <linux/kvm.h>")
+		require.Missing(t, require.Tools, "gcc not found to read <linux/kvm.h> (apt-get install -y gcc)")
 	}
 	if _, err := os.Stat("/usr/include/linux/kvm.h"); err != nil {
-		t.Skip("skipping: /usr/include/linux/kvm.h missing (install linux-libc-dev)")
+		require.Missing(t, require.Tools, "/usr/include/linux/kvm.h missing (apt-get install -y linux-libc-dev)")
 	}
 	want := map[string]uint64{
 		"KVM_GET_API_VERSION": kvmGetAPIVersion, "KVM_CREATE_VM": kvmCreateVM,
