@@ -26,6 +26,9 @@
 #   QEMU     qemu binary (default: qemu-system-x86_64)
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+bench_init blk-seqread
+
 RUNS=5
 SIZE=64
 REQ=128
@@ -38,51 +41,17 @@ while getopts "n:s:r:d:vh" opt; do
 	r) REQ=$OPTARG ;;
 	d) DEPTH=$OPTARG ;;
 	v) VERBOSE=1 ;;
-	*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+	*) usage; exit 2 ;;
 	esac
 done
-for v in "$RUNS" "$SIZE" "$REQ" "$DEPTH"; do
-	case $v in '' | *[!0-9]* | 0) echo "blk-seqread: -n, -s, -r and -d want positive numbers" >&2; exit 2 ;; esac
-done
+posint "$RUNS" "$SIZE" "$REQ" "$DEPTH" || { note "blk-seqread: -n, -s, -r and -d want positive numbers"; exit 2; }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QEMU=${QEMU:-qemu-system-x86_64}
-QBOOT=/usr/share/qemu/qboot.rom
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/blk-seqread.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-
-note() { printf '%s\n' "$*" >&2; }
-
-if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	note "blk-seqread: /dev/kvm is not usable; nothing to measure"
-	exit 1
-fi
-
-cd "$ROOT"
-go build -o "$WORK/guestbuild" ./tests/guests/cmd/guestbuild
-"$WORK/guestbuild" -o "$WORK" blk >/dev/null
+need_kvm
+build_guests blk
 KERNEL=$WORK/blk.elf
-
-CORRAL_BIN=${CORRAL:-}
-if [ -z "$CORRAL_BIN" ]; then
-	if CGO_ENABLED=0 go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/build.err"; then
-		CORRAL_BIN=$WORK/corral
-	else
-		note "blk-seqread: go build ./cmd/corral failed; no corral row:"
-		sed 's/^/  /' "$WORK/build.err" >&2
-	fi
-fi
-HAVE_QEMU=1
-if ! command -v "$QEMU" >/dev/null; then
-	note "blk-seqread: $QEMU not found; no qemu row"
-	HAVE_QEMU=0
-fi
-QEMU_BIOS=()
-if [ -r "$QBOOT" ]; then
-	QEMU_BIOS=(-bios "$QBOOT")
-else
-	note "blk-seqread: $QBOOT missing: QEMU boots through SeaBIOS (seconds slower, same I/O figure)"
-fi
+find_corral
+find_qemu
+find_qboot
 
 # Image: sector s starts with s as a little-endian 64-bit number.
 IMG=$WORK/seq.img
@@ -134,11 +103,6 @@ for ((i = 0; i < RUNS; i++)); do
 	for row in "${ROWS[@]}"; do run "$row"; done
 done
 
-# median COLUMN FILE
-median() { awk -v c="$1" '{print $c}' "$2" | sort -g | awk '{a[NR]=$1} END {if (NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-lo() { awk -v c="$1" '{print $c}' "$2" | sort -g | head -1; }
-hi() { awk -v c="$1" '{print $c}' "$2" | sort -g | tail -1; }
-
 echo "blk seqread: $SIZE MiB, $REQ KiB requests, depth $DEPTH, $RUNS runs per VMM, load $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-8s %10s %20s %12s %6s\n' row MiB/s "(min-max)" wall-ms ok
 declare -A MED
@@ -148,9 +112,9 @@ for row in "${ROWS[@]}"; do
 		printf '%-8s %10s %20s %12s %6s\n' "$row" na "" na "0/$RUNS"
 		continue
 	fi
-	MED[$row]=$(median 1 "$f")
-	printf '%-8s %10s %20s %12s %6s\n' "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" "$(median 2 "$f")" "$(wc -l <"$f")/$RUNS"
+	MED[$row]=$(col 1 "$f" | median 2)
+	printf '%-8s %10s %20s %12s %6s\n' "$row" "${MED[$row]}" "($(col 1 "$f" | span 2))" "$(col 2 "$f" | median 0)" "$(wc -l <"$f")/$RUNS"
 done
 if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
-	awk -v c="${MED[corral]}" -v q="${MED[qemu]}" 'BEGIN {printf "corral/qemu throughput ratio: %.2f\n", c/q}'
+	echo "corral/qemu throughput ratio: $(ratio "${MED[corral]}" "${MED[qemu]}")"
 fi

@@ -25,6 +25,9 @@
 #   QEMU     qemu binary (default: qemu-system-x86_64)
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+bench_init boot-latency
+
 RUNS=10
 MEM=64M
 VERBOSE=0
@@ -34,57 +37,28 @@ while getopts "n:m:vh" opt; do
 	n) RUNS=$OPTARG ;;
 	m) MEM=$OPTARG ;;
 	v) VERBOSE=1 ;;
-	*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+	*) usage; exit 2 ;;
 	esac
 done
-case $RUNS in '' | *[!0-9]* | 0) echo "boot-latency: -n wants a positive number" >&2; exit 2 ;; esac
+posint "$RUNS" || { note "boot-latency: -n wants a positive number"; exit 2; }
 
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QEMU=${QEMU:-qemu-system-x86_64}
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/boot-latency.XXXXXX")
-trap 'rm -rf "$WORK"' EXIT
-
-note() { printf '%s\n' "$*" >&2; }
-
-cd "$ROOT"
-go build -o "$WORK/firstbyte" ./bench/firstbyte
-go build -o "$WORK/guestbuild" ./tests/guests/cmd/guestbuild
-"$WORK/guestbuild" -o "$WORK" hello halt >/dev/null
+need_kvm
+go_tool bench/firstbyte
+build_guests hello halt
 HELLO=$WORK/hello.elf
 HALT=$WORK/halt.elf
-
-if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	note "boot-latency: /dev/kvm is not usable; nothing to measure"
-	exit 1
-fi
 
 # --- the rows -------------------------------------------------------------
 # Each row is a name, the expected exit status for hello exit=7, and a
 # function printing the command for a kernel and a command line.
 
-CORRAL_BIN=${CORRAL:-}
-if [ -z "$CORRAL_BIN" ]; then
-	if [ -d "$ROOT/cmd/corral" ] && CGO_ENABLED=0 go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/corral-build.log"; then
-		CORRAL_BIN=$WORK/corral
-	else
-		note "boot-latency: no corral binary (set CORRAL=path, or make 'go build ./cmd/corral' work):"
-		[ -s "$WORK/corral-build.log" ] && sed 's/^/  /' "$WORK/corral-build.log" | head -20 >&2
-		note "boot-latency: measuring the QEMU rows only"
-	fi
-elif [ ! -x "$CORRAL_BIN" ]; then
-	note "boot-latency: CORRAL=$CORRAL_BIN is not executable; measuring the QEMU rows only"
-	CORRAL_BIN=
-fi
-
+find_corral
+find_qemu
+find_qboot
 QEMU_COMMON=(-enable-kvm -cpu kvm64 -m "$MEM" -nodefaults -nographic -no-reboot
 	-serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1)
-QBOOT=/usr/share/qemu/qboot.rom
-PC_BIOS=()
 PC_NAME="qemu-pc(seabios)"
-if [ -f "$QBOOT" ]; then
-	PC_BIOS=(-bios "$QBOOT")
-	PC_NAME="qemu-pc(qboot)"
-fi
+[ ${#QEMU_BIOS[@]} -eq 0 ] || PC_NAME="qemu-pc(qboot)"
 
 # cmd_ROW KERNEL CMDLINE: sets CMD to the command line of that row.
 cmd_corral() {
@@ -96,35 +70,14 @@ cmd_microvm() {
 	[ -z "$2" ] || CMD+=(-append "$2")
 }
 cmd_pc() {
-	CMD=("$QEMU" -M pc "${QEMU_COMMON[@]}" "${PC_BIOS[@]}" -kernel "$1")
+	CMD=("$QEMU" -M pc "${QEMU_COMMON[@]}" "${QEMU_BIOS[@]}" -kernel "$1")
 	[ -z "$2" ] || CMD+=(-append "$2")
 }
 
 ROWS=()
 [ -n "$CORRAL_BIN" ] && ROWS+=("corral:7:cmd_corral")
-if command -v "$QEMU" >/dev/null; then
-	ROWS+=("qemu-microvm:15:cmd_microvm" "$PC_NAME:15:cmd_pc")
-else
-	note "boot-latency: $QEMU not found; no QEMU rows"
-fi
+[ "$HAVE_QEMU" = 1 ] && ROWS+=("qemu-microvm:15:cmd_microvm" "$PC_NAME:15:cmd_pc")
 [ ${#ROWS[@]} -gt 0 ] || { note "boot-latency: nothing to run"; exit 1; }
-
-# --- helpers --------------------------------------------------------------
-field() { # field KEY LINE -> value
-	local kv
-	for kv in $2; do [ "${kv%%=*}" = "$1" ] && { echo "${kv#*=}"; return; }; done
-	echo na
-}
-median() { # numbers on stdin ("na" ignored) -> median or na
-	grep -v '^na$' | sort -n | awk '{a[NR]=$1} END {
-		if (NR == 0) { print "na"; exit }
-		if (NR % 2) printf "%.1f\n", a[(NR+1)/2]; else printf "%.1f\n", (a[NR/2]+a[NR/2+1])/2 }'
-}
-span() { # numbers on stdin -> "min-max" or na
-	grep -v '^na$' | sort -n | awk 'NR == 1 {lo=$1} {hi=$1} END { if (NR == 0) print "na"; else printf "%.0f-%.0f\n", lo, hi }'
-}
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "na" || b == "na" || b == 0) print "na"; else printf "%.2f\n", a/b }'; }
-kib2mib() { awk -v k="$1" 'BEGIN { if (k == "na") print "na"; else printf "%.1f\n", k/1024 }'; }
 
 # --- measure --------------------------------------------------------------
 declare -A FB EX RSS VMRSS GRAM VMM FAILS FBSPAN EXSPAN
@@ -146,11 +99,11 @@ for row in "${ROWS[@]}"; do
 		echo "$line" >>"$WORK/$name.runs"
 	done
 	FAILS[$name]=$fails
-	FB[$name]=$(while read -r l; do field first_byte_ms "$l"; done <"$WORK/$name.runs" | median)
-	FBSPAN[$name]=$(while read -r l; do field first_byte_ms "$l"; done <"$WORK/$name.runs" | span)
-	EXSPAN[$name]=$(while read -r l; do field exit_ms "$l"; done <"$WORK/$name.runs" | span)
-	EX[$name]=$(while read -r l; do field exit_ms "$l"; done <"$WORK/$name.runs" | median)
-	RSS[$name]=$(while read -r l; do field maxrss_kib "$l"; done <"$WORK/$name.runs" | median)
+	FB[$name]=$(fieldcol first_byte_ms "$WORK/$name.runs" | median)
+	FBSPAN[$name]=$(fieldcol first_byte_ms "$WORK/$name.runs" | span 0)
+	EXSPAN[$name]=$(fieldcol exit_ms "$WORK/$name.runs" | span 0)
+	EX[$name]=$(fieldcol exit_ms "$WORK/$name.runs" | median)
+	RSS[$name]=$(fieldcol maxrss_kib "$WORK/$name.runs" | median)
 
 	: >"$WORK/$name.hold"
 	for i in $(seq "$HOLD_RUNS"); do
@@ -159,9 +112,9 @@ for row in "${ROWS[@]}"; do
 		if [ "$VERBOSE" = 1 ]; then note "$name halt run $i: $line"; fi
 		if [ "$(field status "$line")" = killed ]; then echo "$line" >>"$WORK/$name.hold"; fi
 	done
-	VMRSS[$name]=$(while read -r l; do field vmrss_kib "$l"; done <"$WORK/$name.hold" | median)
-	GRAM[$name]=$(while read -r l; do field guest_ram_kib "$l"; done <"$WORK/$name.hold" | median)
-	VMM[$name]=$(while read -r l; do field vmm_rss_kib "$l"; done <"$WORK/$name.hold" | median)
+	VMRSS[$name]=$(fieldcol vmrss_kib "$WORK/$name.hold" | median)
+	GRAM[$name]=$(fieldcol guest_ram_kib "$WORK/$name.hold" | median)
+	VMM[$name]=$(fieldcol vmm_rss_kib "$WORK/$name.hold" | median)
 done
 
 # --- report ---------------------------------------------------------------
@@ -171,8 +124,8 @@ printf '%-16s %16s %16s %9s %6s | %9s %9s %9s\n' "" ms ms MiB "" MiB MiB MiB
 for row in "${ROWS[@]}"; do
 	IFS=: read -r name _ _ <<<"$row"
 	printf '%-16s %16s %16s %9s %6s | %9s %9s %9s\n' "$name" "${FB[$name]} (${FBSPAN[$name]})" "${EX[$name]} (${EXSPAN[$name]})" \
-		"$(kib2mib "${RSS[$name]}")" "${FAILS[$name]}/$RUNS" "$(kib2mib "${VMRSS[$name]}")" \
-		"$(kib2mib "${GRAM[$name]}")" "$(kib2mib "${VMM[$name]}")"
+		"$(div "${RSS[$name]}" 1024)" "${FAILS[$name]}/$RUNS" "$(div "${VMRSS[$name]}" 1024)" \
+		"$(div "${GRAM[$name]}" 1024)" "$(div "${VMM[$name]}" 1024)"
 done
 if [ -n "$CORRAL_BIN" ] && [ -n "${FB[qemu-microvm]:-}" ]; then
 	echo

@@ -47,6 +47,9 @@
 # Needs root (network namespace, TAPs) and /dev/kvm.
 set -euo pipefail
 
+. "$(dirname "$0")/lib.sh"
+bench_init net-pps
+
 RUNS=5
 FRAMES=50000
 RX_PPS=60000
@@ -59,12 +62,10 @@ while getopts "n:f:r:c:vh" opt; do
 	r) RX_PPS=$OPTARG ;;
 	c) CASES=$OPTARG ;;
 	v) VERBOSE=1 ;;
-	*) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 2 ;;
+	*) usage; exit 2 ;;
 	esac
 done
-for v in "$RUNS" "$FRAMES"; do
-	case $v in '' | *[!0-9]* | 0) echo "net-pps: -n and -f want positive numbers" >&2; exit 2 ;; esac
-done
+posint "$RUNS" "$FRAMES" || { note "net-pps: -n and -f want positive numbers"; exit 2; }
 case $RX_PPS in '' | *[!0-9]*) echo "net-pps: -r wants a number" >&2; exit 2 ;; esac
 [ "$FRAMES" -ge 2 ] || { echo "net-pps: -f wants at least 2 frames" >&2; exit 2; }
 IFS=, read -r -a CASE_LIST <<<"$CASES"
@@ -72,19 +73,10 @@ for c in "${CASE_LIST[@]}"; do
 	case $c in tx64 | tx1500 | rx64 | rx1500) ;; *) echo "net-pps: unknown case $c" >&2; exit 2 ;; esac
 done
 
-note() { printf '%s\n' "$*" >&2; }
+[ "$(id -u)" = 0 ] || die "needs root (network namespace and TAP devices)"
+need_kvm
 
-[ "$(id -u)" = 0 ] || { note "net-pps: needs root (network namespace and TAP devices)"; exit 1; }
-if [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
-	note "net-pps: /dev/kvm is not usable; nothing to measure"
-	exit 1
-fi
-
-ROOT=$(cd "$(dirname "$0")/.." && pwd)
-QEMU=${QEMU:-qemu-system-x86_64}
-QBOOT=/usr/share/qemu/qboot.rom
 NS=corral-netpps-$$
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/net-pps.XXXXXX")
 PIDS=() # background processes this script started
 
 cleanup() {
@@ -102,34 +94,14 @@ GUEST_MS=60000
 VMM_S=90
 TOOL_S=80
 
-cd "$ROOT"
-go build -o "$WORK/guestbuild" ./tests/guests/cmd/guestbuild
-"$WORK/guestbuild" -o "$WORK" net >/dev/null
+build_guests net
 KERNEL=$WORK/net.elf
-go build -o "$WORK/udpsink" ./bench/udpsink
-go build -o "$WORK/udpblast" ./bench/udpblast
-go build -o "$WORK/vmmcpu" ./bench/vmmcpu
-
-CORRAL_BIN=${CORRAL:-}
-if [ -z "$CORRAL_BIN" ]; then
-	if CGO_ENABLED=0 go build -o "$WORK/corral" ./cmd/corral 2>"$WORK/build.err"; then
-		CORRAL_BIN=$WORK/corral
-	else
-		note "net-pps: go build ./cmd/corral failed; no corral row:"
-		sed 's/^/  /' "$WORK/build.err" >&2
-	fi
-fi
-HAVE_QEMU=1
-if ! command -v "$QEMU" >/dev/null; then
-	note "net-pps: $QEMU not found; no qemu row"
-	HAVE_QEMU=0
-fi
-QEMU_BIOS=()
-if [ -r "$QBOOT" ]; then
-	QEMU_BIOS=(-bios "$QBOOT")
-else
-	note "net-pps: $QBOOT missing: QEMU boots through SeaBIOS (seconds slower, same figures)"
-fi
+go_tool bench/udpsink
+go_tool bench/udpblast
+go_tool bench/vmmcpu
+find_corral
+find_qemu
+find_qboot
 
 ip netns add "$NS"
 NSX=(ip netns exec "$NS") # execs the command: $! of a background "${NSX[@]}" cmd is cmd's PID
@@ -285,14 +257,6 @@ for ((i = 0; i < RUNS; i++)); do
 	done
 done
 
-# median COLUMN FILE [DECIMALS]
-median() {
-	awk -v c="$1" '{print $c}' "$2" | sort -g | awk -v d="${3:-0}" '{a[NR]=$1} $1 !~ /^[0-9.]+$/ {bad=1}
-		END {if (bad || !NR) {print "na"; exit} m = NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2; printf "%.*f\n", d, m}'
-}
-lo() { awk -v c="$1" '{print $c}' "$2" | sort -g | head -1; }
-hi() { awk -v c="$1" '{print $c}' "$2" | sort -g | tail -1; }
-
 echo "virtio-net: $FRAMES frames per run, $RUNS runs per VMM and case, rx sender at ${RX_PPS} pps (0: unpaced), load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "tx: guest→host (host: datagrams the host socket got); rx: host→guest (host: frames sent in the counted span)"
 echo "idle%: share of the guest's measured time spent waiting for the device (near 0: the guest set the pace)"
@@ -306,16 +270,17 @@ for c in "${CASE_LIST[@]}"; do
 			printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' "$c" "$row" na "" na na na na na "0/$RUNS"
 			continue
 		fi
-		MED[$row]=$(median 1 "$f" 0)
-		CPU[$row]=$(median 6 "$f" 2)
-		printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' "$c" "$row" "${MED[$row]}" "($(lo 1 "$f")-$(hi 1 "$f"))" \
-			"$(median 2 "$f" 2)" "$(median 3 "$f")" "$(median 4 "$f")" "$(median 5 "$f" 1)" "${CPU[$row]}" "$(wc -l <"$f")/$RUNS"
+		MED[$row]=$(col 1 "$f" | median 0)
+		CPU[$row]=$(col 6 "$f" | median 2)
+		printf '%-7s %-7s %10s %20s %9s %8s %9s %7s %9s %6s\n' "$c" "$row" "${MED[$row]}" "($(col 1 "$f" | span 0))" \
+			"$(col 2 "$f" | median 2)" "$(col 3 "$f" | median 0)" "$(col 4 "$f" | median 0)" "$(col 5 "$f" | median 1)" \
+			"${CPU[$row]}" "$(wc -l <"$f")/$RUNS"
 	done
 	if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
-		awk -v c="${MED[corral]}" -v q="${MED[qemu]}" -v cc="${CPU[corral]}" -v qc="${CPU[qemu]}" -v n="$c" 'BEGIN {
-			printf "%-7s corral/qemu frames/s ratio: %.2f", n, c/q
-			if (cc + 0 > 0 && qc + 0 > 0) printf "; VMM CPU per frame beside the vCPU: corral/qemu %.2f", cc/qc
-			printf "\n"}'
+		line=$(printf '%-7s corral/qemu frames/s ratio: %s' "$c" "$(ratio "${MED[corral]}" "${MED[qemu]}")")
+		cpu=$(ratio "${CPU[corral]}" "${CPU[qemu]}")
+		[ "$cpu" = na ] || line="$line; VMM CPU per frame beside the vCPU: corral/qemu $cpu"
+		echo "$line"
 	fi
 	unset MED CPU
 done

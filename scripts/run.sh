@@ -21,25 +21,14 @@ if [ $# -gt 0 ]; then
   exec bin/corral run "$@"
 fi
 
-# Which test kernel suits this host (the same rule as tests/e2e): our
-# development machines' /dev/kvm is nested through kvm_pvm and needs the
-# patched kernel and extra command line of tests/linux; hardware KVM runs
-# the plain kernel with a plain command line.
-cmdline="console=ttyS0 panic=-1"
-if [ -n "${CORRAL_LINUX_KERNEL:-}" ]; then kind=$CORRAL_LINUX_KERNEL
-elif [ -d /sys/module/kvm_pvm ]; then kind=patched
-elif [ -d /sys/module/kvm_intel ] || [ -d /sys/module/kvm_amd ]; then kind=plain
-elif grep -qwE 'vmx|svm' /proc/cpuinfo; then kind=plain
-else kind=patched
-fi
-build_args=()
-if [ "$kind" = patched ]; then
-  cmdline="$cmdline noxsave mitigations=off clearcpuid=popcnt,cx16,rdtscp,rdpid,umip,smap,smep,fsgsbase,pku"
-else
-  build_args=(--no-patches)
-fi
-echo "run: $kind test kernel (see tests/linux/README.md); building it if not cached" >&2
-vmlinux=$(tests/linux/build-kernel.sh "${build_args[@]}" | sed -n 's/^vmlinux=//p' | tail -n 1)
+# Which test kernel and command line suit this host: the rule of
+# tests/linux/kernel (a nested KVM such as kvm_pvm needs the patched kernel
+# and extra command line, see docs/nested-kvm.md; hardware KVM the plain one).
+go build -o bin/choosekernel ./tests/linux/cmd/choosekernel
+echo "run: choosing the test kernel; building it if it is not cached" >&2
+choice=$(bin/choosekernel -build)
+eval "$choice"
+echo "run: $KERNEL_KIND test kernel ($KERNEL_REASON)" >&2
 go run ./tests/linux/cmd/mkrootfs -o bin/initramfs.cpio -shell
 
 net=()
@@ -49,4 +38,4 @@ else
   echo "run: not root: no network (a TAP device needs CAP_NET_ADMIN)" >&2
 fi
 echo "run: booting Linux; the shell comes up after about a minute under nested KVM. Ctrl-A x quits." >&2
-exec bin/corral run --kernel "$vmlinux" --initrd bin/initramfs.cpio --cpus 2 --memory 512M "${net[@]}" --cmdline "$cmdline"
+exec bin/corral run --kernel "$KERNEL_VMLINUX" --initrd bin/initramfs.cpio --cpus 2 --memory 512M "${net[@]}" --cmdline "$KERNEL_CMDLINE"

@@ -6,8 +6,8 @@ package linux_test
 //
 //	CORRAL_QEMU_LINUX=1 go test -v -timeout 30m ./tests/linux/
 //
-// CORRAL_LINUX_KERNEL=plain|patched picks the kernel; by default the patched
-// one is used where the nested kvm_pvm module is loaded, else the plain one.
+// The kernel, its command line and QEMU's -cpu follow kernel.Choose
+// (CORRAL_LINUX_KERNEL=plain|patched overrides it).
 // CORRAL_QEMU_TIMEOUT (default 5m) bounds each boot.
 
 import (
@@ -52,8 +52,7 @@ func bootTimeout(t *testing.T) time.Duration {
 type qemuSetup struct {
 	qemu    string
 	vmlinux string
-	patched bool
-	cmdline string
+	choice  kernel.Choice
 }
 
 func setupQEMU(t *testing.T) qemuSetup {
@@ -73,27 +72,22 @@ func setupQEMU(t *testing.T) qemuSetup {
 	if _, err := os.Stat(rootfs.DefaultBusybox); err != nil {
 		t.Skipf("busybox-static not installed: %v", err)
 	}
-	patched := true
-	switch os.Getenv("CORRAL_LINUX_KERNEL") {
-	case "plain":
-		patched = false
-	case "patched":
-	default:
-		_, err := os.Stat("/sys/module/kvm_pvm")
-		patched = err == nil
+	choice, err := kernel.ChooseHost()
+	if err != nil {
+		t.Fatal(err)
 	}
-	_, vmlinux, err := kernel.Find(patched)
+	_, vmlinux, err := kernel.Find(choice.Patched)
 	if errors.Is(err, kernel.ErrNotBuilt) {
-		t.Skipf("test kernel not built: %v", err)
+		t.Skipf("the %s test kernel is not built (run %s): %v", choice.Kind(), choice.BuildHint(), err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return qemuSetup{qemu: qemu, vmlinux: vmlinux, patched: patched, cmdline: kernel.Cmdline(patched)}
+	t.Logf("kernel: %s (%s)", choice.Kind(), choice.Reason)
+	return qemuSetup{qemu: qemu, vmlinux: vmlinux, choice: choice}
 }
 
-// baseArgs are the QEMU arguments shared by every boot; the Intel vendor
-// string avoids an AMD-only x87 path the nested KVM refuses.
+// baseArgs are the QEMU arguments shared by every boot.
 func (s qemuSetup) baseArgs(machine string) []string {
 	return s.baseArgsSMP(machine, 1)
 }
@@ -101,7 +95,7 @@ func (s qemuSetup) baseArgs(machine string) []string {
 // baseArgsSMP is baseArgs with cpus virtual CPUs.
 func (s qemuSetup) baseArgsSMP(machine string, cpus int) []string {
 	return []string{"-smp", strconv.Itoa(cpus),
-		"-enable-kvm", "-M", machine, "-cpu", "qemu64,vendor=GenuineIntel",
+		"-enable-kvm", "-M", machine, "-cpu", s.choice.QEMUCPU(),
 		"-m", "256", "-nodefaults", "-nographic", "-no-reboot",
 		"-serial", "stdio", "-kernel", s.vmlinux,
 	}
@@ -231,23 +225,6 @@ func (r bootResult) check(t *testing.T, want ...string) {
 	}
 }
 
-func writeInitramfs(t *testing.T, opts rootfs.InitramfsOptions) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "initramfs.cpio")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rootfs.BuildInitramfs(f, opts); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 const userScript = `echo "corral-test: uname $(uname -sm)"
 echo "corral-test: pid $$ ppid $PPID"
 ls /bin/busybox >/dev/null && echo "corral-test: userspace ok"
@@ -258,8 +235,8 @@ exit 0
 // initramfs, runs a script and ends QEMU with poweroff -f (ACPI S5).
 func TestQEMUInitramfsPoweroff(t *testing.T) {
 	s := setupQEMU(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: userScript, NoDHCP: true})
-	args := append(s.baseArgs("microvm"), "-initrd", initrd, "-append", s.cmdline)
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: userScript, NoDHCP: true})
+	args := append(s.baseArgs("microvm"), "-initrd", initrd, "-append", s.choice.Cmdline())
 	watch := []string{"Linux version", "Run /init", "corral-init: start", "corral-test: userspace ok", "corral-init: exit status", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
@@ -276,8 +253,8 @@ func TestQEMUInitramfsPoweroff(t *testing.T) {
 // debug-exit port 0xf4 through /dev/port; QEMU exits with 2*status+1.
 func TestQEMUDebugExitPort(t *testing.T) {
 	s := setupQEMU(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: "echo corral-test: exiting 5\nexit 5\n", Exit: rootfs.ExitPort, NoDHCP: true})
-	args := append(s.baseArgs("microvm"), "-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-initrd", initrd, "-append", s.cmdline)
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: "echo corral-test: exiting 5\nexit 5\n", Exit: rootfs.ExitPort, NoDHCP: true})
+	args := append(s.baseArgs("microvm"), "-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-initrd", initrd, "-append", s.choice.Cmdline())
 	watch := []string{"Run /init", "corral-init: exit status"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
@@ -300,7 +277,7 @@ func TestQEMUExt4RootVirtioBlk(t *testing.T) {
 	args := append(s.baseArgs("microvm,pcie=on"),
 		"-drive", "if=none,id=d0,format=raw,file="+img,
 		"-device", "virtio-blk-pci,drive=d0",
-		"-append", s.cmdline+" root=/dev/vda rw rootfstype=ext4")
+		"-append", s.choice.Cmdline()+" root=/dev/vda rw rootfstype=ext4")
 	watch := []string{"virtio_blk", "VFS: Mounted root", "Run /sbin/init", "corral-init: start", "corral-test: wrote to root", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
@@ -327,10 +304,10 @@ func TestQEMUVirtioNetDHCP(t *testing.T) {
 	s := setupQEMU(t)
 	script := "echo corral-test: kernel-dhcp $(ip -4 addr show dev eth0 | sed -n 's/^ *inet \\([0-9.\\/]*\\).*/\\1/p')\n" +
 		"udhcpc -i eth0 -n -q -t 5 -T 2 -s /usr/share/udhcpc/default.script && echo corral-test: udhcpc ok\n"
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: script})
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: script})
 	args := append(s.baseArgs("microvm,pcie=on"),
 		"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
-		"-initrd", initrd, "-append", s.cmdline+" ip=dhcp")
+		"-initrd", initrd, "-append", s.choice.Cmdline()+" ip=dhcp")
 	watch := []string{"IP-Config: Complete", "Run /init", "corral-test: kernel-dhcp", "corral-test: udhcpc ok", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
@@ -345,8 +322,8 @@ func TestQEMUVirtioNetDHCP(t *testing.T) {
 // shell ends the VM with the shell's status.
 func TestQEMUShell(t *testing.T) {
 	s := setupQEMU(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Shell: true, NoDHCP: true})
-	args := append(s.baseArgs("microvm"), "-initrd", initrd, "-append", s.cmdline)
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Shell: true, NoDHCP: true})
+	args := append(s.baseArgs("microvm"), "-initrd", initrd, "-append", s.choice.Cmdline())
 	// Typed as soon as /init announces the shell: the console tty buffers the
 	// input until the shell reads it, and QEMU only feeds the UART as fast as
 	// the guest takes bytes.
@@ -361,10 +338,10 @@ func TestQEMUShell(t *testing.T) {
 // does not configure eth0, so /init runs udhcpc and reports the lease.
 func TestQEMUVirtioNetInitDHCP(t *testing.T) {
 	s := setupQEMU(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: "ip -4 addr show dev eth0 | grep -q 'inet 10.0.2.15/24' && echo corral-test: eth0 configured\n"})
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: "ip -4 addr show dev eth0 | grep -q 'inet 10.0.2.15/24' && echo corral-test: eth0 configured\n"})
 	args := append(s.baseArgs("microvm,pcie=on"),
 		"-netdev", "user,id=n0,restrict=on", "-device", "virtio-net-pci,netdev=n0",
-		"-initrd", initrd, "-append", s.cmdline)
+		"-initrd", initrd, "-append", s.choice.Cmdline())
 	watch := []string{"Run /init", "corral-init: eth0 udhcpc", "corral-init: lease eth0", "corral-test: eth0 configured", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)
@@ -382,8 +359,8 @@ func TestQEMUSMP(t *testing.T) {
 	script := "echo corral-test: nproc $(nproc)\n" +
 		"busybox taskset -c 1 busybox awk '{print \"corral-test: ran on cpu \" $39}' /proc/self/stat\n" +
 		"read -r online </sys/devices/system/cpu/online && echo corral-test: online $online\n"
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: script, NoDHCP: true})
-	args := append(s.baseArgsSMP("microvm", 2), "-initrd", initrd, "-append", s.cmdline)
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: script, NoDHCP: true})
+	args := append(s.baseArgsSMP("microvm", 2), "-initrd", initrd, "-append", s.choice.Cmdline())
 	watch := []string{"smp: Brought up", "Run /init", "corral-test: nproc", "reboot: Power down"}
 	r := runQEMU(t, s.qemu, args, watch...)
 	r.logTimes(t, watch...)

@@ -21,10 +21,10 @@ var ErrNotBuilt = errors.New("kernel: test kernel not built (run tests/linux/bui
 // exitNotBuilt is build-kernel.sh's exit status for --lookup of a missing kernel.
 const exitNotBuilt = 3
 
-// Kernel command lines. The patched kernel is for Corral's development
-// machines, whose nested KVM emulates guest ring 0 and refuses some
-// instructions there (see tests/linux/README.md); on hardware KVM the plain
-// kernel boots with the plain line.
+// Kernel command lines. The patched kernel is for hosts whose nested KVM
+// emulates guest ring 0 and refuses some instructions there
+// (docs/nested-kvm.md); on hardware KVM the plain kernel boots with the
+// plain line. Choose picks between them.
 const (
 	// CmdlinePlain boots the plain kernel on hardware KVM.
 	CmdlinePlain = "console=ttyS0 panic=-1"

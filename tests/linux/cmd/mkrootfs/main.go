@@ -49,13 +49,5 @@ func run() error {
 	if *ext4 > 0 {
 		return rootfs.BuildExt4(*out, *ext4, opts)
 	}
-	f, err := os.Create(*out)
-	if err != nil {
-		return err
-	}
-	if err := rootfs.BuildInitramfs(f, opts); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return rootfs.WriteInitramfs(*out, opts)
 }

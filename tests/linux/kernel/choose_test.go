@@ -1,4 +1,4 @@
-package e2e
+package kernel
 
 import (
 	"os"
@@ -28,7 +28,7 @@ func fakeRoot(t *testing.T, modules []string, flags string) string {
 	return root
 }
 
-func TestChooseKernel(t *testing.T) {
+func TestChoose(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
 		override string
@@ -50,10 +50,10 @@ func TestChooseKernel(t *testing.T) {
 		{"nothing readable", "", nil, "", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := ChooseKernel(tc.override, fakeRoot(t, tc.modules, tc.flags))
+			got, err := Choose(tc.override, fakeRoot(t, tc.modules, tc.flags))
 			if tc.wantErr {
 				if err == nil {
-					t.Fatalf("ChooseKernel = %+v, want an error", got)
+					t.Fatalf("Choose = %+v, want an error", got)
 				}
 				return
 			}
@@ -61,7 +61,14 @@ func TestChooseKernel(t *testing.T) {
 				t.Fatal(err)
 			}
 			if got.Patched != tc.patched || got.Reason == "" {
-				t.Errorf("ChooseKernel = %+v, want patched=%v with a reason", got, tc.patched)
+				t.Errorf("Choose = %+v, want patched=%v with a reason", got, tc.patched)
+			}
+			wantKind, wantCPU := KindPlain, QEMUCPUHost
+			if tc.patched {
+				wantKind, wantCPU = KindPatched, QEMUCPUNested
+			}
+			if got.Kind() != wantKind || got.Cmdline() != Cmdline(tc.patched) || got.QEMUCPU() != wantCPU {
+				t.Errorf("Choose = %+v: kind %q, cmdline %q, qemu cpu %q", got, got.Kind(), got.Cmdline(), got.QEMUCPU())
 			}
 		})
 	}
