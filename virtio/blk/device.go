@@ -21,17 +21,21 @@
 // data in the wrong direction and writes to a read-only disk are
 // VIRTIO_BLK_S_IOERR; unknown request types are VIRTIO_BLK_S_UNSUPP. The used
 // length of an answered request is the whole writable length, as in QEMU.
+//
+// Guest errors are counted (Counters), not logged per request: a queue
+// failure or a host I/O error is logged at most once a second per kind.
 package blk
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/bits"
 	"sync"
 	"sync/atomic"
+	"time"
 
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
@@ -56,23 +60,26 @@ type Config struct {
 	// NumQueues is the number of request queues (VIRTIO_BLK_F_MQ when
 	// above 1); 0 means 1.
 	NumQueues int
-	// Logger receives warnings and guest errors; nil discards them.
+	// Logger receives warnings and guest errors (rate limited); nil
+	// discards them.
 	Logger *slog.Logger
+
+	now func() time.Time // the rate limiter's clock; nil is time.Now (tests set it)
 }
 
 // Device is a virtio-blk device. It implements virtio.Device.
 type Device struct {
 	img       *image
-	log       *slog.Logger
+	log       *guestlog.Logger
 	id        [IDBytes]byte
 	features  uint64
 	config    [ConfigSize]byte
 	queueSize uint16
 	numQueues int
+	counts    counters
 
-	mu     sync.Mutex // serialises Activate, Reset, Close
-	active atomic.Pointer[run]
-	closed bool
+	common *virtio.Common      // activation state; serialises Activate, Reset, Close
+	active atomic.Pointer[run] // the running workers, for Notify
 }
 
 // run is one activation: its workers and how to stop them.
@@ -117,7 +124,7 @@ func Open(cfg Config) (*Device, error) {
 		log.Warn("virtio-blk: image size is not a multiple of 512; the last partial sector is not used",
 			"path", cfg.Path, "ignored_bytes", img.tail)
 	}
-	d := &Device{img: img, log: log, queueSize: qs, numQueues: nq}
+	d := &Device{img: img, log: guestlog.New(log, cfg.now), queueSize: qs, numQueues: nq}
 	copy(d.id[:], cfg.Serial)
 
 	d.features = virtio.FVersion1 | virtio.FIndirectDesc | virtio.FEventIdx |
@@ -146,6 +153,7 @@ func Open(cfg Config) (*Device, error) {
 		writeZeroes:   img.punchHole || img.zeroRange,
 		zeroesMayUnmp: img.punchHole,
 	})
+	d.common = virtio.NewCommon("virtio-blk", d.features, nq, qs)
 	return d, nil
 }
 
@@ -176,44 +184,31 @@ func (d *Device) WriteConfig(off int, p []byte) {}
 
 // Activate starts one worker per enabled queue.
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return errors.New("virtio-blk: activate after close")
-	}
-	if d.active.Load() != nil {
-		return errors.New("virtio-blk: already active")
-	}
-	if a.Mem == nil || a.Interrupt == nil {
-		return errors.New("virtio-blk: activation without guest memory or interrupt")
-	}
-	if len(a.Queues) != d.numQueues {
-		return fmt.Errorf("virtio-blk: activation with %d queues; the device has %d", len(a.Queues), d.numQueues)
-	}
-	if a.Features&^d.features != 0 {
-		return fmt.Errorf("virtio-blk: activation with features %#x not offered", a.Features&^d.features)
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	r := &run{cancel: cancel, workers: make([]*worker, d.numQueues)}
-	for i, q := range a.Queues {
-		if q == nil {
-			continue
+	return d.common.Activate(a, func(a virtio.Activation) error {
+		ctx, cancel := context.WithCancel(ctx)
+		r := &run{cancel: cancel, workers: make([]*worker, d.numQueues)}
+		for i, q := range a.Queues {
+			if q != nil {
+				r.workers[i] = newWorker(d, i, q, a)
+			}
 		}
-		r.workers[i] = newWorker(d, i, q, a)
-	}
-	for _, w := range r.workers {
-		if w == nil {
-			continue
+		for _, w := range r.workers {
+			if w == nil {
+				continue
+			}
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				w.run(ctx)
+			}()
 		}
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			w.run(ctx)
-		}()
-	}
-	d.active.Store(r)
-	return nil
+		d.active.Store(r)
+		return nil
+	})
 }
+
+// Counters returns a snapshot of the device's request counters.
+func (d *Device) Counters() Counters { return d.counts.snapshot() }
 
 // Notify wakes queue q's worker. It never blocks and ignores queues that are
 // not running.
@@ -230,13 +225,10 @@ func (d *Device) Notify(q int) {
 
 // Reset stops the workers (each finishes the request it is on) and makes
 // completed writes durable. The device can then be activated again.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.resetLocked()
-}
+func (d *Device) Reset() error { return d.common.Reset(d.stop) }
 
-func (d *Device) resetLocked() error {
+// stop ends the running activation: the workers, then an fdatasync.
+func (d *Device) stop() error {
 	r := d.active.Swap(nil)
 	if r == nil {
 		return nil
@@ -250,13 +242,4 @@ func (d *Device) resetLocked() error {
 }
 
 // Close stops the device, syncs and closes the image, releasing its lock.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.resetLocked()
-	return errors.Join(err, d.img.close())
-}
+func (d *Device) Close() error { return d.common.Close(d.stop, d.img.close) }

@@ -63,7 +63,8 @@ func (w *worker) run(ctx context.Context) {
 
 func (w *worker) failed(err error) {
 	if errors.Is(err, queue.ErrGuest) {
-		w.d.log.Warn("virtio-blk: queue failed", "queue", w.index, "err", err)
+		w.d.counts.inc(cProtocolErrors)
+		w.d.log.Warn("virtio-blk: guest broke the queue protocol; queue stopped", "queue", w.index, "err", err)
 	} else {
 		w.d.log.Error("virtio-blk: queue failed", "queue", w.index, "err", err)
 	}
@@ -142,75 +143,103 @@ func (w *worker) handle(c *queue.Chain) (uint32, error) {
 	return uint32(wlen), nil
 }
 
-// serve runs the request; in and out are the data bytes after the header
-// (device-readable) and before the status byte (device-writable).
+// serve runs the request and counts it; in and out are the data bytes
+// after the header (device-readable) and before the status byte
+// (device-writable).
 func (w *worker) serve(c *queue.Chain, typ uint32, sector, out, in uint64) byte {
-	img := w.img
+	img, n := w.img, &w.d.counts
 	switch typ {
 	case TypeIn:
+		n.inc(cIn)
 		if out != 0 {
-			return StatusIOErr
+			return w.refuse()
 		}
 		off, ok := img.byteRange(sector, in)
 		if !ok {
-			return StatusIOErr
+			return w.refuse()
 		}
 		if in == 0 {
 			return StatusOK
 		}
 		w.segs = queue.AppendRange(w.segs[:0], c.Writable(), 0, in)
 		if err := img.readv(w.segs, off, w.iov); err != nil {
-			w.d.log.Error("virtio-blk: read failed", "err", err)
-			return StatusIOErr
+			return w.ioError("virtio-blk: read failed", err)
 		}
+		n.add(cReadBytes, in)
 		return StatusOK
 
 	case TypeOut:
+		n.inc(cOut)
 		if img.readOnly || in != 0 {
-			return StatusIOErr
+			return w.refuse()
 		}
 		off, ok := img.byteRange(sector, out)
 		if !ok {
-			return StatusIOErr
+			return w.refuse()
 		}
 		if out == 0 {
 			return StatusOK
 		}
 		w.segs = queue.AppendRange(w.segs[:0], c.Readable(), hdrSize, out)
 		if err := img.writev(w.segs, off, w.iov); err != nil {
-			w.d.log.Error("virtio-blk: write failed", "err", err)
-			return StatusIOErr
+			return w.ioError("virtio-blk: write failed", err)
 		}
+		n.add(cWriteBytes, out)
 		return w.writeThrough()
 
 	case TypeFlush:
+		n.inc(cFlush)
 		if img.readOnly {
 			return StatusOK
 		}
 		if err := img.sync(); err != nil {
-			w.d.log.Error("virtio-blk: flush failed", "err", err)
-			return StatusIOErr
+			return w.ioError("virtio-blk: flush failed", err)
 		}
 		return StatusOK
 
 	case TypeGetID:
-		n := min(in, IDBytes)
-		if _, err := c.WriteAt(w.d.id[:n], 0); err != nil {
-			return StatusIOErr
+		n.inc(cGetID)
+		if _, err := c.WriteAt(w.d.id[:min(in, IDBytes)], 0); err != nil {
+			return w.refuse()
 		}
 		return StatusOK
 
 	case TypeDiscard, TypeWriteZeroes:
 		discard := typ == TypeDiscard
+		if discard {
+			n.inc(cDiscard)
+		} else {
+			n.inc(cWriteZeroes)
+		}
 		if (discard && !w.discard) || (!discard && !w.zeroes) {
-			return StatusUnsupp
+			return w.unsupported()
 		}
 		if img.readOnly || in != 0 {
-			return StatusIOErr
+			return w.refuse()
 		}
 		return w.discardOrZero(c, out, discard)
 	}
+	return w.unsupported()
+}
+
+// refuse answers a request the guest got wrong.
+func (w *worker) refuse() byte {
+	w.d.counts.inc(cGuestErrors)
+	return StatusIOErr
+}
+
+// unsupported answers a request the device does not serve.
+func (w *worker) unsupported() byte {
+	w.d.counts.inc(cUnsupported)
 	return StatusUnsupp
+}
+
+// ioError answers a request the host failed to serve; msg is a constant
+// (the rate limiter's kind).
+func (w *worker) ioError(msg string, err error) byte {
+	w.d.counts.inc(cIOErrors)
+	w.d.log.Error(msg, "queue", w.index, "err", err)
+	return StatusIOErr
 }
 
 // discardOrZero serves DISCARD and WRITE_ZEROES: out bytes of 16-byte
@@ -221,13 +250,13 @@ func (w *worker) discardOrZero(c *queue.Chain, out uint64, discard bool) byte {
 		maxSeg, maxSectors = maxDiscardSeg, maxDiscardSectors
 	}
 	if out == 0 || out%dwzSize != 0 || out/dwzSize > maxSeg {
-		return StatusIOErr
+		return w.refuse()
 	}
 	// Copy the segments once, check them all, then act: the guest cannot
 	// change them in between, and a bad segment changes nothing.
 	segs := w.dwz[:out]
 	if _, err := c.ReadAt(segs, hdrSize); err != nil {
-		return StatusIOErr
+		return w.refuse()
 	}
 	for pass := 0; pass < 2; pass++ {
 		for seg := segs; len(seg) > 0; seg = seg[dwzSize:] {
@@ -235,14 +264,14 @@ func (w *worker) discardOrZero(c *queue.Chain, out uint64, discard bool) byte {
 			num := uint64(binary.LittleEndian.Uint32(seg[dwzNumSectors:]))
 			flags := binary.LittleEndian.Uint32(seg[dwzFlags:])
 			if flags&^dwzFlagUnmap != 0 || (discard && flags&dwzFlagUnmap != 0) {
-				return StatusUnsupp
+				return w.unsupported()
 			}
 			if num > maxSectors {
-				return StatusIOErr
+				return w.refuse()
 			}
 			off, ok := w.img.byteRange(sector, num*SectorSize)
 			if !ok {
-				return StatusIOErr
+				return w.refuse()
 			}
 			if pass == 0 || num == 0 {
 				continue
@@ -254,8 +283,7 @@ func (w *worker) discardOrZero(c *queue.Chain, out uint64, discard bool) byte {
 				err = w.img.writeZeroes(off, num*SectorSize, flags&dwzFlagUnmap != 0)
 			}
 			if err != nil {
-				w.d.log.Error("virtio-blk: discard/write zeroes failed", "err", err)
-				return StatusIOErr
+				return w.ioError("virtio-blk: discard/write zeroes failed", err)
 			}
 		}
 	}
@@ -268,8 +296,7 @@ func (w *worker) writeThrough() byte {
 		return StatusOK
 	}
 	if err := w.img.sync(); err != nil {
-		w.d.log.Error("virtio-blk: write-through sync failed", "err", err)
-		return StatusIOErr
+		return w.ioError("virtio-blk: write-through sync failed", err)
 	}
 	return StatusOK
 }
