@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -15,20 +14,10 @@ import (
 
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/internal/console"
-	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/guests"
 	"github.com/corral-vmm/corral/virtio/blk"
 )
-
-// needKVM skips the test, saying why, where /dev/kvm cannot be used.
-func needKVM(t testing.TB) {
-	t.Helper()
-	s, err := kvm.Open("")
-	if err != nil {
-		t.Skipf("skipping KVM test: %v", err)
-	}
-	s.Close()
-}
 
 // bootGuest starts a test guest and returns the machine and its console.
 func bootGuest(t *testing.T, cfg Config) (*Machine, *console.Buffer) {
@@ -55,7 +44,8 @@ func waitExit(t *testing.T, m *Machine, out *console.Buffer) Exit {
 	t.Helper()
 	select {
 	case <-m.Done():
-		return m.Wait()
+		e, _ := m.Wait() // an ExitError keeps its Err in e for the caller's check
+		return e
 	case <-time.After(60 * time.Second):
 		t.Fatalf("machine did not end within 60s; console:\n%s", out)
 	}
@@ -63,7 +53,7 @@ func waitExit(t *testing.T, m *Machine, out *console.Buffer) Exit {
 }
 
 func TestHelloDebugExit(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	k := guests.BuildT(t, "hello")
 	for _, code := range []uint8{0, 7, 255} {
 		m, out := bootGuest(t, Config{Kernel: k, Cmdline: fmt.Sprintf("exit=%d", code)})
@@ -80,7 +70,7 @@ func TestHelloDebugExit(t *testing.T) {
 }
 
 func TestSMPAllCPUsReportIn(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	k := guests.BuildT(t, "smp")
 	for _, n := range []int{1, 2, 4} {
 		t.Run(fmt.Sprintf("cpus=%d", n), func(t *testing.T) {
@@ -102,7 +92,7 @@ func TestSMPAllCPUsReportIn(t *testing.T) {
 }
 
 func TestRTCTellsTheDate(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	k := guests.BuildT(t, "rtc")
 	before := time.Now().UTC().Add(-2 * time.Second)
 	m, out := bootGuest(t, Config{Kernel: k})
@@ -124,18 +114,29 @@ func TestRTCTellsTheDate(t *testing.T) {
 	}
 }
 
-func TestTripleFaultIsReset(t *testing.T) {
-	needKVM(t)
+// TestTripleFaultIsGuestFault checks that a triple fault ends the machine
+// as the guest's fault, not a reset or a VMM failure, with the vCPU's state
+// on a *VCPUError.
+func TestTripleFaultIsGuestFault(t *testing.T) {
+	testenv.MustHaveKVM(t)
 	m, out := bootGuest(t, Config{Kernel: guests.BuildT(t, "fault")})
-	if e := waitExit(t, m, out); e.Reason != ExitReset {
-		t.Fatalf("machine ended with %v, want a reset; console:\n%s", e, out)
+	e := waitExit(t, m, out)
+	if e.Reason != ExitGuestFault {
+		t.Fatalf("machine ended with %v, want a guest fault; console:\n%s", e, out)
+	}
+	var ve *VCPUError
+	if !errors.As(e.Err, &ve) {
+		t.Fatalf("Exit.Err %v is not a *VCPUError", e.Err)
+	}
+	if !strings.Contains(ve.What, "triple fault") || ve.Regs == nil || ve.Sregs == nil || strings.Contains(ve.Error(), "\n") {
+		t.Errorf("VCPUError %q (regs %v, sregs %v): want a one-line triple fault with registers", ve, ve.Regs, ve.Sregs)
 	}
 }
 
 // TestStopBusyAndHaltedGuests checks that Stop gets vCPUs out of KVM_RUN
 // whether the guest spins or is halted with interrupts off.
 func TestStopBusyAndHaltedGuests(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	for _, g := range []struct{ name, line string }{{"spin", "spinning"}, {"halt", "halted"}} {
 		t.Run(g.name, func(t *testing.T) {
 			m, out := bootGuest(t, Config{Kernel: guests.BuildT(t, g.name), CPUs: 2})
@@ -153,7 +154,7 @@ func TestStopBusyAndHaltedGuests(t *testing.T) {
 }
 
 func TestContextCancelStops(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	out := console.NewBuffer(0)
 	m, err := New(Config{Kernel: guests.BuildT(t, "spin"), Console: out})
 	if err != nil {
@@ -210,66 +211,28 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
-// lifecycleMemory is the guest RAM of the lifecycle machines: a size no
-// other mapping in the test process has, so its mappings can be counted.
+// lifecycleMemory is the guest RAM of the lifecycle machines.
 const lifecycleMemory = 40 << 20
-
-// resources counts what machines hold in this process: open descriptors,
-// mappings of guest RAM and of KVM objects (kvm_run), and goroutines. The Go
-// runtime maps heap arenas of its own as it grows, so other mappings are
-// not counted.
-type resources struct{ fds, maps, goroutines int }
-
-func countResources(t *testing.T) resources {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	maps, err := os.ReadFile("/proc/self/maps")
-	if err != nil {
-		t.Fatal(err)
-	}
-	n := 0
-	for _, line := range strings.Split(string(maps), "\n") {
-		var lo, hi uint64
-		if _, err := fmt.Sscanf(line, "%x-%x", &lo, &hi); err != nil {
-			continue
-		}
-		if hi-lo == lifecycleMemory || strings.Contains(line, "kvm") {
-			n++
-		}
-	}
-	return resources{len(fds), n, runtime.NumGoroutine()}
-}
-
-// settle waits briefly for goroutines that are finishing to be gone.
-func settle(t *testing.T, base resources) resources {
-	var r resources
-	for i := 0; i < 100; i++ {
-		r = countResources(t)
-		if r.goroutines <= base.goroutines && r.fds <= base.fds && r.maps <= base.maps {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return r
-}
 
 // TestLifecycleReleasesEverything starts and stops 100 machines, one at a
 // time and ten at a time, and checks that file descriptors, mappings and
 // goroutines return to the baseline.
 func TestLifecycleReleasesEverything(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	if testing.Short() {
 		t.Skip("skipping 200 machine lifecycles in -short mode")
 	}
 	k := guests.BuildT(t, "hello")
+	var mu sync.Mutex
+	var mapped []hostMapping // what every machine mapped (RAM, kvm_run)
 	run := func() error {
 		m, err := New(Config{Kernel: k, Cmdline: "exit=3", Memory: lifecycleMemory})
 		if err != nil {
 			return err
 		}
+		mu.Lock()
+		mapped = append(mapped, m.hostMappings()...)
+		mu.Unlock()
 		if err := m.Start(context.Background()); err != nil {
 			m.Close()
 			return err
@@ -280,7 +243,7 @@ func TestLifecycleReleasesEverything(t *testing.T) {
 			m.Stop()
 			return fmt.Errorf("machine did not end within 60s")
 		}
-		if e := m.Wait(); e.Reason != ExitDebug || e.Code != 3 {
+		if e, err := m.Wait(); err != nil || e.Reason != ExitDebug || e.Code != 3 {
 			return fmt.Errorf("machine ended with %v", e)
 		}
 		return nil
@@ -291,17 +254,29 @@ func TestLifecycleReleasesEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := settle(t, countResources(t))
-	if base.maps != 0 {
-		t.Fatalf("%d guest RAM or KVM mappings remain after one machine ended", base.maps)
+	if base.kvmMaps != 0 {
+		t.Fatalf("%d KVM mappings remain after one machine ended", base.kvmMaps)
 	}
+	// Checked only while no machine runs: a running one may map where an
+	// ended one was.
+	leaks := func(when string) {
+		t.Helper()
+		mu.Lock()
+		defer mu.Unlock()
+		if left := stillMapped(readMaps(t), mapped); len(left) > 0 {
+			t.Errorf("%s: %d of %d machine mappings still mapped, first %#x-%#x %q", when, len(left), len(mapped), left[0].lo, left[0].hi, left[0].path)
+		}
+	}
+	leaks("after one machine")
 	for i := 0; i < 100; i++ {
 		if err := run(); err != nil {
 			t.Fatalf("sequential machine %d: %v", i, err)
 		}
 	}
-	if r := settle(t, base); r.fds > base.fds || r.maps > base.maps || r.goroutines > base.goroutines {
+	if r := settle(t, base); r.fds > base.fds || r.kvmMaps > base.kvmMaps || r.goroutines > base.goroutines {
 		t.Errorf("after 100 sequential machines: %+v, baseline %+v", r, base)
 	}
+	leaks("after 100 sequential machines")
 	for batch := 0; batch < 10; batch++ {
 		var wg sync.WaitGroup
 		errs := make(chan error, 10)
@@ -320,14 +295,15 @@ func TestLifecycleReleasesEverything(t *testing.T) {
 			t.Fatalf("batch %d: %v", batch, err)
 		}
 	}
-	if r := settle(t, base); r.fds > base.fds || r.maps > base.maps || r.goroutines > base.goroutines {
+	if r := settle(t, base); r.fds > base.fds || r.kvmMaps > base.kvmMaps || r.goroutines > base.goroutines {
 		t.Errorf("after 100 machines ten at a time: %+v, baseline %+v", r, base)
 	}
+	leaks("after 100 machines ten at a time")
 }
 
 // TestCloseUnstarted releases a machine that never ran.
 func TestCloseUnstarted(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	m, err := New(Config{Kernel: guests.BuildT(t, "hello")})
 	if err != nil {
 		t.Fatal(err)
@@ -335,11 +311,14 @@ func TestCloseUnstarted(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if e := m.Wait(); e.Reason != ExitStopped {
-		t.Errorf("Wait after Close = %v", e)
+	if e, err := m.Wait(); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("Wait after Close = %v, %v; want ErrNotStarted", e, err)
 	}
-	if err := m.Start(context.Background()); err == nil {
-		t.Error("Start after Close succeeded")
+	if err := m.Start(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+	if err := m.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close = %v, want ErrClosed", err)
 	}
 }
 
@@ -362,7 +341,7 @@ func TestDiskErrors(t *testing.T) {
 // TestDiskLockedByAnotherMachine checks that a second machine cannot open
 // an image a running machine writes, and can once it has ended.
 func TestDiskLockedByAnotherMachine(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)

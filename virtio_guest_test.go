@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/corral-vmm/corral/internal/console"
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/guests"
 )
 
@@ -124,7 +125,7 @@ func wantGuestExit(t *testing.T, e Exit, code int) {
 // past the end, flushes and reads the serial; then the host file holds the
 // write and nothing else changed.
 func TestBlkGuestReadWriteFlush(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img, orig := blkImage(t, t.TempDir(), "disk.img", blkSectorText)
 	e, out := runBlkGuest(t, fmt.Sprintf("read=%d write=%d readpast=1 expect=rw", blkReadSector, blkWriteSect),
 		Disk{Path: img, Serial: blkSerial})
@@ -162,7 +163,7 @@ func TestBlkGuestReadWriteFlush(t *testing.T) {
 // offers VIRTIO_BLK_F_RO, the guest's write gets VIRTIO_BLK_S_IOERR, and the
 // host file is unchanged.
 func TestBlkGuestReadOnly(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img, orig := blkImage(t, t.TempDir(), "ro.img", blkSectorText)
 	e, out := runBlkGuest(t, fmt.Sprintf("read=%d write=%d expect=ro", blkReadSector, blkWriteSect),
 		Disk{Path: img, ReadOnly: true, Serial: blkSerial})
@@ -186,7 +187,7 @@ func TestBlkGuestReadOnly(t *testing.T) {
 // TestBlkGuestExpectMismatch checks the guest tells a writable disk from a
 // read-only one (so the read-only test cannot pass on a writable device).
 func TestBlkGuestExpectMismatch(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img, _ := blkImage(t, t.TempDir(), "disk.img", blkSectorText)
 	e, out := runBlkGuest(t, "expect=ro", Disk{Path: img})
 	wantGuestExit(t, e, guests.ExitBlkROMismatch)
@@ -196,7 +197,7 @@ func TestBlkGuestExpectMismatch(t *testing.T) {
 // TestBlkGuestSlots boots two disks and drives the second by its slot:
 // Config.Disks order is PCI slot order from slot 1.
 func TestBlkGuestSlots(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	dir := t.TempDir()
 	a, _ := blkImage(t, dir, "a.img", "this is disk A")
 	b, _ := blkImage(t, dir, "b.img", "this is disk B")
@@ -212,7 +213,7 @@ func TestBlkGuestSlots(t *testing.T) {
 // (not hang, not crash the VMM), and after the guest resets it, it serves
 // reads again.
 func TestBlkGuestMalformedRequest(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img, _ := blkImage(t, t.TempDir(), "disk.img", blkSectorText)
 	e, out := runBlkGuest(t, fmt.Sprintf("read=%d badreq=1", blkReadSector), Disk{Path: img})
 	wantGuestExit(t, e, guests.ExitOK)
@@ -226,7 +227,7 @@ func TestBlkGuestMalformedRequest(t *testing.T) {
 // TestBlkGuestNoDisk checks the guest's failure path when there is no
 // virtio-blk function: its own exit code, and a line saying why.
 func TestBlkGuestNoDisk(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	e, out := runBlkGuest(t, "")
 	wantGuestExit(t, e, guests.ExitVirtioNoDevice)
 	wantLines(t, out, "virtio: no device 0x1042 on bus 0")
@@ -250,7 +251,7 @@ func seqImage(t testing.TB, dir string, mib int) string {
 // TestBlkGuestSeqRead has the guest read 8 MiB with 64 KiB requests, four in
 // flight, checking every request's first and last sector numbers.
 func TestBlkGuestSeqRead(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	img := seqImage(t, t.TempDir(), 8)
 	e, out := runBlkGuest(t, "seqread=8 reqkb=64 depth=4 seqcheck=1", Disk{Path: img, ReadOnly: true})
 	wantGuestExit(t, e, guests.ExitOK)
@@ -264,7 +265,7 @@ func TestBlkGuestSeqRead(t *testing.T) {
 // 64 MiB in 128 KiB requests (depth 4) and reports the guest's MiB/s, timed
 // by its TSC (bench/blk-seqread.sh compares it with QEMU).
 func BenchmarkBlkGuestSeqRead(b *testing.B) {
-	needKVM(b)
+	testenv.MustHaveKVM(b)
 	k := guests.BuildT(b, "blk")
 	img := seqImage(b, b.TempDir(), 64)
 	rate := regexp.MustCompile(`blk: seqread .* ([0-9.]+) MiB/s`)
@@ -280,7 +281,7 @@ func BenchmarkBlkGuestSeqRead(b *testing.B) {
 			m.Close()
 			b.Fatal(err)
 		}
-		e := m.Wait()
+		e, _ := m.Wait() // an ExitError fails the Reason check below
 		mm := rate.FindStringSubmatch(out.String())
 		if e.Reason != ExitDebug || e.Code != 0 || mm == nil {
 			b.Fatalf("machine ended with %v; console:\n%s", e, out)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/corral-vmm/corral/internal/console"
 	"github.com/corral-vmm/corral/internal/netnstest"
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/guests"
 )
 
@@ -22,7 +23,7 @@ import (
 // socket on the host side of the TAP. After the machine ends the TAP is
 // gone.
 func TestNetGuestDHCPAndUDP(t *testing.T) {
-	needKVM(t)
+	testenv.MustHaveKVM(t)
 	k := guests.BuildT(t, "net")
 	netnstest.Run(t, func() {
 		out := console.NewBuffer(0)
