@@ -74,6 +74,13 @@ type Config struct {
 	AllowedMACs  []net.HardwareAddr // MACs the guest's NIC owns; requests for others are dropped
 	AllowAnyMAC  bool               // serve any chaddr (e.g. a guest bridging other machines)
 
+	// Authoritative says this server is the only one for its subnet. A
+	// REQUEST (INIT-REBOOT, RENEWING, REBINDING) from a client it has no
+	// record of is then NAKed, so the client restarts at once; when false
+	// (the default) it gets no reply, as RFC 2131 4.3.2 requires of a server
+	// that may share the link with others. Never an ACK either way.
+	Authoritative bool
+
 	Clock  Clock        // time source; nil = NewMonotonicClock()
 	Logger *slog.Logger // nil = discard
 
@@ -103,6 +110,7 @@ type settings struct {
 	reservedIPs                    map[uint32]bool
 	allowed                        map[[ethAddrLen]byte]bool
 	allowAny                       bool
+	authoritative                  bool
 	maxLeases, maxPerMAC           int
 	rate, burst, globalRate        int
 	noRateLimit                    bool
@@ -264,6 +272,7 @@ func (c *Config) validate() (*settings, error) {
 		s.reservedIPs[ip4(r.IP)] = true
 	}
 	s.allowAny = c.AllowAnyMAC
+	s.authoritative = c.Authoritative
 	s.allowed = make(map[[ethAddrLen]byte]bool, len(c.AllowedMACs))
 	for _, hw := range c.AllowedMACs {
 		m, ok := mac6(hw)

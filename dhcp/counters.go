@@ -36,8 +36,9 @@ var counterNames = [numCounters]string{
 	VerdictDecline:       "decline",
 	VerdictOtherServer:   "other_server",
 	VerdictNotDHCP:       "not_dhcp",
+	VerdictUnknownClient: "ignored_unknown_client",
+	VerdictVLANTagged:    "ignored_vlan_tagged",
 	DropEthShort:         "drop_eth_short",
-	DropVLAN:             "drop_vlan",
 	DropSrcMAC:           "drop_src_mac",
 	DropIPShort:          "drop_ip_short",
 	DropIPVersion:        "drop_ip_version",
@@ -95,8 +96,10 @@ type Counters struct {
 	OtherServer uint64 `counter:"other_server"` // messages naming another server identifier
 	NotDHCP     uint64 `counter:"not_dhcp"`     // frames not addressed to the DHCP server
 
+	IgnoredUnknownClient uint64 `counter:"ignored_unknown_client"` // REQUESTs from unknown clients left unanswered (not Authoritative)
+	IgnoredVLANTagged    uint64 `counter:"ignored_vlan_tagged"`    // 802.1Q/802.1ad-tagged frames (no VLAN is served)
+
 	DropEthShort         uint64 `counter:"drop_eth_short"`          // see README.md
-	DropVLAN             uint64 `counter:"drop_vlan"`               // see README.md
 	DropSrcMAC           uint64 `counter:"drop_src_mac"`            // see README.md
 	DropIPShort          uint64 `counter:"drop_ip_short"`           // see README.md
 	DropIPVersion        uint64 `counter:"drop_ip_version"`         // see README.md

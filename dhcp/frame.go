@@ -2,7 +2,7 @@ package dhcp
 
 import "encoding/binary"
 
-// Ethernet II and 802.1Q layout.
+// Ethernet II layout and the tag protocol identifiers of VLAN tags.
 const (
 	ethAddrLen    = 6
 	ethDstOff     = 0
@@ -10,15 +10,11 @@ const (
 	ethTypeOff    = 12
 	ethHeaderLen  = 14
 	vlanTagLen    = 4
-	vlanTCIOff    = 14 // in a tagged frame
 	vlanTypeOff   = 16 // inner EtherType in a tagged frame
 	etherTypeIPv4 = 0x0800
 	etherTypeVLAN = 0x8100 // 802.1Q customer tag
 	etherTypeQinQ = 0x88a8 // 802.1ad service tag
-	etherTypeMin  = 0x0600 // below this the field is an 802.3 length
-	// maxPaddedFrame is the largest frame (without FCS) that may carry
-	// Ethernet padding after the IP datagram: 60 bytes plus one VLAN tag.
-	maxPaddedFrame = 64
+	etherType9100 = 0x9100 // pre-standard stacked-VLAN outer tag
 )
 
 // IPv4 header layout.
@@ -59,8 +55,6 @@ const ipBroadcast = 0xffffffff
 // frameInfo is what parseFrame learned from a frame. payload aliases the frame.
 type frameInfo struct {
 	dst, src [ethAddrLen]byte
-	tagged   bool
-	tci      uint16
 	ipSrc    uint32
 	ipDst    uint32
 	srcPort  uint16
@@ -76,40 +70,35 @@ type frameFilter struct {
 
 // parseFrame checks an Ethernet frame (no FCS) down to the UDP payload. It
 // returns verdictNone and fills fi when the frame is a well-formed UDP datagram
-// to port 67 for the server, VerdictNotDHCP when it is addressed elsewhere, or
-// a drop verdict. Nothing in fi is meaningful unless verdictNone is returned.
+// to port 67 for the server, VerdictNotDHCP when it is addressed elsewhere,
+// VerdictVLANTagged for any tagged frame, or a drop verdict. Nothing in fi is
+// meaningful unless verdictNone is returned.
+//
+// Lengths come from the headers, never from the frame: bytes after the IPv4
+// total length (Ethernet padding up to 60 bytes, NIC trailers) and bytes of
+// the IP payload after the UDP length are not part of the datagram, and the
+// UDP checksum covers exactly the UDP length (RFC 768, RFC 791; Linux does
+// the same).
 func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	if len(b) < ethHeaderLen {
 		return DropEthShort
 	}
 	copy(fi.dst[:], b[ethDstOff:ethDstOff+ethAddrLen])
 	copy(fi.src[:], b[ethSrcOff:ethSrcOff+ethAddrLen])
-	et := binary.BigEndian.Uint16(b[ethTypeOff:])
-	off := ethHeaderLen
-	fi.tagged, fi.tci = false, 0
-	switch et {
-	case etherTypeVLAN:
-		if len(b) < ethHeaderLen+vlanTagLen {
-			return DropEthShort
-		}
-		fi.tagged = true
-		fi.tci = binary.BigEndian.Uint16(b[vlanTCIOff:])
-		et = binary.BigEndian.Uint16(b[vlanTypeOff:])
-		off += vlanTagLen
-		if et == etherTypeVLAN || et == etherTypeQinQ {
-			return DropVLAN
-		}
-	case etherTypeQinQ:
-		return DropVLAN
-	}
-	if et != etherTypeIPv4 {
+	switch et := binary.BigEndian.Uint16(b[ethTypeOff:]); et {
+	case etherTypeVLAN, etherTypeQinQ, etherType9100:
+		// The server serves no VLAN: a tagged frame (priority tags and
+		// stacked tags included) belongs to a network it is not on.
+		return VerdictVLANTagged
+	case etherTypeIPv4:
+	default:
 		return VerdictNotDHCP
 	}
 	if fi.dst != broadcastMAC() && fi.dst != f.serverMAC {
 		return VerdictNotDHCP
 	}
 
-	ip := b[off:]
+	ip := b[ethHeaderLen:]
 	if len(ip) < ipv4MinHeaderLen {
 		return DropIPShort
 	}
@@ -127,10 +116,7 @@ func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	if total < ihl || total > len(ip) {
 		return DropIPLength
 	}
-	if total < len(ip) && len(b) > maxPaddedFrame {
-		return DropIPLength // trailing bytes that cannot be Ethernet padding
-	}
-	ip = ip[:total]
+	ip = ip[:total] // what follows is padding or a trailer, not ours to judge
 	if ip[ipProtoOff] != ipProtoUDP {
 		return VerdictNotDHCP
 	}
@@ -149,14 +135,16 @@ func parseFrame(b []byte, f *frameFilter, fi *frameInfo) Verdict {
 	if binary.BigEndian.Uint16(udp[udpDstPortOff:]) != portServer {
 		return VerdictNotDHCP
 	}
-	if int(binary.BigEndian.Uint16(udp[udpLenOff:])) != len(udp) {
+	ulen := int(binary.BigEndian.Uint16(udp[udpLenOff:]))
+	if ulen < udpHeaderLen || ulen > len(udp) {
 		return DropUDPLength
 	}
+	udp = udp[:ulen]
 	if fi.src[0]&1 != 0 || fi.src == [ethAddrLen]byte{} {
 		return DropSrcMAC
 	}
 	if binary.BigEndian.Uint16(udp[udpChecksumOff:]) != 0 {
-		if fold(sum16(udp, pseudoHeaderSum(fi.ipSrc, fi.ipDst, len(udp)))) != 0xffff {
+		if fold(sum16(udp, pseudoHeaderSum(fi.ipSrc, fi.ipDst, ulen))) != 0xffff {
 			return DropUDPChecksum
 		}
 	}

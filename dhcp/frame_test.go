@@ -28,21 +28,21 @@ func TestParseFrame(t *testing.T) {
 	}{
 		{"valid", func() []byte { return base.bytes() }, VerdictOffer},
 		{"valid without UDP checksum", func() []byte { f := base; f.noUDPChecksum = true; return f.bytes() }, VerdictOffer},
-		{"valid with VLAN tag", func() []byte { f := base; f.vlan, f.tci = true, 0x2064; return f.bytes() }, VerdictOffer},
+		{"VLAN tag ignored", func() []byte { f := base; f.vlan, f.tci = true, 0x2064; return f.bytes() }, VerdictVLANTagged},
 		{"valid unicast to server MAC", func() []byte { f := base; f.dst = srvMAC; return f.bytes() }, VerdictOffer},
 		{"empty", func() []byte { return nil }, DropEthShort},
 		{"13 bytes", func() []byte { return base.bytes()[:13] }, DropEthShort},
-		{"VLAN header cut", func() []byte { f := base; f.vlan = true; return f.bytes()[:16] }, DropEthShort},
+		{"VLAN header cut", func() []byte { f := base; f.vlan = true; return f.bytes()[:16] }, VerdictVLANTagged},
 		{"two VLAN tags", func() []byte {
 			f := base
 			f.vlan = true
 			b := f.bytes()
 			return append(append(append([]byte{}, b[:16]...), 0x81, 0x00, 0x00, 0x05), b[16:]...)
-		}, DropVLAN},
+		}, VerdictVLANTagged},
 		{"802.1ad outer tag", func() []byte {
 			b := base.bytes()
 			return append(append(append([]byte{}, b[:12]...), 0x88, 0xa8, 0x00, 0x05), b[12:]...)
-		}, DropVLAN},
+		}, VerdictVLANTagged},
 		{"ARP", func() []byte { b := base.bytes(); b[12], b[13] = 0x08, 0x06; return b }, VerdictNotDHCP},
 		{"IPv6", func() []byte { b := base.bytes(); b[12], b[13] = 0x86, 0xdd; return b }, VerdictNotDHCP},
 		{"802.3 length", func() []byte { b := base.bytes(); b[12], b[13] = 0x01, 0x00; return b }, VerdictNotDHCP},
@@ -69,7 +69,7 @@ func TestParseFrame(t *testing.T) {
 			fixIPChecksum(b)
 			return b
 		}, DropIPLength},
-		{"trailing bytes after datagram", func() []byte { return append(base.bytes(), 0, 0, 0, 0) }, DropIPLength},
+		{"trailing bytes after datagram", func() []byte { return append(base.bytes(), 0, 0, 0, 0) }, VerdictOffer},
 		{"more fragments", func() []byte { b := base.bytes(); b[20] = 0x20; fixIPChecksum(b); return b }, DropIPFragment},
 		{"fragment offset", func() []byte { b := base.bytes(); b[21] = 0x10; fixIPChecksum(b); return b }, DropIPFragment},
 		{"DF allowed", func() []byte { b := base.bytes(); b[20] = 0x40; fixIPChecksum(b); return b }, VerdictOffer},
@@ -79,7 +79,18 @@ func TestParseFrame(t *testing.T) {
 			fixIPChecksum(b)
 			return b
 		}, DropUDPLength},
-		{"UDP length short", func() []byte { b := base.bytes(); binary.BigEndian.PutUint16(b[38:], uint16(len(b)-34-1)); return b }, DropUDPLength},
+		{"UDP length short cuts END off", func() []byte {
+			b := base.bytes() // options 53 1 1 255 at UDP offset 8+240, then zeros
+			binary.BigEndian.PutUint16(b[38:], 8+243)
+			return b
+		}, DropUDPChecksum},
+		{"UDP length short cuts END off, no checksum", func() []byte {
+			f := base
+			f.noUDPChecksum = true
+			b := f.bytes()
+			binary.BigEndian.PutUint16(b[38:], 8+243)
+			return b
+		}, DropOptionMissingEnd},
 		{"UDP length long", func() []byte { b := base.bytes(); binary.BigEndian.PutUint16(b[38:], uint16(len(b)-34+1)); return b }, DropUDPLength},
 		{"UDP length below header", func() []byte { b := base.bytes(); binary.BigEndian.PutUint16(b[38:], 4); return b }, DropUDPLength},
 		{"UDP checksum", func() []byte { f := base; f.badUDPChecksum = true; return f.bytes() }, DropUDPChecksum},
@@ -103,7 +114,8 @@ func TestParseFrame(t *testing.T) {
 }
 
 // A short IPv4 datagram in a 60-byte minimum frame carries Ethernet padding,
-// which must be accepted (the datagram is cut to its total length).
+// which must be accepted (the datagram is cut to its total length), and so
+// must a trailer after a datagram of any size.
 func TestParseFramePadding(t *testing.T) {
 	f := frameFilter{serverMAC: [6]byte(srvMAC), serverIP: 0x0a000202, subnetBC: 0x0a0002ff}
 	tf := clientFrame([]byte{1, 2, 3, 4})
@@ -117,11 +129,10 @@ func TestParseFramePadding(t *testing.T) {
 	if string(fi.payload) != "\x01\x02\x03\x04" {
 		t.Fatalf("payload % x", fi.payload)
 	}
-	// The same trailing bytes on a frame above the minimum size are not padding.
 	long := clientFrame(make([]byte, 100))
-	lb := append(long.bytes(), 0)
-	if v := parseFrame(lb, &f, &fi); v != DropIPLength {
-		t.Fatalf("trailing byte on long frame: %v", v)
+	lb := append(long.bytes(), 0xee)
+	if v := parseFrame(lb, &f, &fi); v != verdictNone || len(fi.payload) != 100 {
+		t.Fatalf("trailing byte on long frame: %v, payload %d bytes", v, len(fi.payload))
 	}
 }
 

@@ -28,6 +28,17 @@ func FuzzParseFrame(f *testing.F) {
 		if len(fi.payload) > len(frame) {
 			t.Fatalf("payload of %d bytes from a %d-byte frame", len(fi.payload), len(frame))
 		}
+		// Tagged frames are never parsed; the payload is exactly what the
+		// UDP length says, inside the IPv4 total length.
+		if et := binary.BigEndian.Uint16(frame[12:]); et == 0x8100 || et == 0x88a8 || et == 0x9100 {
+			t.Fatalf("tagged frame (EtherType %#x) accepted", et)
+		}
+		ihl := int(frame[14]&0x0f) * 4
+		total := int(binary.BigEndian.Uint16(frame[16:]))
+		ulen := int(binary.BigEndian.Uint16(frame[14+ihl+4:]))
+		if len(fi.payload) != ulen-8 || ulen > total-ihl || &fi.payload[:1][0] != &frame[14+ihl+8] {
+			t.Fatalf("payload of %d bytes at the wrong place: UDP length %d, total %d", len(fi.payload), ulen, total)
+		}
 		dv := m.decode(fi.payload, bootRequest)
 		if dv >= numVerdicts {
 			t.Fatalf("decode verdict %d out of range", dv)
@@ -50,7 +61,8 @@ func FuzzParseFrame(f *testing.F) {
 // a 16-bit length and that many bytes. Control bit 0 recomputes the IPv4
 // header checksum and bit 1 the UDP checksum of an untagged frame, so the
 // fuzzer reaches the DHCP layer; the high nibble advances the clock by that
-// many 7-minute steps (leases are one hour).
+// many 7-minute steps (leases are one hour). In the first control byte,
+// bit 7 turns on AllowAnyMAC and bit 2 Authoritative.
 func fuzzRecords(data []byte, each func(ctl byte, frame []byte)) {
 	for len(data) >= 3 {
 		ctl := data[0]
@@ -79,6 +91,9 @@ func fixChecksums(ctl byte, b []byte) {
 	total := int(binary.BigEndian.Uint16(b[16:]))
 	if ctl&2 != 0 && total >= ihl+8 && 14+total <= len(b) {
 		udp := b[14+ihl : 14+total]
+		if ulen := int(binary.BigEndian.Uint16(udp[4:])); ulen >= 8 && ulen <= len(udp) {
+			udp = udp[:ulen] // the checksum covers exactly the UDP length
+		}
 		binary.BigEndian.PutUint16(udp[6:], 0)
 		src, dst := binary.BigEndian.Uint32(b[26:]), binary.BigEndian.Uint32(b[30:])
 		cs := ^fold(sum16(udp, pseudoHeaderSum(src, dst, len(udp))))
@@ -121,6 +136,9 @@ func fuzzServerOnce(t testing.TB, data []byte) {
 		cfg.RatePerSecond, cfg.RateBurst = 1000, 1000
 		if len(data) > 0 && data[0]&0x80 != 0 {
 			cfg.AllowAnyMAC = true
+		}
+		if len(data) > 0 && data[0]&0x04 != 0 {
+			cfg.Authoritative = true
 		}
 		s, err := New(cfg)
 		if err != nil {
@@ -193,6 +211,12 @@ func checkReply(t testing.TB, s *Server, v Verdict, out []byte) {
 	}
 	if r.srcMAC.String() != srvMAC.String() || r.ipSrc != srvIP || r.srcPort != portServer {
 		t.Fatalf("reply from %v %v:%d", r.srcMAC, r.ipSrc, r.srcPort)
+	}
+	// RFC 6842: the request's client identifier (the server's decoder still
+	// holds the request) comes back verbatim, whatever the size limit.
+	reqID, hasID := s.msg.opt(optClientID)
+	if repID, ok := m.opt(optClientID); ok != hasID || string(repID) != string(reqID) {
+		t.Fatalf("%v reply client id % x (present %v), request % x (present %v)", v, repID, ok, reqID, hasID)
 	}
 	if v == VerdictOffer || (v == VerdictAck && m.yiaddr != 0) {
 		if !s.inSubnet(m.yiaddr) || m.yiaddr == s.cfg.serverIP {

@@ -49,7 +49,7 @@ func TestDecodeRefusals(t *testing.T) {
 		{"zero-length host name", rawMessage(1, 1, 6, nicMAC, discoverOpts(12, 0)), DropOptionLength},
 		{"zero-length parameter list", rawMessage(1, 1, 6, nicMAC, discoverOpts(55, 0)), DropOptionLength},
 		{"zero-length client id", rawMessage(1, 1, 6, nicMAC, discoverOpts(61, 0)), DropOptionLength},
-		{"one-byte client id", rawMessage(1, 1, 6, nicMAC, discoverOpts(61, 1, 1)), DropOptionLength},
+		{"one-byte client id", rawMessage(1, 1, 6, nicMAC, discoverOpts(61, 1, 1)), VerdictOffer},
 		{"requested IP length 3", rawMessage(1, 1, 6, nicMAC, discoverOpts(50, 3, 10, 0, 2)), DropOptionLength},
 		{"server id length 0", rawMessage(1, 1, 6, nicMAC, discoverOpts(54, 0)), DropOptionLength},
 		{"lease time length 1", rawMessage(1, 1, 6, nicMAC, discoverOpts(51, 1, 9)), DropOptionLength},

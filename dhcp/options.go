@@ -76,7 +76,10 @@ func optionLengthOK(code byte, n int) bool {
 	case optHostName, optDomainName, optParamRequestList, optMessage, optVendorClass:
 		return n >= 1
 	case optClientID:
-		return n >= 2 && n <= maxClientIDLen
+		// RFC 2132 says at least 2 (type and one byte), but clients sending a
+		// 1-byte identifier exist and RFC 6842 has it echoed whatever it is:
+		// accept 1..255, so every such client is served and echoed.
+		return n >= 1 && n <= maxClientIDLen
 	case optClientFQDN:
 		return n >= 3
 	case optClasslessRoutes:

@@ -309,6 +309,9 @@ func completeUDPChecksum(b []byte) {
 		return
 	}
 	udp := b[14+ihl : 14+total]
+	if ulen := int(binary.BigEndian.Uint16(udp[4:])); ulen >= 8 && ulen <= len(udp) {
+		udp = udp[:ulen] // the checksum covers exactly the UDP length
+	}
 	binary.BigEndian.PutUint16(udp[6:], 0)
 	cs := naiveChecksum(b[26:34], []byte{0, 17, byte(len(udp) >> 8), byte(len(udp))}, udp)
 	if cs == 0 {

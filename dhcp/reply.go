@@ -106,17 +106,13 @@ func (s *Server) maxMessageSize(m *message) int {
 // buildReply writes the reply frame into out (allocating when out is too
 // small) and returns it. Every write is bounded by the slice it goes to.
 func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec) []byte {
-	ethLen := ethHeaderLen
-	if fi.tagged {
-		ethLen += vlanTagLen
-	}
 	if cap(out) < s.maxFrame {
 		out = make([]byte, s.maxFrame)
 		s.counts[cReplyBufferAlloc]++
 	}
 	out = out[:s.maxFrame]
 	limit := s.maxMessageSize(m) - ipUDPHeaderLen // DHCP message bytes allowed, at least 548
-	p := out[ethLen+ipUDPHeaderLen : ethLen+ipUDPHeaderLen+limit]
+	p := out[ethHeaderLen+ipUDPHeaderLen : ethHeaderLen+ipUDPHeaderLen+limit]
 
 	// BOOTP fixed header (RFC 2131 table 3).
 	clear(p[:bootpOptOff])
@@ -135,17 +131,26 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 	copy(p[bootpChaddrOff:bootpChaddrOff+bootpChaddrLen], m.chaddr[:])
 	binary.BigEndian.PutUint32(p[bootpCookieOff:], magicCookie)
 
+	// Options in priority order: when the size limit bites, the encoder
+	// leaves out whatever no longer fits, so the last ones go first. 53, 54,
+	// 51 and a client identifier of up to 255 bytes always fit the smallest
+	// limit (240 + 3 + 6 + 6 + 257 + END < 548): RFC 2131 table 3 requires
+	// 53, 54 and (but in an INFORM ACK) 51; RFC 6842 requires 61 echoed
+	// verbatim in every reply. The configuration options follow.
 	e := encoder{b: p, n: bootpOptOff}
 	o := &s.static
 	e.optionByte(optMessageType, r.typ)
 	e.option(optServerID, o.serverID)
+	if r.typ != msgNak && r.withLease {
+		e.optionU32(optLeaseTime, r.leaseSecs)
+	}
+	if id, ok := m.opt(optClientID); ok {
+		e.option(optClientID, id) // RFC 6842: echo the client identifier
+	}
 	if r.typ != msgNak {
-		if r.withLease {
-			e.optionU32(optLeaseTime, r.leaseSecs)
-			if r.leaseSecs != 0xffffffff {
-				e.optionU32(optRenewalTime, r.leaseSecs/2)
-				e.optionU32(optRebindingTime, uint32(uint64(r.leaseSecs)*7/8))
-			}
+		if r.withLease && r.leaseSecs != 0xffffffff {
+			e.optionU32(optRenewalTime, r.leaseSecs/2)
+			e.optionU32(optRebindingTime, uint32(uint64(r.leaseSecs)*7/8))
 		}
 		e.option(optSubnetMask, o.mask)
 		if len(o.router) > 0 {
@@ -165,9 +170,6 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 		if len(o.routes) > 0 && m.requested(optClasslessRoutes) {
 			e.option(optClasslessRoutes, o.routes)
 		}
-	}
-	if id, ok := m.opt(optClientID); ok {
-		e.option(optClientID, id) // RFC 6842: echo the client identifier
 	}
 	e.end()
 	if e.n < bootpMinLen {
@@ -193,19 +195,13 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 		dstIP = r.yiaddr
 	}
 
-	// Ethernet header, with the request's VLAN tag if it had one.
+	// Ethernet header (requests come untagged: tagged frames are ignored).
 	copy(out[ethDstOff:], dstMAC[:])
 	copy(out[ethSrcOff:], s.cfg.serverMAC[:])
-	if fi.tagged {
-		binary.BigEndian.PutUint16(out[ethTypeOff:], etherTypeVLAN)
-		binary.BigEndian.PutUint16(out[vlanTCIOff:], fi.tci)
-		binary.BigEndian.PutUint16(out[vlanTypeOff:], etherTypeIPv4)
-	} else {
-		binary.BigEndian.PutUint16(out[ethTypeOff:], etherTypeIPv4)
-	}
+	binary.BigEndian.PutUint16(out[ethTypeOff:], etherTypeIPv4)
 
 	// IPv4 header.
-	ip := out[ethLen : ethLen+ipv4MinHeaderLen]
+	ip := out[ethHeaderLen : ethHeaderLen+ipv4MinHeaderLen]
 	total := ipUDPHeaderLen + dhcpLen
 	ip[ipVerIHLOff] = 0x45
 	ip[ipTOSOff] = 0
@@ -220,7 +216,7 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 	binary.BigEndian.PutUint16(ip[ipChecksumOff:], ^fold(sum16(ip, 0)))
 
 	// UDP header and checksum.
-	udp := out[ethLen+ipv4MinHeaderLen : ethLen+total]
+	udp := out[ethHeaderLen+ipv4MinHeaderLen : ethHeaderLen+total]
 	binary.BigEndian.PutUint16(udp[udpSrcPortOff:], portServer)
 	binary.BigEndian.PutUint16(udp[udpDstPortOff:], dstPort)
 	binary.BigEndian.PutUint16(udp[udpLenOff:], uint16(len(udp)))
@@ -230,5 +226,5 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 		cs = 0xffff // RFC 768: a computed zero is sent as all ones
 	}
 	binary.BigEndian.PutUint16(udp[udpChecksumOff:], cs)
-	return out[:ethLen+total]
+	return out[:ethHeaderLen+total]
 }

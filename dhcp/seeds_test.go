@@ -115,8 +115,36 @@ func seedFrames() []seedFrame {
 	tagged := clientFrame(rawMessage(1, 1, 6, nicMAC, opts(mtDiscover, end)))
 	tagged.vlan, tagged.tci = true, 7
 	tb := tagged.bytes()
-	add("vlan-tagged", "802.1Q-tagged DISCOVER", tb, VerdictOffer)
-	add("vlan-double", "two 802.1Q tags", append(append(append([]byte{}, tb[:16]...), 0x81, 0, 0, 8), tb[16:]...), DropVLAN)
+	add("vlan-tagged", "802.1Q-tagged DISCOVER: no VLAN is served, ignored", tb, VerdictVLANTagged)
+	add("vlan-double", "two 802.1Q tags: ignored", append(append(append([]byte{}, tb[:16]...), 0x81, 0, 0, 8), tb[16:]...), VerdictVLANTagged)
+	add("vlan-priority-tag", "802.1Q priority tag (VID 0): still a tag, ignored", func() []byte {
+		f := tagged
+		f.tci = 0xe000
+		return f.bytes()
+	}(), VerdictVLANTagged)
+	add("vlan-8021ad-outer", "802.1ad service tag over an 802.1Q tag: ignored", append(append(append([]byte{}, tb[:12]...), 0x88, 0xa8, 0, 9), tb[12:]...), VerdictVLANTagged)
+
+	plain := dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtDiscover, end)))
+	add("eth-trailer-4", "4 bytes after the IPv4 datagram (NIC trailer): lengths come from the headers", append(append([]byte{}, plain...), 0xde, 0xad, 0xbe, 0xef), VerdictOffer)
+	add("eth-trailer-300", "300 non-zero bytes after the IPv4 datagram", append(append([]byte{}, plain...), bytes.Repeat([]byte{0xff}, 300)...), VerdictOffer)
+	add("ip-longer-than-udp", "IPv4 total length 6 bytes past the UDP length: the UDP length governs, the checksum covers exactly it",
+		extendIPDatagram(plain, []byte{1, 2, 3, 4, 5, 6}), VerdictOffer)
+	cut := clientFrame(rawMessage(1, 1, 6, nicMAC, mtDiscover)[:243])
+	cut.noUDPChecksum = true
+	add("udp-length-cuts-end", "END lies after the UDP length (in the IP datagram and the trailer): options end without it",
+		append(extendIPDatagram(cut.bytes(), []byte{255, 0}), 255), DropOptionMissingEnd)
+	add("clientid-len1", "one-byte client identifier: accepted and echoed (RFC 6842)", discoverWith(opt(61, []byte{7})), VerdictOffer)
+	add("clientid-len255-maxsize-576", "255-byte client identifier with option 57 = 576 and a long parameter list: echoed whole (RFC 6842 MUST), other options give way",
+		discoverWith(opt(57, u16(576)), prl, opt(61, bytes.Repeat([]byte{0xc1}, 255))), VerdictOffer)
+	add("init-reboot-unknown", "INIT-REBOOT for a free pool address from a client with no record: silent (RFC 2131 4.3.2)",
+		dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, opt(50, []byte{10, 0, 2, 20}), end))), VerdictUnknownClient)
+	add("init-reboot-wrong-network", "INIT-REBOOT for an address on another network: NAK",
+		dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, opt(50, []byte{192, 168, 1, 20}), end))), VerdictNak)
+	renew := clientFrame(ciaddrMsg(opts(mtRequest, end)))
+	renew.dst, renew.ipDst, renew.ipSrc = srvMAC, srvIP, netip.MustParseAddr("10.0.2.15")
+	add("renewing-unknown", "RENEWING (unicast, ciaddr) from a client with no record: silent", renew.bytes(), VerdictUnknownClient)
+	add("rebinding-unknown", "REBINDING (broadcast, ciaddr) from a client with no record: silent",
+		dhcpFrame(ciaddrMsg(opts(mtRequest, end))), VerdictUnknownClient)
 	return s
 }
 
@@ -138,6 +166,9 @@ func seedSequences() []seedSequence {
 	release := clientFrame(ciaddrMsg(opts(opt(53, []byte{7}), sid, end)))
 	release.dst, release.ipDst, release.ipSrc = srvMAC, srvIP, netip.MustParseAddr("10.0.2.15")
 	decline := dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(opt(53, []byte{4}), sid, req, end)))
+	initReboot15 := dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, req, end)))
+	initReboot16 := dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, opt(50, []byte{10, 0, 2, 16}), end)))
+	longID := opt(61, bytes.Repeat([]byte{0x3d}, 255))
 	var cycling []byte
 	var cyclingWant []Verdict
 	for i := 0; i < 12; i++ {
@@ -156,6 +187,15 @@ func seedSequences() []seedSequence {
 		{"seq-decline", "handshake, DECLINE, DISCOVER again", opts(record(3, discover), record(3, selecting), record(3, decline), record(3, discover)),
 			[]Verdict{VerdictOffer, VerdictAck, VerdictDecline, VerdictOffer}},
 		{"seq-mac-cycling", "AllowAnyMAC: 12 clients with distinct chaddr, source MAC and client id against a 6-entry table (offers are recycled)", cycling, cyclingWant},
+		{"seq-init-reboot", "handshake, INIT-REBOOT for its address (ACK), for another (NAK)",
+			opts(record(3, discover), record(3, selecting), record(3, initReboot15), record(3, initReboot16)),
+			[]Verdict{VerdictOffer, VerdictAck, VerdictAck, VerdictNak}},
+		{"seq-authoritative-unknown", "Authoritative: INIT-REBOOT and RENEWING from a client with no record are NAKed",
+			opts(record(7, initReboot16), record(3, renew.bytes())), []Verdict{VerdictNak, VerdictNak}},
+		{"seq-clientid-255", "255-byte client identifier through OFFER, ACK and NAK (each must echo it)",
+			opts(record(3, discoverWith(longID)), record(3, dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, sid, req, longID, end)))),
+				record(3, dhcpFrame(rawMessage(1, 1, 6, nicMAC, opts(mtRequest, opt(50, []byte{10, 0, 2, 16}), longID, end))))),
+			[]Verdict{VerdictOffer, VerdictAck, VerdictNak}},
 	}
 }
 
@@ -199,6 +239,7 @@ func TestSeedSequences(t *testing.T) {
 			cfg := testConfig(clk)
 			cfg.MaxLeases, cfg.MaxLeasesPerMAC = 6, 3
 			cfg.AllowAnyMAC = sq.data[0]&0x80 != 0
+			cfg.Authoritative = sq.data[0]&0x04 != 0
 			s, err := New(cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -237,7 +278,7 @@ func TestSeedCorpusFiles(t *testing.T) {
 		files[filepath.Join("FuzzServer", sd.name)] = record(3, sd.frame)
 		fmt.Fprintf(&readme, "| %s | %s | %s |\n", sd.name, sd.want, sd.desc)
 	}
-	readme.WriteString("\n## FuzzServer (frame sequences)\n\nRecords are a control byte (bit 0 fixes the IPv4 checksum, bit 1 the UDP checksum, bit 7 of the first byte turns on AllowAnyMAC, the high nibble advances the clock by 7-minute steps), a 16-bit length and the frame.\n\n| seed | what it does |\n| --- | --- |\n")
+	readme.WriteString("\n## FuzzServer (frame sequences)\n\nRecords are a control byte (bit 0 fixes the IPv4 checksum, bit 1 the UDP checksum, bit 7 of the first byte turns on AllowAnyMAC and bit 2 Authoritative, the high nibble advances the clock by 7-minute steps), a 16-bit length and the frame.\n\n| seed | what it does |\n| --- | --- |\n")
 	for _, sq := range seedSequences() {
 		files[filepath.Join("FuzzServer", sq.name)] = sq.data
 		fmt.Fprintf(&readme, "| %s | %s |\n", sq.name, sq.desc)

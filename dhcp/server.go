@@ -26,7 +26,7 @@ type Server struct {
 	counts  counterArray
 	lastNow time.Duration
 	keyBuf  [1 + maxClientIDLen]byte
-	// maxFrame is the largest reply frame: a tagged Ethernet header plus the MTU.
+	// maxFrame is the largest reply frame: an Ethernet header plus the MTU.
 	maxFrame int
 }
 
@@ -45,7 +45,7 @@ func New(cfg Config) (*Server, error) {
 		table:    newLeaseTable(st),
 		msg:      newMessage(),
 		static:   newStaticOptions(st),
-		maxFrame: ethHeaderLen + vlanTagLen + st.mtu,
+		maxFrame: ethHeaderLen + st.mtu,
 	}
 	if s.clock == nil {
 		s.clock = NewMonotonicClock()
@@ -61,7 +61,7 @@ func New(cfg Config) (*Server, error) {
 }
 
 // ReplyBufferSize is the capacity an out buffer passed to HandleFrame needs so
-// that no reply allocates: a VLAN-tagged Ethernet header plus the MTU.
+// that no reply allocates: an Ethernet header plus the MTU.
 func (s *Server) ReplyBufferSize() int { return s.maxFrame }
 
 // HandleFrame processes one Ethernet frame (without FCS) that the guest sent
@@ -278,6 +278,7 @@ func (s *Server) request(r *request) ([]byte, Verdict) {
 		return nil, VerdictOtherServer
 	}
 	var ip uint32
+	initReboot := false
 	switch {
 	case hasSID:
 		s.counts[cRequestSelecting]++
@@ -290,7 +291,7 @@ func (s *Server) request(r *request) ([]byte, Verdict) {
 		if !hasReq {
 			return nil, DropBadRequest
 		}
-		ip = reqIP
+		ip, initReboot = reqIP, true
 	case r.fi.ipDst == s.cfg.serverIP:
 		s.counts[cRequestRenewing]++
 		ip = m.ciaddr
@@ -298,11 +299,32 @@ func (s *Server) request(r *request) ([]byte, Verdict) {
 		s.counts[cRequestRebinding]++
 		ip = m.ciaddr
 	}
-	secs := s.grantedLease(m)
-	if !s.bind(r, ip, secs) {
+	nak := func() ([]byte, Verdict) {
 		s.syncEvictions()
 		s.logLease("dhcp: nak", r, ip)
 		return s.buildReply(r.out, r.fi, m, &replySpec{typ: msgNak}), VerdictNak
+	}
+	if !hasSID {
+		// INIT-REBOOT, RENEWING, REBINDING: the client asserts an address it
+		// believes it holds (RFC 2131 4.3.2). An address on the wrong network
+		// is NAKed (INIT-REBOOT: SHOULD); a client with no record gets no
+		// reply, since another server on the link may hold its lease, unless
+		// this server is authoritative for the subnet; a known client whose
+		// notion is incorrect is NAKed. Never an ACK without a record.
+		recorded, known := s.recordedAddress(r)
+		switch {
+		case initReboot && !s.inSubnet(ip):
+			return nak()
+		case !known && !s.cfg.authoritative:
+			s.logAttrs(slog.LevelDebug, "dhcp: request from a client with no record ignored", r, slog.String("ip", addr4(ip).String()))
+			return nil, VerdictUnknownClient
+		case !known || recorded != ip:
+			return nak()
+		}
+	}
+	secs := s.grantedLease(m)
+	if !s.bind(r, ip, secs) {
+		return nak()
 	}
 	s.syncEvictions()
 	spec := replySpec{typ: msgAck, yiaddr: ip, ciaddr: m.ciaddr, leaseSecs: secs, withLease: true}
@@ -311,6 +333,22 @@ func (s *Server) request(r *request) ([]byte, Verdict) {
 	}
 	s.logLease("dhcp: ack", r, ip)
 	return s.buildReply(r.out, r.fi, m, &spec), VerdictAck
+}
+
+// recordedAddress returns the address the server has on record for the
+// client and whether it has one. A reservation is the reserved client's
+// record of its fixed address (it holds no table record): the client is
+// known, and asserting any other address is incorrect (RFC 2131 4.3.2).
+// A table record counts in any state, released and expired included: it
+// still owns its address, which nobody else can have been given.
+func (s *Server) recordedAddress(r *request) (uint32, bool) {
+	if r.reserved {
+		return r.res.ip, true
+	}
+	if i := s.table.lookup(r.key); i >= 0 {
+		return s.table.slots[i].ip, true
+	}
+	return 0, false
 }
 
 // bind leases ip to the client if it may have it and reports whether it did.

@@ -60,16 +60,17 @@ func TestRequestStates(t *testing.T) {
 			{dhcpv4.MessageTypeDiscover, nil, nil, VerdictOffer, "10.0.2.15"},
 			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.15")}, nil, VerdictAck, "10.0.2.15"},
 		}, cRequestInitReboot},
-		{"init-reboot no record, free pool address ACK", []step{
-			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.20")}, nil, VerdictAck, "10.0.2.20"},
+		{"init-reboot no record, free pool address ignored", []step{
+			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.20")}, nil, VerdictUnknownClient, ""},
 		}, cRequestInitReboot},
 		{"init-reboot other subnet NAK", []step{
 			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("192.168.1.20")}, nil, VerdictNak, "0.0.0.0"},
 		}, cRequestInitReboot},
-		{"init-reboot outside pool NAK", []step{
-			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.100")}, nil, VerdictNak, "0.0.0.0"},
+		{"init-reboot outside pool, no record, ignored", []step{
+			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.100")}, nil, VerdictUnknownClient, ""},
 		}, cRequestInitReboot},
-		{"init-reboot server address NAK", []step{
+		{"init-reboot server address, known client, NAK", []step{
+			{dhcpv4.MessageTypeDiscover, nil, nil, VerdictOffer, "10.0.2.15"},
 			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.2")}, nil, VerdictNak, "0.0.0.0"},
 		}, cRequestInitReboot},
 		{"init-reboot without requested IP", []step{
@@ -91,7 +92,9 @@ func TestRequestStates(t *testing.T) {
 			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.15")}, nil, VerdictAck, "10.0.2.15"},
 		}, cRequestRebinding},
 		{"rebinding to subnet broadcast ACK", []step{
-			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.17")}, func(f *testFrame) { f.ipDst = netip.MustParseAddr("10.0.2.255") }, VerdictAck, "10.0.2.17"},
+			{dhcpv4.MessageTypeDiscover, nil, nil, VerdictOffer, "10.0.2.15"},
+			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{sidOpt(), reqIPOpt("10.0.2.15")}, nil, VerdictAck, "10.0.2.15"},
+			{dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.15")}, func(f *testFrame) { f.ipDst = netip.MustParseAddr("10.0.2.255") }, VerdictAck, "10.0.2.15"},
 		}, cRequestRebinding},
 		{"decline quarantines, next DISCOVER gets another address", []step{
 			{dhcpv4.MessageTypeDiscover, nil, nil, VerdictOffer, "10.0.2.15"},
@@ -197,20 +200,29 @@ func TestReplyAddressing(t *testing.T) {
 		fr    func(*testFrame)
 		want  string // dstMAC/dstIP:port
 		bflag bool
+		auth  bool // Config.Authoritative
+		bound bool // the client holds 10.0.2.15 first
 	}{
-		{"offer, broadcast bit", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}, nil, bcast, true},
-		{"offer, no broadcast bit", dhcpv4.MessageTypeDiscover, nil, nil, nicMAC.String() + "/10.0.2.15:68", false},
-		{"offer, ciaddr set", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{ciaddr("10.0.2.40"), dhcpv4.WithBroadcast(true)}, nil, nicMAC.String() + "/10.0.2.40:68", true},
-		{"offer, relayed", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.ParseIP("10.0.2.9")), dhcpv4.WithBroadcast(true)}, func(f *testFrame) { f.srcPort = 67 }, nicMAC.String() + "/10.0.2.9:67", true},
-		{"NAK, unicast asked", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.100")}, nil, bcast, false},
-		{"NAK, ciaddr set", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.100")}, unicastToServer("10.0.2.100"), bcast, false},
-		{"NAK, relayed sets broadcast bit", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.100"), dhcpv4.WithGatewayIP(net.ParseIP("10.0.2.9"))}, func(f *testFrame) { f.srcPort = 67 }, nicMAC.String() + "/10.0.2.9:67", true},
-		{"ACK, renewing", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.21")}, unicastToServer("10.0.2.21"), nicMAC.String() + "/10.0.2.21:68", false},
+		{"offer, broadcast bit", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{dhcpv4.WithBroadcast(true)}, nil, bcast, true, false, false},
+		{"offer, no broadcast bit", dhcpv4.MessageTypeDiscover, nil, nil, nicMAC.String() + "/10.0.2.15:68", false, false, false},
+		{"offer, ciaddr set", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{ciaddr("10.0.2.40"), dhcpv4.WithBroadcast(true)}, nil, nicMAC.String() + "/10.0.2.40:68", true, false, false},
+		{"offer, relayed", dhcpv4.MessageTypeDiscover, []dhcpv4.Modifier{dhcpv4.WithGatewayIP(net.ParseIP("10.0.2.9")), dhcpv4.WithBroadcast(true)}, func(f *testFrame) { f.srcPort = 67 }, nicMAC.String() + "/10.0.2.9:67", true, false, false},
+		{"NAK, unicast asked", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("192.168.1.100")}, nil, bcast, false, false, false},
+		{"NAK, ciaddr set", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.100")}, unicastToServer("10.0.2.100"), bcast, false, true, false},
+		{"NAK, ciaddr set, known client", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.100")}, unicastToServer("10.0.2.100"), bcast, false, false, true},
+		{"NAK, relayed sets broadcast bit", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.100"), dhcpv4.WithGatewayIP(net.ParseIP("10.0.2.9"))}, func(f *testFrame) { f.srcPort = 67 }, nicMAC.String() + "/10.0.2.9:67", true, true, false},
+		{"ACK, renewing", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.15")}, unicastToServer("10.0.2.15"), nicMAC.String() + "/10.0.2.15:68", false, false, true},
+		{"ACK, rebinding with broadcast bit", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{ciaddr("10.0.2.15"), dhcpv4.WithBroadcast(true)}, nil, nicMAC.String() + "/10.0.2.15:68", true, false, true},
+		{"ACK, init-reboot, no broadcast bit", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.15")}, nil, nicMAC.String() + "/10.0.2.15:68", false, false, true},
+		{"ACK, init-reboot, broadcast bit", dhcpv4.MessageTypeRequest, []dhcpv4.Modifier{reqIPOpt("10.0.2.15"), dhcpv4.WithBroadcast(true)}, nil, bcast, true, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := newTestServer(t, nil)
+			s, _ := newTestServer(t, func(c *Config) { c.Authoritative = tc.auth })
 			c := newClient(t, s, nicMAC)
+			if tc.bound {
+				c.handshake()
+			}
 			v, r := c.send(c.msg(tc.mt, tc.mods...), tc.fr)
 			if r == nil {
 				t.Fatalf("no reply: %v", v)
@@ -239,15 +251,6 @@ func TestRelay(t *testing.T) {
 	v, _ = c.send(c.msg(dhcpv4.MessageTypeDiscover, dhcpv4.WithGatewayIP(net.ParseIP("10.0.2.9"))), nil)
 	if v != DropUDPSrcPort {
 		t.Errorf("relayed message from port 68: %v", v)
-	}
-}
-
-func TestVLANReplyKeepsTag(t *testing.T) {
-	s, _ := newTestServer(t, nil)
-	c := newClient(t, s, nicMAC)
-	v, r := c.send(c.msg(dhcpv4.MessageTypeDiscover), func(f *testFrame) { f.vlan, f.tci = true, 0xa00c })
-	if v != VerdictOffer || !r.vlan || r.tci != 0xa00c {
-		t.Fatalf("verdict %v vlan %v tci %#x", v, r != nil && r.vlan, r.tci)
 	}
 }
 
@@ -348,8 +351,9 @@ func TestOfferExpiresAndAddressMoves(t *testing.T) {
 	if v, r := b.send(b.msg(dhcpv4.MessageTypeDiscover), nil); v != VerdictOffer || r.msg.YourIPAddr.String() != "10.0.2.15" {
 		t.Fatalf("after expiry: %v", v)
 	}
-	// a comes back and renews: its record is gone, the address is offered to b.
-	if v, _ := a.send(a.msg(dhcpv4.MessageTypeRequest, ciaddr("10.0.2.15")), unicastToServer("10.0.2.15")); v != VerdictNak {
+	// a comes back and renews: its record is gone, the address is offered to
+	// b. a is unknown now: no reply (RFC 2131 4.3.2), certainly no ACK.
+	if v, _ := a.send(a.msg(dhcpv4.MessageTypeRequest, ciaddr("10.0.2.15")), unicastToServer("10.0.2.15")); v != VerdictUnknownClient {
 		t.Fatalf("renewing an address now offered to another: %v", v)
 	}
 	if err := s.table.check(); err != nil {

@@ -18,17 +18,24 @@ const (
 	VerdictDecline     // a DHCPDECLINE quarantined the address; no reply
 	VerdictOtherServer // the client addressed another server (option 54); no reply
 	VerdictNotDHCP     // not a frame for this DHCP server; the caller may deliver it elsewhere
+	// VerdictUnknownClient: a REQUEST in INIT-REBOOT, RENEWING or REBINDING
+	// state from a client this server has no record of, and Config.Authoritative
+	// is off: RFC 2131 4.3.2 says stay silent, so there is no reply.
+	VerdictUnknownClient
+	// VerdictVLANTagged: the frame carries one or more 802.1Q/802.1ad tags. The
+	// server serves no VLAN, so the frame is not for it: no reply; the caller
+	// may deliver it elsewhere, as with VerdictNotDHCP.
+	VerdictVLANTagged
 
-	DropEthShort         // shorter than an Ethernet (or 802.1Q-tagged) header
-	DropVLAN             // stacked VLAN tags or an 802.1ad outer tag
+	DropEthShort         // shorter than an Ethernet header
 	DropSrcMAC           // source MAC is multicast, broadcast or zero
 	DropIPShort          // shorter than a minimal IPv4 header
 	DropIPVersion        // EtherType IPv4 but version field is not 4
 	DropIPHeaderLength   // IHL below 5 or past the end of the frame
 	DropIPChecksum       // IPv4 header checksum wrong
-	DropIPLength         // IPv4 total length shorter than its header, past the frame, or followed by non-padding
+	DropIPLength         // IPv4 total length shorter than its header or past the end of the frame
 	DropIPFragment       // UDP in a fragmented IPv4 datagram (MF set or offset non-zero)
-	DropUDPLength        // UDP length field disagrees with the IPv4 payload
+	DropUDPLength        // UDP header cut off, or UDP length below 8 or past the IPv4 payload
 	DropUDPChecksum      // UDP checksum present and wrong
 	DropUDPSrcPort       // source port not 68 (or 67 for a relay with giaddr set)
 	DropRateLimited      // the source MAC (or all sources together) exceeded the rate limit

@@ -73,6 +73,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		mtu       = fs.Int("mtu", dhcp.DefaultMTU, "interface MTU `N`, also the cap on reply size")
 		reserve   reserveFlag
 		domain    = fs.String("domain", "", "domain `NAME` (option 15)")
+		auth      = fs.Bool("authoritative", false, "NAK requests from clients with no record instead of ignoring them (RFC 2131 4.3.2)")
 	)
 	fs.Var(&server, "server", "server address and subnet `IP/PREFIX` (required)")
 	fs.Var(&serverMAC, "server-mac", "server `MAC`")
@@ -103,19 +104,20 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	clk := &clock{}
 	srv, err := dhcp.New(dhcp.Config{
-		Server:       server.p,
-		ServerMAC:    serverMAC.hw,
-		PoolFirst:    pool.first,
-		PoolLast:     pool.last,
-		Router:       router.a,
-		DNS:          dns.a,
-		Domain:       *domain,
-		LeaseTime:    *lease,
-		MTU:          *mtu,
-		Reservations: reserve.r,
-		AllowedMACs:  macs.hw,
-		AllowAnyMAC:  len(macs.hw) == 0,
-		Clock:        clk,
+		Server:        server.p,
+		ServerMAC:     serverMAC.hw,
+		PoolFirst:     pool.first,
+		PoolLast:      pool.last,
+		Router:        router.a,
+		DNS:           dns.a,
+		Domain:        *domain,
+		LeaseTime:     *lease,
+		MTU:           *mtu,
+		Reservations:  reserve.r,
+		AllowedMACs:   macs.hw,
+		AllowAnyMAC:   len(macs.hw) == 0,
+		Authoritative: *auth,
+		Clock:         clk,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "corral dhcp replay: %v\n", err)

@@ -309,7 +309,7 @@ func TestReplayClock(t *testing.T) {
 		{101e9 + 3*3600e9, otherFrame(8), 0}, // 3h later the lease is over: .15 is free
 		{101e9 + 3*3600e9 + 1e9, renew(8), 0},
 	}), 0o644)
-	args := append([]string{"--server", "10.0.2.2/24", "--pool", "10.0.2.15-10.0.2.30", "--lease", "2h"}, p)
+	args := append([]string{"--server", "10.0.2.2/24", "--pool", "10.0.2.15-10.0.2.30", "--lease", "2h", "--authoritative"}, p)
 	code, lines, stderr := runMain(t, args...)
 	if code != 0 || len(lines) != 5 {
 		t.Fatalf("exit %d lines %d: %s", code, len(lines), stderr)
@@ -324,6 +324,12 @@ func TestReplayClock(t *testing.T) {
 	}
 	if yi(lines[2]) == "10.0.2.15" || yi(lines[3]) != "10.0.2.15" || lines[4].Verdict != "nak" {
 		t.Errorf("clock not followed: %v %v %s", yi(lines[2]), yi(lines[3]), lines[4].Verdict)
+	}
+	// Without --authoritative the client whose record went with its lease is
+	// not answered at all (RFC 2131 4.3.2).
+	code, lines, stderr = runMain(t, append(args[:len(args)-2:len(args)-2], p)...)
+	if code != 0 || len(lines) != 5 || lines[4].Verdict != "ignored_unknown_client" || len(lines[4].Replies) != 0 {
+		t.Errorf("not authoritative: exit %d, %d lines, last %+v: %s", code, len(lines), lines[len(lines)-1], stderr)
 	}
 }
 
