@@ -3,34 +3,72 @@ package corral
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
+	"os"
+	"strconv"
 	"strings"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corral-vmm/corral/dhcp"
+	"github.com/corral-vmm/corral/hostnet"
 	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 	"github.com/corral-vmm/corral/virtio/virtionet/tap"
 )
 
-// Net is a virtio-net NIC on a host TAP device. Unless NoDHCP is set, the
-// built-in DHCP server answers the guest's DHCP from inside the VMM: those
-// frames never reach the host.
+// Net is a virtio-net NIC. Its host side is a TAP device that Corral
+// creates or opens, or an already-open Backend or File that the caller
+// hands over. Unless NoDHCP is set, the built-in DHCP server answers the
+// guest's DHCP from inside the VMM: those frames never reach the host.
+//
+// Addresses. With no Host, IP, Bridge, Backend or File, the TAP gets the
+// first 10.200.N.0/24 (hostnet.DefaultBase, N = 0..255) that no host
+// interface overlaps: the host side is .1, the guest .2. That allows 256
+// such NICs on a host at once; more need Host, IP, Bridge or File. The
+// choice is made under a host-wide lock (hostnet.StateDir, overridden by
+// $CORRAL_STATE_DIR), so concurrent processes never pick the same subnet,
+// and costs one address dump however many VMs run. MACs are derived from
+// the machine's ID, so VMs differ.
 type Net struct {
 	// Tap is an existing TAP device to use; empty creates one for this
-	// machine, which vanishes when the machine ends (crash included).
+	// machine, which vanishes when the machine ends (crash included). At
+	// most 15 bytes.
 	Tap string
+	// Backend is an already-open host side to use instead of a TAP, e.g.
+	// virtionet.NewSocketBackend of one end of a socket pair. The machine
+	// closes it when it ends. The host is not touched: Host (or the /24
+	// around IP, or 10.200.0.0/24) only names the link's addresses for the
+	// DHCP server.
+	Backend virtionet.Backend
+	// File is an already-open descriptor to use instead of a TAP, like
+	// Cloud Hypervisor's --net fd= and crosvm's --tap-fd: an attached TAP
+	// (with or without IFF_VNET_HDR), or one end of a SOCK_SEQPACKET or
+	// SOCK_DGRAM socket pair carrying one Ethernet frame per message, which
+	// needs no privilege at all. Corral takes it over when New opens the
+	// NIC (closing File) and releases it when the machine ends. Addresses
+	// as for Backend.
+	File *os.File
 	// MAC is the guest's MAC address; nil derives a locally administered
-	// one from the network.
+	// one from the machine's ID and the NIC's index.
 	MAC net.HardwareAddr
-	// IP is the address the DHCP server reserves for the guest; the zero
-	// value is .2 of the subnet.
+	// IP is the address the DHCP server reserves for the guest. The zero
+	// value is the first free address of the subnet (.2 after the host's
+	// .1; on a bridge, the lowest one no other VM on it holds). Without
+	// Host or Bridge, IP picks the subnet: its /24, with the host on the
+	// first other address.
 	IP netip.Addr
 	// Host is the host side's address and the guest's subnet, e.g.
-	// 10.0.5.1/24: the guest's router and DHCP server. The zero value picks
-	// the first free 10.200.N.1/24 (N = 0..255).
+	// 10.0.5.1/24: the guest's router and DHCP server, given to the TAP.
 	Host netip.Prefix
 	// Bridge attaches the TAP to an existing bridge. The TAP then gets no
-	// address unless Host is set.
+	// address unless Host is set: the DHCP server takes the bridge's IPv4
+	// address and MAC as its own (the guest's router), and leases each VM
+	// on the bridge its own address of that subnet (IP, or the lowest free
+	// one), recorded under hostnet.StateDir so VMs of other processes on
+	// this host do not collide. A bridge without an IPv4 address needs
+	// Host or NoDHCP.
 	Bridge string
 	// DNS servers the DHCP server offers (none by default).
 	DNS []netip.Addr
@@ -38,8 +76,10 @@ type Net struct {
 	NoDHCP bool
 }
 
-// ParseNet parses the CLI form: tap=NAME or auto, then any of mac=MAC,
-// ip=IP, host=IP/PREFIX, bridge=NAME, dns=IP[+IP...], dhcp=off.
+// ParseNet parses the CLI form: tap=NAME, auto or fd=N, then any of mac=MAC,
+// ip=IP, host=IP/PREFIX, bridge=NAME, dns=IP[+IP...], dhcp=off. fd=N hands
+// over descriptor N (an attached TAP, or a SOCK_SEQPACKET or SOCK_DGRAM
+// socket) as File: parse each fd once.
 func ParseNet(s string) (Net, error) {
 	var n Net
 	for i, p := range strings.Split(s, ",") {
@@ -51,6 +91,14 @@ func ParseNet(s string) (Net, error) {
 		switch {
 		case k == "tap" && hasV && v != "":
 			n.Tap = v
+		case k == "fd" && hasV && n.File == nil:
+			var fd int
+			if fd, err = strconv.Atoi(v); err == nil && fd < 0 {
+				err = errors.New("negative descriptor")
+			}
+			if err == nil {
+				n.File = os.NewFile(uintptr(fd), "fd "+v)
+			}
 		case k == "mac" && hasV:
 			n.MAC, err = net.ParseMAC(v)
 		case k == "ip" && hasV:
@@ -71,7 +119,7 @@ func ParseNet(s string) (Net, error) {
 		case k == "dhcp" && (v == "off" || v == "on"):
 			n.NoDHCP = v == "off"
 		default:
-			return n, fmt.Errorf("net %q: unknown option %q (want tap=NAME or auto, mac=, ip=, host=, bridge=, dns=, dhcp=off)", s, p)
+			return n, fmt.Errorf("net %q: unknown option %q (want tap=NAME, auto or fd=N, mac=, ip=, host=, bridge=, dns=, dhcp=off)", s, p)
 		}
 		if err != nil {
 			return n, fmt.Errorf("net %q: %s: %w", s, k, err)
@@ -80,31 +128,89 @@ func ParseNet(s string) (Net, error) {
 	return n, nil
 }
 
-// validate checks what can be checked without the host.
+// validate checks everything that can be checked before KVM is opened,
+// the bridge's existence and subnet and the descriptor's validity
+// included, so each mistake is a configuration error.
 func (n *Net) validate() error {
-	if n.MAC != nil && (len(n.MAC) != 6 || n.MAC[0]&1 != 0) {
-		return fmt.Errorf("MAC %v is not a unicast Ethernet address", n.MAC)
+	if n.Backend != nil && n.File != nil {
+		return errors.New("both Backend and File are set: give one host side")
 	}
-	if n.Host.IsValid() && (!n.Host.Addr().Is4() || n.Host.Bits() > 30 || n.Host.Bits() < 8) {
-		return fmt.Errorf("host address %v is not an IPv4 address with a /8 to /30 prefix", n.Host)
+	if (n.Backend != nil || n.File != nil) && (n.Tap != "" || n.Bridge != "") {
+		return errors.New("a Backend or File is the host side: it takes no tap= or bridge=")
+	}
+	if err := tap.CheckName(n.Tap); err != nil {
+		return err
+	}
+	if err := tap.CheckName(n.Bridge); err != nil {
+		return fmt.Errorf("bridge: %w", err)
+	}
+	if n.File != nil {
+		rc, err := n.File.SyscallConn()
+		if err == nil {
+			cerr := rc.Control(func(fd uintptr) { _, err = unix.FcntlInt(fd, unix.F_GETFD, 0) })
+			err = errors.Join(err, cerr)
+		}
+		if err != nil {
+			return fmt.Errorf("descriptor %s is not open: %v", n.File.Name(), err)
+		}
+	}
+	if n.MAC != nil {
+		if err := hostnet.CheckMAC(n.MAC); err != nil {
+			return planErr(err)
+		}
+	}
+	for _, d := range n.DNS {
+		if !d.Is4() || d.IsUnspecified() {
+			return fmt.Errorf("DNS server %v is not an IPv4 address", d)
+		}
+	}
+	if n.IP.IsValid() && !n.IP.Is4() {
+		return fmt.Errorf("guest address %v is not IPv4", n.IP)
+	}
+	server := n.Host
+	if n.Host.IsValid() {
+		if err := hostnet.CheckHost(n.Host); err != nil {
+			return planErr(err)
+		}
+	}
+	if n.Bridge != "" {
+		br, err := hostnet.LookupBridge(n.Bridge)
+		if err != nil {
+			return err
+		}
+		if !server.IsValid() {
+			server = br.Addr
+		}
+		if !server.IsValid() && !n.NoDHCP {
+			return fmt.Errorf("bridge %s has no IPv4 address for the DHCP server: give host=ADDR/LEN or dhcp=off", n.Bridge)
+		}
 	}
 	if n.IP.IsValid() {
-		if !n.IP.Is4() {
-			return fmt.Errorf("guest address %v is not IPv4", n.IP)
+		var err error
+		if server.IsValid() {
+			mac := net.HardwareAddr{2, 0, 0, 0, 0, 1} // MACs are not known before the machine's ID
+			_, err = hostnet.NewPlan(server, n.IP, mac, mac)
+		} else {
+			_, err = hostnet.SubnetAround(n.IP)
 		}
-		if n.Host.IsValid() && (!n.Host.Masked().Contains(n.IP) || n.IP == n.Host.Addr()) {
-			return fmt.Errorf("guest address %v is not a free address of the host's subnet %v", n.IP, n.Host.Masked())
+		if err != nil {
+			return planErr(err)
 		}
 	}
 	return nil
 }
 
+// planErr drops hostnet's prefix from a plan error, for Validate's message.
+func planErr(err error) error {
+	return errors.New(strings.TrimPrefix(err.Error(), hostnet.ErrPlan.Error()+": "))
+}
+
 // NetworkStatus describes one NIC of a running machine, for inventories
 // and tests.
 type NetworkStatus struct {
-	Tap    string             // the host TAP device
-	Host   netip.Prefix       // the host side address (the guest's router), if any
-	Guest  netip.Addr         // the address reserved for the guest
+	Tap    string             // the host TAP device; "" for a socket or other Backend
+	Host   netip.Prefix       // the DHCP server's address (the guest's router), if any
+	Guest  netip.Addr         // the address reserved for the guest, if any
 	MAC    net.HardwareAddr   // the guest's MAC
 	NIC    virtionet.Counters // frames through the device
 	DHCP   *dhcp.Counters     // the DHCP server's counters; nil with NoDHCP
@@ -114,7 +220,7 @@ type NetworkStatus struct {
 // nic is one virtio-net device's host side.
 type nic struct {
 	dev   *virtionet.Device
-	tap   *tap.Tap
+	tap   string // the TAP's name, or ""
 	dhcp  *dhcp.Server
 	host  netip.Prefix
 	guest netip.Addr
@@ -125,7 +231,7 @@ type nic struct {
 func (m *Machine) Networks() []NetworkStatus {
 	var out []NetworkStatus
 	for _, n := range m.plat.nics {
-		s := NetworkStatus{Tap: n.tap.Name(), Host: n.host, Guest: n.guest, MAC: n.mac, NIC: n.dev.Counters()}
+		s := NetworkStatus{Tap: n.tap, Host: n.host, Guest: n.guest, MAC: n.mac, NIC: n.dev.Counters()}
 		if n.dhcp != nil {
 			c := n.dhcp.Counters()
 			s.DHCP = &c
@@ -136,111 +242,174 @@ func (m *Machine) Networks() []NetworkStatus {
 	return out
 }
 
-// createNets opens or creates each TAP, starts its DHCP server and puts
-// the virtio-net devices on the PCI bus.
+// createNets opens or creates each NIC's host side, starts its DHCP server
+// and puts the virtio-net devices on the PCI bus. Errors that come from the
+// configuration rather than the host wrap ErrConfig.
 func (m *Machine) createNets() error {
 	for i, cfg := range m.cfg.Nets {
 		name := fmt.Sprintf("virtio-net %d", i)
-		n, err := m.openNIC(cfg)
+		n, err := m.openNIC(i, cfg)
 		if err != nil {
+			if errors.Is(err, hostnet.ErrPlan) || errors.Is(err, hostnet.ErrNoBridge) || errors.Is(err, hostnet.ErrLeaseTaken) ||
+				errors.Is(err, dhcp.ErrConfig) || errors.Is(err, tap.ErrNotTap) {
+				return fmt.Errorf("%w: net %d: %w", ErrConfig, i, err)
+			}
 			return fmt.Errorf("corral: net %d: %w", i, err)
 		}
 		m.plat.nics = append(m.plat.nics, n)
 		if err := m.addVirtio(name, n.dev); err != nil {
 			return err
 		}
-		m.log.Info("vm.net", "id", m.id, "tap", n.tap.Name(), "host", n.host, "guest", n.guest, "mac", n.mac.String(), "dhcp", n.dhcp != nil)
+		m.log.Info("vm.net", "id", m.id, "tap", n.tap, "host", n.host, "guest", n.guest, "mac", n.mac.String(), "dhcp", n.dhcp != nil)
 	}
 	return nil
 }
 
-// openNIC sets up one NIC's TAP, network and DHCP server and builds its
-// device. On error nothing is left behind.
-func (m *Machine) openNIC(cfg Net) (*nic, error) {
+// openNIC sets up NIC index's host side, plans its addresses, starts its
+// DHCP server and builds its device. On error nothing is left behind.
+func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
+	guestMAC, hostMAC := hostnet.MACs(m.id, index)
+	if cfg.MAC != nil {
+		guestMAC = cfg.MAC
+	}
 	var (
-		network virtionet.Network
-		t       *tap.Tap
-		err     error
+		be    virtionet.Backend
+		t     *tap.Tap
+		lease *hostnet.Lease
+		host  = cfg.Host // the DHCP server's address
+		guest = cfg.IP
 	)
-	tapCfg := tap.Config{Name: cfg.Tap, Bridge: cfg.Bridge, Logger: m.log}
+	defer func() {
+		if err != nil {
+			if be != nil {
+				be.Close()
+			}
+			lease.Release()
+		}
+	}()
+	if !host.IsValid() && guest.IsValid() && cfg.Bridge == "" {
+		if host, err = hostnet.SubnetAround(guest); err != nil {
+			return nil, err
+		}
+	}
+	tapCfg := tap.Config{Name: cfg.Tap, Bridge: cfg.Bridge, Address: host, MAC: hostMAC, MTU: hostnet.DefaultMTU, Logger: m.log}
+	serverMAC := hostMAC
 	switch {
-	case cfg.Host.IsValid():
-		base := netip.PrefixFrom(cfg.Host.Masked().Addr(), min(cfg.Host.Bits(), 24))
-		if network, err = virtionet.NetworkFor(base, 0); err != nil {
-			return nil, err
+	case cfg.Backend != nil || cfg.File != nil:
+		// A link of its own: nothing on the host to allocate or collide with.
+		if !host.IsValid() {
+			sub, _ := hostnet.Subnet(netip.MustParsePrefix(hostnet.DefaultBase), 0)
+			host = netip.PrefixFrom(sub.Addr().Next(), sub.Bits())
 		}
-		network.Subnet, network.Host = cfg.Host.Masked(), cfg.Host
-		network.Guest = firstGuestAddr(cfg.Host)
-		tapCfg.Address, tapCfg.MAC, tapCfg.MTU = cfg.Host, network.HostMAC, network.MTU
-		if t, err = tap.Open(tapCfg); err != nil {
-			return nil, err
-		}
-	case cfg.Bridge != "":
-		// On a bridge the host side has no address of ours: the default
-		// network only names the guest's address for DHCP.
-		if network, err = virtionet.DefaultNetwork(0); err != nil {
-			return nil, err
-		}
-		if t, err = tap.Open(tapCfg); err != nil {
-			return nil, err
-		}
-	default:
-		// The first 10.200.N.0/24 that no host interface uses.
-		for idx := 0; idx < 256; idx++ {
-			if network, err = virtionet.DefaultNetwork(idx); err != nil {
+		if be = cfg.Backend; be == nil {
+			if be, err = openFile(cfg.File, m.log); err != nil {
 				return nil, err
 			}
-			tapCfg.Address, tapCfg.MAC, tapCfg.MTU = network.Host, network.HostMAC, network.MTU
-			t, err = tap.Open(tapCfg)
-			if errors.Is(err, tap.ErrSubnetInUse) {
-				continue
+		}
+		if t, _ = be.(*tap.Tap); t != nil && t.MAC() != nil {
+			serverMAC = t.MAC()
+		}
+	case cfg.Bridge != "":
+		if !host.IsValid() {
+			br, err := hostnet.LookupBridge(cfg.Bridge)
+			if err != nil {
+				return nil, err
 			}
-			break
+			host, serverMAC = br.Addr, br.MAC
+		}
+		if host.IsValid() && !cfg.NoDHCP {
+			if lease, err = hostnet.LeaseOnBridge(hostnet.StateDir(), cfg.Bridge, host.Masked(), []netip.Addr{host.Addr()}, guest, guestMAC); err != nil {
+				return nil, err
+			}
+			guest = lease.Addr
+		}
+		if cfg.Host.IsValid() {
+			err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = tap.Open(tapCfg); return err })
+		} else {
+			t, err = tap.Open(tapCfg)
 		}
 		if err != nil {
 			return nil, err
 		}
-	}
-	n := &nic{tap: t, host: tapCfg.Address, mac: network.GuestMAC, guest: network.Guest}
-	if cfg.MAC != nil {
-		n.mac = cfg.MAC
-	}
-	if cfg.IP.IsValid() {
-		n.guest = cfg.IP
-	}
-	var handler virtionet.FrameHandler
-	if !cfg.NoDHCP {
-		dc := network.DHCPConfig(cfg.DNS...)
-		dc.Server = network.Host
-		dc.Router = network.Host.Addr()
-		dc.ServerMAC = t.MAC()
-		dc.MTU = t.MTU()
-		dc.AllowedMACs = []net.HardwareAddr{n.mac}
-		dc.Reservations = []dhcp.Reservation{{MAC: n.mac, IP: n.guest}}
-		if !dc.Server.Masked().Contains(dc.PoolFirst) || !dc.Server.Masked().Contains(dc.PoolLast) {
-			dc.PoolFirst, dc.PoolLast = n.guest, n.guest
+		be = t
+		if cfg.Host.IsValid() {
+			serverMAC = t.MAC()
 		}
-		dc.Logger = m.log.With("dhcp", t.Name())
-		if n.dhcp, err = dhcp.New(dc); err != nil {
-			t.Close()
+	case host.IsValid():
+		// The overlap check in tap.Open and the address it adds are atomic
+		// with other Corral processes under the same lock.
+		if err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = tap.Open(tapCfg); return err }); err != nil {
 			return nil, err
 		}
-		handler = virtionet.DHCP(n.dhcp)
+		be, serverMAC = t, t.MAC()
+	default:
+		_, err = hostnet.ClaimSubnet(hostnet.StateDir(), netip.MustParsePrefix(hostnet.DefaultBase), func(sub netip.Prefix) (err error) {
+			host = netip.PrefixFrom(sub.Addr().Next(), sub.Bits())
+			tapCfg.Address = host
+			t, err = tap.Open(tapCfg)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+		be, serverMAC = t, t.MAC()
 	}
-	n.dev, err = virtionet.New(virtionet.Config{Backend: t, MAC: n.mac, MTU: t.MTU(), Handler: handler, Logger: m.log.With("device", t.Name())})
-	if err != nil {
-		t.Close()
+	if lease != nil {
+		be = leasedBackend{be, lease}
+	}
+	mtu := virtionet.DefaultMTU
+	n := &nic{mac: guestMAC}
+	if t != nil {
+		n.tap, mtu = t.Name(), t.MTU()
+	}
+	if host.IsValid() {
+		plan, err := hostnet.NewPlan(host, guest, guestMAC, serverMAC)
+		if err != nil {
+			return nil, err
+		}
+		plan.MTU, plan.DNS = mtu, cfg.DNS
+		n.host, n.guest = plan.Host, plan.Guest
+		if !cfg.NoDHCP {
+			dc := plan.DHCPConfig()
+			dc.Logger = m.log.With("dhcp", index)
+			if n.dhcp, err = dhcp.New(dc); err != nil {
+				return nil, err
+			}
+		}
+	}
+	dc := virtionet.Config{Backend: be, MAC: guestMAC, MTU: mtu, Logger: m.log.With("device", fmt.Sprintf("net%d", index))}
+	if n.dhcp != nil {
+		dc.Handler = n.dhcp
+	}
+	if n.dev, err = virtionet.New(dc); err != nil {
 		return nil, err
 	}
 	return n, nil
 }
 
-// firstGuestAddr is the first address of host's subnet that is neither the
-// network address nor the host's own.
-func firstGuestAddr(host netip.Prefix) netip.Addr {
-	a := host.Masked().Addr().Next()
-	if a == host.Addr() {
-		a = a.Next()
+// openFile adopts a descriptor: an attached TAP, else a frame socket.
+func openFile(f *os.File, log *slog.Logger) (virtionet.Backend, error) {
+	t, err := tap.FromFile(f, log)
+	if err == nil {
+		return t, nil
 	}
-	return a
+	if !errors.Is(err, tap.ErrNotTap) {
+		return nil, err
+	}
+	b, serr := virtionet.NewSocketBackend(f)
+	if serr != nil {
+		return nil, fmt.Errorf("%w: %s is neither a TAP (%v) nor a frame socket (%v)", tap.ErrNotTap, f.Name(), err, serr)
+	}
+	return b, nil
+}
+
+// leasedBackend gives a bridge lease back when the device closes its
+// backend.
+type leasedBackend struct {
+	virtionet.Backend
+	lease *hostnet.Lease
+}
+
+func (b leasedBackend) Close() error {
+	return errors.Join(b.Backend.Close(), b.lease.Release())
 }

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral/dhcp"
-	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
+	"github.com/corral-vmm/corral/hostnet"
 )
 
 // The net guest under QEMU's virtio-net-pci (modern only) with user-mode
@@ -115,13 +115,13 @@ func TestQEMUNet(t *testing.T) {
 // wire is the far end of QEMU's "-netdev socket,udp=" link: every UDP
 // datagram is one Ethernet frame. It plays the host side of a Corral VM's
 // network: Corral's own DHCP server (configured as the VMM configures it,
-// virtionet.DefaultNetwork), ARP for the router address, and a UDP echo on
+// hostnet.DefaultPlan), ARP for the router address, and a UDP echo on
 // the router's echoPort.
 type wire struct {
 	t        *testing.T
 	conn     *net.UDPConn
 	srv      *dhcp.Server
-	n        virtionet.Network
+	n        hostnet.Plan
 	echoPort uint16
 
 	mu       sync.Mutex
@@ -129,7 +129,7 @@ type wire struct {
 	echoed   []string
 }
 
-func newWire(t *testing.T, n virtionet.Network, echoPort uint16) *wire {
+func newWire(t *testing.T, n hostnet.Plan, echoPort uint16) *wire {
 	t.Helper()
 	cfg := n.DHCPConfig()
 	cfg.NoRateLimit = true
@@ -266,7 +266,7 @@ func TestQEMUNetCorralDHCP(t *testing.T) {
 	qemu := needQEMU(t)
 	needQBoot(t)
 	kernel := BuildT(t, "net")
-	n, err := virtionet.DefaultNetwork(7)
+	n, err := hostnet.DefaultPlan(7, "qemu-test")
 	if err != nil {
 		t.Fatal(err)
 	}

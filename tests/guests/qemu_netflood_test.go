@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
+	"github.com/corral-vmm/corral/hostnet"
 )
 
 // The net guest's throughput modes (txflood=N, rxcount=N) and static
@@ -28,7 +28,7 @@ type floodLink struct {
 	conn *net.UDPConn
 	peer *net.UDPAddr // QEMU's end (localaddr=)
 	arp  *wire        // only its answer method: ARP for the router
-	n    virtionet.Network
+	n    hostnet.Plan
 
 	mu         sync.Mutex
 	flood      map[int]int // frames to the router's port 9, by frame length
@@ -36,7 +36,7 @@ type floodLink struct {
 	arpReplies int         // ARP replies from the guest for its own address
 }
 
-func newFloodLink(t *testing.T, n virtionet.Network) *floodLink {
+func newFloodLink(t *testing.T, n hostnet.Plan) *floodLink {
 	t.Helper()
 	c, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
@@ -202,7 +202,7 @@ func TestQEMUNetTxFlood(t *testing.T) {
 	qemu := needQEMU(t)
 	needQBoot(t)
 	kernel := BuildT(t, "net")
-	n, err := virtionet.DefaultNetwork(7)
+	n, err := hostnet.DefaultPlan(7, "qemu-test")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestQEMUNetRxCount(t *testing.T) {
 	qemu := needQEMU(t)
 	needQBoot(t)
 	kernel := BuildT(t, "net")
-	n, err := virtionet.DefaultNetwork(7)
+	n, err := hostnet.DefaultPlan(7, "qemu-test")
 	if err != nil {
 		t.Fatal(err)
 	}

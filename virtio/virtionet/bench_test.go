@@ -174,7 +174,7 @@ func BenchmarkDataPath(b *testing.B) {
 // guest's receive ring through the device (the server's own cost included).
 func BenchmarkDHCP(b *testing.B) {
 	srv, _ := testDHCP(b)
-	r := newPathRig(b, false, DHCP(srv), 64)
+	r := newPathRig(b, false, srv, 64)
 	disc, _, _ := discover(b, csumFull)
 	round := dhcpRound(b, r, disc)
 	round()
@@ -218,7 +218,7 @@ func TestDataPathDoesNotAllocate(t *testing.T) {
 		}
 	}
 	srv, _ := testDHCP(t)
-	r := newPathRig(t, false, DHCP(srv), 64)
+	r := newPathRig(t, false, srv, 64)
 	disc, _, _ := discover(t, csumFull)
 	round := dhcpRound(t, r, disc)
 	round()

@@ -72,7 +72,7 @@ type Config struct {
 	// closes it.
 	Backend Backend
 	// MAC is the guest's MAC address, offered with VIRTIO_NET_F_MAC
-	// (required; a unicast address, e.g. from DefaultNetwork or RandomMAC).
+	// (required; a unicast address, e.g. from hostnet).
 	MAC stdnet.HardwareAddr
 	// MTU is offered with VIRTIO_NET_F_MTU and bounds frames without GSO
 	// both ways (plus an Ethernet header and one VLAN tag); 0 means
@@ -82,7 +82,7 @@ type Config struct {
 	// DefaultQueueSize.
 	QueueSize uint16
 	// Handler, when set, sees every transmitted frame first (see
-	// FrameHandler and DHCP).
+	// FrameHandler).
 	Handler FrameHandler
 	// NoOffloads turns the checksum and segmentation offloads off even when
 	// the backend supports them.

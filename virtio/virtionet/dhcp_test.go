@@ -12,16 +12,31 @@ import (
 	"github.com/corral-vmm/corral/dhcp"
 )
 
-func testDHCP(t testing.TB) (*dhcp.Server, Network) {
+// Frame fields the tests build and check.
+const (
+	etherTypeIPv4 = 0x0800
+	ipProtoUDP    = 17
+)
+
+// testLink is the link the test DHCP server serves: the host (server and
+// router) at .1, the guest's reserved address .2.
+type testLink struct {
+	Host  netip.Prefix
+	Guest netip.Addr
+}
+
+// testDHCP returns a DHCP server, the device's frame handler, for guestMAC
+// on 10.200.7.0/24 with hostMAC as its own.
+func testDHCP(t testing.TB) (*dhcp.Server, testLink) {
 	t.Helper()
-	n, err := DefaultNetwork(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n.GuestMAC, n.HostMAC = guestMAC[:], hostMAC[:]
-	cfg := n.DHCPConfig()
-	cfg.NoRateLimit = true
-	srv, err := dhcp.New(cfg)
+	n := testLink{Host: netip.MustParsePrefix("10.200.7.1/24"), Guest: netip.MustParseAddr("10.200.7.2")}
+	srv, err := dhcp.New(dhcp.Config{
+		Server: n.Host, ServerMAC: hostMAC[:], Router: n.Host.Addr(),
+		PoolFirst: n.Guest, PoolLast: n.Guest,
+		AllowedMACs:  []net.HardwareAddr{guestMAC[:]},
+		Reservations: []dhcp.Reservation{{MAC: guestMAC[:], IP: n.Guest}},
+		NoRateLimit:  true,
+	})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +69,7 @@ func parseReply(t testing.TB, frame []byte) *dhcpv4.DHCPv4 {
 func TestDHCPDiscoverAnsweredNotForwarded(t *testing.T) {
 	for _, partial := range []bool{false, true} {
 		srv, n := testDHCP(t)
-		o := opts{handler: DHCP(srv)}
+		o := opts{handler: srv}
 		if partial {
 			o.vnet, o.offloads = true, OffloadCsum
 		}
@@ -104,7 +119,7 @@ func TestDHCPDiscoverAnsweredNotForwarded(t *testing.T) {
 // The whole handshake: DISCOVER, OFFER, REQUEST, ACK.
 func TestDHCPHandshake(t *testing.T) {
 	srv, n := testDHCP(t)
-	h := newHarness(t, opts{handler: DHCP(srv)})
+	h := newHarness(t, opts{handler: srv})
 	h.refill(3, smallBuf)
 	f, _, _ := discover(t, csumFull)
 	h.sendTx(header{}, f, 0)
@@ -147,7 +162,7 @@ func TestDHCPHandshake(t *testing.T) {
 // the handler's business.
 func TestDHCPWhatReachesTheHost(t *testing.T) {
 	srv, _ := testDHCP(t)
-	h := newHarness(t, opts{handler: DHCP(srv)})
+	h := newHarness(t, opts{handler: srv})
 	m, err := dhcpv4.NewDiscovery(net.HardwareAddr(guestMAC[:]))
 	if err != nil {
 		t.Fatal(err)
@@ -197,7 +212,7 @@ func TestDHCPWhatReachesTheHost(t *testing.T) {
 // request still does not reach the host.
 func TestDHCPReplyDroppedWhenRingEmpty(t *testing.T) {
 	srv, _ := testDHCP(t)
-	h := newHarness(t, opts{handler: DHCP(srv)})
+	h := newHarness(t, opts{handler: srv})
 	f, _, _ := discover(t, csumFull)
 	h.sendTx(header{}, f, 0)
 	h.waitTxDone(1)
@@ -215,7 +230,7 @@ func TestDHCPReplyDroppedWhenRingEmpty(t *testing.T) {
 // Replies and backend frames share the ring without losing either.
 func TestDHCPReplyInterleavesWithBackendFrames(t *testing.T) {
 	srv, _ := testDHCP(t)
-	h := newHarness(t, opts{handler: DHCP(srv)})
+	h := newHarness(t, opts{handler: srv})
 	const frames = 50
 	h.refill(frames+1, smallBuf)
 	go func() {
@@ -243,7 +258,10 @@ func TestDHCPReplyInterleavesWithBackendFrames(t *testing.T) {
 	}
 }
 
-func TestIsUDPToPort(t *testing.T) {
+// The server's Match picks untagged IPv4 UDP to port 67 that has a UDP
+// header to look at; tagged frames are for a VLAN it is not on.
+func TestDHCPServerMatch(t *testing.T) {
+	srv, _ := testDHCP(t)
 	f, _, _ := udpFrame(bcastMAC, guestMAC, zeroIP, bcastIP, 68, 67, []byte("x"), csumFull)
 	tagged := append(append(append([]byte(nil), f[:12]...), 0x81, 0x00, 0x00, 0x05), f[12:]...)
 	mod := func(b []byte, off int, v byte) []byte {
@@ -258,7 +276,7 @@ func TestIsUDPToPort(t *testing.T) {
 		want bool
 	}{
 		{"plain", f, true},
-		{"802.1Q", tagged, true},
+		{"802.1Q", tagged, false},
 		{"port 68", mod(f, ip+20+3, 68), false},
 		{"TCP", mod(f, ip+9, 6), false},
 		{"IPv6 ethertype", mod(f, 12, 0x86), false},
@@ -273,60 +291,8 @@ func TestIsUDPToPort(t *testing.T) {
 		{"empty", nil, false},
 	}
 	for _, c := range cases {
-		if got := isUDPToPort(c.b, 67); got != c.want {
+		if got := srv.Match(c.b); got != c.want {
 			t.Errorf("%s: %v, want %v", c.name, got, c.want)
 		}
-	}
-}
-
-func TestDefaultNetwork(t *testing.T) {
-	n, err := DefaultNetwork(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := Network{
-		Index: 7, Subnet: netip.MustParsePrefix("10.200.7.0/24"), Host: netip.MustParsePrefix("10.200.7.1/24"),
-		Guest: netip.MustParseAddr("10.200.7.2"), PoolFirst: netip.MustParseAddr("10.200.7.10"), PoolLast: netip.MustParseAddr("10.200.7.254"),
-		GuestMAC: net.HardwareAddr{2, 0x63, 0x72, 0, 7, 2}, HostMAC: net.HardwareAddr{2, 0x63, 0x72, 0, 7, 1}, TapName: "corral7", MTU: 1500,
-	}
-	if n.String() != want.String() {
-		t.Fatalf("got %+v\nwant %+v", n, want)
-	}
-	if _, err := dhcp.New(n.DHCPConfig(n.Host.Addr())); err != nil {
-		t.Fatalf("DHCPConfig does not validate: %v", err)
-	}
-	if c := n.DHCPConfig(); len(c.DNS) != 0 {
-		t.Fatal("DNS offered without being asked")
-	}
-	for _, m := range []net.HardwareAddr{n.GuestMAC, n.HostMAC} {
-		if m[0]&1 != 0 || m[0]&2 == 0 {
-			t.Fatalf("MAC %v is not locally administered unicast", m)
-		}
-	}
-	n2, err := NetworkFor(netip.MustParsePrefix("10.0.0.0/8"), 65535)
-	if err != nil || n2.Subnet != netip.MustParsePrefix("10.255.255.0/24") || n2.TapName != "corral65535" || len(n2.TapName) > 15 {
-		t.Fatalf("NetworkFor(10/8, 65535) = %+v, %v", n2, err)
-	}
-	for _, bad := range []struct {
-		base  string
-		index int
-	}{{"10.200.0.0/16", 256}, {"10.200.0.0/16", -1}, {"10.200.7.0/25", 0}, {"10.0.0.0/7", 0}, {"fd00::/8", 0}} {
-		if _, err := NetworkFor(netip.MustParsePrefix(bad.base), bad.index); err == nil {
-			t.Errorf("NetworkFor(%s, %d) accepted", bad.base, bad.index)
-		}
-	}
-}
-
-func TestRandomMAC(t *testing.T) {
-	m, err := RandomMAC(bytes.NewReader([]byte{0xff, 1, 2, 3, 4, 5}))
-	if err != nil || m.String() != "fe:01:02:03:04:05" {
-		t.Fatalf("got %v, %v", m, err)
-	}
-	m, _ = RandomMAC(bytes.NewReader(make([]byte, 6)))
-	if m.String() != "02:00:00:00:00:00" {
-		t.Fatalf("got %v", m)
-	}
-	if _, err := RandomMAC(bytes.NewReader(nil)); err == nil {
-		t.Fatal("short read accepted")
 	}
 }

@@ -77,7 +77,7 @@ func FuzzTX(f *testing.F) {
 			be, peer := rawPair(f, v == 1)
 			cfg := Config{Backend: be, MAC: guestMAC[:], QueueSize: 16}
 			if hd == 1 {
-				cfg.Handler = DHCP(srv)
+				cfg.Handler = srv
 			}
 			d, err := New(cfg)
 			if err != nil {

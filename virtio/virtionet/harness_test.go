@@ -119,6 +119,9 @@ type opts struct {
 	mtu      int
 	drop     uint64 // offered features the driver does not accept
 	qsize    uint16
+	// socket builds the backend with NewSocketBackend from a blocking
+	// SOCK_SEQPACKET pair, as a caller handing over a descriptor would.
+	socket bool
 }
 
 // harness is a device on a socket pair with a mock driver per queue in fake
@@ -151,6 +154,9 @@ func newHarness(tb testing.TB, o opts) *harness {
 	}
 	tb.Cleanup(func() { mem.Close() })
 	be, peer := newTestBackend(tb, o.vnet, o.offloads)
+	if o.socket {
+		be, peer = newSocketTestBackend(tb)
+	}
 	dev, err := New(Config{Backend: be, MAC: guestMAC[:], MTU: o.mtu, QueueSize: o.qsize, Handler: o.handler})
 	if err != nil {
 		tb.Fatal(err)

@@ -31,8 +31,8 @@ func BenchmarkTap(b *testing.B) {
 
 func benchTap(b *testing.B, rx bool, frameLen int) {
 	const batch = 32
-	n, _ := virtionet.DefaultNetwork(7)
-	tp, err := Open(Config{Name: n.TapName, Address: n.Host, MAC: n.HostMAC})
+	n := testPlan(b)
+	tp, err := Open(Config{Name: testTapName, Address: n.Host, MAC: n.HostMAC})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -54,7 +54,7 @@ func benchTap(b *testing.B, rx bool, frameLen int) {
 
 	var round func()
 	if rx {
-		link, _ := netlink.LinkByName(n.TapName)
+		link, _ := netlink.LinkByName(testTapName)
 		if err := netlink.NeighAdd(&netlink.Neigh{LinkIndex: link.Attrs().Index, State: netlink.NUD_PERMANENT,
 			IP: guestIP, HardwareAddr: n.GuestMAC, Family: netlink.FAMILY_V4}); err != nil {
 			b.Fatal(err)

@@ -237,11 +237,8 @@ func TestDeviceOnTap(t *testing.T) {
 
 func deviceOnTap(t *testing.T, offload bool) {
 	h := nlHandle(t)
-	n, err := virtionet.DefaultNetwork(7)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tp, err := Open(Config{Name: n.TapName, Address: n.Host, MAC: n.HostMAC, MTU: n.MTU})
+	n := testPlan(t)
+	tp, err := Open(Config{Name: testTapName, Address: n.Host, MAC: n.HostMAC, MTU: n.MTU})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +246,7 @@ func deviceOnTap(t *testing.T, offload bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dev, err := virtionet.New(virtionet.Config{Backend: tp, MAC: n.GuestMAC, MTU: tp.MTU(), Handler: virtionet.DHCP(srv)})
+	dev, err := virtionet.New(virtionet.Config{Backend: tp, MAC: n.GuestMAC, MTU: tp.MTU(), Handler: srv})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,7 +254,7 @@ func deviceOnTap(t *testing.T, offload bool) {
 		if err := dev.Close(); err != nil {
 			t.Error(err)
 		}
-		waitGone(t, h, n.TapName)
+		waitGone(t, h, testTapName)
 	}()
 	features := dev.Features()
 	if features&virtionet.FGuestTSO4 == 0 {
@@ -271,7 +268,7 @@ func deviceOnTap(t *testing.T, offload bool) {
 	zero := make([]byte, virtionet.HeaderLen)
 
 	// DHCP: the OFFER arrives, the DISCOVER never reaches the host.
-	before := tapRxPackets(t, h, n.TapName)
+	before := tapRxPackets(t, h, testTapName)
 	m, _ := dhcpv4.NewDiscovery(n.GuestMAC, dhcpv4.WithBroadcast(true))
 	g.send(zero, udp(n.GuestMAC, net.HardwareAddr{0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, net.IPv4zero, net.IPv4bcast, 68, 67, m.ToBytes(), false))
 	_, f := g.recv(func(f []byte) bool {
@@ -281,7 +278,7 @@ func deviceOnTap(t *testing.T, offload bool) {
 	if err != nil || offer.MessageType() != dhcpv4.MessageTypeOffer || !offer.YourIPAddr.Equal(guestIP) {
 		t.Fatalf("offer %v, %v", offer, err)
 	}
-	if got := tapRxPackets(t, h, n.TapName); got != before {
+	if got := tapRxPackets(t, h, testTapName); got != before {
 		t.Fatalf("the DISCOVER reached the host (TAP rx_packets %d → %d)", before, got)
 	}
 
@@ -298,7 +295,7 @@ func deviceOnTap(t *testing.T, offload bool) {
 	if binary.BigEndian.Uint16(f[20:]) != 2 || !bytes.Equal(f[22:28], n.HostMAC) || !bytes.Equal(f[28:32], hostIP.To4()) {
 		t.Fatalf("not an ARP reply from the host: % x", f)
 	}
-	if got := tapRxPackets(t, h, n.TapName); got != before+1 {
+	if got := tapRxPackets(t, h, testTapName); got != before+1 {
 		t.Fatalf("TAP rx_packets %d, want %d", got, before+1)
 	}
 

@@ -209,9 +209,18 @@ func Open(cfg Config) (_ *Tap, err error) {
 	return t, nil
 }
 
+// CheckName reports a name that is not a valid Linux interface name (""
+// passes: Open then picks one).
+func CheckName(name string) error {
+	if len(name) >= unix.IFNAMSIZ || strings.ContainsAny(name, "/ \t\n:%") || name == "." || name == ".." {
+		return fmt.Errorf("tap: interface name %q is not a valid Linux interface name (at most %d bytes, no '/', ':', '%%' or spaces)", name, unix.IFNAMSIZ-1)
+	}
+	return nil
+}
+
 func (c *Config) check() error {
-	if len(c.Name) >= unix.IFNAMSIZ || strings.ContainsAny(c.Name, "/ \t\n:%") || c.Name == "." || c.Name == ".." {
-		return fmt.Errorf("tap: interface name %q is not a valid Linux interface name (at most %d bytes, no '/', ':', '%%' or spaces)", c.Name, unix.IFNAMSIZ-1)
+	if err := CheckName(c.Name); err != nil {
+		return err
 	}
 	if len(c.Bridge) >= unix.IFNAMSIZ {
 		return fmt.Errorf("tap: bridge name %q is longer than %d bytes", c.Bridge, unix.IFNAMSIZ-1)
@@ -436,7 +445,9 @@ func (t *Tap) Close() error {
 	t.closeOnce.Do(func() {
 		err := t.rollback()
 		t.closeErr = errors.Join(err, t.FileBackend.Close())
-		t.nl.Close()
+		if t.nl != nil { // nil for an adopted descriptor (FromFile)
+			t.nl.Close()
+		}
 		t.log.Info("tap: closed", "name", t.name, "created", t.created, "err", t.closeErr)
 	})
 	return t.closeErr
