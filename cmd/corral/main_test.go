@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/guests"
 )
 
@@ -60,11 +60,7 @@ func TestHelpDocumentsEverything(t *testing.T) {
 // TestRunGuestExitStatus boots the hello guest through the CLI and checks
 // that its output reaches stdout and its debug-exit code becomes the status.
 func TestRunGuestExitStatus(t *testing.T) {
-	if s, err := kvm.Open(""); err != nil {
-		t.Skipf("skipping KVM test: %v", err)
-	} else {
-		s.Close()
-	}
+	testenv.MustHaveKVM(t)
 	k := guests.BuildT(t, "hello")
 	code, out, stderr := runCLI(t, "run", "--kernel", k, "--cmdline", "exit=42", "--memory", "64M")
 	if code != 42 {
