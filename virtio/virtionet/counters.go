@@ -31,6 +31,8 @@ type Counters struct {
 	TxDropBadHeader uint64 // virtio-net header asks for an offload not negotiated, or has a bad checksum offset
 	TxDropBackend   uint64 // the backend refused the frame (write error)
 	TxCsumCompleted uint64 // partial checksums the device completed in software
+
+	ProtocolErrors uint64 // chains that broke the protocol and stopped a queue (each also reported to Activation.Fail)
 }
 
 type counter int
@@ -54,6 +56,7 @@ const (
 	cTxDropBadHeader
 	cTxDropBackend
 	cTxCsumCompleted
+	cProtocolErrors
 	numCounters
 )
 
@@ -84,5 +87,6 @@ func (c *counters) snapshot() Counters {
 		TxDropBadHeader:   c[cTxDropBadHeader].Load(),
 		TxDropBackend:     c[cTxDropBackend].Load(),
 		TxCsumCompleted:   c[cTxCsumCompleted].Load(),
+		ProtocolErrors:    c[cProtocolErrors].Load(),
 	}
 }

@@ -59,6 +59,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
@@ -87,8 +88,11 @@ type Config struct {
 	// NoOffloads turns the checksum and segmentation offloads off even when
 	// the backend supports them.
 	NoOffloads bool
-	// Logger receives warnings and guest errors; nil discards them.
+	// Logger receives warnings and guest errors (rate limited); nil
+	// discards them.
 	Logger *slog.Logger
+
+	now func() time.Time // the rate limiter's clock; nil is time.Now (tests set it)
 }
 
 // Device is a virtio-net device. It implements virtio.Device.
@@ -102,10 +106,10 @@ type Device struct {
 	queueSize uint16
 	handler   FrameHandler
 	counts    counters
+	glog      *guestlog.Logger // queue failures, rate limited
 
-	mu     sync.Mutex // serialises Activate, Reset, Close
-	active atomic.Pointer[run]
-	closed bool
+	common *virtio.Common      // activation state; serialises Activate, Reset, Close
+	active atomic.Pointer[run] // the running goroutines, for Notify
 }
 
 // run is one activation: its goroutines and how to stop them.
@@ -144,11 +148,12 @@ func New(cfg Config) (*Device, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	d := &Device{be: cfg.Backend, log: log, mac: [6]byte(cfg.MAC), mtu: mtu, queueSize: qs, handler: cfg.Handler}
+	d := &Device{be: cfg.Backend, log: log, glog: guestlog.New(log, cfg.now), mac: [6]byte(cfg.MAC), mtu: mtu, queueSize: qs, handler: cfg.Handler}
 	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU
 	if !cfg.NoOffloads && cfg.Backend.VnetHdr() {
 		d.features |= offloadFeatures(cfg.Backend.Offloads())
 	}
+	d.common = virtio.NewCommon("virtio-net", d.features, 2, qs)
 	copy(d.config[cfgMAC:], d.mac[:])
 	binary.LittleEndian.PutUint16(d.config[cfgStatus:], StatusLinkUp)
 	binary.LittleEndian.PutUint16(d.config[cfgMaxVirtqueuePairs:], 1)
@@ -244,57 +249,40 @@ func (d *Device) WriteConfig(off int, p []byte) {}
 
 // Activate tells the backend which receive offloads the guest accepted and
 // starts the receive and transmit goroutines for the queues the driver
-// enabled.
+// enabled. virtio.Common checks the activation (VERSION_1 included: legacy
+// headers are not supported).
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return errors.New("virtio-net: activate after close")
-	}
-	if d.active.Load() != nil {
-		return errors.New("virtio-net: already active")
-	}
-	if a.Mem == nil || a.Interrupt == nil {
-		return errors.New("virtio-net: activation without guest memory or interrupt")
-	}
-	if len(a.Queues) != 2 {
-		return fmt.Errorf("virtio-net: activation with %d queues; the device has 2", len(a.Queues))
-	}
-	if a.Features&^d.features != 0 {
-		return fmt.Errorf("virtio-net: activation with features %#x not offered", a.Features&^d.features)
-	}
-	if a.Features&virtio.FVersion1 == 0 {
-		return errors.New("virtio-net: activation without VIRTIO_F_VERSION_1 (legacy headers are not supported)")
-	}
-	if d.be.VnetHdr() {
-		if err := d.be.SetOffload(guestOffload(a.Features)); err != nil {
-			return fmt.Errorf("virtio-net: set backend offloads %#x: %w", guestOffload(a.Features), err)
+	return d.common.Activate(a, func(a virtio.Activation) error {
+		if d.be.VnetHdr() {
+			if err := d.be.SetOffload(guestOffload(a.Features)); err != nil {
+				return fmt.Errorf("virtio-net: set backend offloads %#x: %w", guestOffload(a.Features), err)
+			}
 		}
-	}
-	ctx, cancel := context.WithCancel(ctx)
-	r := &run{cancel: cancel}
-	if q := a.Queues[RxQueue]; q != nil {
-		r.rx = newReceiver(d, q, a)
-	}
-	if q := a.Queues[TxQueue]; q != nil {
-		r.tx = newTransmitter(d, q, a, r.rx)
-	}
-	if r.rx != nil {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.rx.run(ctx)
-		}()
-	}
-	if r.tx != nil {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.tx.run(ctx)
-		}()
-	}
-	d.active.Store(r)
-	return nil
+		ctx, cancel := context.WithCancel(ctx)
+		r := &run{cancel: cancel}
+		if q := a.Queues[RxQueue]; q != nil {
+			r.rx = newReceiver(d, q, a)
+		}
+		if q := a.Queues[TxQueue]; q != nil {
+			r.tx = newTransmitter(d, q, a, r.rx)
+		}
+		if r.rx != nil {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.rx.run(ctx)
+			}()
+		}
+		if r.tx != nil {
+			r.wg.Add(1)
+			go func() {
+				defer r.wg.Done()
+				r.tx.run(ctx)
+			}()
+		}
+		d.active.Store(r)
+		return nil
+	})
 }
 
 // Notify wakes the goroutine of queue q. It never blocks and ignores queues
@@ -322,13 +310,10 @@ func (d *Device) Notify(q int) {
 // Reset stops the goroutines (a frame being received is dropped; a frame
 // being transmitted is finished or abandoned) and forgets the queues. The
 // device can then be activated again.
-func (d *Device) Reset() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.resetLocked()
-}
+func (d *Device) Reset() error { return d.common.Reset(d.stop) }
 
-func (d *Device) resetLocked() error {
+// stop ends the running activation's goroutines.
+func (d *Device) stop() error {
 	r := d.active.Swap(nil)
 	if r == nil {
 		return nil
@@ -347,13 +332,4 @@ func (d *Device) resetLocked() error {
 }
 
 // Close stops the device and closes the backend.
-func (d *Device) Close() error {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.closed {
-		return nil
-	}
-	d.closed = true
-	err := d.resetLocked()
-	return errors.Join(err, d.be.Close())
-}
+func (d *Device) Close() error { return d.common.Close(d.stop, d.be.Close) }

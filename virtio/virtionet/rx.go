@@ -79,7 +79,7 @@ func (r *receiver) run(ctx context.Context) {
 				return // Reset set a deadline to wake us
 			}
 			r.d.counts.inc(cRxBackendErrors)
-			r.d.log.Error("virtio-net: backend read failed; receive stopped", "err", err)
+			r.d.glog.Error("virtio-net: backend read failed; receive stopped", "err", err)
 			r.signal()
 			r.stop()
 			return
@@ -292,14 +292,14 @@ func (r *receiver) signalLocked() {
 	}
 	need, err := r.q.NeedInterrupt()
 	if err != nil {
-		r.d.log.Error("virtio-net: receive interrupt check failed", "err", err)
+		r.d.glog.Error("virtio-net: receive interrupt check failed", "err", err)
 		return
 	}
 	if !need {
 		return
 	}
 	if err := r.irq.Signal(RxQueue); err != nil {
-		r.d.log.Error("virtio-net: receive interrupt failed", "err", err)
+		r.d.glog.Error("virtio-net: receive interrupt failed", "err", err)
 	}
 }
 
@@ -323,9 +323,10 @@ func (r *receiver) failedLocked(err error) {
 	}
 	r.dead = true
 	if errors.Is(err, queue.ErrGuest) {
-		r.d.log.Warn("virtio-net: receive queue failed", "err", err)
+		r.d.counts.inc(cProtocolErrors)
+		r.d.glog.Warn("virtio-net: guest broke the receive queue protocol; queue stopped", "err", err)
 	} else {
-		r.d.log.Error("virtio-net: receive queue failed", "err", err)
+		r.d.glog.Error("virtio-net: receive queue failed", "err", err)
 	}
 	if r.fail != nil {
 		r.fail(err)

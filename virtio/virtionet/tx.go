@@ -3,6 +3,7 @@ package virtionet
 import (
 	"context"
 	"errors"
+	"log/slog"
 
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
@@ -73,9 +74,10 @@ func (t *transmitter) run(ctx context.Context) {
 
 func (t *transmitter) failed(err error) {
 	if errors.Is(err, queue.ErrGuest) {
-		t.d.log.Warn("virtio-net: transmit queue failed", "err", err)
+		t.d.counts.inc(cProtocolErrors)
+		t.d.glog.Warn("virtio-net: guest broke the transmit queue protocol; queue stopped", "err", err)
 	} else {
-		t.d.log.Error("virtio-net: transmit queue failed", "err", err)
+		t.d.glog.Error("virtio-net: transmit queue failed", "err", err)
 	}
 	if t.fail != nil {
 		t.fail(err)
@@ -126,14 +128,14 @@ func (t *transmitter) drain(ctx context.Context) error {
 func (t *transmitter) interrupt() {
 	need, err := t.q.NeedInterrupt()
 	if err != nil {
-		t.d.log.Error("virtio-net: transmit interrupt check failed", "err", err)
+		t.d.glog.Error("virtio-net: transmit interrupt check failed", "err", err)
 		return
 	}
 	if !need {
 		return
 	}
 	if err := t.irq.Signal(TxQueue); err != nil {
-		t.d.log.Error("virtio-net: transmit interrupt failed", "err", err)
+		t.d.glog.Error("virtio-net: transmit interrupt failed", "err", err)
 	}
 }
 
@@ -216,7 +218,9 @@ func (t *transmitter) send(ctx context.Context, c *queue.Chain) error {
 			return errStopped
 		}
 		t.d.counts.inc(cTxDropBackend)
-		t.d.log.Debug("virtio-net: backend write failed", "len", len(frame), "err", err)
+		if t.d.glog.Enabled(slog.LevelDebug) { // counted; the record is only for debugging
+			t.d.glog.Debug("virtio-net: backend write failed", "len", len(frame), "err", err)
+		}
 		return nil
 	}
 	t.d.counts.inc(cTxPackets)
