@@ -4,9 +4,10 @@
 package netnstest
 
 import (
-	"os"
 	"runtime"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
@@ -16,15 +17,10 @@ import (
 // a fresh network namespace with loopback up, then moves the thread back.
 // TAP descriptors, netlink handles and sockets opened inside stay bound to
 // the namespace whichever thread later uses them. Skips the test, saying
-// why, without root or /dev/net/tun.
+// why, without root or /dev/net/tun (fails it with CORRAL_REQUIRE=root).
 func Run(t testing.TB, fn func()) {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("skipping: needs root to create a network namespace and TAP devices")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("skipping: needs /dev/net/tun: %v", err)
-	}
+	testenv.MustHaveTUN(t)
 	runtime.LockOSThread()
 	orig, err := netns.Get()
 	if err != nil {
@@ -35,7 +31,7 @@ func Run(t testing.TB, fn func()) {
 	if err != nil {
 		orig.Close()
 		runtime.UnlockOSThread()
-		t.Skipf("skipping: cannot create a network namespace: %v", err)
+		testenv.Missing(t, testenv.Root, "cannot create a network namespace: %v", err)
 	}
 	defer func() {
 		ns.Close()

@@ -1,25 +1,13 @@
 package tap
 
 import (
-	"github.com/corral-vmm/corral/internal/netnstest"
-	"os"
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/netnstest"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
-
-// needRoot skips tests that make network namespaces and TAP devices.
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root: creates a network namespace (CAP_SYS_ADMIN) and TAP devices in it (CAP_NET_ADMIN)")
-	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		t.Skipf("needs /dev/net/tun (modprobe tun): %v", err)
-	}
-}
 
 // inNetns runs fn on this goroutine's OS thread inside a fresh network
 // namespace (internal/netnstest). Everything fn creates (TAPs, bridges,
@@ -28,7 +16,6 @@ func needRoot(t testing.TB) {
 // later uses them. fn gets no handle: no test needs one.
 func inNetns(t testing.TB, fn func(ns netns.NsHandle)) {
 	t.Helper()
-	needRoot(t)
 	netnstest.Run(t, func() { fn(netns.None()) })
 }
 

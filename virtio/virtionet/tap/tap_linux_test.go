@@ -14,6 +14,7 @@ import (
 	"github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/corral-vmm/corral/internal/testenv"
 	virtionet "github.com/corral-vmm/corral/virtio/virtionet"
 )
 
@@ -285,7 +286,7 @@ func TestOpenRefusals(t *testing.T) {
 // CAP_NET_ADMIN (refused at TUNSETIFF). The test thread changes only its
 // own credentials, inside a fresh namespace, and is thrown away afterwards.
 func TestNoPrivilege(t *testing.T) {
-	needRoot(t)
+	testenv.MustHaveTUN(t)
 	for _, c := range []struct {
 		name string
 		drop func() error
