@@ -46,7 +46,7 @@ func LookupBridge(name string) (BridgeInfo, error) {
 		return BridgeInfo{}, fmt.Errorf("hostnet: look up bridge %s: %w", name, err)
 	}
 	if link.Type() != "bridge" {
-		return BridgeInfo{}, fmt.Errorf("%w: %s is a %s device", ErrNoBridge, name, link.Type())
+		return BridgeInfo{}, fmt.Errorf("%w: %s is not a bridge (type %s)", ErrNoBridge, name, link.Type())
 	}
 	bi := BridgeInfo{Name: name, MAC: link.Attrs().HardwareAddr}
 	addrs, err := netlink.AddrList(link, netlink.FAMILY_V4)
