@@ -82,7 +82,7 @@ func runQEMU(t *testing.T, qemu string, r qemuRun) ([]string, int) {
 	cmd.Stdout = &stdout
 	cmd.Stderr = &stderr
 	err := cmd.Run()
-	lines := splitLines(stdout.String())
+	lines := ConsoleLines(stdout.String())
 	if ctx.Err() != nil {
 		t.Fatalf("qemu %v: no exit within %v\nconsole:\n%s\nstderr:\n%s", r.args(), qemuTimeout, stdout.String(), stderr.String())
 	}
@@ -98,15 +98,6 @@ func runQEMU(t *testing.T, qemu string, r qemuRun) ([]string, int) {
 		t.Logf("qemu stderr:\n%s", s)
 	}
 	return lines, status
-}
-
-func splitLines(s string) []string {
-	s = strings.ReplaceAll(s, "\r", "")
-	s = strings.TrimSuffix(s, "\n")
-	if s == "" {
-		return nil
-	}
-	return strings.Split(s, "\n")
 }
 
 // wantInOrder checks that want appear as whole lines of got, in this order.

@@ -75,23 +75,6 @@ static u8 pattern_buf[SECTOR] __attribute__((aligned(SECTOR)));
 static u8 id_buf[ID_BYTES];
 static u8 seq_pool[SEQ_POOL] __attribute__((aligned(4096)));
 
-/* KVM's pvclock structure (struct pvclock_vcpu_time_info). */
-struct pvclock {
-	u32 version;
-	u32 pad0;
-	u64 tsc_timestamp;
-	u64 system_time;
-	u32 tsc_to_system_mul;
-	signed char tsc_shift;
-	u8 flags;
-	u8 pad[2];
-};
-
-#define MSR_KVM_SYSTEM_TIME_NEW 0x4b564d01
-#define KVM_FEATURE_CLOCKSOURCE2 (1u << 3)
-
-static struct pvclock kvmclock __attribute__((aligned(64)));
-
 static struct virtio_pci dev;
 static struct virtq vq;
 static u64 timeout_ms;
@@ -267,53 +250,6 @@ static u64 le64(const u8 *p)
 	return v;
 }
 
-static inline void wrmsr(u32 msr, u64 v)
-{
-	__asm__ volatile("wrmsr" : : "c"(msr), "a"((u32)v), "d"((u32)(v >> 32)) : "memory");
-}
-
-/* The TSC frequency KVM's kvmclock gives (1e9 ns/s scaled by its
- * tsc_to_system_mul and tsc_shift), or 0 without kvmclock. *src says where
- * the figure came from. */
-static u64 tsc_khz_source(const char **src)
-{
-	u32 a, b, c, d;
-	cpuid(1, 0, &a, &b, &c, &d);
-	if (c & (1u << 31)) {
-		cpuid(0x40000000, 0, &a, &b, &c, &d);
-		int kvm = b == 0x4b4d564b && c == 0x564b4d56 && d == 0x4d;
-		if (kvm && a >= 0x40000001) {
-			cpuid(0x40000001, 0, &a, &b, &c, &d);
-			if (a & KVM_FEATURE_CLOCKSOURCE2) {
-				wrmsr(MSR_KVM_SYSTEM_TIME_NEW, (u64)&kvmclock | 1);
-				u32 mul = 0;
-				int shift = 0;
-				for (int i = 0; i < 1000; i++) {
-					u32 v = *(volatile u32 *)&kvmclock.version;
-					__asm__ volatile("" ::: "memory");
-					mul = *(volatile u32 *)&kvmclock.tsc_to_system_mul;
-					shift = *(volatile signed char *)&kvmclock.tsc_shift;
-					__asm__ volatile("" ::: "memory");
-					if (v != 0 && !(v & 1) && v == *(volatile u32 *)&kvmclock.version)
-						break;
-					mul = 0;
-					cpu_relax();
-				}
-				wrmsr(MSR_KVM_SYSTEM_TIME_NEW, 0);
-				if (mul) {
-					/* ns = ((tsc << shift) * mul) >> 32, so kHz = 1e6 * 2^32 / mul >> shift. */
-					u64 khz = (1000000ul << 32) / mul;
-					khz = shift < 0 ? khz << -shift : khz >> shift;
-					*src = "kvmclock";
-					return khz;
-				}
-			}
-		}
-	}
-	*src = "cpuid";
-	return tsc_ticks_per_ms();
-}
-
 static int check_request(const u8 *buf, u64 first, u64 sectors)
 {
 	u64 got = le64(buf), last = first + sectors - 1;
@@ -389,7 +325,7 @@ static int do_seqread(u64 mib, u64 capacity)
 	}
 	u64 ticks = rdtsc() - t0;
 	const char *src = "cmdline";
-	u64 per_ms = tsc_khz ? tsc_khz : tsc_khz_source(&src);
+	u64 per_ms = tsc_khz ? tsc_khz : virtio_tsc_khz(&src);
 	u64 us = ticks * 1000 / per_ms;
 	if (us == 0)
 		us = 1;

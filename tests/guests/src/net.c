@@ -463,57 +463,21 @@ static int dhcp_reply(const u8 *f, u32 len, u32 *yiaddr)
 	return type;
 }
 
-/* Sends DHCP type and waits for a reply of want (or NAK), resending every
- * retry_ms until timeout_ms. */
-static int dhcp_exchange(u8 type, int want, const char *phase)
-{
-	u64 per_ms = tsc_ticks_per_ms();
-	u64 end = rdtsc() + timeout_ms * per_ms;
-	for (int attempt = 0;; attempt++) {
-		int rc = send_dhcp(type);
-		if (rc)
-			return rc;
-		u64 resend = rdtsc() + retry_ms * per_ms;
-		if (resend > end)
-			resend = end;
-		for (;;) {
-			u32 slot, len;
-			u8 *f;
-			rc = rx_next(resend, &slot, &f, &len);
-			if (rc == RX_TIMEOUT)
-				break;
-			if (rc)
-				return rc;
-			int arc;
-			u32 yiaddr = 0;
-			int got = handle_arp(f, len, &arc) ? 0 : dhcp_reply(f, len, &yiaddr);
-			rx_done(slot);
-			if (arc)
-				return arc;
-			if (got == DHCP_NAK) {
-				printf("net: DHCP NAK in %s\n", phase);
-				return EXIT_NET_DHCP_NAK;
-			}
-			if (got == want) {
-				my_ip = yiaddr;
-				return 0;
-			}
-		}
-		if (rdtsc() >= end) {
-			printf("net: no DHCP %s within %lu ms (%d sent)\n", phase, timeout_ms, attempt + 1);
-			return EXIT_NET_DHCP_TIMEOUT;
-		}
-	}
-}
+#define REPLY_DONE (-1) /* a reply callback's "this frame ends the exchange" */
 
-static int arp_router(void)
+/* The request-reply loop of DHCP and ARP: send(ctx) is repeated every
+ * retry_ms until reply(ctx, ...) returns REPLY_DONE for a received frame or
+ * timeout_ms passes. reply sees each frame after handle_arp answered it
+ * (is_arp says whether it was ARP) and returns 0 to keep waiting, REPLY_DONE
+ * or an exit code. Returns 0, RX_TIMEOUT (with *sent requests sent) or an
+ * exit code. */
+static int send_until(int (*send)(const void *ctx), int (*reply)(const void *ctx, const u8 *f, u32 len, int is_arp),
+		      const void *ctx, int *sent)
 {
-	char ip[16];
 	u64 per_ms = tsc_ticks_per_ms();
 	u64 end = rdtsc() + timeout_ms * per_ms;
-	static const u8 zero[6];
-	for (int attempt = 0;; attempt++) {
-		int rc = send_arp(ARP_REQUEST, zero, router_ip);
+	for (*sent = 1;; ++*sent) {
+		int rc = send(ctx);
 		if (rc)
 			return rc;
 		u64 resend = rdtsc() + retry_ms * per_ms;
@@ -529,23 +493,90 @@ static int arp_router(void)
 				return rc;
 			int arc;
 			int is_arp = handle_arp(f, len, &arc);
-			int reply = is_arp && get16(f + ETH_HLEN + 6) == ARP_REPLY &&
-				    get32(f + ETH_HLEN + 14) == router_ip;
+			int r = arc ? 0 : reply(ctx, f, len, is_arp);
 			rx_done(slot);
 			if (arc)
 				return arc;
-			if (reply) {
-				printf("net: router %s is at ", ip_str(router_ip, ip));
-				print_mac("", router_mac);
+			if (r == REPLY_DONE)
 				return 0;
-			}
+			if (r)
+				return r;
 		}
-		if (rdtsc() >= end) {
-			printf("net: router %s did not answer ARP within %lu ms (%d sent)\n", ip_str(router_ip, ip),
-			       timeout_ms, attempt + 1);
-			return EXIT_NET_ARP_TIMEOUT;
-		}
+		if (rdtsc() >= end)
+			return RX_TIMEOUT;
 	}
+}
+
+struct dhcp_step {
+	u8 type;           /* what we send */
+	int want;          /* the reply that ends the step */
+	const char *phase; /* for messages */
+};
+
+static int dhcp_send(const void *ctx)
+{
+	return send_dhcp(((const struct dhcp_step *)ctx)->type);
+}
+
+static int dhcp_got(const void *ctx, const u8 *f, u32 len, int is_arp)
+{
+	const struct dhcp_step *st = ctx;
+	u32 yiaddr = 0;
+	int got = is_arp ? 0 : dhcp_reply(f, len, &yiaddr);
+	if (got == DHCP_NAK) {
+		printf("net: DHCP NAK in %s\n", st->phase);
+		return EXIT_NET_DHCP_NAK;
+	}
+	if (got != st->want)
+		return 0;
+	my_ip = yiaddr;
+	return REPLY_DONE;
+}
+
+/* Sends DHCP type and waits for a reply of want (or NAK), resending every
+ * retry_ms until timeout_ms. */
+static int dhcp_exchange(u8 type, int want, const char *phase)
+{
+	const struct dhcp_step st = {type, want, phase};
+	int sent;
+	int rc = send_until(dhcp_send, dhcp_got, &st, &sent);
+	if (rc == RX_TIMEOUT) {
+		printf("net: no DHCP %s within %lu ms (%d sent)\n", phase, timeout_ms, sent);
+		return EXIT_NET_DHCP_TIMEOUT;
+	}
+	return rc;
+}
+
+static int arp_send(const void *ctx)
+{
+	static const u8 zero[6];
+	(void)ctx;
+	return send_arp(ARP_REQUEST, zero, router_ip);
+}
+
+static int arp_got(const void *ctx, const u8 *f, u32 len, int is_arp)
+{
+	char ip[16];
+	(void)ctx;
+	(void)len;
+	if (!is_arp || get16(f + ETH_HLEN + 6) != ARP_REPLY || get32(f + ETH_HLEN + 14) != router_ip)
+		return 0;
+	printf("net: router %s is at ", ip_str(router_ip, ip));
+	print_mac("", router_mac);
+	return REPLY_DONE;
+}
+
+static int arp_router(void)
+{
+	char ip[16];
+	int sent;
+	int rc = send_until(arp_send, arp_got, NULL, &sent);
+	if (rc == RX_TIMEOUT) {
+		printf("net: router %s did not answer ARP within %lu ms (%d sent)\n", ip_str(router_ip, ip), timeout_ms,
+		       sent);
+		return EXIT_NET_ARP_TIMEOUT;
+	}
+	return rc;
 }
 
 static int udp_exchange(u16 dport, u16 sport)
