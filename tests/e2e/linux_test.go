@@ -25,7 +25,7 @@ const shortScript = "echo \"corral-test: uname $(uname -sm)\"\n" +
 func TestBzImagePowerOff(t *testing.T) {
 	k := setupLinux(t)
 	const cpus = 1
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: shortScript, NoDHCP: true})
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: shortScript, NoDHCP: true})
 	r := startLinux(t, corral.Config{Kernel: k.bzImage, Initrd: initrd, CPUs: cpus, Cmdline: k.cmdline},
 		"Linux version", "Run /init", "corral-init: start", "corral-init: exit status", "reboot: Power down")
 	r.wait(t)
@@ -59,7 +59,7 @@ t "irqs $(grep virtio0-req /proc/interrupts)"
 // does not reboot).
 func TestPVHInitramfsSMPReboot(t *testing.T) {
 	k := setupLinux(t)
-	initrd := writeInitramfs(t, rootfs.InitramfsOptions{Script: smpScript, NoDHCP: true, Exit: rootfs.ExitReboot})
+	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: smpScript, NoDHCP: true, Exit: rootfs.ExitReboot})
 	disk, sum := writePatternDisk(t, 1<<20)
 	r := startLinux(t, corral.Config{Kernel: k.vmlinux, Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
 		Disks: []corral.Disk{{Path: disk, ReadOnly: true}}},

@@ -47,7 +47,7 @@ func needKVM(t *testing.T) {
 
 // setupLinux checks what a Linux boot needs and returns the kernel to boot:
 // it skips the test without /dev/kvm or busybox, picks the patched or plain
-// kernel for this host (see ChooseKernel), and finds it in the cache or,
+// kernel for this host (kernel.Choose), and finds it in the cache or,
 // with CORRAL_BUILD_KERNEL=1, builds it.
 func setupLinux(t *testing.T) testKernel {
 	t.Helper()
@@ -55,19 +55,16 @@ func setupLinux(t *testing.T) testKernel {
 	if _, err := os.Stat(rootfs.DefaultBusybox); err != nil {
 		t.Skipf("skipping: %v (%v)", rootfs.ErrBusyboxMissing, err)
 	}
-	choice, err := ChooseKernel(os.Getenv(KernelEnv), "/")
+	choice, err := kernel.ChooseHost()
 	if err != nil {
 		t.Fatal(err)
 	}
-	variant, flag := "plain", " --no-patches"
-	if choice.Patched {
-		variant, flag = "patched", ""
-	}
+	variant := choice.Kind()
 	bz, vmlinux, err := kernel.Find(choice.Patched)
 	if errors.Is(err, kernel.ErrNotBuilt) {
 		if os.Getenv(BuildEnv) != "1" {
-			t.Skipf("skipping: the %s test kernel is not built; run tests/linux/build-kernel.sh%s (or set %s=1 to let the tests build it, 5-10 minutes): %v",
-				variant, flag, BuildEnv, err)
+			t.Skipf("skipping: the %s test kernel is not built; run %s (or set %s=1 to let the tests build it, 5-10 minutes): %v",
+				variant, choice.BuildHint(), BuildEnv, err)
 		}
 		t.Logf("building the %s test kernel (%s=1); this takes minutes", variant, BuildEnv)
 		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
@@ -82,27 +79,9 @@ func setupLinux(t *testing.T) testKernel {
 	} else if err != nil {
 		t.Fatal(err)
 	}
-	k := testKernel{bzImage: bz, vmlinux: vmlinux, patched: choice.Patched, cmdline: kernel.Cmdline(choice.Patched)}
+	k := testKernel{bzImage: bz, vmlinux: vmlinux, patched: choice.Patched, cmdline: choice.Cmdline()}
 	t.Logf("kernel: %s (%s); command line %q", variant, choice.Reason, k.cmdline)
 	return k
-}
-
-// writeInitramfs builds an initramfs into the test's temporary directory.
-func writeInitramfs(t *testing.T, opts rootfs.InitramfsOptions) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "initramfs.cpio")
-	f, err := os.Create(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := rootfs.BuildInitramfs(f, opts); err != nil {
-		f.Close()
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }
 
 // writeExt4 builds an ext4 image with the test root file system (or, with
