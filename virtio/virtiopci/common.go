@@ -3,6 +3,7 @@ package virtiopci
 import (
 	"encoding/binary"
 
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
@@ -161,8 +162,16 @@ func (t *Transport) setRegister(off, v uint64) {
 	case ccDriverFeatureSelect:
 		t.drvFeatSel = uint32(v)
 	case ccDriverFeature:
-		if t.status&(virtio.StatusFeaturesOK|virtio.StatusDriverOK) != 0 || t.drvFeatSel >= 2 {
-			return // features are fixed once FEATURES_OK is set
+		if t.status&virtio.StatusFeaturesOK != 0 {
+			// Features are fixed once FEATURES_OK is set (Virtio 1.2
+			// §3.1.1); so is the status bit, until a reset.
+			t.counts.inc(cFeatureWritesIgnored)
+			t.log.Warn("virtio-pci: guest wrote driver features after FEATURES_OK; ignored",
+				"type", t.dev.Type(), "select", t.drvFeatSel, "value", guestlog.Hex(v))
+			return
+		}
+		if t.drvFeatSel >= 2 {
+			return // no feature bits there
 		}
 		shift := 32 * t.drvFeatSel
 		t.drvFeatures = t.drvFeatures&^(0xffffffff<<shift) | v<<shift
@@ -218,13 +227,24 @@ func (t *Transport) enableQueue(q int) {
 // setStatus runs the device status state machine; mu held.
 func (t *Transport) setStatus(v uint8) {
 	if v == 0 {
+		t.counts.inc(cResets)
 		t.reset()
 		return
 	}
 	v &^= virtio.StatusDeviceNeedsReset // device-owned bit
 	old := t.status
+	if old&^v != 0 {
+		// The driver must not clear a status bit (Virtio 1.2 §2.1.2):
+		// clearing FEATURES_OK would let it renegotiate under a running
+		// device. Only a reset clears them.
+		t.counts.inc(cStatusWritesIgnored)
+		t.log.Warn("virtio-pci: guest cleared device status bits without a reset; ignored",
+			"type", t.dev.Type(), "status", guestlog.Hex(old), "written", guestlog.Hex(v))
+		return
+	}
 	if v&^old&virtio.StatusFeaturesOK != 0 {
 		if !t.featuresOK() {
+			t.counts.inc(cFeaturesRefused)
 			v &^= virtio.StatusFeaturesOK // the driver reads it back and gives up
 		}
 	}
@@ -237,11 +257,12 @@ func (t *Transport) setStatus(v uint8) {
 // featuresOK checks the driver's feature choice; mu held.
 func (t *Transport) featuresOK() bool {
 	if t.drvFeatures&^t.offered != 0 {
-		t.log.Warn("virtio-pci: guest accepted features not offered", "features", t.drvFeatures&^t.offered)
+		t.log.Warn("virtio-pci: guest accepted features not offered; FEATURES_OK refused",
+			"type", t.dev.Type(), "features", guestlog.Hex(t.drvFeatures&^t.offered))
 		return false
 	}
 	if t.drvFeatures&virtio.FVersion1 == 0 {
-		t.log.Warn("virtio-pci: guest did not accept VIRTIO_F_VERSION_1")
+		t.log.Warn("virtio-pci: guest did not accept VIRTIO_F_VERSION_1; FEATURES_OK refused", "type", t.dev.Type())
 		return false
 	}
 	return true

@@ -2,10 +2,10 @@ package virtiopci
 
 import (
 	"encoding/binary"
-	"log/slog"
 	"sync"
 
 	"github.com/corral-vmm/corral/devices"
+	"github.com/corral-vmm/corral/internal/guestlog"
 )
 
 // MSIVector is one MSI route the VMM provides (a KVM GSI with an irqfd).
@@ -48,7 +48,7 @@ type pushed struct {
 // can signal while the transport waits for them to stop.
 type irqState struct {
 	mu      sync.Mutex
-	log     *slog.Logger
+	log     *guestlog.Logger
 	vecs    []MSIVector
 	table   []msixEntry
 	last    []pushed
@@ -67,7 +67,7 @@ type irqState struct {
 	configVec uint16
 }
 
-func newIRQState(n int, ints Interrupts, nq int, setStatus func(bool), log *slog.Logger) (*irqState, error) {
+func newIRQState(n int, ints Interrupts, nq int, setStatus func(bool), log *guestlog.Logger) (*irqState, error) {
 	s := &irqState{
 		log: log, table: make([]msixEntry, n), last: make([]pushed, n), pending: make([]bool, n),
 		intx: ints.INTx(), intxAllowed: true, setStatus: setStatus,

@@ -3,12 +3,12 @@ package virtiopci
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"sync"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 )
 
@@ -28,7 +28,7 @@ const notifyWidth = 2
 type notifier struct {
 	binder NotifyBinder
 	dev    virtio.Device
-	log    *slog.Logger
+	log    *guestlog.Logger
 	nq     int
 
 	mu      sync.Mutex
@@ -39,7 +39,7 @@ type notifier struct {
 	closed  bool
 }
 
-func newNotifier(b NotifyBinder, nq int, dev virtio.Device, log *slog.Logger) *notifier {
+func newNotifier(b NotifyBinder, nq int, dev virtio.Device, log *guestlog.Logger) *notifier {
 	return &notifier{binder: b, dev: dev, log: log, nq: nq}
 }
 

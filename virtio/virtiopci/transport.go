@@ -6,11 +6,15 @@
 // MSI-X table and PBA; plus the PCI configuration access capability.
 //
 // Feature negotiation requires VIRTIO_F_VERSION_1 and refuses FEATURES_OK
-// when the driver accepted bits the device did not offer. At DRIVER_OK the
+// when the driver accepted bits the device did not offer. Once FEATURES_OK
+// is set the features are fixed until a reset: driver_feature writes are
+// ignored, and so is a device_status write that would clear a bit (only
+// writing 0 does that), as Virtio 1.2 §2.1.2 and §3.1.1 require. At DRIVER_OK the
 // queues the driver enabled are handed to the device. A guest protocol
 // error (a bad queue layout, a malformed request) sets DEVICE_NEEDS_RESET
 // and raises a configuration-change interrupt; writing 0 to device_status
-// resets the device and its queues.
+// resets the device and its queues. Guest faults are counted (Counters)
+// and logged at most once a second per kind.
 //
 // Interrupts go through interfaces the VMM implements: one MSIVector per
 // MSI-X table entry (queues and configuration), or INTx with the ISR
@@ -35,10 +39,12 @@ import (
 	"log/slog"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/guestmem"
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
@@ -63,8 +69,11 @@ type Config struct {
 	// InterruptLine is the IRQ the INTA# pin is routed to (for the guest's
 	// information; the VMM wires Interrupts.INTx to it).
 	InterruptLine uint8
-	// Logger receives guest errors and interrupt faults; nil discards.
+	// Logger receives guest errors and interrupt faults (rate limited);
+	// nil discards.
 	Logger *slog.Logger
+
+	now func() time.Time // the rate limiter's clock; nil is time.Now (tests set it)
 }
 
 // queueRegs are the per-queue registers of the common configuration.
@@ -81,7 +90,8 @@ type queueRegs struct {
 type Transport struct {
 	dev    virtio.Device
 	mem    *guestmem.Memory
-	log    *slog.Logger
+	log    *guestlog.Logger
+	counts counters
 	cs     *pci.ConfigSpace
 	irq    *irqState
 	notify *notifier
@@ -148,7 +158,8 @@ func New(cfg Config) (*Transport, error) {
 	if sub == 0 {
 		sub = SubsystemIDMin
 	}
-	t := &Transport{dev: d, mem: cfg.Mem, log: log, onBAR: cfg.OnBARChange, nq: nq, offered: d.Features()}
+	glog := guestlog.New(log, cfg.now)
+	t := &Transport{dev: d, mem: cfg.Mem, log: glog, onBAR: cfg.OnBARChange, nq: nq, offered: d.Features()}
 	t.ctx, t.cancel = context.WithCancel(context.Background())
 	t.cs = pci.NewConfigSpace(pci.Header{
 		VendorID: VendorID, DeviceID: DeviceIDBase + uint16(d.Type()), ClassCode: class, Revision: Revision,
@@ -160,12 +171,12 @@ func New(cfg Config) (*Transport, error) {
 	if err := t.addCapabilities(); err != nil {
 		return nil, err
 	}
-	irq, err := newIRQState(nq+1, cfg.Interrupts, nq, t.cs.SetInterruptStatus, log)
+	irq, err := newIRQState(nq+1, cfg.Interrupts, nq, t.cs.SetInterruptStatus, glog)
 	if err != nil {
 		return nil, fmt.Errorf("virtio-pci: MSI-X vectors: %w", err)
 	}
 	t.irq = irq
-	t.notify = newNotifier(cfg.Notify, nq, d, log)
+	t.notify = newNotifier(cfg.Notify, nq, d, glog)
 	t.queues = make([]queueRegs, nq)
 	t.resetQueues()
 	t.cs.OnBARChange(t.barChanged)
@@ -322,9 +333,13 @@ func (t *Transport) fail(err error) {
 	if t.needsReset.Swap(true) {
 		return
 	}
-	t.log.Warn("virtio-pci: device needs reset", "err", err)
+	t.counts.inc(cDeviceFailures)
+	t.log.Warn("virtio-pci: device needs reset", "type", t.dev.Type(), "err", err)
 	t.irq.signalConfig()
 }
+
+// Counters returns a snapshot of the function's guest-fault counters.
+func (t *Transport) Counters() Counters { return t.counts.snapshot() }
 
 // NeedsReset reports whether the device is in the DEVICE_NEEDS_RESET state.
 func (t *Transport) NeedsReset() bool { return t.needsReset.Load() }
