@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // acpiParsed holds the tables found from the RSDP.
@@ -231,10 +233,7 @@ func TestIsS5Write(t *testing.T) {
 // TestACPIDisassembles runs iasl -d over each table: the ACPICA
 // disassembler must accept them without errors or warnings.
 func TestACPIDisassembles(t *testing.T) {
-	iasl, err := exec.LookPath("iasl")
-	if err != nil {
-		t.Skip("iasl not installed (apt-get install acpica-tools)")
-	}
+	iasl := testenv.MustHaveCommand(t, "iasl", "acpica-tools")
 	b, err := acpiTables(4)
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // startInfo is struct hvm_start_info read back from guest memory.
@@ -197,11 +199,8 @@ func TestPVHInitrdDoesNotFit(t *testing.T) {
 // TestPVHToolchainELF assembles and links a tiny PVH guest with the system
 // toolchain, the way test guests are built, and loads it.
 func TestPVHToolchainELF(t *testing.T) {
-	as, err1 := exec.LookPath("as")
-	ld, err2 := exec.LookPath("ld")
-	if err1 != nil || err2 != nil {
-		t.Skip("needs binutils (as, ld) to build a PVH ELF")
-	}
+	as := testenv.MustHaveCommand(t, "as", "binutils")
+	ld := testenv.MustHaveCommand(t, "ld", "binutils")
 	dir := t.TempDir()
 	src := `
 	.section .note.Xen, "a", @note
@@ -224,7 +223,7 @@ _start:
 	}
 	run := func(name string, args ...string) {
 		if out, err := exec.Command(name, args...).CombinedOutput(); err != nil {
-			t.Skipf("%s failed (toolchain unusable here): %v\n%s", name, err, out)
+			testenv.Missing(t, testenv.Tools, "%s failed (toolchain unusable here): %v\n%s", name, err, out)
 		}
 	}
 	run(as, "--64", "-o", filepath.Join(dir, "g.o"), filepath.Join(dir, "g.S"))

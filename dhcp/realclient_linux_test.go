@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // TestRealClient runs busybox udhcpc, a DHCP client nobody here wrote, in a
@@ -28,19 +30,11 @@ import (
 // through the kernel's UDP stack), and releases it. Addresses are from
 // 192.0.2.0/24 (TEST-NET-1) and never leave the two namespaces.
 func TestRealClient(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces")
-	}
-	ipCmd, err := exec.LookPath("ip")
-	if err != nil {
-		t.Skip("needs iproute2's ip command: apt-get install -y iproute2")
-	}
-	busybox, err := exec.LookPath("busybox")
-	if err != nil {
-		t.Skip("needs busybox with udhcpc: apt-get install -y busybox-static")
-	}
+	testenv.MustHaveRoot(t)
+	ipCmd := testenv.MustHaveCommand(t, "ip", "iproute2")
+	busybox := testenv.MustHaveCommand(t, "busybox", "busybox-static")
 	if out, err := exec.Command(busybox, "udhcpc", "--help").CombinedOutput(); !bytes.Contains(out, []byte("udhcpc")) {
-		t.Skipf("busybox has no udhcpc applet: %v", err)
+		testenv.Missing(t, testenv.Tools, "busybox has no udhcpc applet (apt-get install -y busybox-static): %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()

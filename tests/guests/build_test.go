@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 const (
@@ -33,9 +35,7 @@ const (
 
 func needGCC(t *testing.T) {
 	t.Helper()
-	if _, err := exec.LookPath("gcc"); err != nil {
-		t.Skip("gcc not on PATH: cannot build the test guests")
-	}
+	testenv.MustHaveCommand(t, "gcc", "gcc")
 }
 
 func TestNamesHaveSources(t *testing.T) {
@@ -217,10 +217,7 @@ var forbiddenInsn = regexp.MustCompile(`\t(mfence|popcnt\w*|pdep|pext|xsave\w*|x
 
 func TestNoForbiddenInstructions(t *testing.T) {
 	needGCC(t)
-	objdump, err := exec.LookPath("objdump")
-	if err != nil {
-		t.Skip("objdump not on PATH: cannot disassemble the guests")
-	}
+	objdump := testenv.MustHaveCommand(t, "objdump", "binutils")
 	for _, name := range Names() {
 		p := BuildT(t, name)
 		out, err := exec.Command(objdump, "-d", "--no-show-raw-insn", p).Output()

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // Cache builds guests into content-addressed subdirectories of Dir:
@@ -96,7 +98,7 @@ func BuildT(t testing.TB, name string) string {
 	}
 	path, err := Cache{Dir: root}.Build(t.Context(), name)
 	if errors.Is(err, ErrNoCompiler) {
-		t.Skipf("cannot build test guest %q: %v", name, err)
+		testenv.Missing(t, testenv.Tools, "cannot build test guest %q (apt-get install -y gcc): %v", name, err)
 	}
 	if err != nil {
 		t.Fatalf("building test guest %q: %v", name, err)

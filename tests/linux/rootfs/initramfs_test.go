@@ -12,6 +12,8 @@ import (
 	"testing"
 
 	"github.com/u-root/u-root/pkg/cpio"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 func readArchive(t *testing.T, data []byte) map[string]cpio.Record {
@@ -148,10 +150,7 @@ func TestBuildInitramfsContents(t *testing.T) {
 // TestBuildInitramfsGNUCpio checks the archive with an independent reader.
 func TestBuildInitramfsGNUCpio(t *testing.T) {
 	requireBusybox(t)
-	gnu, err := exec.LookPath("cpio")
-	if err != nil {
-		t.Skip("GNU cpio not installed (apt-get install -y cpio)")
-	}
+	gnu := testenv.MustHaveCommand(t, "cpio", "cpio")
 	var buf bytes.Buffer
 	if err := BuildInitramfs(&buf, InitramfsOptions{}); err != nil {
 		t.Fatal(err)
@@ -209,16 +208,13 @@ func TestScriptsParse(t *testing.T) {
 // skips if it cannot make one.
 func TestUdhcpcScriptReportsLease(t *testing.T) {
 	bb := requireBusybox(t)
-	unshare, err := exec.LookPath("unshare")
-	if err != nil {
-		t.Skip("unshare (util-linux) not installed: cannot isolate the script in a network namespace")
-	}
+	unshare := testenv.MustHaveCommand(t, "unshare", "util-linux")
 	nsArgs := []string{"--net"}
 	if os.Geteuid() != 0 {
 		nsArgs = []string{"--map-root-user", "--net"}
 	}
 	if out, err := exec.Command(unshare, append(nsArgs, "true")...).CombinedOutput(); err != nil {
-		t.Skipf("cannot create a network namespace (%v: %s); not running the udhcpc script", err, out)
+		testenv.Missing(t, testenv.Root, "cannot create a network namespace (%v: %s); not running the udhcpc script", err, out)
 	}
 
 	dir := t.TempDir()
