@@ -66,8 +66,9 @@ type Config struct {
 
 	// Disks are virtio-blk disks, in PCI slot order.
 	Disks []Disk
-	// Nets are virtio-net NICs on TAP devices, on the PCI bus after the
-	// disks. Creating or configuring a TAP needs CAP_NET_ADMIN.
+	// Nets are virtio-net NICs, on the PCI bus after the disks. Creating or
+	// configuring a TAP needs CAP_NET_ADMIN; a NIC on a handed-over File or
+	// Backend (a socket pair, an attached TAP) needs no privilege.
 	Nets []Net
 
 	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
