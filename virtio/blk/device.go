@@ -4,9 +4,10 @@
 //
 // The image is locked when opened (flock: exclusive read-write, shared
 // read-only) so two VMs cannot write one image; a conflict is ErrImageLocked.
-// A read-only device never opens the file for writing. The capacity is the
-// file size in 512-byte sectors, rounded down: a trailing partial sector is
-// never read or written.
+// A read-only device never opens the file for writing. The image may be a
+// regular file or a block device (locked the same way); the capacity is its
+// size (lseek to the end) in 512-byte sectors, rounded down: a trailing
+// partial sector is never read or written.
 //
 // I/O runs on one worker goroutine per queue, woken by Notify. Writes use
 // pwritev; FLUSH is fdatasync; Reset and Close end with an fdatasync, so
