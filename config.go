@@ -5,7 +5,7 @@
 //	m, err := corral.New(corral.Config{Kernel: "vmlinux", Cmdline: "console=ttyS0", Console: os.Stdout})
 //	if err != nil { ... }
 //	if err := m.Start(ctx); err != nil { ... }
-//	exit := m.Wait() // guest power-off, reset, debug-exit code, Stop, or an error
+//	exit, err := m.Wait() // power-off, reset, debug-exit code, guest fault, Stop; err: the VMM failed
 //
 // Many machines may run in one process; each owns its KVM file descriptors,
 // guest memory and goroutines, and releases them all when it ends.
@@ -121,11 +121,14 @@ func (c *Config) Validate() error {
 	if mem%4096 != 0 {
 		return bad("memory %d bytes is not a multiple of 4 KiB", mem)
 	}
+	if err := c.checkFits(mem); err != nil {
+		return fmt.Errorf("%w: %w", ErrConfig, err)
+	}
 	for i, d := range c.Disks {
 		if d.Path == "" {
 			return bad("disk %d has no path", i)
 		}
-		if err := checkReadableFile(fmt.Sprintf("disk %d", i), d.Path); err != nil {
+		if err := checkDisk(fmt.Sprintf("disk %d", i), d.Path); err != nil {
 			return bad("%v", err)
 		}
 		if len(d.Serial) > 20 {
@@ -182,6 +185,66 @@ func checkReadableFile(what, path string) error {
 		return fmt.Errorf("%s %q is not a regular file", what, path)
 	}
 	if st.Size() == 0 {
+		return fmt.Errorf("%s %q is empty", what, path)
+	}
+	return nil
+}
+
+// checkFits asks boot whether the kernel, command line and initrd fit
+// together in mem bytes of RAM (the kernel's own command-line limit, room
+// for the initrd), reading only their headers and sizes, so such mistakes
+// are configuration errors found before KVM is opened.
+func (c *Config) checkFits(mem uint64) error {
+	k, err := os.Open(c.Kernel)
+	if err != nil {
+		return fmt.Errorf("kernel %q: %w", c.Kernel, err)
+	}
+	defer k.Close()
+	st, err := k.Stat()
+	if err != nil {
+		return fmt.Errorf("kernel %q: %w", c.Kernel, err)
+	}
+	bc := boot.Config{Kernel: k, KernelSize: st.Size(), Cmdline: c.Cmdline, CPUs: c.cpus(), NoACPI: c.NoACPI}
+	if c.Initrd != "" {
+		f, err := os.Open(c.Initrd)
+		if err != nil {
+			return fmt.Errorf("initrd %q: %w", c.Initrd, err)
+		}
+		defer f.Close()
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("initrd %q: %w", c.Initrd, err)
+		}
+		bc.Initrd, bc.InitrdSize = f, st.Size()
+	}
+	if err := boot.Check(bc, mem); err != nil {
+		return fmt.Errorf("kernel %q: %w", c.Kernel, err)
+	}
+	return nil
+}
+
+// checkDisk reports a disk image that is missing, unreadable, empty, or
+// neither a regular file nor a block device. A block device's size is where
+// lseek to its end lands (stat reports 0 for it); virtio/blk sizes it so.
+func checkDisk(what, path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", what, path, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", what, path, err)
+	}
+	m := st.Mode()
+	if !m.IsRegular() && (m&os.ModeDevice == 0 || m&os.ModeCharDevice != 0) {
+		return fmt.Errorf("%s %q is not a regular file or block device", what, path)
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("%s %q: size: %w", what, path, err)
+	}
+	if size == 0 {
 		return fmt.Errorf("%s %q is empty", what, path)
 	}
 	return nil

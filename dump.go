@@ -2,42 +2,38 @@ package corral
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/kvm"
 )
 
-// dump describes a vCPU's state for an error report: registers, control
+// vcpuError records what happened on v with v's state: registers, control
 // registers, segments, and the code bytes at RIP when they can be found.
-func (m *Machine) dump(v *kvm.VCPU) string {
-	r, err := v.Regs()
-	if err != nil {
-		return "registers unavailable: " + err.Error()
+func (m *Machine) vcpuError(v *kvm.VCPU, what string, err error) *VCPUError {
+	e := &VCPUError{VCPU: v.ID(), What: what, Err: err}
+	r, rerr := v.Regs()
+	if rerr != nil {
+		e.StateErr = fmt.Errorf("registers: %w", rerr)
+		return e
 	}
-	s, err := v.Sregs()
-	if err != nil {
-		return "segment registers unavailable: " + err.Error()
+	e.Regs = &r
+	s, serr := v.Sregs()
+	if serr != nil {
+		e.StateErr = fmt.Errorf("segment registers: %w", serr)
+		return e
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "  RIP=%016x RFLAGS=%08x RSP=%016x RBP=%016x\n", r.RIP, r.RFLAGS, r.RSP, r.RBP)
-	fmt.Fprintf(&b, "  RAX=%016x RBX=%016x RCX=%016x RDX=%016x\n", r.RAX, r.RBX, r.RCX, r.RDX)
-	fmt.Fprintf(&b, "  RSI=%016x RDI=%016x R8 =%016x R9 =%016x\n", r.RSI, r.RDI, r.R8, r.R9)
-	fmt.Fprintf(&b, "  R10=%016x R11=%016x R12=%016x R13=%016x\n", r.R10, r.R11, r.R12, r.R13)
-	fmt.Fprintf(&b, "  R14=%016x R15=%016x\n", r.R14, r.R15)
-	fmt.Fprintf(&b, "  CR0=%08x CR2=%016x CR3=%016x CR4=%08x EFER=%x\n", s.CR0, s.CR2, s.CR3, s.CR4, s.EFER)
-	fmt.Fprintf(&b, "  CS=%04x base %x L=%d DB=%d  SS=%04x DS=%04x  GDT=%x/%x IDT=%x/%x\n",
-		s.CS.Selector, s.CS.Base, s.CS.L, s.CS.DB, s.SS.Selector, s.DS.Selector, s.GDT.Base, s.GDT.Limit, s.IDT.Base, s.IDT.Limit)
+	e.Sregs = &s
 	lin := s.CS.Base + r.RIP
 	if s.CS.L == 1 {
 		lin = r.RIP
 	}
-	if code, err := readLinear(m.mem, &s, lin, 16); err == nil {
-		fmt.Fprintf(&b, "  code at RIP: % x", code)
-	} else {
-		fmt.Fprintf(&b, "  code at RIP unavailable: %v", err)
+	code, cerr := readLinear(m.mem, &s, lin, 16)
+	if cerr != nil {
+		e.StateErr = fmt.Errorf("code at RIP: %w", cerr)
+		return e
 	}
-	return b.String()
+	e.Code = code
+	return e
 }
 
 // readLinear reads n bytes at a guest linear address, walking the guest's

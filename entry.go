@@ -1,6 +1,7 @@
 package corral
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
@@ -38,6 +39,13 @@ func (m *Machine) loadKernel() (*boot.Entry, error) {
 	}
 	e, err := boot.Load(m.mem, bc)
 	if err != nil {
+		// Validate runs boot.Check first; this catches files that changed
+		// since, still as configuration errors.
+		for _, cfgErr := range []error{boot.ErrBadConfig, boot.ErrNoRoom, boot.ErrNotKernel, boot.ErrBadKernel, boot.ErrNoPVHEntry} {
+			if errors.Is(err, cfgErr) {
+				return nil, fmt.Errorf("%w: loading kernel %s: %w", ErrConfig, m.cfg.Kernel, err)
+			}
+		}
 		return nil, fmt.Errorf("corral: loading kernel %s: %w", m.cfg.Kernel, err)
 	}
 	return e, nil

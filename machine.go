@@ -15,6 +15,7 @@ import (
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/guestmem"
+	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/kvm"
 )
 
@@ -25,12 +26,21 @@ const (
 	kvmTSSAddr         = 0xfffb_d000 // three pages
 )
 
-// ErrStarted is returned by Start on a machine that was already started.
-var ErrStarted = errors.New("corral: machine already started")
+// Lifecycle errors, for callers to branch on with errors.Is.
+var (
+	// ErrStarted is returned by Start on a machine that was already started.
+	ErrStarted = errors.New("corral: machine already started")
+	// ErrNotStarted is returned by Wait on a machine that Start has not
+	// started (Wait would otherwise block forever).
+	ErrNotStarted = errors.New("corral: machine not started")
+	// ErrClosed is returned by Start, and by Close after the first, on a
+	// machine that Close has released.
+	ErrClosed = errors.New("corral: machine closed")
+)
 
 // Machine is one virtual machine. Create it with New, run it with Start,
-// end it with Stop (or let the guest end it) and collect the outcome with
-// Wait. All methods are safe for concurrent use.
+// end it with Stop (or let the guest end it), collect the outcome with
+// Wait, and Close it. All methods are safe for concurrent use.
 type Machine struct {
 	id   string
 	name string
@@ -45,15 +55,21 @@ type Machine struct {
 	mmio  *devices.Bus
 	plat  *platform
 
-	stopping atomic.Bool // set once, before any vCPU is kicked
-	vcpuWG   sync.WaitGroup
+	stopping  atomic.Bool // set once, before any vCPU is kicked
+	vcpuWG    sync.WaitGroup
+	unclaimed unclaimedCounter // guest accesses no device claimed
+	glog      *guestlog.Logger // rate-limited log of what the guest causes
+	done      chan struct{}    // closed when everything is released
 
-	mu       sync.Mutex
-	started  bool
-	released bool
-	exit     *Exit         // the first reason the machine ended
-	done     chan struct{} // closed when everything is released
-	final    Exit
+	// mu guards the lifecycle fields below. The fields above it are set
+	// by New and read-only afterwards, or synchronize themselves.
+	mu         sync.Mutex
+	started    bool  // Start succeeded
+	closed     bool  // Close was called; Start now fails
+	released   bool  // release ran or is running
+	releaseErr error // what releasing returned, for Close
+	exit       *Exit // the first reason the machine ended
+	final      Exit  // the exit Wait returns, set before done is closed
 }
 
 // New validates cfg, creates the VM with its memory, devices and vCPUs, and
@@ -72,6 +88,7 @@ func New(cfg Config) (*Machine, error) {
 		m.name = id
 	}
 	m.log = cfg.logger().With("vm", m.name)
+	m.glog = guestlog.New(m.log, nil)
 	ok := false
 	defer func() {
 		if !ok {
@@ -161,11 +178,11 @@ func (m *Machine) createVM() error {
 func (m *Machine) Start(ctx context.Context) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
 	if m.started {
 		return ErrStarted
-	}
-	if m.released {
-		return errors.New("corral: machine already closed")
 	}
 	m.started = true
 	vcpusDone := make(chan struct{})
@@ -188,7 +205,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		m.mu.Lock()
 		m.final = *m.exit
 		m.mu.Unlock()
-		m.log.Info("vm.ended", "id", m.id, "exit", m.final.String())
+		m.log.Info("vm.ended", "id", m.id, "exit", m.final.String(), "unclaimed_accesses", m.unclaimed.snapshot().Total())
 		close(m.done)
 	}()
 	m.log.Info("vm.started", "id", m.id)
@@ -202,7 +219,12 @@ func (m *Machine) end(e Exit) {
 	defer m.mu.Unlock()
 	if m.exit == nil {
 		m.exit = &e
-		m.log.Info("vm.ending", "id", m.id, "exit", e.String())
+		attrs := []slog.Attr{slog.String("id", m.id), slog.String("exit", e.String())}
+		var ve *VCPUError
+		if errors.As(e.Err, &ve) {
+			attrs = append(attrs, slog.Any("vcpu_state", ve))
+		}
+		m.log.LogAttrs(context.Background(), slog.LevelInfo, "vm.ending", attrs...)
 	}
 	if m.released {
 		return
@@ -220,32 +242,53 @@ func (m *Machine) Stop() {
 }
 
 // Wait blocks until the machine has ended and released its resources, and
-// returns how it ended. It must follow a successful Start.
-func (m *Machine) Wait() Exit {
+// returns how it ended. The error is ErrNotStarted, at once, when Start has
+// not started the machine; it is Exit.Err when the VMM failed (ExitError);
+// it is nil for every end the guest or the host chose, including a guest
+// fault (ExitGuestFault, whose Exit.Err says what the guest did).
+func (m *Machine) Wait() (Exit, error) {
+	m.mu.Lock()
+	started := m.started
+	m.mu.Unlock()
+	if !started {
+		return Exit{}, ErrNotStarted
+	}
 	<-m.done
-	return m.final
+	if m.final.Reason == ExitError {
+		return m.final, m.final.Err
+	}
+	return m.final, nil
 }
 
 // Done returns a channel closed when the machine has ended and released
 // its resources.
 func (m *Machine) Done() <-chan struct{} { return m.done }
 
-// Close ends the machine if it runs and releases everything it holds. It is
-// the way to dispose of a machine that New created but that never started.
+// Close ends the machine if it runs, waits for it, and releases everything
+// it holds; it returns what releasing failed at (errors.Join of each
+// failure). It is also the way to dispose of a machine that New created but
+// that never started. Later calls return ErrClosed.
 func (m *Machine) Close() error {
 	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return ErrClosed
+	}
+	m.closed = true
 	if m.started {
 		m.mu.Unlock()
 		m.Stop()
-		m.Wait()
-		return nil
+		<-m.done
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		return m.releaseErr
 	}
-	m.started = true // a closed machine cannot start
-	m.final = Exit{Reason: ExitStopped, Detail: "closed before it started"}
 	m.mu.Unlock()
 	m.release()
 	close(m.done)
-	return nil
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.releaseErr
 }
 
 // release frees vCPUs, devices, the VM and guest memory, once. No vCPU may
@@ -279,7 +322,11 @@ func (m *Machine) release() {
 	if m.mem != nil {
 		closeIf(m.mem)
 	}
-	if err := errors.Join(errs...); err != nil {
+	err := errors.Join(errs...)
+	if err != nil {
 		m.log.Error("vm.release", "id", m.id, "err", err)
 	}
+	m.mu.Lock()
+	m.releaseErr = err
+	m.mu.Unlock()
 }

@@ -44,7 +44,8 @@ func waitExit(t *testing.T, m *Machine, out *console.Buffer) Exit {
 	t.Helper()
 	select {
 	case <-m.Done():
-		return m.Wait()
+		e, _ := m.Wait() // an ExitError keeps its Err in e for the caller's check
+		return e
 	case <-time.After(60 * time.Second):
 		t.Fatalf("machine did not end within 60s; console:\n%s", out)
 	}
@@ -113,11 +114,22 @@ func TestRTCTellsTheDate(t *testing.T) {
 	}
 }
 
-func TestTripleFaultIsReset(t *testing.T) {
+// TestTripleFaultIsGuestFault checks that a triple fault ends the machine
+// as the guest's fault, not a reset or a VMM failure, with the vCPU's state
+// on a *VCPUError.
+func TestTripleFaultIsGuestFault(t *testing.T) {
 	testenv.MustHaveKVM(t)
 	m, out := bootGuest(t, Config{Kernel: guests.BuildT(t, "fault")})
-	if e := waitExit(t, m, out); e.Reason != ExitReset {
-		t.Fatalf("machine ended with %v, want a reset; console:\n%s", e, out)
+	e := waitExit(t, m, out)
+	if e.Reason != ExitGuestFault {
+		t.Fatalf("machine ended with %v, want a guest fault; console:\n%s", e, out)
+	}
+	var ve *VCPUError
+	if !errors.As(e.Err, &ve) {
+		t.Fatalf("Exit.Err %v is not a *VCPUError", e.Err)
+	}
+	if !strings.Contains(ve.What, "triple fault") || ve.Regs == nil || ve.Sregs == nil || strings.Contains(ve.Error(), "\n") {
+		t.Errorf("VCPUError %q (regs %v, sregs %v): want a one-line triple fault with registers", ve, ve.Regs, ve.Sregs)
 	}
 }
 
@@ -231,7 +243,7 @@ func TestLifecycleReleasesEverything(t *testing.T) {
 			m.Stop()
 			return fmt.Errorf("machine did not end within 60s")
 		}
-		if e := m.Wait(); e.Reason != ExitDebug || e.Code != 3 {
+		if e, err := m.Wait(); err != nil || e.Reason != ExitDebug || e.Code != 3 {
 			return fmt.Errorf("machine ended with %v", e)
 		}
 		return nil
@@ -299,11 +311,14 @@ func TestCloseUnstarted(t *testing.T) {
 	if err := m.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if e := m.Wait(); e.Reason != ExitStopped {
-		t.Errorf("Wait after Close = %v", e)
+	if e, err := m.Wait(); !errors.Is(err, ErrNotStarted) {
+		t.Errorf("Wait after Close = %v, %v; want ErrNotStarted", e, err)
 	}
-	if err := m.Start(context.Background()); err == nil {
-		t.Error("Start after Close succeeded")
+	if err := m.Start(context.Background()); !errors.Is(err, ErrClosed) {
+		t.Errorf("Start after Close = %v, want ErrClosed", err)
+	}
+	if err := m.Close(); !errors.Is(err, ErrClosed) {
+		t.Errorf("second Close = %v, want ErrClosed", err)
 	}
 }
 

@@ -77,7 +77,7 @@ func (m *Machine) runVCPU(v *kvm.VCPU) {
 			continue
 		}
 		if err != nil {
-			m.end(Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d: %w\n%s", v.ID(), err, m.dump(v))})
+			m.end(Exit{Reason: ExitError, Err: m.vcpuError(v, "KVM_RUN failed", err)})
 			return
 		}
 		if e, stop := m.handleExit(v); stop {
@@ -94,40 +94,41 @@ func (m *Machine) handleExit(v *kvm.VCPU) (Exit, bool) {
 	case kvm.ExitIO:
 		io, err := v.IO()
 		if err != nil {
-			return Exit{Reason: ExitError, Err: err}, true
+			return Exit{Reason: ExitError, Err: m.vcpuError(v, "reading the I/O exit", err)}, true
 		}
 		for i := 0; i < io.Count; i++ {
 			d := io.Data[i*io.Size : (i+1)*io.Size]
 			if io.Out {
 				if !m.pio.Write(uint64(io.Port), d) {
-					m.log.Debug("guest wrote to an unclaimed I/O port", "port", fmt.Sprintf("%#x", io.Port), "size", io.Size)
+					m.unclaimedAccess(unclaimedPortWrite, uint64(io.Port), io.Size)
 				}
 			} else if !m.pio.Read(uint64(io.Port), d) {
 				for j := range d {
 					d[j] = 0xff
 				}
+				m.unclaimedAccess(unclaimedPortRead, uint64(io.Port), io.Size)
 			}
 		}
 	case kvm.ExitMMIO:
 		mm := v.MMIO()
 		if mm.IsWrite {
 			if !m.mmio.Write(mm.Addr, mm.Data) {
-				m.log.Debug("guest wrote to unclaimed MMIO", "addr", fmt.Sprintf("%#x", mm.Addr), "size", len(mm.Data))
+				m.unclaimedAccess(unclaimedMMIOWrite, mm.Addr, len(mm.Data))
 			}
 		} else if !m.mmio.Read(mm.Addr, mm.Data) {
 			for j := range mm.Data {
 				mm.Data[j] = 0xff
 			}
+			m.unclaimedAccess(unclaimedMMIORead, mm.Addr, len(mm.Data))
 		}
 	case kvm.ExitIntr, kvm.ExitDebug, kvm.ExitIRQWindowOpen:
 		// Nothing to do: the loop checks whether the machine is stopping.
 	case kvm.ExitHLT:
 		// With the in-kernel LAPIC, KVM handles HLT itself; a HLT exit
 		// means a guest halted for good with no way to wake it.
-		return Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d halted with no way to wake (KVM_EXIT_HLT)\n%s", v.ID(), m.dump(v))}, true
+		return Exit{Reason: ExitGuestFault, Err: m.vcpuError(v, "guest halted with no way to wake (KVM_EXIT_HLT)", nil)}, true
 	case kvm.ExitShutdown:
-		m.log.Info("guest triple fault", "vcpu", v.ID(), "state", m.dump(v))
-		return Exit{Reason: ExitReset, Detail: fmt.Sprintf("triple fault on vCPU %d", v.ID())}, true
+		return Exit{Reason: ExitGuestFault, Err: m.vcpuError(v, "guest triple fault (KVM_EXIT_SHUTDOWN)", nil)}, true
 	case kvm.ExitSystemEvent:
 		switch t := v.SystemEvent(); t {
 		case kvm.SystemEventShutdown:
@@ -135,17 +136,21 @@ func (m *Machine) handleExit(v *kvm.VCPU) (Exit, bool) {
 		case kvm.SystemEventReset:
 			return Exit{Reason: ExitReset, Detail: "system event"}, true
 		default:
-			return Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d: guest crash system event %d\n%s", v.ID(), t, m.dump(v))}, true
+			return Exit{Reason: ExitGuestFault, Err: m.vcpuError(v, fmt.Sprintf("guest crash system event %d", t), nil)}, true
 		}
 	case kvm.ExitInternalError:
 		sub, data := v.InternalError()
-		return Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d: KVM internal error, suberror %d (%s), data %#x\n%s",
-			v.ID(), sub, internalErrorName(sub), data, m.dump(v))}, true
+		what := fmt.Sprintf("KVM internal error, suberror %d (%s), data %#x", sub, internalErrorName(sub), data)
+		if sub == kvm.InternalErrorEmulation {
+			// An instruction KVM cannot emulate (MMIO through an odd
+			// instruction, garbage executed as code): the guest's doing.
+			return Exit{Reason: ExitGuestFault, Err: m.vcpuError(v, what, nil)}, true
+		}
+		return Exit{Reason: ExitError, Err: m.vcpuError(v, what, nil)}, true
 	case kvm.ExitFailEntry:
-		return Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d: KVM could not enter the guest, hardware reason %#x\n%s",
-			v.ID(), v.FailEntry(), m.dump(v))}, true
+		return Exit{Reason: ExitError, Err: m.vcpuError(v, fmt.Sprintf("KVM could not enter the guest, hardware reason %#x", v.FailEntry()), nil)}, true
 	default:
-		return Exit{Reason: ExitError, Err: fmt.Errorf("vCPU %d: unexpected exit %v\n%s", v.ID(), r, m.dump(v))}, true
+		return Exit{Reason: ExitError, Err: m.vcpuError(v, fmt.Sprintf("unexpected exit %v", r), nil)}, true
 	}
 	return Exit{}, false
 }

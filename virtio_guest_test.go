@@ -118,7 +118,7 @@ func BenchmarkBlkGuestSeqRead(b *testing.B) {
 			m.Close()
 			b.Fatal(err)
 		}
-		e := m.Wait()
+		e, _ := m.Wait() // an ExitError fails the Reason check below
 		mm := rate.FindStringSubmatch(out.String())
 		if e.Reason != ExitDebug || e.Code != 0 || mm == nil {
 			b.Fatalf("machine ended with %v; console:\n%s", e, out)

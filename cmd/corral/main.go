@@ -8,10 +8,16 @@ import (
 	"os"
 )
 
-// Exit statuses of the corral command besides the guest's own codes.
+// Exit statuses of the corral command besides the guest's own debug-exit
+// codes (0..255, passed through) and 128+n for a stop by signal n. The
+// usage text lists them all; keep the two in step.
 const (
-	exitOK         = 0
-	exitUsage      = 125 // bad command line or configuration
+	exitOK = 0 // the guest powered off or reset, or the console quit
+	// exitGuestFault: the guest ended itself badly (triple fault, crash
+	// event, halted for good, an instruction KVM cannot emulate). 123, not
+	// 124, which timeout(1) wrappers use for their own timeouts.
+	exitGuestFault = 123
+	exitUsage      = 125 // bad command line or configuration, found before KVM is used
 	exitVMMFailure = 126 // the VMM could not create, start or run the machine
 )
 
@@ -27,8 +33,9 @@ corral run flags:
   --kernel PATH     guest kernel: bzImage, or ELF with a PVH entry note (required)
   --initrd PATH     initial ramdisk
   --cmdline STR     kernel command line
-  --cpus N          number of vCPUs (default 1, at most 254)
-  --memory SIZE     guest RAM, binary units as in QEMU: 512M, 1G (default 256M)
+  --cpus N          number of vCPUs, 1 to 254 (default 1)
+  --memory SIZE     guest RAM, binary units as in QEMU: 512M, 1G (default 256M;
+                    at least 16M; more than the host has runs, with a warning)
   --disk PATH[,ro][,serial=ID]
                     a virtio-blk disk on a raw image; repeatable. ro: read-only
                     (guest writes fail, the file is never opened for writing).
@@ -52,12 +59,19 @@ Console:
 
 Exit status of corral run:
   v         the guest wrote byte v to the debug-exit port (I/O port 0xf4)
-  0         the guest powered off or reset, or the console quit with Ctrl-A x
-  125       usage error: bad flags, or a missing or invalid kernel or initrd
-  126       VMM failure: KVM unavailable, or the machine failed while running
-  128+n     corral was stopped by signal n (SIGINT, SIGTERM)
-  A guest may also exit with 125 or 126 through the debug-exit port; the
-  message on standard error tells the cases apart.
+  0         the guest powered off or reset (i8042, ACPI or PCI reset), or the
+            console quit with Ctrl-A x
+  123       guest fault: the guest triple-faulted, raised a crash event, halted
+            with interrupts off and nothing to wake it, or ran an instruction
+            KVM cannot emulate; its registers are printed on standard error
+  125       usage error: bad flags, a missing or invalid kernel, initrd or
+            disk, or a configuration that cannot boot (a command line longer
+            than the kernel accepts, an initrd too large for --memory)
+  126       VMM failure: KVM unavailable, a host error, or the VMM failed
+            while running the machine
+  128+n     corral was stopped by signal n (SIGINT, SIGTERM, SIGHUP)
+  A guest may also exit with 123, 125 or 126 through the debug-exit port;
+  the message on standard error tells the cases apart.
 
 corral dhcp replay: run "corral dhcp replay --help" for its flags.
 `

@@ -17,20 +17,28 @@ import (
 	"golang.org/x/term"
 )
 
-// runCommand implements `corral run`.
-func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+// runOptions is what `corral run`'s flags set.
+type runOptions struct {
+	cfg              corral.Config
+	memory, logLevel string
+}
+
+// newRunFlags defines `corral run`'s flags on a new FlagSet that reports to
+// stderr; parsing it fills the returned options. The help test walks it to
+// check that usageText documents every flag.
+func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs := flag.NewFlagSet("corral run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() { fmt.Fprint(stderr, usageText) }
-	var cfg corral.Config
-	var memory, logLevel string
+	o := &runOptions{}
+	cfg := &o.cfg
 	fs.StringVar(&cfg.Kernel, "kernel", "", "guest kernel")
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initial ramdisk")
 	fs.StringVar(&cfg.Cmdline, "cmdline", "", "kernel command line")
 	fs.IntVar(&cfg.CPUs, "cpus", corral.DefaultCPUs, "vCPUs")
-	fs.StringVar(&memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
+	fs.StringVar(&o.memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
-	fs.StringVar(&logLevel, "log", "warn", "log level")
+	fs.StringVar(&o.logLevel, "log", "warn", "log level")
 	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
 		n, err := corral.ParseNet(v)
 		if err != nil {
@@ -47,6 +55,12 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
+	return fs, o
+}
+
+// runCommand implements `corral run`.
+func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs, opts := newRunFlags(stderr)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return exitOK
@@ -57,9 +71,20 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fmt.Fprintf(stderr, "corral run: unexpected argument %q\n", fs.Arg(0))
 		return exitUsage
 	}
+	cfg, memory, logLevel := opts.cfg, opts.memory, opts.logLevel
+	// The library reads 0 as "the default"; on the command line a 0 is a
+	// mistake, not a request for the default.
+	if cfg.CPUs < 1 || cfg.CPUs > corral.MaxCPUs {
+		fmt.Fprintf(stderr, "corral run: --cpus %d: must be between 1 and %d\n", cfg.CPUs, corral.MaxCPUs)
+		return exitUsage
+	}
 	var err error
 	if cfg.Memory, err = corral.ParseSize(memory); err != nil {
 		fmt.Fprintf(stderr, "corral run: --memory: %v\n", err)
+		return exitUsage
+	}
+	if cfg.Memory == 0 {
+		fmt.Fprintf(stderr, "corral run: --memory %s: guest RAM cannot be 0\n", memory)
 		return exitUsage
 	}
 	var level slog.Level
@@ -71,6 +96,11 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitUsage
+	}
+	if host, err := hostRAM(); err == nil && cfg.Memory > host {
+		// Guest RAM is mapped lazily, so this can run; but a guest that
+		// touches it all will have the host swap or kill something.
+		fmt.Fprintf(stderr, "corral run: warning: --memory %s is more than the host's %d MiB of RAM\n", memory, host>>20)
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -112,16 +142,19 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitVMMFailure
 	}
-	exit := m.Wait()
+	exit, _ := m.Wait() // a VMM failure is exit.Err, which exitStatus reports
 	restore()
-	return exitStatus(exit, context.Cause(ctx), gotSignal, stderr)
+	return exitStatus(exit, gotSignal, stderr)
 }
 
 // errQuit is the cause of a stop requested with Ctrl-A x.
 var errQuit = errors.New("console quit (Ctrl-A x)")
 
-// exitStatus maps how the machine ended to corral's exit status.
-func exitStatus(exit corral.Exit, cause error, sig syscall.Signal, stderr io.Writer) int {
+// exitStatus maps how the machine ended to corral's exit status (see the
+// constants in main.go), and says on stderr why when it is not the guest's
+// own choice. A *corral.VCPUError's register dump follows its one-line
+// message.
+func exitStatus(exit corral.Exit, sig syscall.Signal, stderr io.Writer) int {
 	switch exit.Reason {
 	case corral.ExitDebug:
 		return int(exit.Code)
@@ -132,14 +165,33 @@ func exitStatus(exit corral.Exit, cause error, sig syscall.Signal, stderr io.Wri
 			fmt.Fprintf(stderr, "corral run: stopped by %v\n", sig)
 			return 128 + int(sig)
 		}
-		if errors.Is(cause, errQuit) {
-			return exitOK
-		}
-		return exitOK
+		return exitOK // Ctrl-A x
+	case corral.ExitGuestFault:
+		fmt.Fprintf(stderr, "corral run: guest fault: %v\n", exit.Err)
+		printDump(stderr, exit.Err)
+		return exitGuestFault
 	default:
 		fmt.Fprintf(stderr, "corral run: machine failed: %v\n", exit.Err)
+		printDump(stderr, exit.Err)
 		return exitVMMFailure
 	}
+}
+
+// printDump prints the vCPU state carried by err, if any.
+func printDump(w io.Writer, err error) {
+	var ve *corral.VCPUError
+	if errors.As(err, &ve) {
+		fmt.Fprintln(w, ve.Dump())
+	}
+}
+
+// hostRAM returns the host's total RAM in bytes.
+func hostRAM() (uint64, error) {
+	var si unix.Sysinfo_t
+	if err := unix.Sysinfo(&si); err != nil {
+		return 0, fmt.Errorf("sysinfo: %w", err)
+	}
+	return uint64(si.Totalram) * uint64(si.Unit), nil
 }
 
 // consoleIO is the guest console's host side.

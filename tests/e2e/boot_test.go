@@ -159,7 +159,7 @@ func (r *vmRun) wait(t *testing.T) corral.Exit {
 	case <-time.After(bootTimeout + time.Minute):
 		t.Fatalf("machine did not end %v after its context expired", time.Minute)
 	}
-	r.exit = r.m.Wait()
+	r.exit, _ = r.m.Wait() // an ExitError carries its Err; callers check the Reason
 	r.elapsed = time.Since(r.started)
 	r.logTimes(t)
 	return r.exit
