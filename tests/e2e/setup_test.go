@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 	"github.com/corral-vmm/corral/tests/linux/rootfs"
 )
@@ -35,26 +35,14 @@ type testKernel struct {
 	cmdline string // kernel.CmdlineNested or kernel.CmdlinePlain
 }
 
-// needKVM skips the test, saying why, where /dev/kvm cannot be used.
-func needKVM(t *testing.T) {
-	t.Helper()
-	s, err := kvm.Open("")
-	if err != nil {
-		t.Skipf("skipping Linux end-to-end test: /dev/kvm is not usable: %v", err)
-	}
-	s.Close()
-}
-
 // setupLinux checks what a Linux boot needs and returns the kernel to boot:
 // it skips the test without /dev/kvm or busybox, picks the patched or plain
 // kernel for this host (kernel.Choose), and finds it in the cache or,
 // with CORRAL_BUILD_KERNEL=1, builds it.
 func setupLinux(t *testing.T) testKernel {
 	t.Helper()
-	needKVM(t)
-	if _, err := os.Stat(rootfs.DefaultBusybox); err != nil {
-		t.Skipf("skipping: %v (%v)", rootfs.ErrBusyboxMissing, err)
-	}
+	testenv.MustHaveKVM(t)
+	testenv.MustHaveFile(t, rootfs.DefaultBusybox, "busybox-static")
 	choice, err := kernel.ChooseHost()
 	if err != nil {
 		t.Fatal(err)
@@ -97,7 +85,7 @@ func writeExt4(t *testing.T, name string, sizeMiB int, opts rootfs.InitramfsOpti
 		err = rootfs.BuildExt4(p, sizeMiB, opts)
 	}
 	if errors.Is(err, rootfs.ErrMkfsMissing) {
-		t.Skipf("skipping: %v", err)
+		testenv.Missing(t, testenv.Tools, "%v (apt-get install -y e2fsprogs)", err)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -124,14 +112,7 @@ func writePatternDisk(t *testing.T, size int) (string, string) {
 // debugfsPath finds debugfs (e2fsprogs), skipping the test if it is missing.
 func debugfsPath(t *testing.T) string {
 	t.Helper()
-	if p, err := exec.LookPath("debugfs"); err == nil {
-		return p
-	}
-	const p = "/usr/sbin/debugfs"
-	if _, err := os.Stat(p); err != nil {
-		t.Skip("skipping: debugfs not found (apt-get install -y e2fsprogs)")
-	}
-	return p
+	return testenv.MustHaveCommand(t, "debugfs", "e2fsprogs")
 }
 
 // debugfsCat reads a file from an ext4 image with debugfs.

@@ -15,11 +15,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // The QEMU tests boot the guests under QEMU/KVM to prove them right
 // independently of Corral. They need qemu-system-x86_64 and a usable
-// /dev/kvm and skip otherwise.
+// /dev/kvm and skip otherwise (fail with CORRAL_REQUIRE=qemu, kvm).
 
 const (
 	qemuTimeout = 60 * time.Second
@@ -57,17 +59,11 @@ func (r qemuRun) args() []string {
 	return append(a, r.extra...)
 }
 
+// needQEMU returns QEMU's path; the runs pass -enable-kvm.
 func needQEMU(t testing.TB) string {
 	t.Helper()
-	q, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not on PATH (apt-get install qemu-system-x86)")
-	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("/dev/kvm not usable: %v", err)
-	}
-	f.Close()
+	q := testenv.MustHaveQEMU(t)
+	testenv.MustHaveKVM(t)
 	return q
 }
 

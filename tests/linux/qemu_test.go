@@ -26,6 +26,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 	"github.com/corral-vmm/corral/tests/linux/rootfs"
 )
@@ -60,18 +61,9 @@ func setupQEMU(t *testing.T) qemuSetup {
 	if os.Getenv("CORRAL_QEMU_LINUX") != "1" {
 		t.Skip("QEMU Linux boots are opt-in: set CORRAL_QEMU_LINUX=1")
 	}
-	qemu, err := exec.LookPath("qemu-system-x86_64")
-	if err != nil {
-		t.Skip("qemu-system-x86_64 not installed (apt-get install -y qemu-system-x86)")
-	}
-	f, err := os.OpenFile("/dev/kvm", os.O_RDWR, 0)
-	if err != nil {
-		t.Skipf("QEMU needs /dev/kvm: %v", err)
-	}
-	f.Close()
-	if _, err := os.Stat(rootfs.DefaultBusybox); err != nil {
-		t.Skipf("busybox-static not installed: %v", err)
-	}
+	qemu := testenv.MustHaveQEMU(t)
+	testenv.MustHaveKVM(t)
+	testenv.MustHaveFile(t, rootfs.DefaultBusybox, "busybox-static")
 	choice, err := kernel.ChooseHost()
 	if err != nil {
 		t.Fatal(err)
@@ -283,10 +275,7 @@ func TestQEMUExt4RootVirtioBlk(t *testing.T) {
 	r.logTimes(t, watch...)
 	r.check(t, "vda", "VFS: Mounted root (ext4 filesystem)", "corral-test: root /dev/root ext4", "corral-test: wrote to root", "corral-init: exit status 0")
 
-	dbg, err := exec.LookPath("debugfs")
-	if err != nil {
-		dbg = "/usr/sbin/debugfs"
-	}
+	dbg := testenv.MustHaveCommand(t, "debugfs", "e2fsprogs")
 	out, err := exec.Command(dbg, "-R", "cat /root/written", img).Output()
 	if err != nil {
 		t.Fatalf("debugfs: %v", err)
