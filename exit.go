@@ -54,7 +54,7 @@ type Exit struct {
 	Reason ExitReason
 	Code   uint8 // the debug-exit byte, for ExitDebug
 	Err    error // what went wrong, for ExitError and ExitGuestFault
-	// Detail says more, for logs: the triple fault, the host signal, ...
+	// Detail says more, for logs: "system event", the context's cause, ...
 	Detail string
 }
 
