@@ -91,6 +91,64 @@ func leaseExpiry(now time.Duration, secs uint32) time.Duration {
 	return addSat(now, time.Duration(secs)*time.Second)
 }
 
+// replyOption is one configuration option a reply may carry.
+type replyOption struct {
+	code byte
+	val  []byte
+}
+
+// maxConfigOptions is how many configuration options configOptions knows.
+const maxConfigOptions = 11
+
+// configOptions encodes the configuration options of an OFFER or ACK. The
+// client's requested options go first, in the order of its parameter request
+// list (RFC 2132 9.8: MUST try), then the others in the server's priority
+// order. The encoder leaves out whole whatever no longer fits, so under the
+// size limit unrequested options give way to requested ones (RFC 2131 4.3.1:
+// as many requested parameters as possible), and among the unrequested the
+// last listed here (121, 12, 15, ...) go first.
+func (s *Server) configOptions(e *encoder, m *message, r *replySpec) {
+	o := &s.static
+	var t1, t2 [4]byte
+	var c [maxConfigOptions]replyOption
+	n := 0
+	if r.withLease && r.leaseSecs != 0xffffffff {
+		binary.BigEndian.PutUint32(t1[:], r.leaseSecs/2)
+		binary.BigEndian.PutUint32(t2[:], uint32(uint64(r.leaseSecs)*7/8))
+		c[0], c[1] = replyOption{optRenewalTime, t1[:]}, replyOption{optRebindingTime, t2[:]}
+		n = 2
+	}
+	for _, ro := range [...]replyOption{
+		{optSubnetMask, o.mask}, {optRouter, o.router}, {optDNS, o.dns},
+		{optBroadcastAddr, o.broadcast}, {optInterfaceMTU, o.mtu},
+		{optDomainName, o.domain}, {optHostName, r.hostname},
+	} {
+		if len(ro.val) > 0 {
+			c[n] = ro
+			n++
+		}
+	}
+	if len(o.routes) > 0 && m.requested(optClasslessRoutes) {
+		c[n] = replyOption{optClasslessRoutes, o.routes}
+		n++
+	}
+	var done [maxConfigOptions]bool
+	prl, _ := m.opt(optParamRequestList)
+	for _, code := range prl {
+		for i := 0; i < n; i++ {
+			if c[i].code == code && !done[i] { // a code listed twice is sent once
+				e.option(c[i].code, c[i].val)
+				done[i] = true
+			}
+		}
+	}
+	for i := 0; i < n; i++ {
+		if !done[i] {
+			e.option(c[i].code, c[i].val)
+		}
+	}
+}
+
 // maxMessageSize returns the largest IP datagram the reply may fill: option 57
 // when it is valid (two bytes, at least 576), else 576, and never above the MTU.
 func (s *Server) maxMessageSize(m *message) int {
@@ -131,12 +189,10 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 	copy(p[bootpChaddrOff:bootpChaddrOff+bootpChaddrLen], m.chaddr[:])
 	binary.BigEndian.PutUint32(p[bootpCookieOff:], magicCookie)
 
-	// Options in priority order: when the size limit bites, the encoder
-	// leaves out whatever no longer fits, so the last ones go first. 53, 54,
-	// 51 and a client identifier of up to 255 bytes always fit the smallest
-	// limit (240 + 3 + 6 + 6 + 257 + END < 548): RFC 2131 table 3 requires
-	// 53, 54 and (but in an INFORM ACK) 51; RFC 6842 requires 61 echoed
-	// verbatim in every reply. The configuration options follow.
+	// 53, 54, 51 and a client identifier of up to 255 bytes come first and
+	// always fit the smallest limit (240 + 3 + 6 + 6 + 257 + END < 548): RFC
+	// 2131 table 3 requires 53, 54 and (but in an INFORM ACK) 51; RFC 6842
+	// requires 61 echoed verbatim in every reply.
 	e := encoder{b: p, n: bootpOptOff}
 	o := &s.static
 	e.optionByte(optMessageType, r.typ)
@@ -148,28 +204,7 @@ func (s *Server) buildReply(out []byte, fi *frameInfo, m *message, r *replySpec)
 		e.option(optClientID, id) // RFC 6842: echo the client identifier
 	}
 	if r.typ != msgNak {
-		if r.withLease && r.leaseSecs != 0xffffffff {
-			e.optionU32(optRenewalTime, r.leaseSecs/2)
-			e.optionU32(optRebindingTime, uint32(uint64(r.leaseSecs)*7/8))
-		}
-		e.option(optSubnetMask, o.mask)
-		if len(o.router) > 0 {
-			e.option(optRouter, o.router)
-		}
-		if len(o.dns) > 0 {
-			e.option(optDNS, o.dns)
-		}
-		e.option(optBroadcastAddr, o.broadcast)
-		e.option(optInterfaceMTU, o.mtu)
-		if len(o.domain) > 0 {
-			e.option(optDomainName, o.domain)
-		}
-		if len(r.hostname) > 0 {
-			e.option(optHostName, r.hostname)
-		}
-		if len(o.routes) > 0 && m.requested(optClasslessRoutes) {
-			e.option(optClasslessRoutes, o.routes)
-		}
+		s.configOptions(&e, m, r)
 	}
 	e.end()
 	if e.n < bootpMinLen {

@@ -324,3 +324,52 @@ func TestREADMECounterList(t *testing.T) {
 		t.Errorf("README lists %q, which is no counter", name)
 	}
 }
+
+// replyOptionCodes lists the option codes of a reply's options field in order.
+func replyOptionCodes(payload []byte) []byte {
+	var codes []byte
+	for i := bootpOptOff; i < len(payload); {
+		switch c := payload[i]; c {
+		case optPad:
+			i++
+		case optEnd:
+			return codes
+		default:
+			codes = append(codes, c)
+			i += 2 + int(payload[i+1])
+		}
+	}
+	return codes
+}
+
+// RFC 2132 9.8: requested options go in the order the client listed them;
+// RFC 2131 4.3.1: as many requested options as possible, so under the size
+// limit unrequested ones give way first.
+func TestRequestedOptionsFirstInClientOrder(t *testing.T) {
+	s, _ := newTestServer(t, nil)
+	c := newClient(t, s, nicMAC)
+	prl := []byte{15, 6, 15, 3, 1, 28, 26, 59, 58, 200}
+	_, r := c.send(c.msg(dhcpv4.MessageTypeDiscover, dhcpv4.WithGeneric(dhcpv4.OptionParameterRequestList, prl)), nil)
+	got := replyOptionCodes(r.payload)
+	want := []byte{53, 54, 51, 15, 6, 3, 1, 28, 26, 59, 58}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("option order %v, want %v", got, want)
+	}
+
+	var routes []Route
+	for i := 0; i < MaxRoutes; i++ {
+		routes = append(routes, Route{Dest: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i), 0}), 24), Gateway: routerIP})
+	}
+	s, _ = newTestServer(t, func(c *Config) { c.Routes, c.Domain = routes, strings.Repeat(strings.Repeat("d", 49)+".", 4)+"example" })
+	c = newClient(t, s, nicMAC)
+	_, r = c.send(c.msg(dhcpv4.MessageTypeDiscover, dhcpv4.WithRequestedOptions(dhcpv4.OptionClasslessStaticRoute, dhcpv4.OptionSubnetMask, dhcpv4.OptionRouter)), nil)
+	if n := len(r.msg.ClasslessStaticRoute()); n != MaxRoutes+1 {
+		t.Fatalf("requested option 121 left out (%d routes) for unrequested ones: %v", n, replyOptionCodes(r.payload))
+	}
+	if r.msg.Options.Has(dhcpv4.OptionDomainName) || s.Counters().ReplyOptionsOmitted == 0 {
+		t.Fatalf("the unrequested domain should have given way: %v", replyOptionCodes(r.payload))
+	}
+	if 28+len(r.payload) > 576 {
+		t.Fatalf("%d-byte datagram", 28+len(r.payload))
+	}
+}
