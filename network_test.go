@@ -113,7 +113,7 @@ func nicMachine(id string) *Machine {
 // A NIC on a socket pair needs no root and no host change: the plan names
 // 10.200.0.0/24, the DHCP server is configured from it, and closing the
 // device closes the socket.
-func TestNICOnSocketPair(t *testing.T) {
+func TestNetNICOnSocketPair(t *testing.T) {
 	t.Setenv(hostnet.StateDirEnv, t.TempDir())
 	vm, peer := socketPairFiles(t)
 	defer peer.Close()
@@ -147,7 +147,7 @@ func TestNICOnSocketPair(t *testing.T) {
 // Two VMs on one bridge get different MACs and addresses from the bridge's
 // subnet, with the bridge's address as their DHCP server; a closed NIC
 // gives its address back.
-func TestBridgedNICsDiffer(t *testing.T) {
+func TestNetBridgedNICsDiffer(t *testing.T) {
 	t.Setenv(hostnet.StateDirEnv, t.TempDir())
 	netnstest.Run(t, func() {
 		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
