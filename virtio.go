@@ -13,9 +13,9 @@ import (
 	"github.com/corral-vmm/corral/virtio/virtiopci"
 )
 
-// Disk is a virtio-blk disk backed by a raw image file.
+// Disk is a virtio-blk disk backed by a raw image file or a block device.
 type Disk struct {
-	// Path is the raw image. It is locked while the machine runs: shared
+	// Path is the raw image or block device. It is locked while the machine runs: shared
 	// for a read-only disk, exclusive otherwise, so two machines cannot
 	// write one image.
 	Path string
