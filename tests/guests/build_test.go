@@ -360,9 +360,7 @@ func TestQEMUStatus(t *testing.T) {
 
 // BenchmarkCacheHit measures what BuildT costs once a guest is cached.
 func BenchmarkCacheHit(b *testing.B) {
-	if _, err := exec.LookPath("gcc"); err != nil {
-		b.Skip("gcc not on PATH: cannot build the test guests")
-	}
+	testenv.MustHaveCommand(b, "gcc", "gcc")
 	c := Cache{Dir: b.TempDir()}
 	if _, err := c.Build(b.Context(), "hello"); err != nil {
 		b.Fatal(err)

@@ -7,6 +7,8 @@ import (
 	"regexp"
 	"slices"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // The blk guest under QEMU's virtio-blk-pci (modern only) proves the guest's
@@ -18,7 +20,7 @@ import (
 func needQBoot(t *testing.T) {
 	t.Helper()
 	if _, err := os.Stat(qbootROM); err != nil {
-		t.Skipf("%s missing: -M pc would spend seconds in SeaBIOS", qbootROM)
+		testenv.Missing(t, testenv.QEMU, "%s missing (apt-get install -y qemu-system-data): -M pc would spend seconds in SeaBIOS", qbootROM)
 	}
 }
 

@@ -132,9 +132,7 @@ func TestQEMUHello(t *testing.T) {
 	} {
 		t.Run(fmt.Sprintf("%s/%q", tc.machine, tc.cmdline), func(t *testing.T) {
 			if tc.machine == "pc" {
-				if _, err := os.Stat(qbootROM); err != nil {
-					t.Skipf("%s missing: -M pc would spend seconds in SeaBIOS", qbootROM)
-				}
+				needQBoot(t)
 			}
 			lines, status := runQEMU(t, qemu, qemuRun{machine: tc.machine, kernel: kernel, cmdline: tc.cmdline})
 			if want := QEMUStatus(tc.exit); status != want {

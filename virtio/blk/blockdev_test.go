@@ -7,22 +7,20 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 // loopDevice attaches file to a free loop device and detaches it when the
-// test ends; it skips the test when that is not possible here.
+// test ends; it skips the test when that is not possible here (fails it
+// with CORRAL_REQUIRE=root).
 func loopDevice(t *testing.T, file string) string {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		t.Skip("no losetup:", err)
-	}
+	testenv.MustHaveRoot(t)
+	losetup := testenv.MustHaveCommand(t, "losetup", "mount")
 	out, err := exec.Command(losetup, "-f", "--show", file).CombinedOutput()
 	if err != nil {
-		t.Skipf("losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
+		testenv.Missing(t, testenv.Root, "no loop device: losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
 	}
 	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {
