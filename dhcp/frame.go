@@ -9,8 +9,6 @@ const (
 	ethSrcOff     = 6
 	ethTypeOff    = 12
 	ethHeaderLen  = 14
-	vlanTagLen    = 4
-	vlanTypeOff   = 16 // inner EtherType in a tagged frame
 	etherTypeIPv4 = 0x0800
 	etherTypeVLAN = 0x8100 // 802.1Q customer tag
 	etherTypeQinQ = 0x88a8 // 802.1ad service tag
