@@ -189,6 +189,11 @@ func (p Plan) DHCPConfig() dhcp.Config {
 		MTU:          p.MTU,
 		AllowedMACs:  []net.HardwareAddr{p.GuestMAC},
 		Reservations: []dhcp.Reservation{{MAC: p.GuestMAC, IP: p.Guest}},
+		// The server is the only one the guest's DHCP frames can reach
+		// (the device consumes them), so it speaks for the subnet: a
+		// request it has no record of gets a NAK and the client starts
+		// afresh at once instead of waiting out its lease (RFC 2131 4.3.2).
+		Authoritative: true,
 	}
 }
 

@@ -26,7 +26,8 @@ func TestDefaultPlan(t *testing.T) {
 		t.Fatalf("DHCPConfig does not validate: %v", err)
 	}
 	if c.Server != p.Host || !bytes.Equal(c.ServerMAC, p.HostMAC) || c.Router != p.Host.Addr() || c.MTU != p.MTU ||
-		len(c.Reservations) != 1 || c.Reservations[0].IP != p.Guest || !bytes.Equal(c.AllowedMACs[0], p.GuestMAC) || len(c.DNS) != 0 {
+		len(c.Reservations) != 1 || c.Reservations[0].IP != p.Guest || !bytes.Equal(c.AllowedMACs[0], p.GuestMAC) || len(c.DNS) != 0 ||
+		!c.Authoritative {
 		t.Fatalf("DHCP config %+v for plan %v", c, p)
 	}
 	last, err := Subnet(netip.MustParsePrefix("10.0.0.0/8"), 65535)
