@@ -41,13 +41,16 @@ corral run flags:
                     (guest writes fail, the file is never opened for writing).
                     The image is locked while the VM runs: a second VM writing
                     the same image is refused.
-  --net auto|tap=NAME[,mac=MAC][,ip=IP][,host=IP/N][,bridge=BR][,dns=IP[+IP]][,dhcp=off]
-                    a virtio-net NIC on a host TAP device; repeatable. auto
-                    creates a TAP for the VM (gone when it ends) with the host
-                    side at the first free 10.200.N.1/24; tap=NAME uses an
-                    existing TAP. The built-in DHCP server gives the guest
-                    ip= (default .2) with the host side as router; dhcp=off
-                    leaves DHCP to the host. Needs root or CAP_NET_ADMIN.
+  --net auto|tap=NAME|fd=N[,mac=MAC][,ip=IP][,host=IP/N][,bridge=BR][,dns=IP[+IP]][,dhcp=off]
+                    a virtio-net NIC; repeatable. auto creates a TAP for the
+                    VM (gone when it ends) with the host side at the first
+                    free 10.200.N.1/24 (256 such subnets per host); tap=NAME
+                    uses an existing TAP; fd=N uses inherited descriptor N:
+                    an attached TAP, or a SOCK_SEQPACKET/SOCK_DGRAM socket
+                    carrying one Ethernet frame per message (no root needed).
+                    The built-in DHCP server gives the guest ip= (default .2)
+                    with the host side as router; dhcp=off leaves DHCP to the
+                    host. auto, tap= and bridge= need root or CAP_NET_ADMIN.
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
 
