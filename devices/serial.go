@@ -2,9 +2,12 @@ package devices
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"sync"
+	"time"
 )
 
 // Legacy PC serial port addresses and IRQs. Insert a Serial on the I/O bus
@@ -81,6 +84,18 @@ const (
 	// DefaultSerialOutBuffer is how many bytes of guest output a Serial
 	// holds for its writer before it makes the guest wait (see Serial).
 	DefaultSerialOutBuffer = 64 << 10
+	// DefaultSerialInBuffer is how many host input bytes a Serial holds
+	// beyond its receive FIFO for a guest that is not reading.
+	DefaultSerialInBuffer = 4 << 10
+	// DefaultSerialStallTimeout is how long a Write to Out may go without
+	// returning before Out counts as stalled (see Serial).
+	DefaultSerialStallTimeout = time.Second
+	// DefaultSerialFlushTimeout bounds the final flush when Run ends.
+	DefaultSerialFlushTimeout = time.Second
+
+	// serialWritePiece is the most handed to Out in one Write, so that a
+	// slow writer shows progress often enough not to count as stalled.
+	serialWritePiece = 4 << 10
 )
 
 // Interrupt sources, as bits, for edge detection.
@@ -101,6 +116,15 @@ type SerialConfig struct {
 	// OutBuffer bounds the guest output held for Out; 0 means
 	// DefaultSerialOutBuffer. At least 64 bytes are used.
 	OutBuffer int
+	// InBuffer bounds the host input held beyond the receive FIFO; 0 means
+	// DefaultSerialInBuffer, negative means none (the FIFO only).
+	InBuffer int
+	// StallTimeout is how long one Write to Out may take before Out counts
+	// as stalled; 0 means DefaultSerialStallTimeout.
+	StallTimeout time.Duration
+	// FlushTimeout bounds the final flush when Run ends; 0 means
+	// DefaultSerialFlushTimeout.
+	FlushTimeout time.Duration
 	// Log receives device errors (a failing Out or IRQ line); nil discards.
 	Log *slog.Logger
 }
@@ -110,7 +134,9 @@ type SerialStats struct {
 	TX        uint64 // bytes the guest transmitted (loopback excluded)
 	TXDropped uint64 // bytes written to a full transmitter (THRE clear) and lost
 	Written   uint64 // bytes handed to Out
-	RX        uint64 // host bytes accepted by Input
+	OutLost   uint64 // transmitted bytes Out never got: it was stalled, had failed, or Run ended first
+	RX        uint64 // host bytes accepted by Input or Inject
+	InDropped uint64 // host bytes Inject dropped: the FIFO and input buffer were full
 	Overruns  uint64 // loopback bytes lost to a full receive FIFO
 }
 
@@ -124,16 +150,30 @@ type SerialStats struct {
 // THRE and TEMT set: transmission looks instant, as it does in QEMU. When a
 // slow terminal lets the buffer fill, THRE clears and the THRE interrupt
 // waits until Run drains it: the guest is throttled, as by a real UART at a
-// low baud rate, and output is not lost. A guest that writes THR anyway
-// while THRE is clear loses the byte (counted in TXDropped). If Out fails,
-// the error is logged once and later output is discarded, so a closed
-// terminal never stalls the guest.
+// low baud rate, and a writer that keeps up loses nothing. A guest that
+// writes THR anyway while THRE is clear loses the byte (TXDropped).
 //
-// Input: Input puts host bytes into the receive FIFO (16 bytes; 1 with
-// FIFOs off) and accepts only what fits, returning the count: back-pressure
-// reaches the host reader, nothing is dropped and nothing is buffered past
-// the FIFO. InputFrom pumps an io.Reader that way. In loopback mode the
-// receiver is disconnected from the host and Input accepts nothing.
+// A writer is stalled when one Write has not returned for StallTimeout (a
+// paused pager, an ssh session gone quiet, a FIFO nobody reads): THRE comes
+// back and what the full buffer cannot take is dropped and counted
+// (OutLost), so the guest runs on; when the Write returns, throttling
+// resumes. If Out fails, the error is logged once and later output is
+// dropped (OutLost). When Run's context ends, Run writes what is buffered
+// for at most FlushTimeout (nothing if Out is stalled) and returns: if Out
+// has SetWriteDeadline (an *os.File in Go's poller, a net.Conn), the
+// deadline cuts a blocked Write short, and is cleared again when Run
+// returns. A writer without deadlines whose Write never returns keeps Run's
+// goroutine in that Write: callers must not wait for Run then (see
+// WaitRun); once the Write returns, Run writes nothing more and returns.
+//
+// Input: host bytes go into the receive FIFO (16 bytes; 1 with FIFOs off)
+// and, while it is full, a host-side buffer (InBuffer) that refills the
+// FIFO as the guest reads. Input accepts only what fits and returns the
+// count, so back-pressure reaches a host reader (InputFrom pumps a reader
+// that way); Inject drops and counts (InDropped) what does not fit, for an
+// interactive source that must keep being read whatever the guest does. In
+// loopback mode the receiver is disconnected from the host and nothing is
+// accepted.
 //
 // Interrupts: the IRQ line's level follows "some enabled interrupt is
 // pending" (IIR bit 0 clear); when a new source becomes pending while the
@@ -161,10 +201,25 @@ type Serial struct {
 	rxHd  int
 	rxLen int
 
-	tx      []byte // output waiting for Out
-	txSpare []byte // the other half of the double buffer
-	txCap   int
-	txBroke bool // Out failed: discard
+	rxq    []byte // ring of host input waiting for FIFO room (allocated on first use)
+	rxqHd  int
+	rxqLen int
+	rxqCap int
+
+	tx       []byte // output waiting for Out
+	txSpare  []byte // the other half of the double buffer
+	txCap    int
+	txBroke  bool      // Out failed: discard
+	writing  bool      // a Write to Out is in progress...
+	writeSeq uint64    // ...with this number
+	stalled  bool      // ...and has taken longer than stallAfter
+	ending   bool      // Run's context ended: the IRQ line is no longer driven
+	endBy    time.Time // when ending, the final flush's deadline
+
+	stallAfter time.Duration
+	flushFor   time.Duration
+	deadline   interface{ SetWriteDeadline(time.Time) error } // Out's, when it works
+	runDone    chan struct{}                                  // closed when Run returns
 
 	irq      IRQLine
 	irqHigh  bool
@@ -184,14 +239,30 @@ type Serial struct {
 // (CTS, DSR, DCD asserted). Run it with Run so its output reaches Out.
 func NewSerial(cfg SerialConfig) *Serial {
 	s := &Serial{
-		irq:      cfg.IRQ,
-		out:      cfg.Out,
-		txCap:    cfg.OutBuffer,
-		log:      cfg.Log,
-		txReady:  make(chan struct{}, 1),
-		rxSpace:  make(chan struct{}, 1),
-		dll:      0x0c, // 9600 baud
-		msrLines: msrConnects,
+		irq:        cfg.IRQ,
+		out:        cfg.Out,
+		txCap:      cfg.OutBuffer,
+		rxqCap:     cfg.InBuffer,
+		stallAfter: cfg.StallTimeout,
+		flushFor:   cfg.FlushTimeout,
+		log:        cfg.Log,
+		txReady:    make(chan struct{}, 1),
+		rxSpace:    make(chan struct{}, 1),
+		runDone:    make(chan struct{}),
+		dll:        0x0c, // 9600 baud
+		msrLines:   msrConnects,
+	}
+	switch {
+	case s.rxqCap == 0:
+		s.rxqCap = DefaultSerialInBuffer
+	case s.rxqCap < 0:
+		s.rxqCap = 0
+	}
+	if s.stallAfter <= 0 {
+		s.stallAfter = DefaultSerialStallTimeout
+	}
+	if s.flushFor <= 0 {
+		s.flushFor = DefaultSerialFlushTimeout
 	}
 	if s.irq == nil {
 		s.irq = NoIRQ{}
@@ -206,6 +277,11 @@ func NewSerial(cfg SerialConfig) *Serial {
 		s.txCap = DefaultSerialOutBuffer
 	}
 	s.txCap = max(s.txCap, 4*uartFIFOSize)
+	// Probe: setting no deadline fails on writers that cannot have one
+	// (an *os.File outside the poller says os.ErrNoDeadline).
+	if d, ok := s.out.(interface{ SetWriteDeadline(time.Time) error }); ok && d.SetWriteDeadline(time.Time{}) == nil {
+		s.deadline = d
+	}
 	return s
 }
 
@@ -256,8 +332,12 @@ func (s *Serial) rxTrigger() int {
 	return [4]int{1, 4, 8, 14}[s.fcr>>6]
 }
 
-// thrEmpty says whether the transmitter can take a FIFO-full of bytes.
-func (s *Serial) thrEmpty() bool { return s.txCap-len(s.tx) >= uartFIFOSize }
+// txFull says whether the output buffer lacks room for a FIFO-full.
+func (s *Serial) txFull() bool { return s.txCap-len(s.tx) < uartFIFOSize }
+
+// thrEmpty says whether the transmitter takes bytes: the buffer has room,
+// or Out is stalled and what does not fit is dropped.
+func (s *Serial) thrEmpty() bool { return !s.txFull() || s.stalled }
 
 func (s *Serial) lsr() byte {
 	v := s.lsrErr
@@ -368,6 +448,10 @@ func (s *Serial) updateIRQ() {
 }
 
 func (s *Serial) setLine(high bool) {
+	if s.ending {
+		// The machine is going away; its interrupt controller may be too.
+		return
+	}
 	s.irqHigh = high
 	if err := s.irq.SetLevel(high); err != nil && !s.irqErred {
 		s.irqErred = true
@@ -449,6 +533,7 @@ func (s *Serial) writeReg(off uint64, v byte) {
 		if !s.fifoOn() {
 			s.fcr = 0
 		}
+		s.refillRX() // held host input flows into the (new) FIFO
 	case uartLCR:
 		s.lcr = v
 	case uartMCR:
@@ -456,6 +541,7 @@ func (s *Serial) writeReg(off uint64, v byte) {
 		s.mcr = v & mcrMask
 		s.updateModemLines()
 		if wasLoop && !s.loopback() {
+			s.refillRX()
 			s.wakeRX()
 		}
 	case uartLSR, uartMSR:
@@ -469,18 +555,21 @@ func (s *Serial) writeReg(off uint64, v byte) {
 func (s *Serial) transmit(v byte) {
 	s.thrIntr = false
 	s.updateIRQ() // a THR write clears THRE; it comes back below
-	if s.loopback() {
+	switch {
+	case s.loopback():
 		if s.rxLen >= s.rxCap() {
 			s.lsrErr |= lsrOE
 			s.stats.Overruns++
 		} else {
 			s.pushRX(v)
 		}
-	} else {
-		if !s.thrEmpty() {
-			s.stats.TXDropped++
-			return
-		}
+	case !s.thrEmpty():
+		s.stats.TXDropped++
+		return
+	case s.txFull(): // Out is stalled: drop rather than hold the guest
+		s.stats.TX++
+		s.stats.OutLost++
+	default:
 		s.stats.TX++
 		if s.tx == nil {
 			s.tx = make([]byte, 0, min(s.txCap, 4096))
@@ -508,13 +597,28 @@ func (s *Serial) popRX() byte {
 	v := s.rx[s.rxHd]
 	s.rxHd = (s.rxHd + 1) % uartFIFOSize
 	s.rxLen--
+	s.refillRX()
 	s.wakeRX()
 	return v
 }
 
+// clearRX empties the FIFO; the FCR write refills it from held input once
+// the new FIFO mode is set.
 func (s *Serial) clearRX() {
 	s.rxHd, s.rxLen = 0, 0
 	s.wakeRX()
+}
+
+// refillRX moves held host input into the FIFO as far as it has room.
+func (s *Serial) refillRX() {
+	if s.loopback() {
+		return
+	}
+	for s.rxqLen > 0 && s.rxLen < s.rxCap() {
+		s.pushRX(s.rxq[s.rxqHd])
+		s.rxqHd = (s.rxqHd + 1) % s.rxqCap
+		s.rxqLen--
+	}
 }
 
 func (s *Serial) wakeRX() {
@@ -525,34 +629,59 @@ func (s *Serial) wakeRX() {
 }
 
 // Input puts bytes from the host (the console's keyboard) into the receive
-// FIFO and returns how many fit; the caller keeps the rest and offers them
-// again after WaitInputSpace. It never blocks and never drops. It raises
-// the RX interrupt if the guest enabled it.
+// FIFO, and what the FIFO cannot take into the input buffer, and returns
+// how many fit; the caller keeps the rest and offers them again after
+// WaitInputSpace. It never blocks and never drops. It raises the RX
+// interrupt if the guest enabled it.
 func (s *Serial) Input(p []byte) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	return s.input(p)
+}
+
+func (s *Serial) input(p []byte) int {
 	if s.loopback() {
 		return 0
 	}
-	n := 0
-	for n < len(p) && s.rxLen < s.rxCap() {
-		s.pushRX(p[n])
-		n++
+	s.refillRX() // now either nothing is held or the FIFO is full
+	n := min(len(p), s.rxCap()-s.rxLen+s.rxqCap-s.rxqLen)
+	if n <= 0 {
+		return 0
+	}
+	if s.rxq == nil && s.rxqCap > 0 {
+		s.rxq = make([]byte, s.rxqCap)
+	}
+	for _, v := range p[:n] {
+		if s.rxqLen == 0 && s.rxLen < s.rxCap() {
+			s.pushRX(v)
+			continue
+		}
+		s.rxq[(s.rxqHd+s.rxqLen)%s.rxqCap] = v
+		s.rxqLen++
 	}
 	s.stats.RX += uint64(n)
-	if n > 0 {
-		s.updateIRQ()
-	}
+	s.updateIRQ()
 	return n
 }
 
-// WaitInputSpace blocks until the receive FIFO may have room for Input (the
-// guest read a byte, cleared the FIFO or left loopback mode) or ctx is done.
-// It returns at once if there is room now.
+// Inject is Input for a source that must never wait for the guest (a
+// terminal whose escape keys must always be read): what does not fit is
+// dropped and counted in InDropped. It returns how many bytes were taken.
+func (s *Serial) Inject(p []byte) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := s.input(p)
+	s.stats.InDropped += uint64(len(p) - n)
+	return n
+}
+
+// WaitInputSpace blocks until Input may have room (the guest read a byte,
+// cleared the FIFO or left loopback mode) or ctx is done. It returns at
+// once if there is room now.
 func (s *Serial) WaitInputSpace(ctx context.Context) error {
 	for {
 		s.mu.Lock()
-		room := !s.loopback() && s.rxLen < s.rxCap()
+		room := !s.loopback() && (s.rxLen < s.rxCap() || s.rxqLen < s.rxqCap)
 		s.mu.Unlock()
 		if room {
 			return nil
@@ -566,11 +695,13 @@ func (s *Serial) WaitInputSpace(ctx context.Context) error {
 }
 
 // InputFrom copies r into the guest's receive FIFO, waiting for the guest
-// to make room, until r fails (io.EOF gives nil) or ctx is done. The
-// goroutine running it belongs to the VMM. It holds at most 256 bytes read
-// from r but not yet accepted. A Read blocked inside r returns only when r
-// does: to stop promptly, use a reader that ctx's cancellation unblocks
-// (close it, or set a read deadline).
+// to make room, until r fails (io.EOF gives nil) or ctx is done. It holds
+// at most 256 bytes read from r but not yet accepted. Because it waits for
+// the guest before reading on, r must not be a filter that has to see
+// every key at once (a console escape): read such a source yourself and
+// hand its bytes to Inject. A Read blocked inside r returns only when r
+// does: to stop promptly, use a reader that can be unblocked (see
+// internal/console.Input).
 func (s *Serial) InputFrom(ctx context.Context, r io.Reader) error {
 	buf := make([]byte, 256)
 	for {
@@ -596,13 +727,23 @@ func (s *Serial) InputFrom(ctx context.Context, r io.Reader) error {
 	}
 }
 
-// Run writes the guest's output to Out as it comes until ctx is done. The
-// VMM runs it on a goroutine of its own. Run returns once ctx is done and
-// any write to Out in progress has returned.
+// Run writes the guest's output to Out as it comes until ctx is done, then
+// writes what is still buffered for at most FlushTimeout (not at all when
+// Out is stalled) and returns. Bytes it could not write are counted in
+// OutLost. Run may be called once; a Serial whose Run context ended no
+// longer drives its IRQ line, as the machine around it is going away.
 func (s *Serial) Run(ctx context.Context) error {
+	defer close(s.runDone)
+	stop := context.AfterFunc(ctx, s.beginEnd)
+	defer stop()
 	for {
 		select {
 		case <-ctx.Done():
+			s.beginEnd()
+			s.Flush()
+			if s.deadline != nil {
+				_ = s.deadline.SetWriteDeadline(time.Time{})
+			}
 			return ctx.Err()
 		case <-s.txReady:
 			s.Flush()
@@ -610,18 +751,58 @@ func (s *Serial) Run(ctx context.Context) error {
 	}
 }
 
+// beginEnd starts the final flush: it fixes its deadline and hands it to
+// Out when Out takes deadlines, cutting a blocked Write short.
+func (s *Serial) beginEnd() {
+	s.mu.Lock()
+	if s.ending {
+		s.mu.Unlock()
+		return
+	}
+	s.ending = true
+	s.endBy = time.Now().Add(s.flushFor)
+	if s.stalled {
+		s.endBy = time.Now()
+	}
+	endBy := s.endBy
+	s.mu.Unlock()
+	if s.deadline != nil {
+		_ = s.deadline.SetWriteDeadline(endBy)
+	}
+}
+
+// WaitRun waits until Run has returned, for at most d, and says whether it
+// did. A VMM uses it at shutdown so that a writer without deadlines that
+// blocks forever cannot hold it: past FlushTimeout, it moves on.
+func (s *Serial) WaitRun(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-s.runDone:
+		return true
+	case <-t.C:
+		return false
+	}
+}
+
+// FlushTimeout is the bound Run puts on its final flush.
+func (s *Serial) FlushTimeout() time.Duration { return s.flushFor }
+
 // Flush writes all buffered output to Out now, in order, and returns when
-// Out has taken it. Run calls it; so may a VMM at shutdown (knowing Out may
-// block) or a test.
+// Out has taken it (or, once Run's context ended, when FlushTimeout has
+// passed). Run calls it; so may a test.
 func (s *Serial) Flush() {
 	s.flushMu.Lock()
 	defer s.flushMu.Unlock()
 	for {
 		s.mu.Lock()
-		wasFull := !s.thrEmpty()
 		chunk := s.tx
+		if len(chunk) == 0 {
+			s.mu.Unlock()
+			return
+		}
+		wasFull := s.txFull()
 		s.tx, s.txSpare = s.txSpare[:0], nil
-		broken := s.txBroke
 		if wasFull {
 			// The transmitter was holding the guest back; THRE is back,
 			// and so is its interrupt.
@@ -631,25 +812,60 @@ func (s *Serial) Flush() {
 			s.updateIRQ()
 		}
 		s.mu.Unlock()
-		if len(chunk) == 0 {
-			s.mu.Lock()
-			s.txSpare = chunk
-			s.mu.Unlock()
-			return
-		}
-		var err error
-		if !broken {
-			_, err = s.out.Write(chunk)
-		}
+		s.writeOut(chunk)
 		s.mu.Lock()
-		if err != nil && !s.txBroke {
-			s.txBroke = true
-			s.log.Error("serial: console output failed; discarding further guest output", "err", err)
-		}
-		if !broken && err == nil {
-			s.stats.Written += uint64(len(chunk))
-		}
 		s.txSpare = chunk[:0]
 		s.mu.Unlock()
 	}
+}
+
+// writeOut hands chunk to Out piece by piece, watching for a stall, and
+// counts what Out does not take.
+func (s *Serial) writeOut(chunk []byte) {
+	for len(chunk) > 0 {
+		s.mu.Lock()
+		if s.txBroke || s.ending && (s.stalled || !time.Now().Before(s.endBy)) {
+			s.stats.OutLost += uint64(len(chunk))
+			s.mu.Unlock()
+			return
+		}
+		s.writing = true
+		s.writeSeq++
+		seq := s.writeSeq
+		s.mu.Unlock()
+		timer := time.AfterFunc(s.stallAfter, func() { s.markStalled(seq) })
+		n, err := s.out.Write(chunk[:min(len(chunk), serialWritePiece)])
+		timer.Stop()
+		s.mu.Lock()
+		s.writing = false
+		s.stalled = false
+		n = max(0, min(n, len(chunk)))
+		s.stats.Written += uint64(n)
+		chunk = chunk[n:]
+		if err != nil {
+			s.stats.OutLost += uint64(len(chunk))
+			chunk = nil
+			if !s.txBroke && !(s.ending && errors.Is(err, os.ErrDeadlineExceeded)) {
+				s.txBroke = true
+				s.log.Error("serial: console output failed; discarding further guest output", "err", err)
+			}
+		}
+		s.mu.Unlock()
+	}
+}
+
+// markStalled runs when Write number seq has taken StallTimeout: Out is
+// stalled, so the transmitter takes bytes again (and drops what does not
+// fit) rather than hold the guest.
+func (s *Serial) markStalled(seq uint64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.writing || s.writeSeq != seq || s.stalled {
+		return
+	}
+	s.stalled = true
+	if s.ier&ierTHRI != 0 {
+		s.thrIntr = true
+	}
+	s.updateIRQ()
 }

@@ -17,7 +17,7 @@ func FuzzSerial(f *testing.F) {
 	f.Fuzz(func(t *testing.T, ops []byte) {
 		var l line
 		var out bytes.Buffer
-		s := NewSerial(SerialConfig{IRQ: &l, Out: &out, OutBuffer: 64})
+		s := NewSerial(SerialConfig{IRQ: &l, Out: &out, OutBuffer: 64, InBuffer: 24})
 		var sent []byte // bytes the guest transmitted outside loopback
 		for len(ops) >= 2 {
 			op, v := ops[0], ops[1]
@@ -41,8 +41,11 @@ func FuzzSerial(f *testing.F) {
 				s.Flush()
 			}
 			s.mu.Lock()
-			if s.rxLen < 0 || s.rxLen > s.rxCap() || len(s.tx) > s.txCap {
-				t.Fatalf("bounds: rx %d/%d tx %d/%d", s.rxLen, s.rxCap(), len(s.tx), s.txCap)
+			if s.rxLen < 0 || s.rxLen > s.rxCap() || len(s.tx) > s.txCap || s.rxqLen < 0 || s.rxqLen > s.rxqCap {
+				t.Fatalf("bounds: rx %d/%d held %d/%d tx %d/%d", s.rxLen, s.rxCap(), s.rxqLen, s.rxqCap, len(s.tx), s.txCap)
+			}
+			if s.rxqLen > 0 && !s.loopback() && s.rxLen < s.rxCap() {
+				t.Fatalf("input held (%d) while the FIFO has room (%d/%d)", s.rxqLen, s.rxLen, s.rxCap())
 			}
 			pending := s.iirID() != iirNoInt
 			s.mu.Unlock()
@@ -51,6 +54,9 @@ func FuzzSerial(f *testing.F) {
 			}
 		}
 		s.Flush()
+		if st := s.Stats(); st.TX != st.Written+st.OutLost {
+			t.Fatalf("stats %+v: TX != Written+OutLost", st)
+		}
 		if !bytes.Equal(out.Bytes(), sent) {
 			t.Fatalf("output %q, guest sent %q", out.Bytes(), sent)
 		}

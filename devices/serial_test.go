@@ -377,7 +377,7 @@ func TestSerialRXInterrupts(t *testing.T) {
 }
 
 func TestSerialInputBackPressure(t *testing.T) {
-	u := newUART(t, SerialConfig{})
+	u := newUART(t, SerialConfig{InBuffer: -1}) // the FIFO alone
 	// FIFOs off: one byte.
 	if n := u.s.Input([]byte("xyz")); n != 1 {
 		t.Errorf("Input without FIFO took %d", n)
