@@ -19,6 +19,7 @@ import (
 	"os"
 
 	"github.com/corral-vmm/corral/boot"
+	"github.com/corral-vmm/corral/internal/console"
 )
 
 // Defaults for the zero values of Config.
@@ -56,12 +57,25 @@ type Config struct {
 	Memory uint64
 
 	// Console receives what the guest writes to its serial port (COM1);
-	// nil discards it.
+	// nil discards it. Output is buffered (64 KiB); a Console that keeps up
+	// gets every byte. One whose Write has not returned for a second is
+	// stalled: the guest runs on and output is dropped, counted in
+	// ConsoleStats.OutLost. When the machine ends, buffered output is
+	// written for at most a second. An *os.File (terminal, pipe, FIFO) is
+	// written through a private non-blocking copy and a writer with
+	// SetWriteDeadline gets a deadline, so a blocked Write never holds
+	// Stop, Wait or Close; another writer whose Write never returns keeps
+	// one goroutine in it until it does (the machine does not wait).
 	Console io.Writer
-	// ConsoleIn, when set, is read for input to the serial port. A reader
-	// with a SetReadDeadline method (an *os.File terminal or pipe) is
-	// unblocked when the machine ends; another reader should return when
-	// the caller is done with the machine.
+	// ConsoleIn, when set, is read for input to the serial port, waiting
+	// for the guest to take it. It must be a reader the machine can stop
+	// reading when it ends, so no goroutine outlives the machine: an
+	// *os.File (terminals, pipes and FIFOs are read through a private
+	// non-blocking copy; the caller's descriptor is untouched), a reader
+	// with a working SetReadDeadline (given a past deadline at the end,
+	// cleared after), or a *strings.Reader, *bytes.Reader or *bytes.Buffer.
+	// New refuses other readers (an io.Pipe, a bufio.Reader) with
+	// ErrConfig: read those yourself into Machine.ConsoleInput.
 	ConsoleIn io.Reader
 
 	// Disks are virtio-blk disks, in PCI slot order.
@@ -138,6 +152,11 @@ func (c *Config) Validate() error {
 	for i := range c.Nets {
 		if err := c.Nets[i].validate(); err != nil {
 			return bad("net %d: %v", i, err)
+		}
+	}
+	if c.ConsoleIn != nil {
+		if err := console.CheckInput(c.ConsoleIn); err != nil {
+			return bad("ConsoleIn: %v; push input with Machine.ConsoleInput instead", err)
 		}
 	}
 	if n := len(c.Disks) + len(c.Nets); n > maxPCIDevices {

@@ -4,22 +4,28 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
+	"os"
 	"sync"
 	"time"
 
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/internal/console"
 	"github.com/corral-vmm/corral/virtio/virtiopci"
 )
 
 // platform is the machine's device set: the buses and what sits on them,
 // plus the goroutines that serve devices off the vCPU threads.
 type platform struct {
-	serial *devices.Serial
-	pci    *pci.HostBridge
-	router *msiRouter
-	in     io.Reader
+	serial  *devices.Serial
+	pci     *pci.HostBridge
+	router  *msiRouter
+	in      *console.Input // Config.ConsoleIn made stoppable; nil without it
+	outFile *os.File       // our non-blocking copy of an *os.File Console
+	started bool           // the console goroutines run
+	log     *slog.Logger
 
 	mmioAlloc  *pci.Allocator         // places PCI BARs in the MMIO hole
 	transports []*virtiopci.Transport // virtio functions on the PCI bus, slot = index+1
@@ -54,7 +60,7 @@ func (m *Machine) exitFunc() devices.ExitFunc {
 //	0xcf8-0xcff   PCI configuration mechanism #1, bus 0
 func (m *Machine) createPlatform() error {
 	ctx, cancel := context.WithCancel(context.Background())
-	p := &platform{ctx: ctx, cancel: cancel, in: m.cfg.ConsoleIn, router: newMSIRouter(m.vm)}
+	p := &platform{ctx: ctx, cancel: cancel, router: newMSIRouter(m.vm), log: m.log}
 	m.plat = p
 	alloc, err := pci.NewAllocator(boot.MMIOBase, boot.MMIOSize)
 	if err != nil {
@@ -63,11 +69,9 @@ func (m *Machine) createPlatform() error {
 	p.mmioAlloc = alloc
 	m.pio, m.mmio = &devices.Bus{}, &devices.Bus{}
 	exit := m.exitFunc()
-	p.serial = devices.NewSerial(devices.SerialConfig{
-		IRQ: irqLine{m.vm, devices.COM1IRQ},
-		Out: m.cfg.Console,
-		Log: m.log.With("device", "com1"),
-	})
+	if err := p.createConsole(m.cfg.Console, m.cfg.ConsoleIn, irqLine{m.vm, devices.COM1IRQ}); err != nil {
+		return err
+	}
 	low, high := uint64(0), uint64(0)
 	for _, r := range boot.RAMRanges(m.cfg.memory()) {
 		if r.GPA == 0 {
@@ -97,37 +101,106 @@ func (m *Machine) createPlatform() error {
 	return kbd.Insert(m.pio)
 }
 
+// createConsole builds COM1 with its host side. An *os.File Console is
+// written through a private non-blocking copy, so a blocked write can be
+// cut short with a deadline without touching the caller's descriptor.
+// ConsoleIn must be one the machine can stop reading (console.NewInput).
+func (p *platform) createConsole(out io.Writer, in io.Reader, irq devices.IRQLine) error {
+	if f, ok := out.(*os.File); ok && f != nil {
+		if pf, err := console.Reopen(f, os.O_WRONLY); err == nil {
+			p.outFile, out = pf, pf
+		}
+	}
+	if in != nil {
+		ci, err := console.NewInput(in)
+		if err != nil {
+			return fmt.Errorf("%w: ConsoleIn: %w; push input with Machine.ConsoleInput instead", ErrConfig, err)
+		}
+		p.in = ci
+	}
+	p.serial = devices.NewSerial(devices.SerialConfig{
+		IRQ: irq,
+		Out: out,
+		Log: p.log.With("device", "com1"),
+	})
+	return nil
+}
+
 // start runs the device goroutines: console output, and console input when
 // the configuration has it.
 func (p *platform) start() {
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		_ = p.serial.Run(p.ctx)
-	}()
+	p.started = true
+	go func() { _ = p.serial.Run(p.ctx) }() // waited for, bounded, in close
 	if p.in != nil {
-		// Not in wg: a reader without deadlines may block past the
-		// machine's end; it returns on the caller's next input or close.
-		// Its error (EOF, a deadline, cancellation) is the console's end,
-		// not the machine's failure.
-		go func() { _ = p.serial.InputFrom(p.ctx, p.in) }()
+		p.wg.Add(1)
+		go func() {
+			defer p.wg.Done()
+			// Its error (EOF, Stop, cancellation) is the console's end,
+			// not the machine's failure.
+			_ = p.serial.InputFrom(p.ctx, p.in)
+		}()
 	}
 }
 
 // close stops the device goroutines, closes the virtio devices (their
-// completed writes reach the backends), flushes the console and releases
-// device resources.
+// completed writes reach the backends), flushes the console for at most
+// its FlushTimeout and releases device resources. It never waits on a
+// console Write that cannot be cut short.
 func (p *platform) close() error {
 	if p.cancel != nil {
 		p.cancel()
 	}
 	err := p.closeTransports()
-	if d, ok := p.in.(interface{ SetReadDeadline(time.Time) error }); ok {
-		_ = d.SetReadDeadline(time.Now())
+	if p.in != nil {
+		p.in.Stop()
 	}
 	p.wg.Wait()
-	if p.serial != nil {
-		p.serial.Flush()
+	if p.in != nil {
+		p.in.Release()
+	}
+	runEnded := !p.started
+	if p.started {
+		// Run bounds its flush with FlushTimeout; the margin covers a
+		// Write that returns just at its deadline.
+		runEnded = p.serial.WaitRun(p.serial.FlushTimeout() + 250*time.Millisecond)
+		if !runEnded && p.log != nil {
+			p.log.Warn("console: the Console writer is blocked and has no write deadline; its goroutine ends when that Write returns", "stats", p.serial.Stats())
+		}
+	}
+	if p.outFile != nil && runEnded {
+		_ = p.outFile.Close()
 	}
 	return err
+}
+
+// ConsoleStats counts the bytes through the serial console (COM1).
+type ConsoleStats struct {
+	Out       uint64 // bytes the guest wrote to the console
+	Written   uint64 // bytes Config.Console took
+	OutLost   uint64 // guest output dropped: Console stalled, failed, or could not take it by the end
+	Refused   uint64 // bytes the guest wrote while the transmitter showed itself full
+	In        uint64 // input bytes accepted for the guest (ConsoleIn, ConsoleInput)
+	InDropped uint64 // ConsoleInput bytes dropped because the guest was not reading
+}
+
+// ConsoleStats returns the console's byte counters; valid at any time,
+// also after the machine ended.
+func (m *Machine) ConsoleStats() ConsoleStats {
+	st := m.plat.serial.Stats()
+	return ConsoleStats{Out: st.TX, Written: st.Written, OutLost: st.OutLost, Refused: st.TXDropped, In: st.RX, InDropped: st.InDropped}
+}
+
+// ConsoleInput returns a writer that types into the guest's serial console,
+// for input a caller reads itself (a terminal behind an escape filter, an
+// io.Pipe, any reader the machine could not unblock). Its Write never
+// blocks and never fails: what the receive FIFO and the 4 KiB input buffer
+// cannot take while the guest is not reading is dropped and counted in
+// ConsoleStats.InDropped.
+func (m *Machine) ConsoleInput() io.Writer { return consoleInput{m.plat.serial} }
+
+type consoleInput struct{ s *devices.Serial }
+
+func (c consoleInput) Write(p []byte) (int, error) {
+	c.s.Inject(p)
+	return len(p), nil
 }

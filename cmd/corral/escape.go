@@ -1,10 +1,6 @@
 package main
 
-import (
-	"io"
-	"os"
-	"time"
-)
+import "io"
 
 // escapeKey is Ctrl-A, the console escape prefix (as in QEMU).
 const escapeKey = 0x01
@@ -55,13 +51,4 @@ func (e *escapeReader) Read(p []byte) (int, error) {
 			return out, err
 		}
 	}
-}
-
-// SetReadDeadline forwards to the underlying reader when it has deadlines,
-// so the machine can unblock a console read when it ends.
-func (e *escapeReader) SetReadDeadline(t time.Time) error {
-	if d, ok := e.r.(interface{ SetReadDeadline(time.Time) error }); ok {
-		return d.SetReadDeadline(t)
-	}
-	return os.ErrNoDeadline
 }

@@ -8,13 +8,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"syscall"
-	"time"
 
 	"github.com/corral-vmm/corral"
 	"golang.org/x/sys/unix"
-	"golang.org/x/term"
 )
 
 // runOptions is what `corral run`'s flags set.
@@ -105,31 +102,28 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
-	defer signal.Stop(sigs)
-	var gotSignal syscall.Signal
-	go func() {
-		select {
-		case s := <-sigs:
-			gotSignal = s.(syscall.Signal)
-			cancel(fmt.Errorf("signal %v", s))
-		case <-ctx.Done():
-		}
-	}()
-
-	console, restore, err := setupConsole(stdin, stdout, stderr, func() { cancel(errQuit) })
+	con, err := setupConsole(stdin, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "corral run: console: %v\n", err)
 		return exitVMMFailure
 	}
-	defer restore()
-	cfg.Console = console.out
-	cfg.ConsoleIn = console.in
+	// Deferred, so a panic on this goroutine also gives the terminal back;
+	// the second stopping signal and SIGQUIT restore it from the watcher.
+	defer con.restore()
+	defer con.close()
+	sw := watchSignals(signalActions{
+		stop:    func(s syscall.Signal) { cancel(fmt.Errorf("signal %v", s)) },
+		restore: con.restore,
+		exit:    os.Exit,
+		raise:   raiseDefault,
+	})
+	defer sw.stop()
+	cfg.Console = con.out
+	cfg.ConsoleIn = con.in
 
 	m, err := corral.New(cfg)
 	if err != nil {
-		restore()
+		con.restore()
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		if errors.Is(err, corral.ErrConfig) {
 			return exitUsage
@@ -138,13 +132,21 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	if err := m.Start(ctx); err != nil {
 		m.Close()
-		restore()
+		con.restore()
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitVMMFailure
 	}
+	stopKeys, err := con.startKeys(m.ConsoleInput(), func() { cancel(errQuit) })
+	if err != nil {
+		m.Close()
+		con.restore()
+		fmt.Fprintf(stderr, "corral run: console: %v\n", err)
+		return exitVMMFailure
+	}
 	exit, _ := m.Wait() // a VMM failure is exit.Err, which exitStatus reports
-	restore()
-	return exitStatus(exit, gotSignal, stderr)
+	stopKeys()
+	con.restore()
+	return exitStatus(exit, sw.signal(), stderr)
 }
 
 // errQuit is the cause of a stop requested with Ctrl-A x.
@@ -193,48 +195,3 @@ func hostRAM() (uint64, error) {
 	}
 	return uint64(si.Totalram) * uint64(si.Unit), nil
 }
-
-// consoleIO is the guest console's host side.
-type consoleIO struct {
-	in  io.Reader
-	out io.Writer
-}
-
-// setupConsole puts a terminal stdin in raw mode with the Ctrl-A escape, or
-// passes non-terminal stdio through. restore undoes it and may be called
-// more than once.
-func setupConsole(stdin io.Reader, stdout, stderr io.Writer, quit func()) (consoleIO, func(), error) {
-	f, isFile := stdin.(*os.File)
-	if !isFile || !term.IsTerminal(int(f.Fd())) {
-		return consoleIO{in: stdin, out: stdout}, func() {}, nil
-	}
-	fd := int(f.Fd())
-	state, err := term.MakeRaw(fd)
-	if err != nil {
-		return consoleIO{}, nil, fmt.Errorf("raw mode on standard input: %w", err)
-	}
-	// A non-blocking descriptor joins Go's poller, so reads can be given a
-	// deadline and the console reader stops when the machine ends.
-	_ = unix.SetNonblock(fd, true)
-	polled := os.NewFile(uintptr(fd), f.Name())
-	restored := false
-	restore := func() {
-		if !restored {
-			restored = true
-			_ = unix.SetNonblock(fd, false)
-			_ = term.Restore(fd, state)
-		}
-	}
-	help := func() {
-		fmt.Fprint(stderr, "\r\n[corral] Ctrl-A x: quit   Ctrl-A Ctrl-A: send Ctrl-A   Ctrl-A h: this help\r\n")
-	}
-	in := newEscapeReader(deadlineReader{polled}, quit, help)
-	return consoleIO{in: in, out: stdout}, restore, nil
-}
-
-// deadlineReader keeps the terminal's SetReadDeadline visible through the
-// escape filter, so the machine can unblock its console reader at the end.
-type deadlineReader struct{ f *os.File }
-
-func (d deadlineReader) Read(p []byte) (int, error)        { return d.f.Read(p) }
-func (d deadlineReader) SetReadDeadline(t time.Time) error { return d.f.SetReadDeadline(t) }
