@@ -58,7 +58,12 @@ Console:
   The guest's serial port (COM1) is this terminal, in raw mode: keys go to the
   guest. Press Ctrl-A then x to quit, Ctrl-A Ctrl-A to send Ctrl-A, Ctrl-A h
   for help. When standard input is not a terminal, it is passed through as is
-  and the console is plain standard output.
+  and the console is plain standard output. Guest output that the terminal
+  cannot take in time is dropped and counted, never allowed to hold the VM.
+
+Signals:
+  SIGINT, SIGTERM or SIGHUP stops the machine; a second one ends corral at
+  once (the terminal is restored either way).
 
 Exit status of corral run:
   v         the guest wrote byte v to the debug-exit port (I/O port 0xf4)
