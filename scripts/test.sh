@@ -1,10 +1,26 @@
 #!/usr/bin/env bash
-# Sets up a fresh machine and runs every test: unit tests, KVM tests with
-# the test guests, the Linux end-to-end tests (skipped with a reason where
-# /dev/kvm is missing), then a short fuzz pass over every fuzz target.
+# Sets up a fresh machine (scripts/setup.sh: apt-get, go mod download) and
+# runs every check and test, in this order:
+#   1. scripts/check-repo.sh: no tracked ELF binary or file over 1 MB
+#   2. go vet ./...
+#   3. a short fuzz pass over every fuzz target (scripts/fuzz.sh,
+#      CORRAL_FUZZTIME per target, default 10s)
+#   4. the Linux end-to-end tests (tests/e2e), building the test kernel
+#      first if it is not cached. They run without the race detector: they
+#      boot Linux within fixed time bounds that -race's slower VMM would
+#      strain.
+#   5. every other package under the race detector: unit tests, KVM tests
+#      with the test guests, network tests in their own namespaces, QEMU
+#      comparisons. Last, so that its summary ends the output (unless an
+#      earlier step failed: then a line naming it does).
+# A test whose need (KVM, root, QEMU, a tool) is missing skips, saying why;
+# CORRAL_REQUIRE=kvm,root,qemu,tools makes it fail instead (.ci/run sets
+# it; see internal/testenv). Every step runs even when an earlier one
+# failed; the exit status is non-zero if any did.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+echo "test: CORRAL_REQUIRE=${CORRAL_REQUIRE:-} (needs listed there fail when missing; others skip)"
 # Debian's own bzImage, for the loader's real-kernel test (cached outside
 # the checkout; the test skips with a reason if this fails).
 cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
@@ -13,6 +29,27 @@ cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
 # The end-to-end tests build the test kernel (cached, ~5-10 min) when it
 # is not there yet.
 export CORRAL_BUILD_KERNEL=1
-go vet ./...
-go test -count=1 -timeout 80m ./...
-scripts/fuzz.sh "${CORRAL_FUZZTIME:-10s}"
+
+failed=()
+step() { # step NAME COMMAND...: run it, remember a failure, go on
+  local name=$1
+  shift
+  echo "test: $name: $*"
+  "$@" || failed+=("$name")
+}
+step check-repo scripts/check-repo.sh
+step vet go vet ./...
+step fuzz scripts/fuzz.sh "${CORRAL_FUZZTIME:-10s}"
+step e2e go test -count=1 -timeout 45m ./tests/e2e/...
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test: FAILED so far: ${failed[*]} (see above); running the remaining tests"
+fi
+# -race needs cgo (gcc, installed by setup.sh) even though Corral uses none.
+echo "test: race: go test -race ./... except tests/e2e"
+status=0
+CGO_ENABLED=1 go test -race -count=1 -timeout 45m $(go list ./... | grep -v '/tests/e2e$') || status=$?
+if [ ${#failed[@]} -gt 0 ]; then
+  echo "test: FAILED: ${failed[*]} (see above)"
+  exit 1
+fi
+exit $status
