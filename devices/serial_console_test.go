@@ -130,7 +130,11 @@ func TestSerialStopBlockedPipe(t *testing.T) {
 	runDone := make(chan error, 1)
 	go func() { runDone <- u.s.Run(ctx) }()
 	// Fill the pipe (64 KiB) and the buffers, until the guest is held.
+	fillBy := time.Now().Add(60 * time.Second)
 	for held := time.Duration(0); held < 100*time.Millisecond; {
+		if time.Now().After(fillBy) {
+			t.Fatalf("the guest was never held by a full pipe: stats %+v", u.s.Stats())
+		}
 		if u.in(uartLSR)&lsrTHRE == 0 {
 			time.Sleep(time.Millisecond)
 			held += time.Millisecond
