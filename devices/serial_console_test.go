@@ -57,14 +57,17 @@ func printk(u uart, msg []byte) {
 func TestSerialStalledWriter(t *testing.T) {
 	var l line
 	w := newStuckWriter()
-	u := newUART(t, SerialConfig{IRQ: &l, Out: w, OutBuffer: 64, StallTimeout: 50 * time.Millisecond, FlushTimeout: 100 * time.Millisecond})
+	u := newUART(t, SerialConfig{IRQ: &l, Out: w, OutBuffer: 64, StallTimeout: 300 * time.Millisecond, FlushTimeout: 100 * time.Millisecond})
 	ctx, cancel := context.WithCancel(context.Background())
 	go u.s.Run(ctx)
 	u.out(uartIIR, fcrEnable)
 	u.out(uartRBR, 'a')
 	<-w.entered // Run is stuck in Write with "a"
 	// Fill the buffer: the guest is throttled (THRE clear) before the stall.
-	for u.in(uartLSR)&lsrTHRE != 0 {
+	for i := 0; u.in(uartLSR)&lsrTHRE != 0; i++ {
+		if i > 1<<16 {
+			t.Fatalf("THRE never cleared with Out stuck: stats %+v", u.s.Stats())
+		}
 		u.out(uartRBR, 'b')
 	}
 	// After StallTimeout the transmitter takes bytes again, dropping them,
