@@ -1,12 +1,11 @@
 package corral
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 func TestCheckDisk(t *testing.T) {
@@ -31,27 +30,11 @@ func TestCheckDisk(t *testing.T) {
 
 // A block device is a disk: stat gives it size 0, but it is not empty.
 func TestCheckDiskBlockDevice(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("loop devices need root")
-	}
-	losetup, err := exec.LookPath("losetup")
-	if err != nil {
-		t.Skip("no losetup:", err)
-	}
 	img := filepath.Join(t.TempDir(), "disk.img")
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(losetup, "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
+	dev := testenv.LoopDevice(t, img)
 	if err := checkDisk("disk 0", dev); err != nil {
 		t.Fatalf("block device %s refused: %v", dev, err)
 	}

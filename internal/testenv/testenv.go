@@ -6,9 +6,11 @@
 package testenv
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"os/exec"
+	"strings"
 	"testing"
 
 	"github.com/corral-vmm/corral/internal/testenv/require"
@@ -106,4 +108,24 @@ func MustHaveFile(t testing.TB, path, pkg string) {
 	if _, err := os.Stat(path); err != nil {
 		Missing(t, Tools, "%v (apt-get install -y %s)", err, pkg)
 	}
+}
+
+// LoopDevice attaches file to a free loop device and returns the device's
+// path; it is detached when the test ends. The test skips (fails with
+// CORRAL_REQUIRE=root) without root, losetup or a free loop device.
+func LoopDevice(t testing.TB, file string) string {
+	t.Helper()
+	MustHaveRoot(t)
+	losetup := MustHaveCommand(t, "losetup", "mount")
+	out, err := exec.Command(losetup, "-f", "--show", file).CombinedOutput()
+	if err != nil {
+		Missing(t, Root, "no loop device: losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
+	}
+	dev := strings.TrimSpace(string(out))
+	t.Cleanup(func() {
+		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
+			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
+		}
+	})
+	return dev
 }

@@ -1,7 +1,9 @@
 package testenv
 
 import (
+	"bytes"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -104,5 +106,30 @@ func TestMustHaveRoot(t *testing.T) {
 	r := outcome(t, "root", MustHaveRoot)
 	if root := os.Geteuid() == 0; root != (r.FailMsg == "" && r.SkipMsg == "") {
 		t.Errorf("euid %d, root required: %+v", os.Geteuid(), r)
+	}
+}
+
+// TestLoopDevice attaches a file and checks the device reads as the file
+// does, then that it is detached when the subtest ends.
+func TestLoopDevice(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "disk.img")
+	want := bytes.Repeat([]byte("corral!\n"), 1<<16) // 512 KiB
+	if err := os.WriteFile(img, want, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var dev string
+	t.Run("attached", func(t *testing.T) {
+		dev = LoopDevice(t, img)
+		got, err := os.ReadFile(dev)
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%s reads %d bytes (%v), want the %d bytes of %s", dev, len(got), err, len(want), img)
+		}
+	})
+	if dev == "" {
+		t.Skip("skipping: no loop device attached")
+	}
+	out, err := exec.Command(MustHaveCommand(t, "losetup", "mount"), "-j", img).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) != 0 {
+		t.Errorf("after the subtest, losetup -j %s: %v: %s", img, err, out)
 	}
 }

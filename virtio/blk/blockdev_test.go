@@ -4,38 +4,16 @@ import (
 	"bytes"
 	"errors"
 	"os"
-	"os/exec"
-	"strings"
 	"testing"
 
 	"github.com/corral-vmm/corral/internal/testenv"
 )
 
-// loopDevice attaches file to a free loop device and detaches it when the
-// test ends; it skips the test when that is not possible here (fails it
-// with CORRAL_REQUIRE=root).
-func loopDevice(t *testing.T, file string) string {
-	t.Helper()
-	testenv.MustHaveRoot(t)
-	losetup := testenv.MustHaveCommand(t, "losetup", "mount")
-	out, err := exec.Command(losetup, "-f", "--show", file).CombinedOutput()
-	if err != nil {
-		testenv.Missing(t, testenv.Root, "no loop device: losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
-	return dev
-}
-
 // A block device serves as a disk like an image file: its size is the
 // capacity, and it is locked the same way.
 func TestBlockDevice(t *testing.T) {
 	img := tempImage(t, imgSize)
-	dev := loopDevice(t, img)
+	dev := testenv.LoopDevice(t, img)
 	if st, err := os.Stat(dev); err != nil || st.Mode()&os.ModeDevice == 0 || st.Mode()&os.ModeCharDevice != 0 {
 		t.Fatalf("%s is not a block device: %v", dev, err)
 	}
@@ -72,7 +50,7 @@ func TestBlockDevice(t *testing.T) {
 
 // Read-only opens of a block device share it; a writer is refused.
 func TestBlockDeviceReadOnlyShared(t *testing.T) {
-	dev := loopDevice(t, tempImage(t, imgSize))
+	dev := testenv.LoopDevice(t, tempImage(t, imgSize))
 	a, err := Open(Config{Path: dev, ReadOnly: true})
 	if err != nil {
 		t.Fatal(err)
