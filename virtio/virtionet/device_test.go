@@ -140,14 +140,18 @@ func TestActivateChecks(t *testing.T) {
 		}
 	}
 	// The receive offloads the guest accepted reach the backend.
-	err = d.Activate(context.Background(), virtio.Activation{Mem: mem, Features: virtio.FVersion1 | FGuestCsum | FCsum | FHostTSO4, Queues: mk(), Interrupt: irq})
+	first := mk()
+	again := mk()
+	err = d.Activate(context.Background(), virtio.Activation{Mem: mem, Features: virtio.FVersion1 | FGuestCsum | FCsum | FHostTSO4, Queues: first, Interrupt: irq})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if o, _ := be.lastOffload(); o != OffloadCsum {
 		t.Fatalf("backend offload %#x, want CSUM only (no GUEST_TSO4 accepted)", o)
 	}
-	if err := d.Activate(context.Background(), virtio.Activation{Mem: mem, Features: virtio.FVersion1, Queues: mk(), Interrupt: irq}); err == nil {
+	// again was built before the device ran on first: mk rewrites the
+	// rings in guest memory, which the running device reads.
+	if err := d.Activate(context.Background(), virtio.Activation{Mem: mem, Features: virtio.FVersion1, Queues: again, Interrupt: irq}); err == nil {
 		t.Fatal("activated twice")
 	}
 	// Queues the driver left off get no goroutine; Notify on them is harmless.
