@@ -1,0 +1,311 @@
+// Command tcgkvm runs Corral's KVM tests on a host without /dev/kvm: it
+// boots a Debian kernel under QEMU TCG with an emulated AMD SVM CPU, loads
+// kvm-amd there, and runs Go test binaries against that nested /dev/kvm.
+//
+//	go run ./tests/tcgkvm ./kvm .
+//	go run ./tests/tcgkvm -run 'Hello|SMP' -- -test.timeout=10m .
+//
+// Arguments are package patterns (built with go test -c, CGO_ENABLED=0) or
+// existing *.test binaries; arguments after -- go to every test binary. It
+// exits 0 if every binary passed, 1 if any test failed, 2 if the VM could
+// not run the tests (no /dev/kvm, crash, timeout, setup error).
+// See tests/tcgkvm/README.md.
+package main
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/corral-vmm/corral/tests/guests"
+)
+
+func main() {
+	code, err := run()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.Exit(code)
+}
+
+type options struct {
+	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
+	smp, nice, heartbeat                                                        int
+	timeout                                                                     time.Duration
+	keep                                                                        bool
+}
+
+func run() (int, error) {
+	var o options
+	defCache := ""
+	if d, err := os.UserCacheDir(); err == nil {
+		defCache = filepath.Join(d, "corral", "tcgkvm")
+	}
+	flag.StringVar(&o.cache, "cache", defCache, "cache directory for the L1 kernel")
+	flag.StringVar(&o.kernelPkg, "kernel-pkg", "", "Debian kernel package (default: what linux-image-amd64 depends on)")
+	flag.StringVar(&o.busybox, "busybox", "/bin/busybox", "static busybox for the VM")
+	flag.StringVar(&o.qemu, "qemu", "qemu-system-x86_64", "QEMU binary")
+	flag.StringVar(&o.cpu, "cpu", "max", "QEMU -cpu model; needs svm and npt (max, EPYC, qemu64,+svm,+npt)")
+	flag.StringVar(&o.accel, "accel", "tcg,thread=single", "QEMU -accel (thread=multi wedged the L1 kernel in the lifecycle test)")
+	flag.StringVar(&o.mem, "m", "2G", "VM memory")
+	flag.IntVar(&o.smp, "smp", 2, "VM CPUs (TCG threads)")
+	flag.IntVar(&o.nice, "nice", 10, "run QEMU under nice -n N (0: not)")
+	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "kill the VM after this long")
+	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
+	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
+	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
+	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these)")
+	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, test binaries)")
+	flag.Usage = func() {
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: tcgkvm [flags] package|file.test... [-- test flags]\n")
+		flag.PrintDefaults()
+	}
+	flag.Parse()
+	targets, testArgs := splitArgs(flag.Args())
+	if len(targets) == 0 {
+		flag.Usage()
+		return 2, errors.New("tcgkvm: no packages or test binaries given")
+	}
+	if o.run != "" {
+		testArgs = append([]string{"-test.run=" + o.run}, testArgs...)
+	}
+	if o.cache == "" {
+		return 2, errors.New("tcgkvm: no cache directory (set -cache)")
+	}
+	if err := os.MkdirAll(o.cache, 0o755); err != nil {
+		return 2, fmt.Errorf("tcgkvm: %w", err)
+	}
+	ctx := context.Background()
+	start := time.Now()
+	logf := func(format string, args ...any) {
+		fmt.Fprintf(os.Stderr, "tcgkvm: [%5.1fs] %s\n", time.Since(start).Seconds(), fmt.Sprintf(format, args...))
+	}
+
+	work, err := os.MkdirTemp("", "tcgkvm-")
+	if err != nil {
+		return 2, fmt.Errorf("tcgkvm: %w", err)
+	}
+	if o.keep {
+		logf("work directory %s", work)
+	} else {
+		defer os.RemoveAll(work)
+	}
+
+	if o.kernelPkg == "" {
+		if o.kernelPkg, err = resolveKernelPackage(ctx); err != nil {
+			return 2, err
+		}
+	}
+	k, err := ensureKernel(ctx, o.cache, o.kernelPkg)
+	if err != nil {
+		return 2, err
+	}
+	logf("L1 kernel %s", k.Package)
+
+	tests, err := buildTests(ctx, targets, filepath.Join(work, "bin"))
+	if err != nil {
+		return 2, err
+	}
+	logf("%d test binaries built", len(tests))
+
+	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require}
+	if err := addGuests(ctx, &spec); err != nil {
+		return 2, err
+	}
+	logf("%d prebuilt test guests", len(spec.Guests))
+
+	initrd := filepath.Join(work, "initramfs.cpio")
+	f, err := os.Create(initrd)
+	if err != nil {
+		return 2, fmt.Errorf("tcgkvm: %w", err)
+	}
+	if err := writeInitramfs(f, spec); err != nil {
+		f.Close()
+		return 2, err
+	}
+	if err := f.Close(); err != nil {
+		return 2, fmt.Errorf("tcgkvm: %w", err)
+	}
+	logf("booting the VM (cpu %s, %d cpus, %s)", o.cpu, o.smp, o.mem)
+
+	c, err := boot(ctx, o, k.Vmlinuz, initrd)
+	fmt.Fprint(os.Stderr, c.Summary())
+	logf("VM ended")
+	if err != nil {
+		return 2, err
+	}
+	if err := c.Err(); err != nil {
+		if c.Done && c.Status != statusNoKVM {
+			return 1, err
+		}
+		return 2, err
+	}
+	return 0, nil
+}
+
+// splitArgs separates targets from the test flags after "--".
+func splitArgs(args []string) (targets, testArgs []string) {
+	for i, a := range args {
+		if a == "--" {
+			return args[:i], args[i+1:]
+		}
+	}
+	return args, nil
+}
+
+// buildTests compiles each package pattern's tests statically into dir; an
+// existing *.test file is used as is (it must be static: the VM has no libc).
+func buildTests(ctx context.Context, targets []string, dir string) ([]testBinary, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("tcgkvm: %w", err)
+	}
+	var out []testBinary
+	for _, t := range targets {
+		if fi, err := os.Stat(t); err == nil && fi.Mode().IsRegular() && strings.HasSuffix(t, ".test") {
+			out = append(out, testBinary{Name: filepath.Base(t), Path: t})
+			continue
+		}
+		list, err := exec.CommandContext(ctx, "go", "list", "-f",
+			"{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}", t).Output()
+		if err != nil {
+			return nil, fmt.Errorf("tcgkvm: go list %s: %w%s", t, err, exitStderr(err))
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(list)), "\n") {
+			f := strings.Split(line, "\t")
+			if len(f) != 4 || (f[2] == "0" && f[3] == "0") {
+				continue
+			}
+			bin := filepath.Join(dir, fmt.Sprintf("%d-%s.test", len(out), filepath.Base(f[0])))
+			cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, f[0])
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				return nil, fmt.Errorf("tcgkvm: go test -c %s: %w\n%s", f[0], err, b)
+			}
+			tb := testBinary{Name: f[0], Path: bin}
+			if fi, err := os.Stat(filepath.Join(f[1], "testdata")); err == nil && fi.IsDir() {
+				tb.Testdata = filepath.Join(f[1], "testdata")
+			}
+			out = append(out, tb)
+		}
+	}
+	return out, nil
+}
+
+func exitStderr(err error) string {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) && len(ee.Stderr) > 0 {
+		return ": " + strings.TrimSpace(string(ee.Stderr))
+	}
+	return ""
+}
+
+// addGuests builds every test guest on the host through the shared guest
+// cache and records where the VM finds them, plus the gcc identity the
+// cache keys on. Without gcc on the host the guests are left out and the
+// guest-booting tests skip in the VM as they would here.
+func addGuests(ctx context.Context, s *initramfsSpec) error {
+	gcc, err := exec.LookPath("gcc")
+	if err != nil {
+		return nil
+	}
+	ans, err := exec.CommandContext(ctx, gcc, "-dumpfullversion", "-dumpmachine").Output()
+	if err != nil {
+		return fmt.Errorf("tcgkvm: asking %s for its version: %w", gcc, err)
+	}
+	s.GCCPath, s.GCCAnswer = gcc, string(ans)
+	root := guests.DefaultCacheDir()
+	if root == "" {
+		return errors.New("tcgkvm: no test guest cache directory (set CORRAL_GUEST_CACHE)")
+	}
+	for _, name := range guests.Names() {
+		p, err := guests.Cache{Dir: root}.Build(ctx, name)
+		if err != nil {
+			return fmt.Errorf("tcgkvm: building test guest %s: %w", name, err)
+		}
+		rel, err := filepath.Rel(root, p)
+		if err != nil {
+			return fmt.Errorf("tcgkvm: test guest %s: %w", name, err)
+		}
+		s.Guests = append(s.Guests, guestELF{Rel: filepath.ToSlash(rel), Host: p})
+	}
+	return nil
+}
+
+// boot runs QEMU, echoing its console to stdout (and o.consoleFile), and
+// returns what the console said.
+func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, error) {
+	c := &consoleLog{}
+	ctx, cancel := context.WithTimeout(ctx, o.timeout)
+	defer cancel()
+	args := []string{
+		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
+		"-accel", o.accel, "-cpu", o.cpu, "-smp", strconv.Itoa(o.smp), "-m", o.mem,
+		"-no-reboot", "-kernel", kernel, "-initrd", initrd,
+		"-append", "console=ttyS0 panic=-1 quiet",
+	}
+	name := o.qemu
+	if o.nice > 0 {
+		args = append([]string{"-n", strconv.Itoa(o.nice), o.qemu}, args...)
+		name = "nice"
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.WaitDelay = 5 * time.Second
+	var sink io.Writer = os.Stdout
+	if o.consoleFile != "" {
+		f, err := os.Create(o.consoleFile)
+		if err != nil {
+			return c, fmt.Errorf("tcgkvm: %w", err)
+		}
+		defer f.Close()
+		sink = io.MultiWriter(os.Stdout, f)
+	}
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return c, fmt.Errorf("tcgkvm: %w", err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return c, fmt.Errorf("tcgkvm: starting %s: %w", o.qemu, err)
+	}
+	// A silent console for three heartbeats means the L1 kernel itself has
+	// stopped (its shell's sleep no longer wakes): kill it rather than wait
+	// for the timeout.
+	var stalled atomic.Bool
+	stall := time.Duration(3*o.heartbeat) * time.Second
+	var watchdog *time.Timer
+	if o.heartbeat > 0 {
+		watchdog = time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
+		defer watchdog.Stop()
+	}
+	sc := bufio.NewScanner(pipe)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		if watchdog != nil {
+			watchdog.Reset(stall)
+		}
+		fmt.Fprintln(sink, sc.Text())
+		c.Line(sc.Text())
+	}
+	err = cmd.Wait()
+	if stalled.Load() {
+		return c, fmt.Errorf("tcgkvm: VM console silent for %v (no heartbeat: the L1 kernel stopped); killed", stall)
+	}
+	if ctx.Err() != nil {
+		return c, fmt.Errorf("tcgkvm: VM still running after %v; killed", o.timeout)
+	}
+	if err != nil {
+		return c, fmt.Errorf("tcgkvm: %s: %w: %s", o.qemu, err, strings.TrimSpace(stderr.String()))
+	}
+	return c, nil
+}

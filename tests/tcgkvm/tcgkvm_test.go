@@ -1,0 +1,180 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/u-root/u-root/pkg/cpio"
+)
+
+func feed(lines string) *consoleLog {
+	c := &consoleLog{}
+	for _, l := range strings.Split(lines, "\n") {
+		c.Line(l + "\r")
+	}
+	return c
+}
+
+func TestConsolePassFailSkip(t *testing.T) {
+	c := feed(`tcgkvm: init at 2.31s, 2 cpus, svm=2 npt=2
+tcgkvm: /dev/kvm ready at 3.23s
+tcgkvm: run example.com/a at 3.26s
+=== RUN   TestA
+--- PASS: TestA (0.00s)
+--- SKIP: TestB (0.00s)
+--- FAIL: TestC (0.10s)
+    --- FAIL: TestC/sub (0.10s)
+FAIL
+tcgkvm: result example.com/a exit=1 start=3.26s end=5.76s
+tcgkvm: run example.com/b at 5.80s
+--- PASS: TestD (0.00s)
+    --- PASS: TestD/x (0.00s)
+tcgkvm: result example.com/b exit=0 start=5.80s end=6.00s
+tcgkvm: done status=1`)
+	if len(c.Results) != 2 {
+		t.Fatalf("results = %+v", c.Results)
+	}
+	a, b := c.Results[0], c.Results[1]
+	if a.Pass != 1 || a.Skip != 1 || a.Fail != 1 || a.Exit != 1 || a.Seconds < 2.49 || a.Seconds > 2.51 {
+		t.Errorf("a = %+v", a)
+	}
+	if len(a.FailedTests) != 1 || a.FailedTests[0] != "TestC" {
+		t.Errorf("a failed = %q, want [TestC] (subtests are not counted)", a.FailedTests)
+	}
+	if b.Pass != 1 || b.Exit != 0 {
+		t.Errorf("b = %+v", b)
+	}
+	err := c.Err()
+	if err == nil || !strings.Contains(err.Error(), "example.com/a (exit 1: TestC)") || strings.Contains(err.Error(), "example.com/b") {
+		t.Errorf("Err() = %v", err)
+	}
+	if !strings.Contains(c.Summary(), "example.com/a: exit 1, 1 passed, 1 failed, 1 skipped, 2.5s") {
+		t.Errorf("Summary() = %q", c.Summary())
+	}
+}
+
+func TestConsoleAllPassed(t *testing.T) {
+	c := feed("tcgkvm: run p at 1s\n--- PASS: TestA (0.00s)\ntcgkvm: result p exit=0 start=1s end=2s\ntcgkvm: done status=0")
+	if err := c.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConsoleIncomplete(t *testing.T) {
+	for name, lines := range map[string]string{
+		"crash during a binary": "tcgkvm: run p at 1s\n--- PASS: TestA (0.00s)\nKernel panic",
+		"no marker at all":      "SeaBIOS",
+		"no kvm":                "tcgkvm: insmod kvm-amd failed\ntcgkvm: no /dev/kvm after loading kvm-amd\ntcgkvm: done status=3",
+		"status without result": "tcgkvm: done status=1",
+	} {
+		if err := feed(lines).Err(); err == nil {
+			t.Errorf("%s: Err() = nil", name)
+		}
+	}
+	if s := feed("tcgkvm: run p at 1s\n--- PASS: TestA (0.00s)").Summary(); !strings.Contains(s, "p: did not finish, 1 passed") {
+		t.Errorf("Summary() of an unfinished binary = %q", s)
+	}
+	if err := feed("tcgkvm: insmod kvm-amd failed\ntcgkvm: done status=3").Err(); err == nil || !strings.Contains(err.Error(), "insmod kvm-amd failed") {
+		t.Errorf("no kvm: Err() = %v, want the insmod line", err)
+	}
+}
+
+func TestShellQuote(t *testing.T) {
+	for _, s := range []string{"", "-test.run=Hello|SMP", "a b", `it's "x" $HOME \`, "*"} {
+		out, err := exec.Command("sh", "-c", "printf %s "+shellQuote(s)).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(out) != s {
+			t.Errorf("sh saw %q, want %q", out, s)
+		}
+	}
+}
+
+func TestSplitArgs(t *testing.T) {
+	targets, args := splitArgs([]string{"./kvm", ".", "--", "-test.short", "--"})
+	if strings.Join(targets, " ") != "./kvm ." || strings.Join(args, " ") != "-test.short --" {
+		t.Errorf("splitArgs = %q, %q", targets, args)
+	}
+}
+
+func TestInitramfsContents(t *testing.T) {
+	dir := t.TempDir()
+	write := func(rel, data string) string {
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(data), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, m := range modules {
+		write("mods/"+m+".ko", "module "+m)
+	}
+	write("pkg/testdata/seeds/a", "seed")
+	spec := initramfsSpec{
+		Busybox: write("busybox", "bb"),
+		Kernel:  l1Kernel{ModDir: filepath.Join(dir, "mods")},
+		Tests: []testBinary{{Name: "example.com/p", Path: write("bin/0-p.test", "elf"),
+			Testdata: filepath.Join(dir, "pkg/testdata")}},
+		TestArgs:  []string{"-test.run=A|B"},
+		Guests:    []guestELF{{Rel: "0123abcd/hello.elf", Host: write("g/hello.elf", "guest")}},
+		GCCPath:   "/usr/bin/gcc",
+		GCCAnswer: "12.2.0\nx86_64-linux-gnu\n",
+		Require:   "kvm,root",
+	}
+	var buf bytes.Buffer
+	if err := writeInitramfs(&buf, spec); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	seen := map[string]bool{}
+	r := cpio.Newc.Reader(bytes.NewReader(buf.Bytes()))
+	for {
+		rec, err := r.ReadRecord()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d := filepath.Dir(rec.Name); d != "." && !seen[d] {
+			t.Errorf("%s comes before its directory %s", rec.Name, d)
+		}
+		seen[rec.Name] = true
+		if rec.Mode&cpio.S_IFMT == cpio.S_IFREG {
+			b, _ := io.ReadAll(io.NewSectionReader(rec.ReaderAt, 0, int64(rec.FileSize)))
+			got[rec.Name] = string(b)
+		}
+	}
+	for name, want := range map[string]string{
+		"bin/busybox": "bb", "modules/kvm-amd.ko": "module kvm-amd", "pkg/0/0-p.test": "elf",
+		"pkg/0/testdata/seeds/a": "seed", "guests/0123abcd/hello.elf": "guest",
+		"etc/tcgkvm/gcc-version": spec.GCCAnswer, "usr/bin/gcc": gccShim,
+	} {
+		if got[name] != want {
+			t.Errorf("%s = %q, want %q", name, got[name], want)
+		}
+	}
+	if !seen["dev/console"] {
+		t.Error("no dev/console")
+	}
+	init := got["init"]
+	for _, want := range []string{"insmod /modules/irqbypass.ko", "CORRAL_GUEST_CACHE=/guests CORRAL_REQUIRE='kvm,root'", "cd /pkg/0",
+		"./0-p.test '-test.v' '-test.run=A|B'", "tcgkvm: result example.com/p exit=$rc", "poweroff -f"} {
+		if !strings.Contains(init, want) {
+			t.Errorf("init lacks %q:\n%s", want, init)
+		}
+	}
+	if strings.Index(init, "insmod /modules/kvm.ko") > strings.Index(init, "insmod /modules/kvm-amd.ko") {
+		t.Error("init loads kvm-amd before kvm")
+	}
+}
