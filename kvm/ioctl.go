@@ -4,12 +4,17 @@
 //
 // The three kinds of file descriptor in the API map to three types: System
 // (/dev/kvm), VM and VCPU. Structures crossing the ioctl boundary are Go
-// structs whose layout matches <linux/kvm.h> and <asm/kvm.h>; abi_test.go
+// structs whose layout matches <linux/kvm.h> and <asm/kvm.h>; abi_unsafe_test.go
 // checks the layouts and request numbers against the C headers when gcc and
 // the headers are present.
 package kvm
 
-import "fmt"
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
 
 const kvmio = 0xAE
 
@@ -96,4 +101,19 @@ func ioctlName(req uintptr) string {
 // errIoctl wraps err with the name of the ioctl that returned it.
 func errIoctl(req uintptr, err error) error {
 	return fmt.Errorf("kvm: %s: %w", ioctlName(req), err)
+}
+
+// maxEINTR bounds retryEINTR: a signal storm that outlasts it is reported
+// rather than spun on.
+const maxEINTR = 1000
+
+// retryEINTR calls op again while it fails with EINTR, for ioctls that may
+// be interrupted before they did anything and are safe to repeat.
+func retryEINTR(op func() (uintptr, error)) (uintptr, error) {
+	for i := 0; ; i++ {
+		r, err := op()
+		if !errors.Is(err, unix.EINTR) || i >= maxEINTR {
+			return r, err
+		}
+	}
 }
