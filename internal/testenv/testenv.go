@@ -117,11 +117,24 @@ func LoopDevice(t testing.TB, file string) string {
 	t.Helper()
 	MustHaveRoot(t)
 	losetup := MustHaveCommand(t, "losetup", "mount")
-	out, err := exec.Command(losetup, "-f", "--show", file).CombinedOutput()
-	if err != nil {
-		Missing(t, Root, "no loop device: losetup -f --show: %v: %s", err, bytes.TrimSpace(out))
+	// "losetup -f" then "losetup DEV FILE", which util-linux and busybox
+	// both take (busybox has no --show); another test may take the same
+	// free device in between, so try again a few times.
+	var dev string
+	for try := 0; ; try++ {
+		out, err := exec.Command(losetup, "-f").CombinedOutput()
+		if err != nil {
+			Missing(t, Root, "no free loop device: losetup -f: %v: %s", err, bytes.TrimSpace(out))
+		}
+		dev = strings.TrimSpace(string(out))
+		out, err = exec.Command(losetup, dev, file).CombinedOutput()
+		if err == nil {
+			break
+		}
+		if try == 9 {
+			Missing(t, Root, "no loop device: losetup %s %s: %v: %s", dev, file, err, bytes.TrimSpace(out))
+		}
 	}
-	dev := strings.TrimSpace(string(out))
 	t.Cleanup(func() {
 		if out, err := exec.Command(losetup, "-d", dev).CombinedOutput(); err != nil {
 			t.Errorf("losetup -d %s: %v: %s", dev, err, out)

@@ -15,8 +15,9 @@ import (
 
 // modules are the kernel modules /init loads, in dependency order: kvm
 // needs irqbypass, kvm-amd needs kvm and ccp (for SEV); tun, bridge (with
-// llc and stp) and veth serve the network tests.
-var modules = []string{"irqbypass", "kvm", "ccp", "kvm-amd", "tun", "llc", "stp", "bridge", "veth"}
+// llc and stp) and veth serve the network tests, loop the block-device disk
+// tests.
+var modules = []string{"irqbypass", "kvm", "ccp", "kvm-amd", "tun", "llc", "stp", "bridge", "veth", "loop"}
 
 // l1Kernel is an extracted Debian kernel: the bzImage and the modules above.
 type l1Kernel struct {
