@@ -1,12 +1,9 @@
 package hostnet_test
 
 import (
-	"bufio"
 	"fmt"
-	"io"
 	"net/netip"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -40,15 +37,14 @@ func TestClaimChild(t *testing.T) {
 	if os.Getenv(childEnv) != "claim" {
 		t.Skip("run by TestClaimSubnetAcrossProcesses")
 	}
-	in := bufio.NewReader(os.Stdin)
-	in.ReadString('\n')
+	netnstest.AwaitGo()
 	tp, sub, err := claimTap(os.Getenv(hostnet.StateDirEnv))
 	if err != nil {
 		fmt.Printf("error %v\n", err)
 		os.Exit(1)
 	}
 	fmt.Printf("subnet %v\n", sub)
-	io.Copy(io.Discard, in)
+	netnstest.Hold()
 	tp.Close()
 	os.Exit(0)
 }
@@ -60,48 +56,14 @@ func TestClaimSubnetAcrossProcesses(t *testing.T) {
 	const procs = 20
 	dir := t.TempDir()
 	netnstest.Run(t, func() {
-		type child struct {
-			cmd *exec.Cmd
-			in  io.WriteCloser
-			out *bufio.Reader
-		}
-		var cs []child
-		defer func() {
-			for _, c := range cs {
-				c.in.Close()
-				c.cmd.Wait()
-			}
-		}()
-		for range procs {
-			// Started from this goroutine's thread, which is in the
-			// namespace: the child is too.
-			cmd := exec.Command(os.Args[0], "-test.run=^TestClaimChild$", "-test.count=1")
-			cmd.Env = append(os.Environ(), childEnv+"=claim", hostnet.StateDirEnv+"="+dir)
-			cmd.Stderr = os.Stderr
-			in, err := cmd.StdinPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			out, err := cmd.StdoutPipe()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := cmd.Start(); err != nil {
-				t.Fatal(err)
-			}
-			cs = append(cs, child{cmd, in, bufio.NewReader(out)})
-		}
-		time.Sleep(200 * time.Millisecond) // let them all reach the barrier
-		for _, c := range cs {
-			io.WriteString(c.in, "go\n")
-		}
+		lines, release := netnstest.Together(t, procs, "TestClaimChild", childEnv+"=claim", hostnet.StateDirEnv+"="+dir)
+		defer release()
 		seen := map[string]int{}
-		for i, c := range cs {
-			line, err := c.out.ReadString('\n')
-			if err != nil || !strings.HasPrefix(line, "subnet ") {
-				t.Fatalf("child %d: %q, %v", i, line, err)
+		for i, line := range lines {
+			sub, ok := strings.CutPrefix(line, "subnet ")
+			if !ok {
+				t.Fatalf("child %d: %q", i, line)
 			}
-			sub := strings.TrimSpace(strings.TrimPrefix(line, "subnet "))
 			if j, dup := seen[sub]; dup {
 				t.Errorf("children %d and %d both got %s", j, i, sub)
 			}
@@ -110,15 +72,7 @@ func TestClaimSubnetAcrossProcesses(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		for _, c := range cs {
-			c.in.Close()
-		}
-		for i, c := range cs {
-			if err := c.cmd.Wait(); err != nil {
-				t.Errorf("child %d: %v", i, err)
-			}
-		}
-		cs = nil
+		release()
 		// Their TAPs went with them.
 		waitNoTaps(t)
 	})
