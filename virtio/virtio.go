@@ -55,6 +55,7 @@ type DeviceType uint16
 const (
 	TypeNet   DeviceType = 1
 	TypeBlock DeviceType = 2
+	TypeVsock DeviceType = 19
 )
 
 // Interrupt raises a queue's used-buffer interrupt in the guest. The
