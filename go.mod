@@ -3,6 +3,7 @@ module github.com/corral-vmm/corral
 go 1.26.8
 
 require (
+	github.com/hugelgupf/p9 v0.3.0
 	github.com/insomniacslk/dhcp v0.0.0-20260901064844-234b97448fae
 	github.com/u-root/u-root v0.16.0
 	github.com/vishvananda/netlink v1.3.1
