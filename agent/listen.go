@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// DefaultPort is the vsock port the agent listens on unless told otherwise.
+const DefaultPort = 1024
+
+// Listen opens the listener spec names: "vsock:PORT" (any local CID),
+// "unix:PATH" or "tcp:ADDR".
+func Listen(spec string) (net.Listener, error) {
+	kind, arg, ok := strings.Cut(spec, ":")
+	if !ok {
+		return nil, fmt.Errorf("agent: listen address %q, want vsock:PORT, unix:PATH or tcp:ADDR", spec)
+	}
+	switch kind {
+	case "vsock":
+		port, err := strconv.ParseUint(arg, 10, 32)
+		if err != nil {
+			return nil, fmt.Errorf("agent: vsock port %q: %w", arg, err)
+		}
+		return ListenVsock(uint32(port))
+	case "unix", "tcp":
+		l, err := net.Listen(kind, arg)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		return l, nil
+	}
+	return nil, fmt.Errorf("agent: listen address %q: unknown kind %q, want vsock, unix or tcp", spec, kind)
+}
+
+// VsockAddr is a vsock address.
+type VsockAddr struct {
+	CID, Port uint32
+}
+
+// Network returns "vsock".
+func (a VsockAddr) Network() string { return "vsock" }
+
+func (a VsockAddr) String() string { return fmt.Sprintf("vsock:%d:%d", a.CID, a.Port) }
+
+// vsockListener accepts vsock connections through Go's poller.
+// net.FileListener cannot be used: the net package does not know AF_VSOCK
+// addresses and refuses such sockets.
+type vsockListener struct {
+	f    *os.File
+	addr VsockAddr
+}
+
+// ListenVsock listens on port of every local CID.
+func ListenVsock(port uint32) (net.Listener, error) {
+	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return nil, fmt.Errorf("agent: vsock socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrVM{CID: unix.VMADDR_CID_ANY, Port: port}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("agent: binding vsock port %d: %w", port, err)
+	}
+	if err := unix.Listen(fd, unix.SOMAXCONN); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("agent: listening on vsock port %d: %w", port, err)
+	}
+	addr := VsockAddr{CID: unix.VMADDR_CID_ANY, Port: port}
+	if sa, err := unix.Getsockname(fd); err == nil {
+		if vm, ok := sa.(*unix.SockaddrVM); ok {
+			addr = VsockAddr{CID: vm.CID, Port: vm.Port}
+		}
+	}
+	return &vsockListener{f: os.NewFile(uintptr(fd), "vsock-listener"), addr: addr}, nil
+}
+
+func (l *vsockListener) Accept() (net.Conn, error) {
+	rc, err := l.f.SyscallConn()
+	if err != nil {
+		return nil, fmt.Errorf("agent: vsock accept: %w", err)
+	}
+	var nfd int
+	var sa unix.Sockaddr
+	var aerr error
+	err = rc.Read(func(fd uintptr) bool {
+		nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		return aerr != unix.EAGAIN
+	})
+	if err != nil {
+		return nil, err
+	}
+	if aerr != nil {
+		return nil, fmt.Errorf("agent: vsock accept: %w", aerr)
+	}
+	c := &vsockConn{File: os.NewFile(uintptr(nfd), "vsock"), local: l.addr}
+	if vm, ok := sa.(*unix.SockaddrVM); ok {
+		c.remote = VsockAddr{CID: vm.CID, Port: vm.Port}
+	}
+	return c, nil
+}
+
+func (l *vsockListener) Close() error   { return l.f.Close() }
+func (l *vsockListener) Addr() net.Addr { return l.addr }
+
+// vsockConn is an accepted vsock connection; *os.File gives it reads,
+// writes and deadlines through the poller.
+type vsockConn struct {
+	*os.File
+	local, remote VsockAddr
+}
+
+func (c *vsockConn) LocalAddr() net.Addr  { return c.local }
+func (c *vsockConn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline and friends come from *os.File; these keep the method set
+// of net.Conn explicit.
+func (c *vsockConn) SetDeadline(t time.Time) error      { return c.File.SetDeadline(t) }
+func (c *vsockConn) SetReadDeadline(t time.Time) error  { return c.File.SetReadDeadline(t) }
+func (c *vsockConn) SetWriteDeadline(t time.Time) error { return c.File.SetWriteDeadline(t) }
