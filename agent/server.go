@@ -130,21 +130,25 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 	err := ss.run(ctx)
 	if errors.Is(err, proto.ErrProtocol) {
 		s.protocolErrors.Add(1)
-		ss.sendError(proto.CodeProtocol, err.Error())
+		if !ss.errSent {
+			ss.sendError(proto.CodeProtocol, err.Error())
+		}
 	}
 	return err
 }
 
 type session struct {
-	s    *Server
-	conn net.Conn
-	w    *proto.Writer
-	r    *proto.Reader
+	errSent bool // an Error went out: the session's last frame
+	s       *Server
+	conn    net.Conn
+	w       *proto.Writer
+	r       *proto.Reader
 }
 
 // sendError sends a final Error without waiting long on a host that does
 // not read.
 func (ss *session) sendError(code proto.ErrorCode, msg string) {
+	ss.errSent = true
 	ss.conn.SetWriteDeadline(time.Now().Add(time.Second))
 	ss.w.Send(proto.TypeError, 0, (&proto.Error{Code: code, Message: msg}).Append(nil))
 }
@@ -425,6 +429,10 @@ func (ss *session) exec(ctx context.Context, e *proto.Exec) error {
 		if err == io.EOF {
 			err = fmt.Errorf("agent: host closed the connection before the command ended: %w", io.ErrUnexpectedEOF)
 		}
+		if errors.Is(err, proto.ErrProtocol) {
+			// Before the deferred close, which unblocks the pumps.
+			ss.sendError(proto.CodeProtocol, err.Error())
+		}
 		return err
 	}
 	outDone := make(chan struct{})
@@ -441,6 +449,9 @@ func (ss *session) exec(ctx context.Context, e *proto.Exec) error {
 	case err := <-hostErr:
 		if err == io.EOF {
 			err = fmt.Errorf("agent: host closed the connection before the output ended: %w", io.ErrUnexpectedEOF)
+		}
+		if errors.Is(err, proto.ErrProtocol) {
+			ss.sendError(proto.CodeProtocol, err.Error())
 		}
 		return err
 	case <-ctx.Done():
