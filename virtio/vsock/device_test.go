@@ -251,7 +251,11 @@ func TestHostileHeaders(t *testing.T) {
 		func() (Header, []byte) { h := hdr(OpRequest, 7, 80); h.Type = TypeSeqpacket; return h, nil },
 		func() (Header, []byte) { h := hdr(99, 8, 80); return h, nil },
 		func() (Header, []byte) { h := hdr(OpInvalid, 9, 80); return h, nil },
-		func() (Header, []byte) { h := hdr(OpRW, 10, 80); h.Len = MaxPayload + 1; return h, make([]byte, MaxPayload+1) },
+		func() (Header, []byte) {
+			h := hdr(OpRW, 10, 80)
+			h.Len = MaxPayload + 1
+			return h, make([]byte, MaxPayload+1)
+		},
 	} {
 		h, pl := mk()
 		var b [HeaderLen]byte

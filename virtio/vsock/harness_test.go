@@ -3,8 +3,8 @@ package vsock
 import (
 	"bytes"
 	"context"
-	"runtime"
 	"fmt"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
