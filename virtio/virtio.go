@@ -56,6 +56,7 @@ const (
 	TypeNet   DeviceType = 1
 	TypeBlock DeviceType = 2
 	TypeVsock DeviceType = 19
+	TypeP9    DeviceType = 9 // virtio-9p: a 9P2000.L file system share
 )
 
 // Interrupt raises a queue's used-buffer interrupt in the guest. The

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"sync"
 
+	"github.com/hugelgupf/p9/linux"
 	"github.com/hugelgupf/p9/p9"
 	"golang.org/x/sys/unix"
 )
@@ -90,9 +91,10 @@ func (f *File) walkOne(name string) (*File, error) {
 	return f.fs.newFile(fd)
 }
 
-// WalkGetAttr is not offered: the server falls back to Walk and GetAttr.
+// WalkGetAttr is not offered: the server falls back to Walk and GetAttr
+// on the library's own ENOSYS value (a unix.Errno does not match it).
 func (f *File) WalkGetAttr([]string) ([]p9.QID, p9.File, p9.AttrMask, p9.Attr, error) {
-	return nil, nil, p9.AttrMask{}, p9.Attr{}, unix.ENOSYS
+	return nil, nil, p9.AttrMask{}, p9.Attr{}, linux.ENOSYS
 }
 
 // StatFS reports the host file system holding f.

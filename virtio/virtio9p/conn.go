@@ -1,0 +1,476 @@
+package virtio9p
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/hugelgupf/p9/p9"
+
+	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/queue"
+)
+
+// conn is one activation: the queue, the request slots, and the byte
+// streams the p9 server reads T-messages from (Read) and writes R-messages
+// to (Write). The server reads one message at a time and writes each reply
+// in one run of Writes, so both streams frame on the 9P size field.
+type conn struct {
+	d    *Device
+	q    *queue.Queue
+	irq  virtio.Interrupt
+	fail func(error)
+	kick chan struct{}
+
+	cancel context.CancelFunc
+	wg     sync.WaitGroup // worker and server
+
+	qmu     sync.Mutex // guards q: the worker pops, repliers push
+	stopped bool       // under qmu: no more pushes
+
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled when ready grows or closed is set
+	slots  []slot
+	free   []uint16 // free slot indices (a stack)
+	ready  []uint16 // slots whose T-message awaits the server, in order
+	cur    int      // slot the server is reading (-1: none)
+	curOff uint32
+	closed bool
+	msize  uint32 // negotiated by the last Rversion; 0 before
+	idle   int    // server goroutines waiting in read for a message
+
+	// Reply stream state, touched only by Write (the server serialises
+	// its sends; wmu makes that explicit).
+	wmu   sync.Mutex
+	whdr  [hdrLen + 4]byte // header and, for Rversion, msize
+	whave uint32
+	wslot int // -1: the reply is being dropped
+	wsize uint32
+	wtyp  byte
+}
+
+// slot is one request in flight.
+type slot struct {
+	chain    queue.Chain
+	head     [headMax]byte // the T-message's first bytes, rewritten
+	headLen  uint32
+	size     uint32 // T-message size
+	guestTag uint16
+	state    slotState
+}
+
+type slotState uint8
+
+const (
+	slotFree  slotState = iota
+	slotReady           // queued for the server
+	slotRead            // read by the server, reply pending
+)
+
+func newConn(d *Device, a virtio.Activation) *conn {
+	c := &conn{
+		d: d, q: a.Queues[0], irq: a.Interrupt, fail: a.Fail,
+		kick:  make(chan struct{}, 1),
+		slots: make([]slot, d.maxInFlight),
+		cur:   -1, wslot: -1,
+	}
+	c.cond = sync.NewCond(&c.mu)
+	for i := d.maxInFlight - 1; i >= 0; i-- {
+		c.free = append(c.free, uint16(i))
+	}
+	return c
+}
+
+func (c *conn) start(ctx context.Context) {
+	ctx, c.cancel = context.WithCancel(ctx)
+	srv := p9.NewServer(c.d.fs)
+	c.wg.Add(2)
+	go func() {
+		defer c.wg.Done()
+		c.run(ctx)
+	}()
+	go func() {
+		defer c.wg.Done()
+		srv.Handle(serverEnd{c}, serverEnd{c})
+		c.mu.Lock()
+		closed := c.closed
+		c.mu.Unlock()
+		if !closed {
+			c.failed(errors.New("virtio-9p: the 9P server ended the connection"))
+		}
+	}()
+}
+
+// stop ends the worker and the server and waits for both: requests in
+// flight finish, their replies are dropped, the server closes every fid.
+func (c *conn) stop() {
+	c.cancel()
+	c.settle()
+	c.qmu.Lock()
+	c.stopped = true
+	c.qmu.Unlock()
+	c.mu.Lock()
+	c.closed = true
+	c.cond.Broadcast()
+	c.mu.Unlock()
+	c.wg.Wait()
+}
+
+// settle waits (briefly) until the server has no request in hand and a
+// goroutine waits for the next one. The p9 server starts a receiving
+// goroutine after each message when none is idle, and that goroutine's
+// WaitGroup.Add races with Handle's final Wait if the connection ends
+// before it runs (a race in the library, harmless but reported by -race).
+func (c *conn) settle() {
+	deadline := time.Now().Add(100 * time.Millisecond)
+	for calm := 0; calm < 2 && time.Now().Before(deadline); {
+		c.mu.Lock()
+		quiet := c.idle > 0 && c.cur < 0 && len(c.free) == len(c.slots)
+		c.mu.Unlock()
+		if quiet {
+			calm++ // twice, a millisecond apart: a just-started goroutine has run
+		} else {
+			calm = 0
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func (c *conn) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+// run takes chains while slots are free, until ctx ends or the guest
+// breaks the protocol.
+func (c *conn) run(ctx context.Context) {
+	for {
+		if err := c.fill(); err != nil {
+			c.failed(err)
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.kick:
+		}
+	}
+}
+
+func (c *conn) failed(err error) {
+	c.qmu.Lock()
+	c.q.Fail(err)
+	c.qmu.Unlock()
+	if errors.Is(err, queue.ErrGuest) {
+		c.d.counts.inc(cProtocolErrors)
+		c.d.log.Warn("virtio-9p: guest broke the 9P transport; device stopped", "err", err)
+	} else {
+		c.d.log.Error("virtio-9p: device failed", "err", err)
+	}
+	if c.fail != nil {
+		c.fail(err)
+	}
+}
+
+// fill pops chains into free slots. With no slot free it leaves
+// notifications off: a reply frees one and wakes the worker.
+func (c *conn) fill() error {
+	for {
+		c.mu.Lock()
+		if len(c.free) == 0 || c.closed {
+			c.mu.Unlock()
+			return nil
+		}
+		i := c.free[len(c.free)-1]
+		c.free = c.free[:len(c.free)-1]
+		c.mu.Unlock()
+		s := &c.slots[i]
+
+		c.qmu.Lock()
+		if err := c.q.DisableNotifications(); err != nil {
+			c.qmu.Unlock()
+			return err
+		}
+		ok, err := c.q.Pop(&s.chain)
+		if err == nil && !ok {
+			var more bool
+			more, err = c.q.EnableNotifications()
+			if err == nil && more {
+				ok, err = c.q.Pop(&s.chain)
+			}
+		}
+		c.qmu.Unlock()
+		if err != nil || !ok {
+			c.release(i)
+			return err
+		}
+		if err := c.accept(i); err != nil {
+			return err
+		}
+	}
+}
+
+// release returns slot i to the free list.
+func (c *conn) release(i uint16) {
+	c.mu.Lock()
+	c.slots[i].state = slotFree
+	c.free = append(c.free, i)
+	c.mu.Unlock()
+}
+
+// accept checks the chain in slot i and hands its T-message to the
+// server, or answers it with an Rlerror, or fails the device.
+func (c *conn) accept(i uint16) error {
+	s := &c.slots[i]
+	rlen, wlen := s.chain.ReadableLen(), s.chain.WritableLen()
+	if rlen < hdrLen {
+		return queue.Guestf(queue.BadRequest, "a 9P request with %d readable bytes (want a 7-byte header)", rlen)
+	}
+	if wlen < rlerrorLen {
+		return queue.Guestf(queue.BadRequest, "a 9P request with %d writable bytes (want at least %d)", wlen, rlerrorLen)
+	}
+	n := min(rlen, headMax)
+	if _, err := s.chain.ReadAt(s.head[:n], 0); err != nil {
+		return err // cannot happen: n <= rlen
+	}
+	le := binary.LittleEndian
+	size := le.Uint32(s.head[hdrSize:])
+	typ := s.head[hdrType]
+	s.guestTag = le.Uint16(s.head[hdrTag:])
+	s.size, s.headLen = size, min(n, size)
+
+	c.mu.Lock()
+	msize := c.msize
+	c.mu.Unlock()
+	limit := msize
+	if limit == 0 {
+		limit = c.d.maxMsize
+	}
+	switch {
+	case size < hdrLen || size > rlen:
+		return c.refuse(i, errEBADMSG)
+	case size > limit:
+		return c.refuse(i, errEMSGSIZE)
+	case typ != tTversion && msize == 0:
+		return c.refuse(i, errEPROTO)
+	}
+
+	le.PutUint16(s.head[hdrTag:], i)
+	switch typ {
+	case tTversion:
+		if size >= versionMSize+4 {
+			m := le.Uint32(s.head[versionMSize:])
+			le.PutUint32(s.head[versionMSize:], min(m, c.d.maxMsize))
+		}
+	case tTread, tTreaddir:
+		if size >= countOff+4 {
+			m := le.Uint32(s.head[countOff:])
+			le.PutUint32(s.head[countOff:], min(m, limit-rlerrorLen))
+		}
+	}
+
+	c.mu.Lock()
+	if typ == tTflush && size >= flushOldTag+2 {
+		old := le.Uint16(s.head[flushOldTag:])
+		mapped := uint16(unusedTag)
+		for j := range c.slots {
+			if uint16(j) != i && c.slots[j].state != slotFree && c.slots[j].guestTag == old {
+				mapped = uint16(j)
+				break
+			}
+		}
+		le.PutUint16(s.head[flushOldTag:], mapped)
+	}
+	s.state = slotReady
+	c.ready = append(c.ready, i)
+	c.cond.Signal()
+	c.mu.Unlock()
+	c.d.counts.inc(cRequests)
+	c.d.counts.add(cRequestBytes, uint64(size))
+	return nil
+}
+
+// refuse answers the request in slot i with Rlerror(errno) without the
+// server: its framing cannot be trusted, or it comes too early.
+func (c *conn) refuse(i uint16, errno uint32) error {
+	s := &c.slots[i]
+	c.d.counts.inc(cGuestErrors)
+	c.d.log.Warn("virtio-9p: guest gave a 9P request the transport refused", "errno", errno, "size", s.size)
+	r := rlerror(s.guestTag, errno)
+	if _, err := s.chain.WriteAt(r[:], 0); err != nil {
+		return err // cannot happen: the writable part was checked
+	}
+	c.complete(i, rlerrorLen)
+	return nil
+}
+
+// complete returns slot i's chain to the driver with n bytes written and
+// frees the slot.
+func (c *conn) complete(i uint16, n uint32) {
+	c.qmu.Lock()
+	var need bool
+	var err error
+	if !c.stopped && c.q.Err() == nil {
+		if err = c.q.Push(&c.slots[i].chain, n); err == nil {
+			need, err = c.q.NeedInterrupt()
+		}
+	}
+	c.qmu.Unlock()
+	c.d.counts.add(cReplyBytes, uint64(n))
+	if err != nil {
+		c.d.log.Error("virtio-9p: completing a request failed", "err", err)
+	}
+	if need {
+		if err := c.irq.Signal(0); err != nil {
+			c.d.log.Error("virtio-9p: interrupt failed", "err", err)
+		}
+	}
+	c.release(i)
+	c.wake()
+}
+
+// read serves the server's reads: the bytes of one T-message at a time.
+func (c *conn) read(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for c.cur < 0 {
+		if c.closed {
+			return 0, io.EOF
+		}
+		if len(c.ready) > 0 {
+			c.cur, c.curOff = int(c.ready[0]), 0
+			c.ready = c.ready[1:]
+			break
+		}
+		c.idle++
+		c.cond.Wait()
+		c.idle--
+	}
+	s := &c.slots[c.cur]
+	rest := s.size - c.curOff
+	p = p[:min(uint32(len(p)), rest)]
+	n := 0
+	if c.curOff < s.headLen {
+		n = copy(p, s.head[c.curOff:s.headLen])
+	}
+	if n < len(p) {
+		m, err := s.chain.ReadAt(p[n:], int64(c.curOff)+int64(n))
+		n += m
+		if err != nil {
+			return n, err // cannot happen: size <= readable length
+		}
+	}
+	c.curOff += uint32(n)
+	if c.curOff == s.size {
+		s.state = slotRead
+		c.cur = -1
+	}
+	return n, nil
+}
+
+// write takes the server's replies, each routed by its tag (a slot index)
+// into that slot's writable buffers.
+func (c *conn) write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	total := len(p)
+	for len(p) > 0 {
+		if c.whave < hdrLen {
+			k := copy(c.whdr[c.whave:hdrLen], p)
+			c.whave += uint32(k)
+			p = p[k:]
+			if c.whave < hdrLen {
+				break
+			}
+			if err := c.startReply(); err != nil {
+				c.failed(err)
+			}
+		} else {
+			k := min(uint32(len(p)), c.wsize-c.whave)
+			c.bodyBytes(p[:k])
+			c.whave += k
+			p = p[k:]
+		}
+		if c.whave >= hdrLen && c.whave == c.wsize {
+			c.endReply()
+		}
+	}
+	return total, nil
+}
+
+// startReply looks at a reply's header and finds its slot. A reply that
+// has none is dropped: a NOTAG reply is the server's answer to a message it
+// could not decode, and fails the device (which request it belonged to is
+// unknown).
+func (c *conn) startReply() error {
+	le := binary.LittleEndian
+	c.wsize = le.Uint32(c.whdr[hdrSize:])
+	c.wtyp = c.whdr[hdrType]
+	tag := le.Uint16(c.whdr[hdrTag:])
+	c.wslot = -1
+	if c.wsize < hdrLen {
+		c.wsize = hdrLen // cannot happen: the server writes whole headers
+		return errors.New("virtio-9p: the 9P server sent a reply shorter than its header")
+	}
+	c.mu.Lock()
+	closed := c.closed
+	ok := int(tag) < len(c.slots) && c.slots[tag].state == slotRead
+	c.mu.Unlock()
+	if closed {
+		return nil
+	}
+	if !ok {
+		if tag == noTag {
+			return queue.Guestf(queue.BadRequest, "a 9P message the server could not decode")
+		}
+		return errors.New("virtio-9p: the 9P server replied to a request not in flight")
+	}
+	s := &c.slots[tag]
+	if c.wsize > s.chain.WritableLen() {
+		return queue.Guestf(queue.BadRequest, "%d writable bytes for a %d-byte 9P reply (type %d)", s.chain.WritableLen(), c.wsize, c.wtyp)
+	}
+	var h [hdrLen]byte
+	copy(h[:], c.whdr[:hdrLen])
+	le.PutUint16(h[hdrTag:], s.guestTag)
+	if _, err := s.chain.WriteAt(h[:], 0); err != nil {
+		return err // cannot happen: wsize <= writable length
+	}
+	c.wslot = int(tag)
+	return nil
+}
+
+// bodyBytes copies reply bytes after the header into the slot's chain.
+func (c *conn) bodyBytes(b []byte) {
+	if c.wtyp == tRversion && c.whave < versionMSize+4 {
+		copy(c.whdr[c.whave:], b)
+	}
+	if c.wslot >= 0 {
+		c.slots[c.wslot].chain.WriteAt(b, int64(c.whave)) // fits: checked in startReply
+	}
+}
+
+// endReply completes the slot of a reply written whole.
+func (c *conn) endReply() {
+	if c.wslot >= 0 {
+		if c.wtyp == tRversion && c.wsize >= versionMSize+4 {
+			c.mu.Lock()
+			c.msize = binary.LittleEndian.Uint32(c.whdr[versionMSize:])
+			c.mu.Unlock()
+		}
+		c.complete(uint16(c.wslot), c.wsize)
+	}
+	c.whave, c.wsize, c.wslot = 0, 0, -1
+}
+
+// serverEnd is the conn as the p9 server sees it: Close is a no-op, the
+// device ends the connection itself (stop).
+type serverEnd struct{ c *conn }
+
+func (e serverEnd) Read(p []byte) (int, error)  { return e.c.read(p) }
+func (e serverEnd) Write(p []byte) (int, error) { return e.c.write(p) }
+func (e serverEnd) Close() error                { return nil }

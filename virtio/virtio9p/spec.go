@@ -1,0 +1,77 @@
+package virtio9p
+
+import "encoding/binary"
+
+// FMountTag is VIRTIO_9P_MOUNT_TAG: the configuration holds the mount tag.
+const FMountTag = 1 << 0
+
+// MaxTagLen is the longest mount tag accepted (bytes).
+const MaxTagLen = 64
+
+// Configuration space (struct virtio_9p_config): le16 tag_len, then the
+// tag bytes (not NUL terminated).
+const (
+	cfgTagLen = 0
+	cfgTag    = 2
+)
+
+// 9P message header: le32 size (including the header), u8 type, le16 tag.
+const (
+	hdrSize    = 0
+	hdrType    = 4
+	hdrTag     = 5
+	hdrLen     = 7
+	rlerrorLen = hdrLen + 4 // Rlerror: header, le32 ecode
+)
+
+// Offsets inside the T-messages the transport looks into.
+const (
+	versionMSize = hdrLen      // Tversion, Rversion: le32 msize
+	flushOldTag  = hdrLen      // Tflush: le16 oldtag
+	countOff     = hdrLen + 12 // Tread, Treaddir: fid[4] offset[8] count[4]
+	// headMax is how many leading bytes of a T-message the transport
+	// copies (and may rewrite) before the server reads it.
+	headMax = countOff + 4
+)
+
+// 9P2000.L message types the transport knows.
+const (
+	tRlerror  = 7
+	tTreaddir = 40
+	tTversion = 100
+	tRversion = 101
+	tTflush   = 108
+	tTread    = 116
+)
+
+// noTag is NOTAG; unusedTag is a tag no in-flight request has (a Tflush
+// of a request that is not in flight is given it).
+const (
+	noTag     = 0xffff
+	unusedTag = 0xfffe
+)
+
+// Linux errno values the transport answers with itself.
+const (
+	errEBADMSG  = 74
+	errEMSGSIZE = 90
+	errEPROTO   = 71
+)
+
+func encodeConfig(tag string) []byte {
+	b := make([]byte, cfgTag+len(tag))
+	binary.LittleEndian.PutUint16(b[cfgTagLen:], uint16(len(tag)))
+	copy(b[cfgTag:], tag)
+	return b
+}
+
+// rlerror encodes an Rlerror reply.
+func rlerror(tag uint16, errno uint32) [rlerrorLen]byte {
+	var b [rlerrorLen]byte
+	le := binary.LittleEndian
+	le.PutUint32(b[hdrSize:], rlerrorLen)
+	b[hdrType] = tRlerror
+	le.PutUint16(b[hdrTag:], tag)
+	le.PutUint32(b[hdrLen:], errno)
+	return b
+}
