@@ -422,6 +422,10 @@ func (ss *session) exec(ctx context.Context, e *proto.Exec) error {
 		p.kill()
 		ss.sendError(proto.CodeInternal, err.Error())
 		return err
+	case <-ctx.Done():
+		p.kill()
+		ss.sendError(proto.CodeInternal, "agent: shutting down")
+		return fmt.Errorf("agent: %w", ctx.Err())
 	case err := <-hostErr:
 		// The host went away or broke the protocol: nobody will read the
 		// output, so end the command rather than leave it blocked on credit.

@@ -230,3 +230,21 @@ func TestListen(t *testing.T) {
 		t.Errorf("read %q, %v", buf, err)
 	}
 }
+
+func TestShutdownKillsCommand(t *testing.T) {
+	srv := NewServer(Config{})
+	host, guest := net.Pipe()
+	defer host.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.ServeConn(ctx, guest) }()
+	w, r := proto.NewWriter(host), proto.NewReader(host, proto.FromAgent)
+	hello(t, w, r)
+	pid := startExec(t, w, r, &proto.Exec{Path: "sleep", Args: []string{"sleep", "100"}})
+	cancel()
+	wantError(t, r, proto.CodeInternal, "shutting down")
+	if err := result(t, done); !errors.Is(err, context.Canceled) {
+		t.Errorf("ServeConn: %v, want context.Canceled", err)
+	}
+	waitGone(t, pid)
+}

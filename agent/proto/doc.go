@@ -38,7 +38,8 @@
 //	Exec     the command (see Exec); first message after Hello
 //	PowerOff empty; instead of Exec: sync and power the machine off
 //	Data     stream stdin: bytes for the command's standard input
-//	Close    stream stdin: end of standard input
+//	Close    stream stdin: end of standard input (on a terminal the agent
+//	         types the end-of-file character, ^D, instead)
 //	Credit   stream stdout or stderr: u32 bytes the host can take more
 //	Signal   u32 signal number, u32 flags (SignalGroup: the process group)
 //	Resize   u16 rows, u16 columns of the pseudo-terminal
