@@ -84,6 +84,9 @@ type Config struct {
 	// configuring a TAP needs CAP_NET_ADMIN; a NIC on a handed-over File or
 	// Backend (a socket pair, an attached TAP) needs no privilege.
 	Nets []Net
+	// Vsock, when set, adds a virtio-vsock device, on the PCI bus after the
+	// NICs (see Vsock).
+	Vsock *Vsock
 
 	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
 	// IOAPIC through the MP table alone, and cannot power off through ACPI.
@@ -159,7 +162,12 @@ func (c *Config) Validate() error {
 			return bad("ConsoleIn: %v; push input with Machine.ConsoleInput instead", err)
 		}
 	}
-	if n := len(c.Disks) + len(c.Nets); n > maxPCIDevices {
+	if c.Vsock != nil {
+		if err := c.Vsock.validate(); err != nil {
+			return bad("vsock: %v", err)
+		}
+	}
+	if n := len(c.Disks) + len(c.Nets) + c.vsockCount(); n > maxPCIDevices {
 		return bad("%d devices: the PCI bus has room for %d", n, maxPCIDevices)
 	}
 	return nil
@@ -167,6 +175,13 @@ func (c *Config) Validate() error {
 
 // maxPCIDevices is how many devices bus 0 holds besides the host bridge.
 const maxPCIDevices = 31
+
+func (c *Config) vsockCount() int {
+	if c.Vsock != nil {
+		return 1
+	}
+	return 0
+}
 
 func (c *Config) cpus() int {
 	if c.CPUs == 0 {

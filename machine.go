@@ -112,6 +112,9 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.createNets(); err != nil {
 		return nil, err
 	}
+	if err := m.createVsock(); err != nil {
+		return nil, err
+	}
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}

@@ -14,6 +14,7 @@ import (
 	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/internal/console"
 	"github.com/corral-vmm/corral/virtio/virtiopci"
+	"github.com/corral-vmm/corral/virtio/vsock"
 )
 
 // platform is the machine's device set: the buses and what sits on them,
@@ -30,6 +31,7 @@ type platform struct {
 	mmioAlloc  *pci.Allocator         // places PCI BARs in the MMIO hole
 	transports []*virtiopci.Transport // virtio functions on the PCI bus, slot = index+1
 	nics       []*nic                 // virtio-net devices' host sides
+	vsock      *vsock.Device          // Config.Vsock's device; nil without it
 
 	ctx    context.Context
 	cancel context.CancelFunc
