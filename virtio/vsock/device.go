@@ -55,8 +55,10 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultQueueSize    = 256
-	DefaultMaxConns     = 1024
+	DefaultQueueSize = 256
+	// DefaultMaxConns bounds what a guest can make the VMM hold to
+	// DefaultMaxConns*2*DefaultBufSize = 128 MiB of connection buffers.
+	DefaultMaxConns     = 256
 	DefaultBufSize      = 256 << 10 // Linux's VIRTIO_VSOCK_DEFAULT_BUF_SIZE
 	DefaultBacklog      = 128
 	DefaultCloseTimeout = 2 * time.Second
