@@ -55,6 +55,7 @@ type guest struct {
 	rxSplit bool              // post receive buffers as header + payload descriptors
 	rxBufs  map[uint16]uint64 // head → buffer GPA
 	evBufs  map[uint16]uint64
+	txTaken int // transmit chains the device has completed, as reaped so far
 
 	mu     sync.Mutex
 	fails  []error
@@ -254,6 +255,7 @@ func (g *guest) reapTx() int {
 	if g.txd.FreeDescriptors() == int(g.txd.L.Size) {
 		g.txd.ResetHeap()
 	}
+	g.txTaken += n
 	return n
 }
 
