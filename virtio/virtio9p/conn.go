@@ -39,8 +39,22 @@ type conn struct {
 	cur    int      // slot the server is reading (-1: none)
 	curOff uint32
 	closed bool
-	msize  uint32 // negotiated by the last Rversion; 0 before
-	idle   int    // server goroutines waiting in read for a message
+	// msize is the server's message size limit: the last Rversion's
+	// nonzero msize (an Rversion "unknown", msize 0, leaves the server's
+	// limit as it was), 0 before. versioned is whether the last Rversion
+	// succeeded: until one does, only Tversion is served.
+	msize     uint32
+	versioned bool
+	// versions counts Tversions handed to the server and not yet
+	// answered, versionMin the least msize among them: the server may
+	// already limit messages to it, so the transport does too.
+	versions   int
+	versionMin uint32
+	idle       int // server goroutines waiting in read for a message
+	// served counts T-messages the server has read whose reply has not
+	// ended: a reply that is dropped (too large, NOTAG) leaves its slot
+	// in use but still ends here.
+	served int
 
 	// Reply stream state, touched only by Write (the server serialises
 	// its sends; wmu makes that explicit).
@@ -60,6 +74,7 @@ type slot struct {
 	size     uint32 // T-message size
 	guestTag uint16
 	state    slotState
+	version  bool // a Tversion counted in conn.versions
 }
 
 type slotState uint8
@@ -127,16 +142,21 @@ func (c *conn) stop() {
 func (c *conn) settle() {
 	deadline := time.Now().Add(100 * time.Millisecond)
 	for calm := 0; calm < 2 && time.Now().Before(deadline); {
-		c.mu.Lock()
-		quiet := c.idle > 0 && c.cur < 0 && len(c.free) == len(c.slots)
-		c.mu.Unlock()
-		if quiet {
+		if c.quiet() {
 			calm++ // twice, a millisecond apart: a just-started goroutine has run
 		} else {
 			calm = 0
 		}
 		time.Sleep(time.Millisecond)
 	}
+}
+
+// quiet reports whether the server holds no request: none queued, none
+// being read, every one read answered, and a goroutine waiting in read.
+func (c *conn) quiet() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.idle > 0 && c.cur < 0 && len(c.ready) == 0 && c.served == 0
 }
 
 func (c *conn) wake() {
@@ -245,27 +265,32 @@ func (c *conn) accept(i uint16) error {
 	s.size, s.headLen = size, min(n, size)
 
 	c.mu.Lock()
-	msize := c.msize
-	c.mu.Unlock()
-	limit := msize
+	limit, versioned := c.msize, c.versioned
 	if limit == 0 {
 		limit = c.d.maxMsize
 	}
+	if c.versions > 0 {
+		limit = min(limit, c.versionMin)
+	}
+	c.mu.Unlock()
 	switch {
 	case size < hdrLen || size > rlen:
 		return c.refuse(i, errEBADMSG)
 	case size > limit:
 		return c.refuse(i, errEMSGSIZE)
-	case typ != tTversion && msize == 0:
+	case typ != tTversion && !versioned:
 		return c.refuse(i, errEPROTO)
 	}
 
 	le.PutUint16(s.head[hdrTag:], i)
+	s.version = false
+	var vm uint32
 	switch typ {
 	case tTversion:
 		if size >= versionMSize+4 {
-			m := le.Uint32(s.head[versionMSize:])
-			le.PutUint32(s.head[versionMSize:], min(m, c.d.maxMsize))
+			vm = min(le.Uint32(s.head[versionMSize:]), c.d.maxMsize)
+			le.PutUint32(s.head[versionMSize:], vm)
+			s.version = vm != 0 // msize 0 is answered "unknown": no change
 		}
 	case tTread, tTreaddir:
 		if size >= countOff+4 {
@@ -285,6 +310,12 @@ func (c *conn) accept(i uint16) error {
 			}
 		}
 		le.PutUint16(s.head[flushOldTag:], mapped)
+	}
+	if s.version {
+		if c.versions == 0 || vm < c.versionMin {
+			c.versionMin = vm
+		}
+		c.versions++
 	}
 	s.state = slotReady
 	c.ready = append(c.ready, i)
@@ -369,6 +400,7 @@ func (c *conn) read(p []byte) (int, error) {
 	if c.curOff == s.size {
 		s.state = slotRead
 		c.cur = -1
+		c.served++
 	}
 	return n, nil
 }
@@ -456,12 +488,20 @@ func (c *conn) bodyBytes(b []byte) {
 
 // endReply completes the slot of a reply written whole.
 func (c *conn) endReply() {
-	if c.wslot >= 0 {
-		if c.wtyp == tRversion && c.wsize >= versionMSize+4 {
-			c.mu.Lock()
-			c.msize = binary.LittleEndian.Uint32(c.whdr[versionMSize:])
-			c.mu.Unlock()
+	c.mu.Lock()
+	c.served--
+	if c.wslot >= 0 && c.slots[c.wslot].version {
+		c.versions--
+	}
+	if c.wslot >= 0 && c.wtyp == tRversion && c.wsize >= versionMSize+4 {
+		m := binary.LittleEndian.Uint32(c.whdr[versionMSize:])
+		c.versioned = m != 0
+		if m != 0 {
+			c.msize = m
 		}
+	}
+	c.mu.Unlock()
+	if c.wslot >= 0 {
 		c.complete(uint16(c.wslot), c.wsize)
 	}
 	c.whave, c.wsize, c.wslot = 0, 0, -1

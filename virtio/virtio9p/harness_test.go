@@ -3,6 +3,8 @@ package virtio9p
 import (
 	"context"
 	"encoding/binary"
+	"io"
+	"net"
 	"sync"
 	"testing"
 	"time"
@@ -208,10 +210,11 @@ type guestConn struct {
 	split int
 	wlen  int
 
-	mu   sync.Mutex
-	cond *sync.Cond
-	wbuf []byte
-	rbuf []byte
+	mu     sync.Mutex
+	cond   *sync.Cond
+	wbuf   []byte
+	rbuf   []byte
+	closed bool // the test ended: the client's finalizers must not reach the harness
 }
 
 func (h *harness) client(split, wlen int, msize uint32) *p9.Client {
@@ -222,12 +225,16 @@ func (h *harness) client(split, wlen int, msize uint32) *p9.Client {
 	if err != nil {
 		h.t.Fatalf("NewClient: %v", err)
 	}
+	h.t.Cleanup(func() { c.Close() }) // before the harness's: cleanups run last first
 	return c
 }
 
 func (g *guestConn) Write(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	if g.closed {
+		return 0, net.ErrClosed
+	}
 	g.wbuf = append(g.wbuf, p...)
 	for len(g.wbuf) >= 4 {
 		size := int(binary.LittleEndian.Uint32(g.wbuf))
@@ -246,6 +253,9 @@ func (g *guestConn) Read(p []byte) (int, error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	for len(g.rbuf) == 0 {
+		if g.closed {
+			return 0, io.EOF
+		}
 		g.cond.Wait()
 	}
 	n := copy(p, g.rbuf)
@@ -253,7 +263,13 @@ func (g *guestConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (g *guestConn) Close() error { return nil }
+func (g *guestConn) Close() error {
+	g.mu.Lock()
+	g.closed = true
+	g.cond.Broadcast()
+	g.mu.Unlock()
+	return nil
+}
 
 // msg encodes a T-message by hand: type, tag, then fields (uint8, uint16,
 // uint32, uint64 little-endian; string as 9P's len[2] bytes; []byte raw).
