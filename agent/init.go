@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
 )
 
 // SharePrefix opens a kernel command-line parameter naming a 9p share:
@@ -23,9 +25,9 @@ type Share struct {
 	ReadOnly bool
 }
 
-// ParseShares returns the shares named on a kernel command line. Tags are
-// at most 31 bytes (the virtio-9p mount-tag field) of [A-Za-z0-9._-];
-// paths are absolute.
+// ParseShares returns the shares named on a kernel command line. Tags
+// follow sharetag.Check (1..31 bytes of [A-Za-z0-9._-]), as the host's
+// Config.Shares do; paths are absolute.
 func ParseShares(cmdline string) ([]Share, error) {
 	var shares []Share
 	for _, field := range strings.Fields(cmdline) {
@@ -41,8 +43,8 @@ func ParseShares(cmdline string) ([]Share, error) {
 		if p, ok := strings.CutSuffix(rest, ":ro"); ok {
 			s.Path, s.ReadOnly = p, true
 		}
-		if tag == "" || len(tag) > 31 || strings.Trim(tag, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") != "" {
-			return nil, fmt.Errorf("agent: %s%s: tag %q, want 1-31 of [A-Za-z0-9._-]", SharePrefix, v, tag)
+		if err := sharetag.Check(tag); err != nil { // the host's rule too
+			return nil, fmt.Errorf("agent: %s%s: %w", SharePrefix, v, err)
 		}
 		if !filepath.IsAbs(s.Path) || strings.Contains(s.Path, ":") {
 			return nil, fmt.Errorf("agent: %s%s: path %q, want an absolute path without ':'", SharePrefix, v, s.Path)

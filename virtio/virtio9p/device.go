@@ -42,6 +42,7 @@ import (
 	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
+	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
 )
 
 // Defaults and limits for Config.
@@ -57,7 +58,7 @@ const (
 // Config describes one virtio-9p device.
 type Config struct {
 	// Tag is the mount tag the guest mounts by (mount -t 9p TAG DIR):
-	// 1..MaxTagLen bytes.
+	// 1..MaxTagLen bytes of [A-Za-z0-9._-] (sharetag.Check).
 	Tag string
 	// FS is the file tree served. Close closes it if it is an io.Closer.
 	FS p9.Attacher
@@ -96,8 +97,8 @@ var _ virtio.Device = (*Device)(nil)
 
 // New checks cfg and returns the device, ready for a transport.
 func New(cfg Config) (*Device, error) {
-	if cfg.Tag == "" || len(cfg.Tag) > MaxTagLen {
-		return nil, fmt.Errorf("virtio-9p: mount tag %q: want 1..%d bytes", cfg.Tag, MaxTagLen)
+	if err := sharetag.Check(cfg.Tag); err != nil {
+		return nil, fmt.Errorf("virtio-9p: %w", err)
 	}
 	if cfg.FS == nil {
 		return nil, fmt.Errorf("virtio-9p: tag %q: no file tree", cfg.Tag)

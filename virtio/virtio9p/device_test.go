@@ -49,6 +49,7 @@ func TestNewChecksConfig(t *testing.T) {
 	for _, cfg := range []Config{
 		{Tag: "", FS: fs},
 		{Tag: strings.Repeat("x", MaxTagLen+1), FS: fs},
+		{Tag: "a b", FS: fs},
 		{Tag: "t"},
 		{Tag: "t", FS: fs, QueueSize: 100},
 		{Tag: "t", FS: fs, MaxMessageSize: 100},

@@ -1,12 +1,17 @@
 package virtio9p
 
-import "encoding/binary"
+import (
+	"encoding/binary"
+
+	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
+)
 
 // FMountTag is VIRTIO_9P_MOUNT_TAG: the configuration holds the mount tag.
 const FMountTag = 1 << 0
 
-// MaxTagLen is the longest mount tag accepted (bytes).
-const MaxTagLen = 64
+// MaxTagLen is the longest mount tag accepted (bytes); tags follow
+// sharetag.Check, the rule the guest agent applies too.
+const MaxTagLen = sharetag.MaxLen
 
 // Configuration space (struct virtio_9p_config): le16 tag_len, then the
 // tag bytes (not NUL terminated).
