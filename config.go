@@ -87,6 +87,9 @@ type Config struct {
 	// Vsock, when set, adds a virtio-vsock device, on the PCI bus after the
 	// NICs (see Vsock).
 	Vsock *Vsock
+	// Shares are host directories served over virtio-9p, one device each,
+	// on the PCI bus after the NICs and the vsock device (see Share).
+	Shares []Share
 
 	// NoACPI leaves out the ACPI tables; guests then find their CPUs and
 	// IOAPIC through the MP table alone, and cannot power off through ACPI.
@@ -167,7 +170,10 @@ func (c *Config) Validate() error {
 			return bad("vsock: %v", err)
 		}
 	}
-	if n := len(c.Disks) + len(c.Nets) + c.vsockCount(); n > maxPCIDevices {
+	if err := checkShares(c.Shares); err != nil {
+		return bad("%v", err)
+	}
+	if n := len(c.Disks) + len(c.Nets) + c.vsockCount() + len(c.Shares); n > maxPCIDevices {
 		return bad("%d devices: the PCI bus has room for %d", n, maxPCIDevices)
 	}
 	return nil

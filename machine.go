@@ -115,6 +115,9 @@ func New(cfg Config) (*Machine, error) {
 	if err := m.createVsock(); err != nil {
 		return nil, err
 	}
+	if err := m.createShares(); err != nil {
+		return nil, err
+	}
 	if err := m.createVCPUs(entry); err != nil {
 		return nil, err
 	}
