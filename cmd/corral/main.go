@@ -51,6 +51,18 @@ corral run flags:
                     The built-in DHCP server gives the guest ip= (default .2)
                     with the host side as router; dhcp=off leaves DHCP to the
                     host. auto, tap= and bridge= need root or CAP_NET_ADMIN.
+  --share PATH:TAG[,ro]
+                    share the host directory PATH with the guest over virtio-9p
+                    as mount tag TAG (1-31 of A-Z a-z 0-9 . _ -); repeatable. The
+                    guest mounts it with: mount -t 9p -o trans=virtio,version=9p2000.L
+                    TAG /mnt. It cannot reach outside PATH (no .., no symlink is
+                    followed on the host, no device nodes); ro refuses every change.
+  --vsock on|cid=N[,uds=PATH]
+                    a virtio-vsock device, served in user space (no vhost); the
+                    guest's CID is N (default 3). uds=PATH is a Unix socket for
+                    host programs, in Firecracker's hybrid-vsock convention:
+                    write "CONNECT <port>\n" to reach guest port <port>; guest
+                    connections to host port P go to the socket PATH_P.
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
 

@@ -79,6 +79,11 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"run", "--kernel", bz, "--net", "bridge=nosuchbr0"}, "no such bridge: nosuchbr0 does not exist"},
 		{[]string{"run", "--kernel", bz, "--net", "host=10.9.0.1/24,ip=10.9.1.5"}, "guest address 10.9.1.5 is outside the subnet 10.9.0.0/24"},
 		{[]string{"run", "--kernel", bz, "--net", "fd=999"}, "is not open"},
+		{[]string{"run", "--kernel", bz, "--vsock", "cid=x"}, "vsock \"cid=x\": cid: strconv.ParseUint"},
+		{[]string{"run", "--kernel", bz, "--vsock", "port=5"}, "unknown option \"port=5\""},
+		{[]string{"run", "--kernel", bz, "--vsock", "cid=2"}, "vsock: guest CID 2: want 3..4294967294"},
+		{[]string{"run", "--kernel", bz, "--share", "/nonexistent-dir:data"}, "share 0 (data): stat /nonexistent-dir: no such file"},
+		{[]string{"run", "--kernel", bz, "--share", "/tmp:bad/tag"}, "mount tag \"bad/tag\" has '/' at offset 3"},
 		{[]string{"run", "--bogus"}, "flag provided but not defined: -bogus"},
 		{[]string{"run", "--kernel", bz, "extra"}, "unexpected argument \"extra\""},
 		{[]string{"dhcp"}, "corral dhcp replay"},
@@ -213,5 +218,25 @@ func TestRunGuestExitStatus(t *testing.T) {
 	code, _, stderr = runCLI(t, "run", "--kernel", guests.BuildT(t, "fault"))
 	if code != exitGuestFault || !strings.Contains(stderr, "guest fault: vCPU 0: guest triple fault") || !strings.Contains(stderr, "RIP=") {
 		t.Errorf("triple-faulting guest: status %d, want %d with the registers; stderr:\n%s", code, exitGuestFault, stderr)
+	}
+}
+
+// TestParseVsock checks the --vsock forms that are accepted.
+func TestParseVsock(t *testing.T) {
+	for in, want := range map[string]corral.Vsock{
+		"on":                    {},
+		"cid=7":                 {CID: 7},
+		"cid=9,uds=/run/v.sock": {CID: 9, UDSPath: "/run/v.sock"},
+		"uds=/tmp/x":            {UDSPath: "/tmp/x"},
+	} {
+		got, err := parseVsock(in)
+		if err != nil || got != want {
+			t.Errorf("parseVsock(%q) = %+v, %v; want %+v", in, got, err, want)
+		}
+	}
+	for _, bad := range []string{"", "off", "cid=", "cid=-1", "cid=4294967296", "uds="} {
+		if _, err := parseVsock(bad); err == nil {
+			t.Errorf("parseVsock(%q) accepted", bad)
+		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
+	"strings"
 	"syscall"
 
 	"github.com/corral-vmm/corral"
@@ -52,7 +54,48 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 		cfg.Disks = append(cfg.Disks, d)
 		return nil
 	})
+	fs.Func("share", "virtio-9p share of a host directory PATH:TAG[,ro] (repeatable)", func(v string) error {
+		sh, err := corral.ParseShare(v)
+		if err != nil {
+			return err
+		}
+		cfg.Shares = append(cfg.Shares, sh)
+		return nil
+	})
+	fs.Func("vsock", "virtio-vsock device: on, or cid=N[,uds=PATH]", func(v string) error {
+		vs, err := parseVsock(v)
+		if err != nil {
+			return err
+		}
+		cfg.Vsock = &vs
+		return nil
+	})
 	return fs, o
+}
+
+// parseVsock parses --vsock: "on" for the defaults, or comma-separated
+// cid=N and uds=PATH.
+func parseVsock(s string) (corral.Vsock, error) {
+	var v corral.Vsock
+	if s == "on" {
+		return v, nil
+	}
+	for _, p := range strings.Split(s, ",") {
+		k, val, _ := strings.Cut(p, "=")
+		switch {
+		case k == "cid" && val != "":
+			cid, err := strconv.ParseUint(val, 10, 32)
+			if err != nil {
+				return v, fmt.Errorf("vsock %q: cid: %w", s, err)
+			}
+			v.CID = cid
+		case k == "uds" && val != "":
+			v.UDSPath = val
+		default:
+			return v, fmt.Errorf("vsock %q: unknown option %q (want on, or cid=N and uds=PATH)", s, p)
+		}
+	}
+	return v, nil
 }
 
 // runCommand implements `corral run`.
