@@ -1,34 +1,16 @@
 package pci
 
 import (
-	"context"
 	"encoding/binary"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/corral-vmm/corral/internal/guestlog/guestlogtest"
 
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/internal/guestlog"
 )
-
-// countHandler is a slog.Handler that counts records at Warn and above.
-type countHandler struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		h.mu.Lock()
-		h.n++
-		h.mu.Unlock()
-	}
-	return nil
-}
-func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countHandler) WithGroup(string) slog.Handler      { return h }
 
 // A guest that keeps putting a BAR on used ranges is counted exactly and
 // logged once (the clock does not move), not once per write.
@@ -41,7 +23,7 @@ func TestBusMapperConflictFlood(t *testing.T) {
 	}
 	dev := NewConfigSpace(Header{VendorID: 1})
 	dev.AddBAR(0, BAR{Kind: BARMem32, Size: 0x1000})
-	h := &countHandler{}
+	h := &guestlogtest.Warnings{}
 	m := NewBusMapper("test", &mem, nil, [6]devices.Device{region{1}}, slog.New(h))
 	stopped := time.Unix(1000, 0)
 	m.guest = guestlog.New(slog.New(h), func() time.Time { return stopped })
@@ -63,8 +45,8 @@ func TestBusMapperConflictFlood(t *testing.T) {
 	if got := m.Conflicts(); got != n {
 		t.Fatalf("Conflicts() = %d after %d bad placements; want %d", got, n, n)
 	}
-	if h.n != 1 {
-		t.Fatalf("%d warnings for %d bad placements within one second; want 1", h.n, n)
+	if h.Count() != 1 {
+		t.Fatalf("%d warnings for %d bad placements within one second; want 1", h.Count(), n)
 	}
 	// A free range maps it again and is not a conflict.
 	setBAR(0xe000_0000)

@@ -1,32 +1,12 @@
 package blk
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/corral-vmm/corral/internal/guestlog/guestlogtest"
 )
-
-// countHandler is a slog.Handler that counts records at Warn and above.
-type countHandler struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		h.mu.Lock()
-		h.n++
-		h.mu.Unlock()
-	}
-	return nil
-}
-func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *countHandler) count() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
 
 func TestCounters(t *testing.T) {
 	h := newHarness(t, Config{Path: tempImage(t, imgSize), Serial: "s"}, FDiscard|FWriteZeroes)
@@ -62,7 +42,7 @@ func TestCounters(t *testing.T) {
 // A guest repeating one fault 10000 times is counted exactly and logged at
 // most once per second of the (here stopped) clock.
 func TestGuestFaultFlood(t *testing.T) {
-	logs := &countHandler{}
+	logs := &guestlogtest.Warnings{}
 	stopped := time.Unix(1000, 0)
 	h := newHarness(t, Config{
 		Path: tempImage(t, imgSize), ReadOnly: true,
@@ -77,8 +57,8 @@ func TestGuestFaultFlood(t *testing.T) {
 	if c := h.dev.Counters(); c.GuestErrors != n || c.Out != n {
 		t.Fatalf("after %d refused writes: %+v", n, c)
 	}
-	if logs.count() != 0 {
-		t.Fatalf("%d log records for refused requests; want none (they are counted)", logs.count())
+	if logs.Count() != 0 {
+		t.Fatalf("%d log records for refused requests; want none (they are counted)", logs.Count())
 	}
 	// Malformed chains fail the queue: the driver resets and tries again.
 	const cycles = 10000
@@ -92,7 +72,7 @@ func TestGuestFaultFlood(t *testing.T) {
 	if c := h.dev.Counters().ProtocolErrors; c != cycles {
 		t.Fatalf("ProtocolErrors = %d after %d failures", c, cycles)
 	}
-	if logs.count() != 1 {
-		t.Fatalf("%d log records for %d queue failures within one second; want 1", logs.count(), cycles)
+	if logs.Count() != 1 {
+		t.Fatalf("%d log records for %d queue failures within one second; want 1", logs.Count(), cycles)
 	}
 }

@@ -1,37 +1,17 @@
 package virtionet
 
 import (
-	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/corral-vmm/corral/internal/guestlog/guestlogtest"
 
 	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
-
-// countHandler is a slog.Handler that counts records at Warn and above.
-type countHandler struct {
-	mu sync.Mutex
-	n  int
-}
-
-func (h *countHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *countHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		h.mu.Lock()
-		h.n++
-		h.mu.Unlock()
-	}
-	return nil
-}
-func (h *countHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *countHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *countHandler) count() int { h.mu.Lock(); defer h.mu.Unlock(); return h.n }
 
 // A guest that breaks the transmit queue, resets the device and does it
 // again 1000 times (each cycle lays out fresh rings, so more is slow) is counted exactly and logged once per second of the
@@ -42,7 +22,7 @@ func TestTxFaultFloodCountedNotLogged(t *testing.T) {
 	if err := h.dev.Reset(); err != nil {
 		t.Fatal(err)
 	}
-	logs := &countHandler{}
+	logs := &guestlogtest.Warnings{}
 	stopped := time.Unix(1000, 0)
 	h.dev.glog = guestlog.New(slog.New(logs), func() time.Time { return stopped })
 	const n = 1000
@@ -61,7 +41,7 @@ func TestTxFaultFloodCountedNotLogged(t *testing.T) {
 	if c := h.dev.Counters().ProtocolErrors; c != n {
 		t.Fatalf("ProtocolErrors = %d after %d broken chains", c, n)
 	}
-	if logs.count() != 1 {
-		t.Fatalf("%d log records for %d queue failures within one second; want 1", logs.count(), n)
+	if logs.Count() != 1 {
+		t.Fatalf("%d log records for %d queue failures within one second; want 1", logs.Count(), n)
 	}
 }

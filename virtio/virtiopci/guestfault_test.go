@@ -1,43 +1,14 @@
 package virtiopci
 
 import (
-	"context"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/guestlog/guestlogtest"
+
 	"github.com/corral-vmm/corral/virtio"
 )
-
-// msgHandler is a slog.Handler that counts records at Warn and above by
-// message.
-type msgHandler struct {
-	mu   sync.Mutex
-	msgs map[string]int
-}
-
-func (h *msgHandler) Enabled(context.Context, slog.Level) bool { return true }
-func (h *msgHandler) Handle(_ context.Context, r slog.Record) error {
-	if r.Level >= slog.LevelWarn {
-		h.mu.Lock()
-		h.msgs[r.Message]++
-		h.mu.Unlock()
-	}
-	return nil
-}
-func (h *msgHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
-func (h *msgHandler) WithGroup(string) slog.Handler      { return h }
-
-func (h *msgHandler) snapshot() map[string]int {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m := make(map[string]int, len(h.msgs))
-	for k, v := range h.msgs {
-		m[k] = v
-	}
-	return m
-}
 
 func (g *guest) driverFeatures() uint64 {
 	g.w32(g.common+ccDriverFeatureSelect, 0)
@@ -113,7 +84,7 @@ func TestFeaturesFixedAfterFeaturesOK(t *testing.T) {
 // A guest repeating each fault 10000 times is counted exactly, and each
 // kind is logged once (the clock is stopped), not once per fault.
 func TestGuestFaultFlood(t *testing.T) {
-	logs := &msgHandler{msgs: map[string]int{}}
+	logs := &guestlogtest.Warnings{}
 	stopped := time.Unix(1000, 0)
 	dev := newFakeDevice(1)
 	g := newGuest(t, Config{Device: dev, Mem: newTestMem(t), Interrupts: &fakeInterrupts{},
@@ -139,7 +110,7 @@ func TestGuestFaultFlood(t *testing.T) {
 	if c := g.tr.Counters(); c != want {
 		t.Fatalf("Counters() = %+v\nwant         %+v", c, want)
 	}
-	msgs := logs.snapshot()
+	msgs := logs.ByMessage()
 	if len(msgs) != 4 {
 		t.Fatalf("log records %v; want 4 kinds", msgs)
 	}
