@@ -9,6 +9,12 @@
 # minutes on 2 cores. Later runs start at once.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Say so at once on a host without KVM, before minutes of installs and a
+# kernel build that could not be booted.
+if [ ! -e /dev/kvm ]; then
+  echo "run: this host has no /dev/kvm: corral needs KVM (load kvm_intel or kvm_amd, or run on a machine with hardware virtualization)" >&2
+  exit 126
+fi
 scripts/setup.sh >&2
 mkdir -p bin
 CGO_ENABLED=0 go build -o bin/corral ./cmd/corral
