@@ -40,7 +40,19 @@ var ErrConfig = errors.New("invalid machine configuration")
 // the documented default.
 type Config struct {
 	// Name labels the machine in logs and inventories; empty means its ID.
+	// In the inventory it is printable, without spaces, and not hex digits
+	// alone (which would read as an ID prefix).
 	Name string
+	// Labels are KEY=VALUE pairs recorded in the inventory and the audit
+	// trail (corral ps --filter label=K=V).
+	Labels map[string]string
+	// StateDir is the inventory's state directory, where Start registers
+	// the machine; empty means inventory.StateDir() ($CORRAL_STATE_DIR,
+	// /run/corral for root, else $XDG_RUNTIME_DIR/corral).
+	StateDir string
+	// NoInventory leaves the machine out of the inventory and the audit
+	// trail (for library users who keep their own).
+	NoInventory bool
 
 	// Kernel is the path of the guest kernel: a bzImage or an ELF with a
 	// PVH entry note (vmlinux, or a test guest). Required.
@@ -169,6 +181,9 @@ func (c *Config) Validate() error {
 		if err := c.Vsock.validate(); err != nil {
 			return bad("vsock: %v", err)
 		}
+	}
+	if err := c.validateInventory(); err != nil {
+		return bad("%v", err)
 	}
 	if err := checkShares(c.Shares); err != nil {
 		return bad("%v", err)

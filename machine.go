@@ -61,6 +61,8 @@ type Machine struct {
 	glog      *guestlog.Logger // rate-limited log of what the guest causes
 	done      chan struct{}    // closed when everything is released
 
+	reg atomic.Pointer[registration] // set by Start once registered (inventory.go)
+
 	// mu guards the lifecycle fields below. The fields above it are set
 	// by New and read-only afterwards, or synchronize themselves.
 	mu         sync.Mutex
@@ -190,6 +192,9 @@ func (m *Machine) Start(ctx context.Context) error {
 	if m.started {
 		return ErrStarted
 	}
+	if err := m.register(); err != nil {
+		return err
+	}
 	m.started = true
 	vcpusDone := make(chan struct{})
 	m.vcpuWG.Add(len(m.vcpus))
@@ -212,6 +217,7 @@ func (m *Machine) Start(ctx context.Context) error {
 		m.final = *m.exit
 		m.mu.Unlock()
 		m.log.Info("vm.ended", "id", m.id, "exit", m.final.String(), "unclaimed_accesses", m.unclaimed.snapshot().Total())
+		m.unregister(m.final)
 		close(m.done)
 	}()
 	m.log.Info("vm.started", "id", m.id)

@@ -25,6 +25,7 @@ type platform struct {
 	router  *msiRouter
 	in      *console.Input // Config.ConsoleIn made stoppable; nil without it
 	outFile *os.File       // our non-blocking copy of an *os.File Console
+	conTee  *consoleTee    // the serial port's output: Console and the inventory's console log
 	started bool           // the console goroutines run
 	log     *slog.Logger
 
@@ -120,6 +121,8 @@ func (p *platform) createConsole(out io.Writer, in io.Reader, irq devices.IRQLin
 		}
 		p.in = ci
 	}
+	p.conTee = &consoleTee{out: out}
+	out = p.conTee
 	p.serial = devices.NewSerial(devices.SerialConfig{
 		IRQ: irq,
 		Out: out,
