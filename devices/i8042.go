@@ -64,6 +64,10 @@ type I8042Config struct {
 	// answer) is ready and the guest enabled the keyboard interrupt. nil:
 	// none; the guest then finds out by polling or a timeout.
 	KbdIRQ IRQLine
+	// Keyboard attaches a PS/2 keyboard to the keyboard port: it answers
+	// the commands Linux's atkbd driver sends (so the driver binds), and
+	// CtrlAltDel can type into it. Without it nothing is plugged in.
+	Keyboard bool
 }
 
 // I8042 is a PS/2 keyboard controller with nothing plugged in: enough for
@@ -102,6 +106,7 @@ type I8042 struct {
 	irqHigh bool
 	exit    ExitFunc
 	irq     IRQLine
+	kbd     *ps2Keyboard // nil: no keyboard attached
 }
 
 // NewI8042 returns a controller in the state a BIOS leaves it.
@@ -115,6 +120,9 @@ func NewI8042(cfg I8042Config) *I8042 {
 	}
 	if k.irq == nil {
 		k.irq = NoIRQ{}
+	}
+	if cfg.Keyboard {
+		k.kbd = &ps2Keyboard{}
 	}
 	return k
 }
@@ -187,9 +195,11 @@ func (k *I8042) readStatus() byte {
 func (k *I8042) readData() byte {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	v := k.out // an empty buffer reads its last byte again
 	k.outFull = false
 	k.setIRQ(false)
-	return k.out // an empty buffer reads its last byte again
+	k.deliverKbd()
+	return v
 }
 
 // reply puts a controller reply in the output buffer; mu held.
@@ -290,6 +300,9 @@ func (k *I8042) writeData(v byte) {
 	case cmd == i8042CmdAuxSend:
 		k.reply(0xfe)
 		k.outAux, k.outTO = true, true
+	case k.kbd != nil:
+		k.kbd.command(v, k.ctr&i8042CtrXlate != 0)
+		k.deliverKbd()
 	default:
 		// A byte for the keyboard: nobody is there.
 		k.deviceData(0xfe, true)
