@@ -1,59 +1,22 @@
 package agent
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"path/filepath"
+	"path"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
 )
 
-// SharePrefix opens a kernel command-line parameter naming a 9p share:
-// corral.share=TAG:PATH[:ro] mounts the virtio-9p device with mount tag TAG
-// at PATH, read-only with ":ro".
-const SharePrefix = "corral.share="
-
-// Share is a 9p share to mount.
-type Share struct {
-	Tag      string
-	Path     string
-	ReadOnly bool
-}
-
-// ParseShares returns the shares named on a kernel command line. Tags
-// follow sharetag.Check (1..31 bytes of [A-Za-z0-9._-]), as the host's
-// Config.Shares do; paths are absolute.
-func ParseShares(cmdline string) ([]Share, error) {
-	var shares []Share
-	for _, field := range strings.Fields(cmdline) {
-		v, ok := strings.CutPrefix(field, SharePrefix)
-		if !ok {
-			continue
-		}
-		tag, rest, ok := strings.Cut(v, ":")
-		if !ok {
-			return nil, fmt.Errorf("agent: %s%s: want TAG:PATH[:ro]", SharePrefix, v)
-		}
-		s := Share{Tag: tag, Path: rest}
-		if p, ok := strings.CutSuffix(rest, ":ro"); ok {
-			s.Path, s.ReadOnly = p, true
-		}
-		if err := sharetag.Check(tag); err != nil { // the host's rule too
-			return nil, fmt.Errorf("agent: %s%s: %w", SharePrefix, v, err)
-		}
-		if !filepath.IsAbs(s.Path) || strings.Contains(s.Path, ":") {
-			return nil, fmt.Errorf("agent: %s%s: path %q, want an absolute path without ':'", SharePrefix, v, s.Path)
-		}
-		s.Path = filepath.Clean(s.Path)
-		shares = append(shares, s)
-	}
-	return shares, nil
-}
+// StagingDir is where PID 1 mounts the root's layers before it switches
+// into the overlay; it stays behind in the initramfs, out of the commands'
+// sight.
+const StagingDir = "/corral/mnt"
 
 // mount is one file system PID 1 mounts.
 type mount struct {
@@ -61,26 +24,109 @@ type mount struct {
 	flags                  uintptr
 	data                   string
 	mode                   os.FileMode
+	what                   string // for errors: "9p share \"src\"", "the root's ext4 /dev/vda"
 }
 
 // baseMounts are the file systems every system needs, in mount order.
 func baseMounts() []mount {
 	return []mount{
-		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555},
-		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555},
-		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", 0o755},
-		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666", 0o755},
-		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", 0o1777},
-		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", 0o1777},
-		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", 0o755},
+		{"proc", "/proc", "proc", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555, "proc"},
+		{"sysfs", "/sys", "sysfs", unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC, "", 0o555, "sysfs"},
+		{"devtmpfs", "/dev", "devtmpfs", unix.MS_NOSUID, "mode=0755", 0o755, "devtmpfs"},
+		{"devpts", "/dev/pts", "devpts", unix.MS_NOSUID | unix.MS_NOEXEC, "mode=0620,ptmxmode=0666", 0o755, "devpts"},
+		{"tmpfs", "/dev/shm", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", os.ModeSticky | 0o777, "tmpfs"},
+		{"tmpfs", "/tmp", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=1777", os.ModeSticky | 0o777, "tmpfs"},
+		{"tmpfs", "/run", "tmpfs", unix.MS_NOSUID | unix.MS_NODEV, "mode=0755", 0o755, "tmpfs"},
 	}
 }
 
+// ninepOptions are the mount options of every 9p mount; the root's
+// read-only lower layer adds cache=loose (no consistency with the host,
+// which the 9p documentation intends for exclusive read-only mounts) so
+// that programs and libraries are read once.
+const (
+	ninepOptions     = "trans=virtio,version=9p2000.L,msize=524288"
+	ninepRootOptions = ninepOptions + ",cache=loose"
+)
+
+// SetupError is what went wrong while PID 1 set the system up. The agent
+// still serves, but answers every command with it: a command must not run
+// without the root or the shares it was promised. errors.Is sees each
+// problem's errno.
+type SetupError struct {
+	Problems []error
+}
+
+// Error returns the problems on one line.
+func (e *SetupError) Error() string {
+	msgs := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		msgs[i] = p.Error()
+	}
+	return "guest setup: " + strings.Join(msgs, "; ")
+}
+
+// Unwrap returns the problems.
+func (e *SetupError) Unwrap() []error { return e.Problems }
+
+// sysOps are the system calls setup makes; tests record them or run them
+// in a mount namespace of their own.
+type sysOps interface {
+	Mount(source, target, fstype string, flags uintptr, data string) error
+	// Mkdir creates dir and its parents; with noLink the last element
+	// must not be a symbolic link (a mount there would leave the new root).
+	Mkdir(dir string, mode os.FileMode, noLink bool) error
+	Chdir(dir string) error
+	Chroot(dir string) error
+}
+
+type realOps struct{}
+
+func (realOps) Mount(source, target, fstype string, flags uintptr, data string) error {
+	return unix.Mount(source, target, fstype, flags, data)
+}
+
+func (realOps) Mkdir(dir string, mode os.FileMode, noLink bool) error {
+	if err := os.MkdirAll(dir, mode); err != nil {
+		return err
+	}
+	if noLink {
+		if fi, err := os.Lstat(dir); err != nil {
+			return err
+		} else if !fi.IsDir() {
+			return fmt.Errorf("%s is a %v, want a directory", dir, fi.Mode().Type())
+		}
+	}
+	return nil
+}
+
+func (realOps) Chdir(dir string) error  { return unix.Chdir(dir) }
+func (realOps) Chroot(dir string) error { return unix.Chroot(dir) }
+
+// setup carries out PID 1's plan and collects its problems.
+type setup struct {
+	sys      sysOps
+	log      *slog.Logger
+	staging  string
+	problems []error
+}
+
+func (s *setup) fail(err error) { s.problems = append(s.problems, err) }
+
+func (s *setup) err() error {
+	if len(s.problems) == 0 {
+		return nil
+	}
+	return &SetupError{Problems: s.problems}
+}
+
 // Init does what PID 1 must before serving: it mounts /proc, /sys, /dev
-// (devtmpfs), /dev/pts, /dev/shm, /tmp and /run, then the 9p shares named
-// on the kernel command line, and sets PATH if the kernel gave none. A file
-// system that is already mounted is left alone. It returns every failure
-// joined; what could be mounted stays mounted.
+// (devtmpfs), /dev/pts, /dev/shm, /tmp and /run; switches into the root
+// that corral.root= names (see SwitchRoot); mounts the 9p shares of
+// corral.share= in it; and sets PATH if the kernel gave none. A base file
+// system that is already mounted is left alone. It returns a *SetupError
+// listing every failure, with the kernel options a missing file system
+// needs; what could be done stays done.
 func Init(log *slog.Logger) error {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -88,49 +134,222 @@ func Init(log *slog.Logger) error {
 	if os.Getenv("PATH") == "" {
 		os.Setenv("PATH", defaultPath)
 	}
-	var errs []error
-	for _, m := range baseMounts() {
-		if err := doMount(m); err != nil {
-			errs = append(errs, err)
-		}
-	}
+	s := &setup{sys: realOps{}, log: log, staging: StagingDir}
+	api := s.baseMounts()
 	if _, err := os.Lstat("/dev/ptmx"); errors.Is(err, os.ErrNotExist) {
 		os.Symlink("pts/ptmx", "/dev/ptmx")
 	}
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
-		return errors.Join(append(errs, fmt.Errorf("agent: reading the kernel command line: %w", err))...)
+		s.fail(fmt.Errorf("reading the kernel command line: %w", err))
+		return s.err()
 	}
-	shares, err := ParseShares(string(cmdline))
+	cfg, err := ParseCmdline(string(cmdline))
 	if err != nil {
-		errs = append(errs, err)
+		s.fail(err)
+		return s.err()
 	}
-	for _, s := range shares {
-		m := mount{source: s.Tag, target: s.Path, fstype: "9p", data: "trans=virtio,version=9p2000.L,msize=524288", mode: 0o755}
-		if s.ReadOnly {
-			m.flags |= unix.MS_RDONLY
-		}
-		if err := doMount(m); err != nil {
-			errs = append(errs, err)
-			continue
-		}
-		log.Info("agent: mounted share", "tag", s.Tag, "path", s.Path, "ro", s.ReadOnly)
-	}
-	return errors.Join(errs...)
+	s.apply(cfg, api)
+	return s.err()
 }
 
-func doMount(m mount) error {
-	if err := os.MkdirAll(m.target, m.mode); err != nil {
-		return fmt.Errorf("agent: mount %s on %s: %w", m.fstype, m.target, err)
+// baseMounts mounts baseMounts and returns the top-level directories that
+// hold a mount afterwards: what a root switch moves along.
+func (s *setup) baseMounts() (api []mount) {
+	for _, m := range baseMounts() {
+		err := s.mount(m)
+		if errors.Is(err, unix.EBUSY) {
+			err = nil // already mounted (the kernel's DEVTMPFS_MOUNT, or a second run)
+		}
+		if err != nil {
+			s.fail(err)
+			continue
+		}
+		if path.Dir(m.target) == "/" {
+			api = append(api, m)
+		}
 	}
-	err := unix.Mount(m.source, m.target, m.fstype, m.flags, m.data)
-	if err == unix.EBUSY {
-		return nil // already mounted (the kernel's DEVTMPFS_MOUNT, or a second run)
+	return api
+}
+
+// apply switches root as cfg says, moving the api mounts along, then
+// mounts the shares.
+func (s *setup) apply(cfg BootConfig, api []mount) {
+	if cfg.Root.Kind != RootInitramfs {
+		if err := s.switchRoot(cfg.Root, api); err != nil {
+			s.fail(err)
+		} else {
+			s.log.Info("agent: switched root", "root", cfg.Root.String())
+		}
 	}
-	if err != nil {
-		return fmt.Errorf("agent: mount %s %s on %s: %w", m.fstype, m.source, m.target, err)
+	// Parents before children, so a share at /a does not hide one at /a/b.
+	shares := slices.Clone(cfg.Shares)
+	slices.SortStableFunc(shares, func(a, b Share) int {
+		return cmp.Compare(strings.Count(a.Path, "/"), strings.Count(b.Path, "/"))
+	})
+	for _, sh := range shares {
+		m := mount{source: sh.Tag, target: sh.Path, fstype: "9p", data: ninepOptions, mode: 0o755, what: fmt.Sprintf("9p share %q", sh.Tag)}
+		if sh.ReadOnly {
+			m.flags |= unix.MS_RDONLY
+		}
+		if err := s.mount(m); err != nil {
+			s.fail(err)
+			continue
+		}
+		s.log.Info("agent: mounted share", "tag", sh.Tag, "path", sh.Path, "ro", sh.ReadOnly)
+	}
+}
+
+// switchRoot makes root the system's root, as switch_root(8) does from an
+// initramfs: root's device read-only as the lower layer, a tmpfs upper, an
+// overlay of both; the api mounts (/dev, /proc...) move into it, the
+// overlay moves onto / and the agent chroots into it and changes to /.
+// The initramfs stays, hidden; commands start in the new root.
+func (s *setup) switchRoot(root Root, api []mount) error {
+	lower, rw, newRoot := s.staging+"/lower", s.staging+"/rw", s.staging+"/root"
+	var lm mount
+	switch root.Kind {
+	case Root9P:
+		lm = mount{source: root.Source, target: lower, fstype: "9p", flags: unix.MS_RDONLY, data: ninepRootOptions, mode: 0o755, what: fmt.Sprintf("the root's 9p share %q", root.Source)}
+	case RootBlock:
+		lm = mount{source: root.Source, target: lower, fstype: "ext4", flags: unix.MS_RDONLY, mode: 0o755, what: "the root's ext4 " + root.Source}
+	default:
+		return fmt.Errorf("switching root: unknown root kind %d", root.Kind)
+	}
+	if err := s.mount(lm); err != nil {
+		return err
+	}
+	if err := s.mount(mount{source: "tmpfs", target: rw, fstype: "tmpfs", data: "mode=0755", mode: 0o755, what: "the root's writable layer (tmpfs)"}); err != nil {
+		return err
+	}
+	for _, d := range []string{rw + "/upper", rw + "/work"} {
+		if err := s.sys.Mkdir(d, 0o755, false); err != nil {
+			return fmt.Errorf("switching root: %w", err)
+		}
+	}
+	ov := mount{source: "overlay", target: newRoot, fstype: "overlay", mode: 0o755, what: "the root's overlay",
+		data: "lowerdir=" + lower + ",upperdir=" + rw + "/upper,workdir=" + rw + "/work"}
+	if err := s.mount(ov); err != nil {
+		return err
+	}
+	for _, m := range api {
+		d := m.target
+		if err := s.sys.Mkdir(newRoot+d, m.mode, true); err != nil {
+			return fmt.Errorf("switching root: moving %s: %w", d, err)
+		}
+		if err := s.sys.Mount(d, newRoot+d, "", unix.MS_MOVE, ""); err != nil {
+			return fmt.Errorf("switching root: moving %s into the new root: %w", d, err)
+		}
+	}
+	if err := s.sys.Chdir(newRoot); err != nil {
+		return fmt.Errorf("switching root: chdir %s: %w", newRoot, err)
+	}
+	if err := s.sys.Mount(".", "/", "", unix.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("switching root: moving %s onto /: %w", newRoot, err)
+	}
+	if err := s.sys.Chroot("."); err != nil {
+		return fmt.Errorf("switching root: chroot: %w", err)
+	}
+	if err := s.sys.Chdir("/"); err != nil {
+		return fmt.Errorf("switching root: chdir /: %w", err)
 	}
 	return nil
+}
+
+// mount creates m's mount point and mounts m; its error names what and
+// where, and the kernel option that is likely missing.
+func (s *setup) mount(m mount) error {
+	if err := s.sys.Mkdir(m.target, m.mode, false); err != nil {
+		return fmt.Errorf("mounting %s on %s: %w", m.what, m.target, err)
+	}
+	if err := s.sys.Mount(m.source, m.target, m.fstype, m.flags, m.data); err != nil {
+		return &MountError{What: m.what, Target: m.target, Err: err, Hint: mountHint(m, err)}
+	}
+	return nil
+}
+
+// MountError is a mount that failed, with a hint at the cause (the kernel
+// options a missing file system needs).
+type MountError struct {
+	What, Target string
+	Err          error
+	Hint         string
+}
+
+func (e *MountError) Error() string {
+	msg := fmt.Sprintf("mounting %s on %s: %v", e.What, e.Target, e.Err)
+	if e.Hint != "" {
+		msg += " (" + e.Hint + ")"
+	}
+	return msg
+}
+
+// Unwrap returns the errno.
+func (e *MountError) Unwrap() error { return e.Err }
+
+// mountHint explains what the errno of a failed mount of m most likely
+// means: mount(2) says ENODEV for a file system type the kernel lacks.
+func mountHint(m mount, err error) string {
+	var errno unix.Errno
+	if !errors.As(err, &errno) {
+		return ""
+	}
+	if errno == unix.ENODEV {
+		if opts := fsOptions(m.fstype); opts != "" {
+			return "kernel needs " + opts
+		}
+		return ""
+	}
+	switch m.fstype {
+	case "9p":
+		switch errno {
+		case unix.EPROTONOSUPPORT: // p9_client_create finds no "virtio" transport
+			return "kernel needs CONFIG_NET_9P_VIRTIO"
+		case unix.ENOENT: // p9_virtio_create finds no device with the tag
+			return fmt.Sprintf("no virtio-9p device has mount tag %q: the host must share a directory with that tag, and the kernel needs CONFIG_NET_9P_VIRTIO", m.source)
+		case unix.EBUSY:
+			return fmt.Sprintf("mount tag %q is mounted already: a virtio-9p device serves one mount", m.source)
+		}
+	case "ext4":
+		switch errno {
+		case unix.ENOENT, unix.ENXIO:
+			return fmt.Sprintf("no block device %s: the host must attach the disk, and the kernel needs CONFIG_VIRTIO_BLK", m.source)
+		case unix.ENOTBLK:
+			return m.source + " is not a block device"
+		case unix.EINVAL:
+			return m.source + " holds no ext4 file system"
+		case unix.EROFS:
+			return m.source + " is read-only and its journal needs recovery: run e2fsck -fy on the image"
+		}
+	case "overlay":
+		if errno == unix.EINVAL {
+			return "overlayfs refused its layers: see the kernel log (dmesg)"
+		}
+	}
+	return ""
+}
+
+// fsOptions returns the kernel options file system type fstype needs.
+func fsOptions(fstype string) string {
+	switch fstype {
+	case "proc":
+		return "CONFIG_PROC_FS"
+	case "sysfs":
+		return "CONFIG_SYSFS"
+	case "devtmpfs":
+		return "CONFIG_DEVTMPFS"
+	case "devpts":
+		return "CONFIG_UNIX98_PTYS"
+	case "tmpfs":
+		return "CONFIG_SHMEM and CONFIG_TMPFS"
+	case "9p":
+		return "CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS"
+	case "ext4":
+		return "CONFIG_EXT4_FS"
+	case "overlay":
+		return "CONFIG_OVERLAY_FS"
+	}
+	return ""
 }
 
 // PowerOff syncs the file systems and powers the machine off; only PID 1

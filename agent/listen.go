@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -38,6 +39,44 @@ func Listen(spec string) (net.Listener, error) {
 	return nil, fmt.Errorf("agent: listen address %q: unknown kind %q, want vsock, unix or tcp", spec, kind)
 }
 
+// vsockOptions are the kernel options a guest agent needs for vsock.
+const vsockOptions = "CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS"
+
+// ErrNoVsockTransport means the kernel has vsock sockets but no transport
+// to a host: no virtio-vsock driver, or no virtio-vsock device.
+var ErrNoVsockTransport = errors.New("no vsock transport to the host")
+
+// CheckVsockTransport asks /dev/vsock for the local CID, which is
+// VMADDR_CID_ANY while no guest transport is registered: an agent would
+// then listen and never hear from the host. Only a guest should ask.
+func CheckVsockTransport() error {
+	return checkVsockTransport("/dev/vsock")
+}
+
+func checkVsockTransport(dev string) error {
+	f, err := os.Open(dev)
+	if errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("agent: vsock: %w: no %s (kernel needs %s)", ErrNoVsockTransport, dev, vsockOptions)
+	}
+	if err != nil {
+		return fmt.Errorf("agent: vsock: %w", err)
+	}
+	defer f.Close()
+	cid, err := unix.IoctlGetUint32(int(f.Fd()), unix.IOCTL_VM_SOCKETS_GET_LOCAL_CID)
+	if err != nil {
+		return fmt.Errorf("agent: vsock: IOCTL_VM_SOCKETS_GET_LOCAL_CID on %s: %w", dev, err)
+	}
+	return localCIDErr(cid)
+}
+
+// localCIDErr judges the local CID /dev/vsock reported.
+func localCIDErr(cid uint32) error {
+	if cid == unix.VMADDR_CID_ANY {
+		return fmt.Errorf("agent: vsock: %w (kernel needs CONFIG_VIRTIO_VSOCKETS, and the machine a virtio-vsock device)", ErrNoVsockTransport)
+	}
+	return nil
+}
+
 // VsockAddr is a vsock address.
 type VsockAddr struct {
 	CID, Port uint32
@@ -59,6 +98,9 @@ type vsockListener struct {
 // ListenVsock listens on port of every local CID.
 func ListenVsock(port uint32) (net.Listener, error) {
 	fd, err := unix.Socket(unix.AF_VSOCK, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err == unix.EAFNOSUPPORT {
+		return nil, fmt.Errorf("agent: vsock socket: %w (kernel needs %s)", err, vsockOptions)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("agent: vsock socket: %w", err)
 	}

@@ -40,6 +40,11 @@ type Config struct {
 	// HandshakeTimeout bounds the wait for Hello and the request; 0 means
 	// 10 s.
 	HandshakeTimeout time.Duration
+	// SetupError, when set, is why the system is not as the host asked
+	// (Init's *SetupError): every command is refused with it, as a start
+	// failure, so none runs without its root or shares. Power-off still
+	// works.
+	SetupError error
 }
 
 // Stats counts what a Server did.
@@ -185,6 +190,11 @@ func (ss *session) run(ctx context.Context) error {
 		e, err := proto.ParseExec(f.Payload)
 		if err != nil {
 			return fmt.Errorf("agent: host Exec: %w", err)
+		}
+		if err := ss.s.cfg.SetupError; err != nil {
+			ss.s.startErrors.Add(1)
+			ss.sendError(proto.CodeStart, err.Error())
+			return nil
 		}
 		return ss.exec(ctx, e)
 	}

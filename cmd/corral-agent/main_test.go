@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
@@ -48,11 +47,5 @@ func TestOrdinaryService(t *testing.T) {
 	}
 	if err := client.PowerOff(ctx, dial()); !errors.Is(err, client.ErrRefused) {
 		t.Errorf("PowerOff of a non-PID-1 agent: %v, want ErrRefused", err)
-	}
-}
-
-func TestBadListen(t *testing.T) {
-	if err := run(slog.New(slog.DiscardHandler), "carrier-pigeon:1", false); err == nil {
-		t.Error("run with a bad -listen succeeded")
 	}
 }

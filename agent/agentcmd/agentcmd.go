@@ -1,0 +1,150 @@
+// Package agentcmd is the program of Corral's guest agent, so that more
+// than one binary can be it: cmd/corral-agent is only this, and the static
+// corral binary becomes the agent when Invoked says so (one binary to put
+// into the guest).
+//
+// As the guest's PID 1 (the /init of the initrd agent/initrd builds) the
+// agent sets the system up (agent.Init: API file systems, the root of
+// corral.root=, the shares of corral.share=), reaps orphans, serves the
+// host over vsock and powers the machine off on request. Problems go to
+// the console as lines "corral-agent: error: ...". A setup problem does not
+// stop the agent: it refuses every command with the problem, so the host
+// learns why. Without vsock it cannot reach the host at all; it says so
+// and powers off. Under another init it is an ordinary service:
+//
+//	corral-agent [-listen vsock:1024|unix:PATH|tcp:ADDR]
+package agentcmd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/corral-vmm/corral/agent"
+)
+
+// Name is the program name under which a multi-call binary is the agent.
+const Name = "corral-agent"
+
+// Invoked reports whether a multi-call binary started with argv0 as
+// process pid should be the agent: under the name corral-agent, or as PID 1
+// under any name but corral's own (the kernel starts the initrd's /init,
+// or /corral/agent with rdinit=; a container whose entry point is corral
+// itself still gets the command-line tool).
+func Invoked(argv0 string, pid int) bool {
+	base := filepath.Base(argv0)
+	return base == Name || pid == 1 && base != "corral"
+}
+
+// Main runs the agent with the command-line arguments args (without the
+// program name) and returns the exit status. As PID 1 it never returns:
+// the kernel panics when init exits.
+func Main(args []string) int {
+	e := env{
+		pid1:       os.Getpid() == 1,
+		stderr:     os.Stderr,
+		init:       agent.Init,
+		listen:     agent.Listen,
+		checkVsock: agent.CheckVsockTransport,
+		powerOff:   agent.PowerOff,
+		settle:     time.Second,
+	}
+	code := e.run(context.Background(), args)
+	if e.pid1 {
+		select {} // power-off failed or is under way
+	}
+	return code
+}
+
+// env is what the agent program uses of the system; tests replace it.
+type env struct {
+	pid1       bool
+	stderr     io.Writer
+	init       func(*slog.Logger) error
+	listen     func(spec string) (net.Listener, error)
+	checkVsock func() error
+	powerOff   func() error
+	settle     time.Duration // for the console to drain before power-off
+}
+
+// consoleError prints err as the one-line console message the host and
+// users look for.
+func (e *env) consoleError(err error) {
+	fmt.Fprintf(e.stderr, "%s: error: %v\n", Name, err)
+}
+
+func (e *env) run(ctx context.Context, args []string) int {
+	fs := flag.NewFlagSet(Name, flag.ContinueOnError)
+	fs.SetOutput(e.stderr)
+	listen := fs.String("listen", fmt.Sprintf("vsock:%d", agent.DefaultPort), "where to serve: vsock:PORT, unix:PATH or tcp:ADDR")
+	err := fs.Parse(args)
+	switch {
+	case e.pid1 && err != nil:
+		// The kernel hands init the parameters it does not know; they must
+		// not cost the host its agent.
+		fmt.Fprintf(e.stderr, "%s: ignoring arguments %q: %v\n", Name, args, err)
+	case errors.Is(err, flag.ErrHelp):
+		return 0
+	case err != nil:
+		return 2
+	case !e.pid1 && fs.NArg() > 0:
+		fmt.Fprintf(e.stderr, "%s: unexpected arguments %q\n", Name, fs.Args())
+		return 2
+	}
+	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	if err := e.serve(ctx, log, *listen); err != nil {
+		e.consoleError(err)
+		if e.pid1 {
+			// Nobody can talk to this agent: end the machine, so that the
+			// host sees it end instead of waiting.
+			time.Sleep(e.settle)
+			if err := e.powerOff(); err != nil {
+				e.consoleError(err)
+			}
+		}
+		return 1
+	}
+	return 0
+}
+
+// serve sets the system up as PID 1 and serves until the listener fails;
+// its error means no host can reach the agent.
+func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error {
+	cfg := agent.Config{Logger: log}
+	if e.pid1 {
+		if err := e.init(log); err != nil {
+			// Go on: the host learns the problem from every command.
+			var se *agent.SetupError
+			if !errors.As(err, &se) {
+				se = &agent.SetupError{Problems: []error{err}}
+			}
+			for _, p := range se.Problems {
+				e.consoleError(fmt.Errorf("guest setup: %w", p))
+			}
+			cfg.SetupError = se
+		}
+		r := agent.NewReaper()
+		go r.Run(ctx)
+		cfg.Reaper = r
+		cfg.PowerOff = e.powerOff
+	}
+	l, err := e.listen(listen)
+	if err != nil {
+		return err
+	}
+	if e.pid1 && l.Addr().Network() == "vsock" {
+		if err := e.checkVsock(); err != nil {
+			l.Close()
+			return err
+		}
+	}
+	log.Info(Name+": serving", "addr", l.Addr(), "pid1", e.pid1)
+	return agent.NewServer(cfg).Serve(ctx, l)
+}
