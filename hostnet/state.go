@@ -5,29 +5,20 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/corral-vmm/corral/inventory"
 	"golang.org/x/sys/unix"
 )
 
 // StateDirEnv names the environment variable that overrides StateDir.
-const StateDirEnv = "CORRAL_STATE_DIR"
+const StateDirEnv = inventory.StateDirEnv
 
-// StateDir returns the directory of the host-wide lock and lease files:
-// $CORRAL_STATE_DIR if set, else /run/corral for root, else
-// $XDG_RUNTIME_DIR/corral, else corral-<uid> in the temporary directory.
-// Every Corral process on a host must agree on it for allocations to be
-// unique, which the default does per user (root's TAPs are root's).
-func StateDir() string {
-	if d := os.Getenv(StateDirEnv); d != "" {
-		return d
-	}
-	if os.Geteuid() == 0 {
-		return "/run/corral"
-	}
-	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
-		return filepath.Join(d, "corral")
-	}
-	return filepath.Join(os.TempDir(), fmt.Sprintf("corral-%d", os.Geteuid()))
-}
+// StateDir returns the directory of the host-wide lock and lease files,
+// the inventory's state directory (inventory.StateDir): $CORRAL_STATE_DIR
+// if set, else /run/corral for root, else $XDG_RUNTIME_DIR/corral, else
+// corral-<uid> in the temporary directory. Every Corral process on a host
+// must agree on it for allocations to be unique, which the default does
+// per user (root's TAPs are root's).
+func StateDir() string { return inventory.StateDir() }
 
 // lockFile opens (creating it and dir) and exclusively flocks dir/name. The
 // lock goes with the descriptor, so a crashed holder releases it; unlock

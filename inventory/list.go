@@ -236,9 +236,12 @@ func Resolve(vms []VM, q string) (*VM, error) {
 }
 
 // ClaimCrashReport reports whether the caller is the first to report this
-// crashed VM (and so should audit vm.crashed): it creates a marker in the
+// VM, found crashed, (and so should audit vm.crashed): it creates a marker in the
 // VM's directory that later callers find.
 func (v *VM) ClaimCrashReport() bool {
+	if v.State != Crashed {
+		return false
+	}
 	f, err := os.OpenFile(filepath.Join(v.Dir, crashedFile), os.O_WRONLY|os.O_CREATE|os.O_EXCL|unix.O_CLOEXEC, 0o600)
 	if err != nil {
 		return false
