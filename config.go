@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 
 	"github.com/corral-vmm/corral/boot"
 	"github.com/corral-vmm/corral/internal/console"
@@ -53,6 +54,11 @@ type Config struct {
 	// NoInventory leaves the machine out of the inventory and the audit
 	// trail (for library users who keep their own).
 	NoInventory bool
+	// TTL, when positive, is how long the machine may run: then it is
+	// asked to power off and stopped TTLStopTimeout later (vm.expired in
+	// the audit trail). Measured on the monotonic boot-time clock, never
+	// the calendar.
+	TTL time.Duration
 
 	// Kernel is the path of the guest kernel: a bzImage or an ELF with a
 	// PVH entry note (vmlinux, or a test guest). Required.
@@ -181,6 +187,9 @@ func (c *Config) Validate() error {
 		if err := c.Vsock.validate(); err != nil {
 			return bad("vsock: %v", err)
 		}
+	}
+	if c.TTL < 0 {
+		return bad("TTL %s is negative", c.TTL)
 	}
 	if err := c.validateInventory(); err != nil {
 		return bad("%v", err)

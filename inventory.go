@@ -194,6 +194,7 @@ func (m *Machine) inventoryRecord() (inventory.Record, error) {
 		Kernel: absPath(m.cfg.Kernel), Cmdline: m.cfg.Cmdline,
 		CPUs: m.cfg.cpus(), Memory: m.cfg.memory(),
 		Created: clk.Now(), Started: inventory.Duration(clk.Boottime()),
+		TTL: inventory.Duration(m.cfg.TTL),
 	}
 	if m.cfg.Initrd != "" {
 		r.Initrd = absPath(m.cfg.Initrd)

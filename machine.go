@@ -58,10 +58,12 @@ type Machine struct {
 	stopping  atomic.Bool // set once, before any vCPU is kicked
 	vcpuWG    sync.WaitGroup
 	unclaimed unclaimedCounter // guest accesses no device claimed
+	exits     exitCounters     // vCPU exits by reason, for Metrics
 	glog      *guestlog.Logger // rate-limited log of what the guest causes
 	done      chan struct{}    // closed when everything is released
 
 	reg atomic.Pointer[registration] // set by Start once registered (inventory.go)
+	ctl atomic.Pointer[controlState] // the control socket, once served (control.go)
 
 	// mu guards the lifecycle fields below. The fields above it are set
 	// by New and read-only afterwards, or synchronize themselves.
@@ -220,6 +222,8 @@ func (m *Machine) Start(ctx context.Context) error {
 		m.unregister(m.final)
 		close(m.done)
 	}()
+	m.startControl()
+	m.startTTL(systemTTLClock{})
 	m.log.Info("vm.started", "id", m.id)
 	return nil
 }
@@ -291,6 +295,7 @@ func (m *Machine) Close() error {
 		m.mu.Unlock()
 		m.Stop()
 		<-m.done
+		m.waitControl()
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		return m.releaseErr

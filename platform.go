@@ -13,6 +13,7 @@ import (
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
 	"github.com/corral-vmm/corral/internal/console"
+	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/virtiopci"
 	"github.com/corral-vmm/corral/virtio/vsock"
 )
@@ -33,6 +34,8 @@ type platform struct {
 	transports []*virtiopci.Transport // virtio functions on the PCI bus, slot = index+1
 	nics       []*nic                 // virtio-net devices' host sides
 	vsock      *vsock.Device          // Config.Vsock's device; nil without it
+	kbd        *devices.I8042         // the i8042, with a keyboard for RequestPowerOff
+	devs       []virtio.Device        // every virtio device, in slot order, for Metrics
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -83,7 +86,8 @@ func (m *Machine) createPlatform() error {
 			high += r.Size
 		}
 	}
-	kbd := devices.NewI8042(devices.I8042Config{Exit: exit, KbdIRQ: irqLine{m.vm, 1}})
+	kbd := devices.NewI8042(devices.I8042Config{Exit: exit, KbdIRQ: irqLine{m.vm, 1}, Keyboard: true})
+	p.kbd = kbd
 	p.pci = pci.NewHostBridge(func() { exit(devices.Exit{Kind: devices.ExitReset}) })
 	inserts := []struct {
 		base, size uint64

@@ -80,6 +80,7 @@ func (m *Machine) runVCPU(v *kvm.VCPU) {
 			m.end(Exit{Reason: ExitError, Err: m.vcpuError(v, "KVM_RUN failed", err)})
 			return
 		}
+		m.exits.add(v.ExitReason())
 		if e, stop := m.handleExit(v); stop {
 			m.end(e)
 			return

@@ -96,6 +96,7 @@ func (m *Machine) addVirtio(name string, dev virtio.Device) error {
 		return fmt.Errorf("corral: %s: %w", name, err)
 	}
 	p.transports = append(p.transports, t)
+	p.devs = append(p.devs, dev)
 	mapper = pci.NewBusMapper(name, m.mmio, nil, [6]devices.Device{0: t.BAR()}, m.log)
 	if err := pci.AssignBARs(t.ConfigSpace(), p.mmioAlloc, nil); err != nil {
 		return fmt.Errorf("corral: %s: placing BARs: %w", name, err)
