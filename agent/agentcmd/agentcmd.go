@@ -99,6 +99,9 @@ func (e *env) run(ctx context.Context, args []string) int {
 		return 2
 	}
 	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	if err := agent.CloseOnExecInherited(); err != nil {
+		log.Warn(Name+": commands may inherit the agent's descriptors", "err", err)
+	}
 	if err := e.serve(ctx, log, *listen); err != nil {
 		e.consoleError(err)
 		if e.pid1 {
@@ -146,5 +149,8 @@ func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error 
 		}
 	}
 	log.Info(Name+": serving", "addr", l.Addr(), "pid1", e.pid1)
-	return agent.NewServer(cfg).Serve(ctx, l)
+	if err := agent.NewServer(cfg).Serve(ctx, l); ctx.Err() == nil {
+		return err
+	}
+	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -47,5 +48,11 @@ func TestOrdinaryService(t *testing.T) {
 	}
 	if err := client.PowerOff(ctx, dial()); !errors.Is(err, client.ErrRefused) {
 		t.Errorf("PowerOff of a non-PID-1 agent: %v, want ErrRefused", err)
+	}
+	// main is agentcmd.Main: its exit status and console line.
+	out, err = exec.CommandContext(ctx, bin, "-listen", "carrier-pigeon:1").CombinedOutput()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.HasPrefix(string(out), "corral-agent: error: agent: listen address") {
+		t.Errorf("bad -listen: %v, output %q; want exit 1 and a corral-agent: error: line", err, out)
 	}
 }

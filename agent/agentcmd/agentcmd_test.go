@@ -1,0 +1,252 @@
+package agentcmd
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/agent"
+	"github.com/corral-vmm/corral/agent/client"
+)
+
+func TestInvoked(t *testing.T) {
+	for _, tc := range []struct {
+		argv0 string
+		pid   int
+		want  bool
+	}{
+		{"/init", 1, true},           // the initrd's /init -> /corral/agent
+		{"/corral/agent", 1, true},   // rdinit=/corral/agent
+		{"corral-agent", 4242, true}, // a service under another init
+		{"/usr/bin/corral-agent", 7, true},
+		{"/usr/bin/corral", 1, false}, // a container whose entry point is corral
+		{"corral", 4242, false},
+		{"/init", 4242, false},
+	} {
+		if got := Invoked(tc.argv0, tc.pid); got != tc.want {
+			t.Errorf("Invoked(%q, %d) = %v, want %v", tc.argv0, tc.pid, got, tc.want)
+		}
+	}
+}
+
+// syncBuffer is a console many goroutines write.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testEnv is a PID-1 env that serves on a unix socket and counts
+// power-offs.
+func testEnv(t *testing.T, pid1 bool) (*env, *syncBuffer, string, *atomic.Int32) {
+	console := &syncBuffer{}
+	sock := filepath.Join(t.TempDir(), "agent.sock")
+	var offs atomic.Int32
+	e := &env{
+		pid1:       pid1,
+		stderr:     console,
+		init:       func(*slog.Logger) error { return nil },
+		listen:     func(string) (net.Listener, error) { return agent.Listen("unix:" + sock) },
+		checkVsock: func() error { t.Error("checkVsock called for a unix listener"); return nil },
+		powerOff:   func() error { offs.Add(1); return nil },
+	}
+	return e, console, sock, &offs
+}
+
+// start runs e until the test ends.
+func start(t *testing.T, e *env, args ...string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int, 1)
+	go func() { done <- e.run(ctx, args) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case code := <-done:
+			if code != 0 {
+				t.Errorf("run ended with %d", code)
+			}
+		case <-time.After(10 * time.Second):
+			t.Error("run did not end")
+		}
+	})
+}
+
+func dial(t *testing.T, sock string) net.Conn {
+	t.Helper()
+	for start := time.Now(); ; time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("unix", sock)
+		if err == nil {
+			return c
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("agent does not listen: %v", err)
+		}
+	}
+}
+
+// TestSetupErrorPerCommand: a setup problem goes to the console as one
+// "corral-agent: error:" line each, and every command is refused with it.
+func TestSetupErrorPerCommand(t *testing.T) {
+	e, console, sock, offs := testEnv(t, true)
+	e.init = func(*slog.Logger) error {
+		return &agent.SetupError{Problems: []error{
+			&agent.MountError{What: `the root's 9p share "root"`, Target: "/corral/mnt/lower", Err: unix.ENODEV, Hint: "kernel needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS"},
+			&agent.MountError{What: `9p share "src"`, Target: "/src", Err: unix.ENODEV},
+		}}
+	}
+	start(t, e, "console=ttyS0", "quiet") // what the kernel hands init
+	for range 2 {
+		err := client.Command(dial(t, sock), "true").Run()
+		want := `agent: start failed: guest setup: mounting the root's 9p share "root" on /corral/mnt/lower: no such device (kernel needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS); mounting 9p share "src" on /src: no such device`
+		if err == nil || err.Error() != want {
+			t.Errorf("Run: %v\nwant %s", err, want)
+		}
+	}
+	for _, line := range []string{
+		`corral-agent: error: guest setup: mounting the root's 9p share "root" on /corral/mnt/lower: no such device (kernel needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS)` + "\n",
+		`corral-agent: error: guest setup: mounting 9p share "src" on /src: no such device` + "\n",
+	} {
+		if !strings.Contains(console.String(), line) {
+			t.Errorf("console lacks %q:\n%s", line, console)
+		}
+	}
+	if offs.Load() != 0 {
+		t.Error("a setup problem powered the machine off")
+	}
+}
+
+// TestNoVsock: without vsock nobody can reach the agent; it says why on the
+// console and powers off.
+func TestNoVsock(t *testing.T) {
+	for name, tc := range map[string]struct {
+		listen func(string) (net.Listener, error)
+		check  func() error
+		want   string
+	}{
+		"no AF_VSOCK": {
+			listen: func(string) (net.Listener, error) {
+				return nil, fmt.Errorf("agent: vsock socket: %w (kernel needs CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS)", unix.EAFNOSUPPORT)
+			},
+			want: "corral-agent: error: agent: vsock socket: address family not supported by protocol (kernel needs CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS)\n",
+		},
+		"no transport": {
+			listen: func(string) (net.Listener, error) { return &vsockListener{}, nil },
+			check: func() error {
+				return fmt.Errorf("agent: vsock: %w (kernel needs CONFIG_VIRTIO_VSOCKETS)", agent.ErrNoVsockTransport)
+			},
+			want: "corral-agent: error: agent: vsock: no vsock transport to the host (kernel needs CONFIG_VIRTIO_VSOCKETS)\n",
+		},
+	} {
+		e, console, _, offs := testEnv(t, true)
+		e.listen, e.checkVsock = tc.listen, tc.check
+		if code := e.run(context.Background(), nil); code != 1 {
+			t.Errorf("%s: exit %d, want 1", name, code)
+		}
+		if !strings.Contains(console.String(), tc.want) {
+			t.Errorf("%s: console %q, want %q", name, console, tc.want)
+		}
+		if offs.Load() != 1 {
+			t.Errorf("%s: %d power-offs, want 1", name, offs.Load())
+		}
+	}
+}
+
+// vsockListener is a listener that claims to be vsock.
+type vsockListener struct{ net.Listener }
+
+func (*vsockListener) Addr() net.Addr { return agent.VsockAddr{Port: agent.DefaultPort} }
+func (*vsockListener) Close() error   { return nil }
+
+func TestServiceErrors(t *testing.T) {
+	e, console, _, offs := testEnv(t, false)
+	e.listen = agent.Listen
+	if code := e.run(context.Background(), []string{"-listen", "carrier-pigeon:1"}); code != 1 {
+		t.Errorf("bad -listen: exit %d, want 1", code)
+	}
+	if !strings.Contains(console.String(), `corral-agent: error: agent: listen address "carrier-pigeon:1"`) {
+		t.Errorf("console %q", console)
+	}
+	if code := e.run(context.Background(), []string{"-nope"}); code != 2 {
+		t.Errorf("unknown flag: exit %d, want 2", code)
+	}
+	if code := e.run(context.Background(), []string{"stray"}); code != 2 {
+		t.Errorf("stray argument: exit %d, want 2", code)
+	}
+	if offs.Load() != 0 {
+		t.Error("an agent that is not PID 1 powered off")
+	}
+}
+
+// TestCommandOutputIsClean: a command's descriptors are its own pipes, so
+// nothing the agent logs (to its console, here a file) reaches its output.
+func TestCommandOutputIsClean(t *testing.T) {
+	e, _, sock, _ := testEnv(t, false)
+	consolePath := filepath.Join(t.TempDir(), "console")
+	f, err := os.Create(consolePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	e.stderr = f
+	// A descriptor the agent inherited without close-on-exec, as from a
+	// service manager or a CI runner.
+	inherited, err := unix.Open(consolePath, unix.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(inherited)
+	start(t, e)
+	// ls's descriptors are the command's, plus the one it reads
+	// /proc/self/fd with.
+	var stdout, stderr bytes.Buffer
+	cmd := client.Command(dial(t, sock), "ls", "-l", "/proc/self/fd")
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("Run: %v (stderr %q)", err, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr %q", stderr.String())
+	}
+	fds := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(stdout.String()), "\n") {
+		if f := strings.Fields(line); len(f) > 3 && f[len(f)-2] == "->" {
+			fds[f[len(f)-3]] = f[len(f)-1]
+		}
+	}
+	for _, fd := range []string{"0", "1", "2"} {
+		if !strings.HasPrefix(fds[fd], "pipe:[") {
+			t.Errorf("fd %s is %q, want a pipe", fd, fds[fd])
+		}
+		delete(fds, fd)
+	}
+	for fd, target := range fds {
+		if target == consolePath || !strings.HasPrefix(target, "/proc/") {
+			t.Errorf("the command holds fd %s on %s", fd, target)
+		}
+	}
+	if b, _ := os.ReadFile(consolePath); !bytes.Contains(b, []byte("corral-agent: serving")) {
+		t.Errorf("console %q lacks the agent's log", b)
+	}
+}
