@@ -25,6 +25,12 @@ const usageText = `corral runs Linux kernels and test guests in KVM microVMs.
 
 Usage:
   corral run --kernel PATH [flags]     boot a guest with its console on this terminal
+  corral ps [-a] [--json] [--filter F] list this user's VMs (root: everyone's)
+  corral inspect ID|NAME               print a VM's record, state and age as JSON
+  corral logs [-f] ID|NAME             print (-f: follow) a VM's console log
+  corral events [-f] [--since D] [--json]
+                                       print (-f: follow) the audit trail
+  corral gc                            remove the records of ended and crashed VMs
   corral dhcp replay [flags] FILE...   run captured frames through the DHCP server
   corral version                       print the version
   corral help                          print this help
@@ -63,6 +69,9 @@ corral run flags:
                     host programs, in Firecracker's hybrid-vsock convention:
                     write "CONNECT <port>\n" to reach guest port <port>; guest
                     connections to host port P go to the socket PATH_P.
+  --name NAME       the VM's name in the inventory (printable, no spaces, not
+                    all hex digits): corral ps, inspect, logs take it for the ID
+  --label KEY=VALUE a label in the inventory and the audit trail; repeatable
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
 
@@ -93,6 +102,29 @@ Exit status of corral run:
   A guest may also exit with 123, 125 or 126 through the debug-exit port;
   the message on standard error tells the cases apart.
 
+What is running (no daemon):
+  Every VM registers in a directory under the state directory ($CORRAL_STATE_DIR,
+  else /run/corral for root, else $XDG_RUNTIME_DIR/corral): its record, console
+  log and a lock its VMM holds while it lives, so a killed VMM shows as crashed.
+  ID|NAME is a VM's ID, a unique ID prefix, or its name. A user sees only
+  their own VMs; root sees everyone's.
+  corral ps flags:
+    -a              include ended and crashed VMs (until corral gc)
+    --json          print JSON (the records, state, age_seconds, ttl_left_seconds)
+    --filter F      label=KEY=VALUE, label=KEY, name=NAME or state=STATE; repeatable
+  corral events flags:
+    -f              follow the trail
+    --since D       only events of the last D (a Go duration: 10m, 2h), by the
+                    boot-time clock, never the calendar
+    --json          print the records as they are (JSON Lines)
+  The audit trail is /var/log/corral/audit.jsonl for root, else audit.jsonl in
+  the state directory ($CORRAL_AUDIT_LOG overrides): vm.created, vm.started,
+  vm.ended (exit reason and code), vm.crashed (found by ps or gc),
+  vm.collected, one JSON line each, synced before the event is acted on, and
+  mirrored to the systemd journal (journalctl CORRAL_VM_ID=ID) when it runs.
+  Exit status of ps, inspect, logs, events and gc: 0 done, 1 failed (no such
+  VM, an ambiguous ID prefix, an unwritable trail), 125 usage error.
+
 corral dhcp replay: run "corral dhcp replay --help" for its flags.
 `
 
@@ -114,6 +146,16 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return runCommand(ctx, args[1:], stdin, stdout, stderr)
 	case "dhcp":
 		return dhcpCommand(ctx, args[1:], stdout, stderr)
+	case "ps":
+		return psCommand(args[1:], stdout, stderr)
+	case "inspect":
+		return inspectCommand(args[1:], stdout, stderr)
+	case "logs":
+		return logsCommand(ctx, args[1:], stdout, stderr)
+	case "events":
+		return eventsCommand(ctx, args[1:], stdout, stderr)
+	case "gc":
+		return gcCommand(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "corral", version)
 		return exitOK

@@ -38,6 +38,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&o.memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
 	fs.StringVar(&o.logLevel, "log", "warn", "log level")
+	addInventoryFlags(fs, cfg)
 	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
 		n, err := corral.ParseNet(v)
 		if err != nil {
