@@ -31,6 +31,9 @@ Usage:
   corral events [-f] [--since D] [--json]
                                        print (-f: follow) the audit trail
   corral gc                            remove the records of ended and crashed VMs
+  corral stop [--timeout D] ID|NAME    ask the guest to power off (Ctrl-Alt-Del on its
+                                       keyboard), stop it hard after D (default 10s)
+  corral kill ID|NAME                  stop a VM hard at once
   corral dhcp replay [flags] FILE...   run captured frames through the DHCP server
   corral version                       print the version
   corral help                          print this help
@@ -69,9 +72,13 @@ corral run flags:
                     host programs, in Firecracker's hybrid-vsock convention:
                     write "CONNECT <port>\n" to reach guest port <port>; guest
                     connections to host port P go to the socket PATH_P.
-  --name NAME       the VM's name in the inventory (printable, no spaces, not
-                    all hex digits): corral ps, inspect, logs take it for the ID
+  --name NAME       the VM's name in the inventory (printable, no spaces):
+                    corral ps, inspect, logs take it for the ID
   --label KEY=VALUE a label in the inventory and the audit trail; repeatable
+  --ttl D           the VM may run for D (1h, 90s): then it is asked to power
+                    off and stopped 10s later, audited as vm.expired. Measured
+                    on the monotonic clock. corral run also stops its VM when
+                    its parent process dies (SIGTERM by PR_SET_PDEATHSIG).
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
 
@@ -156,6 +163,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return eventsCommand(ctx, args[1:], stdout, stderr)
 	case "gc":
 		return gcCommand(args[1:], stdout, stderr)
+	case "stop":
+		return stopCommand(ctx, args[1:], stdout, stderr)
+	case "kill":
+		return killCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "corral", version)
 		return exitOK

@@ -39,6 +39,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
 	fs.StringVar(&o.logLevel, "log", "warn", "log level")
 	addInventoryFlags(fs, cfg)
+	fs.DurationVar(&cfg.TTL, "ttl", 0, "how long the VM may run")
 	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
 		n, err := corral.ParseNet(v)
 		if err != nil {
