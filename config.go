@@ -41,8 +41,7 @@ var ErrConfig = errors.New("invalid machine configuration")
 // the documented default.
 type Config struct {
 	// Name labels the machine in logs and inventories; empty means its ID.
-	// In the inventory it is printable, without spaces, and not hex digits
-	// alone (which would read as an ID prefix).
+	// It is printable, without spaces (inventory.ValidateName).
 	Name string
 	// Labels are KEY=VALUE pairs recorded in the inventory and the audit
 	// trail (corral ps --filter label=K=V).

@@ -481,6 +481,11 @@ func TestResolve(t *testing.T) {
 	if _, err := Resolve(vms, "dup"); !errors.Is(err, ErrAmbiguous) || !strings.Contains(err.Error(), `name "dup" matches 2 VMs`) {
 		t.Errorf("ambiguous name: %v", err)
 	}
+	// A name that is another VM's ID prefix: both are named.
+	vms = append(vms, rec("eeee000000000006", "cccc"))
+	if _, err := Resolve(vms, "cccc"); !errors.Is(err, ErrAmbiguous) || !strings.Contains(err.Error(), `name or ID prefix "cccc" matches 2 VMs: cccc000000000004 (dup), eeee000000000006 (cccc)`) {
+		t.Errorf("name that is an ID prefix: %v", err)
+	}
 	if _, err := Resolve(vms, "nope"); !errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), `nothing has the ID or name "nope"`) {
 		t.Errorf("no match: %v", err)
 	}

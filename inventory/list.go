@@ -191,48 +191,50 @@ func lockHeld(dir string) (bool, error) {
 	return false, nil // closing f lets go
 }
 
-// Resolve finds the one VM that q names: a whole ID, a name, or a unique
-// ID prefix. Several VMs with the name, or an ID prefix shared by several,
-// give ErrAmbiguous listing them.
+// Resolve finds the one VM that q names: a whole ID, else a name or a
+// unique ID prefix. When the name and ID prefixes together match several
+// VMs, the error wraps ErrAmbiguous and lists them.
 func Resolve(vms []VM, q string) (*VM, error) {
 	if q == "" {
 		return nil, fmt.Errorf("inventory: %w: empty ID or name", ErrNotFound)
 	}
-	var byName, byPrefix []*VM
+	var match []*VM
+	byName, byPrefix := false, false
 	for i := range vms {
 		v := &vms[i]
 		if v.ID == q {
 			return v, nil
 		}
-		if v.Name() == q {
-			byName = append(byName, v)
+		n, p := v.Name() == q, strings.HasPrefix(v.ID, q)
+		if n || p {
+			match = append(match, v)
 		}
-		if strings.HasPrefix(v.ID, q) {
-			byPrefix = append(byPrefix, v)
-		}
+		byName, byPrefix = byName || n, byPrefix || p
 	}
-	for _, m := range []struct {
-		what string
-		vms  []*VM
-	}{{"name", byName}, {"ID prefix", byPrefix}} {
-		switch len(m.vms) {
-		case 0:
-			continue
-		case 1:
-			return m.vms[0], nil
-		}
-		var ids []string
-		for _, v := range m.vms {
-			s := v.ID
-			if v.Name() != "" {
-				s += " (" + v.Name() + ")"
-			}
-			ids = append(ids, s)
-		}
-		return nil, fmt.Errorf("inventory: %w: %s %q matches %d VMs: %s; give more of the ID",
-			ErrAmbiguous, m.what, q, len(m.vms), strings.Join(ids, ", "))
+	switch len(match) {
+	case 0:
+		return nil, fmt.Errorf("inventory: %w: nothing has the ID or name %q", ErrNotFound, q)
+	case 1:
+		return match[0], nil
 	}
-	return nil, fmt.Errorf("inventory: %w: nothing has the ID or name %q", ErrNotFound, q)
+	what := "name or ID prefix"
+	switch {
+	case !byName:
+		what = "ID prefix"
+	case !byPrefix:
+		what = "name"
+	}
+	slices.SortFunc(match, func(a, b *VM) int { return strings.Compare(a.ID, b.ID) })
+	var ids []string
+	for _, v := range match {
+		s := v.ID
+		if v.Name() != "" {
+			s += " (" + v.Name() + ")"
+		}
+		ids = append(ids, s)
+	}
+	return nil, fmt.Errorf("inventory: %w: %s %q matches %d VMs: %s; give more of the ID",
+		ErrAmbiguous, what, q, len(match), strings.Join(ids, ", "))
 }
 
 // ClaimCrashReport reports whether the caller is the first to report this

@@ -131,8 +131,8 @@ func ValidID(id string) bool {
 }
 
 // ValidateName checks a machine name: 1 to 128 bytes of printable UTF-8
-// without spaces (a test's name, "ci-42/web"), and not hex digits alone,
-// which would read as an ID prefix.
+// without spaces (a test's name, "ci-42/web"). A name that is also an ID
+// prefix of another VM makes Resolve report both.
 func ValidateName(n string) error {
 	if n == "" {
 		return nil
@@ -143,17 +143,10 @@ func ValidateName(n string) error {
 	if !utf8.ValidString(n) {
 		return fmt.Errorf("name %q is not UTF-8", n)
 	}
-	hexOnly := true
 	for i, r := range n {
 		if r <= ' ' || r == 0x7f || !unicode.IsPrint(r) {
 			return fmt.Errorf("name %q has %q at offset %d (want printable characters, no spaces)", n, r, i)
 		}
-		if !(r >= '0' && r <= '9' || r >= 'a' && r <= 'f') {
-			hexOnly = false
-		}
-	}
-	if hexOnly {
-		return fmt.Errorf("name %q is all hex digits and would read as an ID prefix", n)
 	}
 	return nil
 }
