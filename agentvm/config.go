@@ -1,0 +1,208 @@
+package agentvm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/corral-vmm/corral"
+)
+
+// DefaultAgentTimeout bounds the wait for the agent when
+// Config.AgentTimeout is zero. It is generous: under nested or emulated
+// KVM a Linux boot takes minutes.
+const DefaultAgentTimeout = 3 * time.Minute
+
+// AgentEnv names the environment variable holding the agent's path when
+// Config.Agent is empty.
+const AgentEnv = "CORRAL_AGENT"
+
+// Mount tags agentvm gives its own 9p shares; a Config.Machine.Shares tag
+// may not start with TagPrefix.
+const (
+	TagPrefix = "corral-"
+	rootTag   = TagPrefix + "root"
+)
+
+// Command-line keys the agent reads as PID 1 (see agent).
+const (
+	rootKey  = "corral.root="
+	shareKey = "corral.share="
+)
+
+// RootDisk is the guest device of a RootImage: agentvm puts the image
+// first on the PCI bus, so it is the first virtio-blk disk.
+const RootDisk = "/dev/vda"
+
+// ErrConfig is wrapped by errors in a Config that agentvm finds before it
+// creates anything (a bad share, a missing agent); corral.ErrConfig is
+// wrapped by those corral's own Validate finds.
+var ErrConfig = errors.New("agentvm: invalid configuration")
+
+type rootKind int
+
+const (
+	rootInitrd rootKind = iota
+	rootHost
+	rootDir
+	rootImage
+)
+
+// Root is what the guest sees as /. The zero value is RootInitrd.
+type Root struct {
+	kind rootKind
+	path string
+}
+
+// RootInitrd keeps the initramfs as the root: the agent, the user's
+// initrd (Config.Machine.Initrd) if any, and the mounts PID 1 makes.
+func RootInitrd() Root { return Root{} }
+
+// RootHost is the host's / served read-only over 9p, with a tmpfs
+// overlay on top so the guest can write (its writes never reach the host).
+// The 9p server runs in this process, with this process's rights.
+func RootHost() Root { return Root{kind: rootHost, path: "/"} }
+
+// RootDir is the host directory dir (an unpacked image, say) served
+// read-only over 9p, under a tmpfs overlay.
+func RootDir(dir string) Root { return Root{kind: rootDir, path: dir} }
+
+// RootImage is an ext4 image on a read-only virtio-blk disk (RootDisk),
+// under a tmpfs overlay.
+func RootImage(path string) Root { return Root{kind: rootImage, path: path} }
+
+// String describes the root for messages.
+func (r Root) String() string {
+	switch r.kind {
+	case rootHost:
+		return "the host's / (read-only, tmpfs overlay)"
+	case rootDir:
+		return fmt.Sprintf("directory %s (read-only, tmpfs overlay)", r.path)
+	case rootImage:
+		return fmt.Sprintf("image %s (read-only, tmpfs overlay)", r.path)
+	}
+	return "the initramfs"
+}
+
+// Share is a host directory mounted in the guest over virtio-9p.
+type Share struct {
+	// Host is the host directory.
+	Host string
+	// Guest is where the guest mounts it (absolute; no spaces, quotes or
+	// ':'); empty means the same path as Host.
+	Guest string
+	// ReadOnly refuses every change the guest asks for.
+	ReadOnly bool
+}
+
+// Config describes a machine to run the agent in.
+type Config struct {
+	// Machine is the machine: kernel, command line, CPUs, memory, disks,
+	// NICs, console. Its Initrd, if any, is kept and the agent's archive
+	// appended; a vsock device is added when Vsock is nil; agentvm's shares
+	// are appended to Shares, its keys to Cmdline, and a RootImage disk is
+	// put before Disks. Console receives the guest's console as it comes.
+	Machine corral.Config
+	// Agent is the path of a static corral-agent, or of a static corral
+	// binary (which is the agent when it runs as PID 1); "" means
+	// $CORRAL_AGENT.
+	Agent string
+	// Root is the guest's /; the zero value keeps the initramfs.
+	Root Root
+	// Shares are host directories to mount in the guest.
+	Shares []Share
+	// AgentTimeout bounds the wait for the agent to answer after the
+	// machine starts; 0 means DefaultAgentTimeout.
+	AgentTimeout time.Duration
+}
+
+// FindAgent returns the agent path cfg names: Agent, else $CORRAL_AGENT,
+// else an error that says how to get one.
+func (cfg *Config) FindAgent() (string, error) {
+	p := cfg.Agent
+	if p == "" {
+		p = os.Getenv(AgentEnv)
+	}
+	if p == "" {
+		return "", fmt.Errorf("%w: no agent: set Config.Agent or $%s to a static corral-agent (CGO_ENABLED=0 go build ./cmd/corral-agent) or a static corral binary", ErrConfig, AgentEnv)
+	}
+	return p, nil
+}
+
+// machineConfig returns the machine configuration with the root, the
+// shares, the vsock device and the command-line keys added; the caller
+// sets Initrd and Console. cfg.Machine is not modified.
+func (cfg *Config) machineConfig() (corral.Config, error) {
+	mc := cfg.Machine
+	mc.Shares = append([]corral.Share(nil), cfg.Machine.Shares...)
+	mc.Disks = append([]corral.Disk(nil), cfg.Machine.Disks...)
+	for _, s := range mc.Shares {
+		if strings.HasPrefix(s.Tag, TagPrefix) {
+			return corral.Config{}, fmt.Errorf("%w: share tag %q: tags starting with %q are agentvm's", ErrConfig, s.Tag, TagPrefix)
+		}
+	}
+	if mc.Vsock == nil {
+		mc.Vsock = &corral.Vsock{}
+	}
+	var keys []string
+	switch cfg.Root.kind {
+	case rootInitrd:
+	case rootHost, rootDir:
+		if cfg.Root.path == "" {
+			return corral.Config{}, fmt.Errorf("%w: root directory: no path", ErrConfig)
+		}
+		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Root.path, Tag: rootTag, ReadOnly: true})
+		keys = append(keys, rootKey+"9p:"+rootTag)
+	case rootImage:
+		if cfg.Root.path == "" {
+			return corral.Config{}, fmt.Errorf("%w: root image: no path", ErrConfig)
+		}
+		mc.Disks = append([]corral.Disk{{Path: cfg.Root.path, ReadOnly: true, Serial: "corral-root"}}, mc.Disks...)
+		keys = append(keys, rootKey+"blk:"+RootDisk)
+	}
+	for i, s := range cfg.Shares {
+		guest := s.Guest
+		if guest == "" {
+			guest = s.Host
+		}
+		if err := checkGuestPath(guest); err != nil {
+			return corral.Config{}, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
+		}
+		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
+		mc.Shares = append(mc.Shares, corral.Share{Path: s.Host, Tag: tag, ReadOnly: s.ReadOnly})
+		k := shareKey + tag + ":" + filepath.Clean(guest)
+		if s.ReadOnly {
+			k += ":ro"
+		}
+		keys = append(keys, k)
+	}
+	mc.Cmdline = appendCmdline(mc.Cmdline, keys...)
+	return mc, nil
+}
+
+// checkGuestPath accepts an absolute path that survives the kernel
+// command line and the agent's TAG:PATH[:ro] syntax as one word.
+func checkGuestPath(p string) error {
+	if !filepath.IsAbs(p) {
+		return fmt.Errorf("guest path %q is not absolute", p)
+	}
+	for _, r := range p {
+		if r <= ' ' || r == 0x7f || r == '"' || r == ':' {
+			return fmt.Errorf("guest path %q has a space, control character, quote or ':', which the kernel command line cannot carry", p)
+		}
+	}
+	return nil
+}
+
+// appendCmdline joins command-line words with single spaces.
+func appendCmdline(cmdline string, words ...string) string {
+	parts := []string{}
+	if s := strings.TrimSpace(cmdline); s != "" {
+		parts = append(parts, s)
+	}
+	parts = append(parts, words...)
+	return strings.Join(parts, " ")
+}

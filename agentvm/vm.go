@@ -1,0 +1,309 @@
+package agentvm
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"sync"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent"
+	"github.com/corral-vmm/corral/agent/client"
+	"github.com/corral-vmm/corral/agent/initrd"
+	"github.com/corral-vmm/corral/agent/proto"
+)
+
+// Bounds of the agent conversations agentvm has itself.
+const (
+	// helloTimeout bounds one greeting of the agent during Start.
+	helloTimeout = 10 * time.Second
+	// powerOffTimeout bounds asking the agent to power off in Close, and
+	// then again the wait for the machine to end by itself.
+	powerOffTimeout = 5 * time.Second
+	// Backoff between tries to reach the agent.
+	minBackoff = 10 * time.Millisecond
+	maxBackoff = 250 * time.Millisecond
+)
+
+// VM is a running machine whose agent answered. Its methods are safe for
+// concurrent use.
+type VM struct {
+	m    *corral.Machine // nil in tests against a fake agent
+	ring *consoleRing
+	log  *slog.Logger
+
+	dial func(ctx context.Context) (net.Conn, error)
+	done <-chan struct{} // closed when the machine has ended
+	stop func() error    // stops and releases the machine
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+// Start boots the machine cfg describes with the agent as its init and
+// returns once the agent has answered a protocol Hello. When the machine
+// ends first, the kernel panics, cfg.AgentTimeout passes or ctx ends, it
+// stops the machine and returns an *AgentError. Errors in cfg found before
+// the machine exists wrap ErrConfig or corral.ErrConfig. ctx bounds only
+// the start: the machine runs until Close.
+func Start(ctx context.Context, cfg Config) (*VM, error) {
+	path, err := cfg.FindAgent()
+	if err != nil {
+		return nil, err
+	}
+	agentBytes, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: agent: %v", ErrConfig, err)
+	}
+	if err := initrd.CheckAgent(agentBytes); err != nil {
+		return nil, fmt.Errorf("%w: agent %s: %v", ErrConfig, path, err)
+	}
+	mc, err := cfg.machineConfig()
+	if err != nil {
+		return nil, err
+	}
+	ring := newConsoleRing(mc.Console, ConsoleLines)
+	mc.Console = ring
+
+	// The initrd lives in a memfd: nothing is left on disk, whatever
+	// happens to this process. New reads it all into guest memory.
+	ird, err := buildInitrd(mc.Initrd, agentBytes)
+	if err != nil {
+		return nil, err
+	}
+	mc.Initrd = fmt.Sprintf("/proc/self/fd/%d", ird.Fd())
+	m, err := corral.New(mc)
+	ird.Close()
+	if err != nil {
+		return nil, fmt.Errorf("agentvm: %w", err)
+	}
+	if err := m.Start(context.Background()); err != nil {
+		m.Close()
+		return nil, fmt.Errorf("agentvm: %w", err)
+	}
+	log := mc.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	vm := &VM{
+		m:    m,
+		ring: ring,
+		log:  log,
+		dial: func(ctx context.Context) (net.Conn, error) { return m.DialVsock(ctx, agent.DefaultPort) },
+		done: m.Done(),
+		stop: m.Close,
+	}
+	timeout := cfg.AgentTimeout
+	if timeout <= 0 {
+		timeout = DefaultAgentTimeout
+	}
+	if err := vm.waitAgent(ctx, timeout, func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return vm, nil
+}
+
+// buildInitrd writes the user's initrd (userPath, "" for none) and the
+// agent's archive into a memfd.
+func buildInitrd(userPath string, agentBytes []byte) (*os.File, error) {
+	fd, err := unix.MemfdCreate("corral-initrd", unix.MFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("agentvm: memfd for the initrd: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "corral-initrd")
+	var user io.Reader
+	if userPath != "" {
+		uf, err := os.Open(userPath)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("%w: initrd: %v", ErrConfig, err)
+		}
+		defer uf.Close()
+		user = uf
+	}
+	if err := initrd.Write(f, user, agentBytes); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("agentvm: %w", err)
+	}
+	return f, nil
+}
+
+// waitAgent greets the agent until it answers, with a growing backoff.
+func (vm *VM) waitAgent(ctx context.Context, timeout time.Duration, exit func() corral.Exit) error {
+	t0 := time.Now()
+	tctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	// A dial in flight ends when the machine does, or the kernel panics.
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-vm.done:
+		case <-vm.ring.panicked:
+		case <-stop:
+		}
+		cancel()
+	}()
+	fail := func(r Reason, lastErr error) error {
+		e := &AgentError{Reason: r, Waited: time.Since(t0).Round(time.Millisecond).String(), LastErr: lastErr}
+		if r == ReasonExited {
+			e.Exit = exit()
+		}
+		e.AgentErrors = vm.ring.agentErrors()
+		e.Console = vm.ring.tail(20)
+		return e
+	}
+	backoff := minBackoff
+	var lastErr error
+	for {
+		err := vm.hello(tctx)
+		if err == nil {
+			vm.log.Info("agentvm: agent answered", "after", time.Since(t0))
+			return nil
+		}
+		if errors.Is(err, client.ErrVersion) || errors.Is(err, proto.ErrProtocol) {
+			// An agent answered, and cannot be talked to: waiting will
+			// not change it.
+			return fmt.Errorf("agentvm: greeting the agent: %w", err)
+		}
+		if tctx.Err() == nil || lastErr == nil {
+			lastErr = err // not the cancellation's own error
+		}
+		select {
+		case <-vm.ring.panicked:
+			return fail(ReasonPanic, lastErr)
+		default:
+		}
+		select {
+		case <-vm.done:
+			return fail(ReasonExited, lastErr)
+		default:
+		}
+		if ctx.Err() != nil {
+			return fail(ReasonCanceled, lastErr)
+		}
+		if tctx.Err() != nil {
+			return fail(ReasonTimeout, lastErr)
+		}
+		select {
+		case <-time.After(backoff):
+		case <-tctx.Done():
+		}
+		backoff = min(2*backoff, maxBackoff)
+	}
+}
+
+// hello dials the agent and exchanges Hellos on a connection of its own.
+func (vm *VM) hello(ctx context.Context) error {
+	conn, err := vm.dial(ctx)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	conn.SetDeadline(time.Now().Add(helloTimeout))
+	if err := proto.NewWriter(conn).Send(proto.TypeHello, 0, proto.Hello{Min: proto.MinVersion, Max: proto.Version}.Append(nil)); err != nil {
+		return fmt.Errorf("sending Hello: %w", err)
+	}
+	f, err := proto.NewReader(conn, proto.FromAgent).Next()
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return fmt.Errorf("waiting for the agent's Hello: %w", err)
+	}
+	switch f.Type {
+	case proto.TypeHello:
+		h, err := proto.ParseHello(f.Payload)
+		if err != nil {
+			return fmt.Errorf("agent Hello: %w", err)
+		}
+		if h.Min != h.Max || h.Max < proto.MinVersion || h.Max > proto.Version {
+			return fmt.Errorf("agent chose protocol versions %d..%d, this side speaks %d..%d: %w", h.Min, h.Max, proto.MinVersion, proto.Version, client.ErrVersion)
+		}
+		return nil
+	case proto.TypeError:
+		e, err := proto.ParseError(f.Payload)
+		if err != nil {
+			return fmt.Errorf("agent Error: %w", err)
+		}
+		return e
+	}
+	return fmt.Errorf("agent sent %s, want Hello: %w", f.Type, proto.ErrProtocol)
+}
+
+// Command returns a Cmd that runs name with args in the guest. It dials
+// its own connection to the agent when it starts.
+func (vm *VM) Command(name string, args ...string) *client.Cmd {
+	return client.Command(vm.lazyConn(context.Background()), name, args...)
+}
+
+// CommandContext is Command with a context: when ctx ends before the
+// command, the command and its process group are killed.
+func (vm *VM) CommandContext(ctx context.Context, name string, args ...string) *client.Cmd {
+	return client.CommandContext(ctx, vm.lazyConn(ctx), name, args...)
+}
+
+// Dial opens a connection to the agent, for a session the caller runs
+// itself (client.PowerOff, say).
+func (vm *VM) Dial(ctx context.Context) (net.Conn, error) {
+	return vm.dial(ctx)
+}
+
+// Machine returns the machine.
+func (vm *VM) Machine() *corral.Machine { return vm.m }
+
+// Done returns a channel closed when the machine has ended.
+func (vm *VM) Done() <-chan struct{} { return vm.done }
+
+// ConsoleTail returns the last n lines of the guest's console (at most
+// ConsoleLines), oldest first; an unfinished last line is included.
+func (vm *VM) ConsoleTail(n int) []string { return vm.ring.tail(n) }
+
+// Close asks the agent to power the machine off (which syncs the guest's
+// file systems), waits a bounded time for that, then stops the machine if
+// it still runs and releases it. It returns what releasing failed at; a
+// refused or failed power-off is logged, as the machine is stopped anyway.
+// Later calls return the first call's result.
+func (vm *VM) Close() error {
+	vm.closeOnce.Do(func() {
+		select {
+		case <-vm.done:
+		default:
+			if err := vm.powerOff(); err != nil {
+				vm.log.Warn("agentvm: power-off through the agent failed; stopping the machine", "err", err)
+			}
+		}
+		vm.closeErr = vm.stop()
+	})
+	return vm.closeErr
+}
+
+func (vm *VM) powerOff() error {
+	ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
+	defer cancel()
+	conn, err := vm.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("agentvm: dialing the agent: %w", err)
+	}
+	if err := client.PowerOff(ctx, conn); err != nil {
+		return fmt.Errorf("agentvm: %w", err)
+	}
+	t := time.NewTimer(powerOffTimeout)
+	defer t.Stop()
+	select {
+	case <-vm.done:
+		return nil
+	case <-t.C:
+		return fmt.Errorf("agentvm: the machine still ran %v after the agent accepted the power-off", powerOffTimeout)
+	}
+}
