@@ -34,28 +34,11 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.StringVar(&cfg.Kernel, "kernel", "", "guest kernel")
 	fs.StringVar(&cfg.Initrd, "initrd", "", "initial ramdisk")
 	fs.StringVar(&cfg.Cmdline, "cmdline", "", "kernel command line")
-	fs.IntVar(&cfg.CPUs, "cpus", corral.DefaultCPUs, "vCPUs")
-	fs.StringVar(&o.memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
+	addMachineFlags(fs, cfg, &o.memory)
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
 	fs.StringVar(&o.logLevel, "log", "warn", "log level")
 	addInventoryFlags(fs, cfg)
 	fs.DurationVar(&cfg.TTL, "ttl", 0, "how long the VM may run")
-	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
-		n, err := corral.ParseNet(v)
-		if err != nil {
-			return err
-		}
-		cfg.Nets = append(cfg.Nets, n)
-		return nil
-	})
-	fs.Func("disk", "virtio-blk disk PATH[,ro][,serial=ID] (repeatable)", func(v string) error {
-		d, err := corral.ParseDisk(v)
-		if err != nil {
-			return err
-		}
-		cfg.Disks = append(cfg.Disks, d)
-		return nil
-	})
 	fs.Func("share", "virtio-9p share of a host directory PATH:TAG[,ro] (repeatable)", func(v string) error {
 		sh, err := corral.ParseShare(v)
 		if err != nil {
@@ -73,6 +56,47 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 		return nil
 	})
 	return fs, o
+}
+
+// addMachineFlags defines the machine flags `corral run` and `corral
+// exec` share: --cpus, --memory (into memory, for checkMachineSize), and
+// the repeatable --net and --disk.
+func addMachineFlags(fs *flag.FlagSet, cfg *corral.Config, memory *string) {
+	fs.IntVar(&cfg.CPUs, "cpus", corral.DefaultCPUs, "vCPUs")
+	fs.StringVar(memory, "memory", corral.FormatSize(corral.DefaultMemory), "guest RAM")
+	fs.Func("net", "virtio-net NIC on a TAP (repeatable)", func(v string) error {
+		n, err := corral.ParseNet(v)
+		if err != nil {
+			return err
+		}
+		cfg.Nets = append(cfg.Nets, n)
+		return nil
+	})
+	fs.Func("disk", "virtio-blk disk PATH[,ro][,serial=ID] (repeatable)", func(v string) error {
+		d, err := corral.ParseDisk(v)
+		if err != nil {
+			return err
+		}
+		cfg.Disks = append(cfg.Disks, d)
+		return nil
+	})
+}
+
+// checkMachineSize checks --cpus and sets cfg.Memory from --memory. The
+// library reads 0 as "the default"; on the command line a 0 is a mistake,
+// not a request for the default.
+func checkMachineSize(cfg *corral.Config, memory string) error {
+	if cfg.CPUs < 1 || cfg.CPUs > corral.MaxCPUs {
+		return fmt.Errorf("--cpus %d: must be between 1 and %d", cfg.CPUs, corral.MaxCPUs)
+	}
+	var err error
+	if cfg.Memory, err = corral.ParseSize(memory); err != nil {
+		return fmt.Errorf("--memory: %v", err)
+	}
+	if cfg.Memory == 0 {
+		return fmt.Errorf("--memory %s: guest RAM cannot be 0", memory)
+	}
+	return nil
 }
 
 // parseVsock parses --vsock: "on" for the defaults, or comma-separated
@@ -114,19 +138,8 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitUsage
 	}
 	cfg, memory, logLevel := opts.cfg, opts.memory, opts.logLevel
-	// The library reads 0 as "the default"; on the command line a 0 is a
-	// mistake, not a request for the default.
-	if cfg.CPUs < 1 || cfg.CPUs > corral.MaxCPUs {
-		fmt.Fprintf(stderr, "corral run: --cpus %d: must be between 1 and %d\n", cfg.CPUs, corral.MaxCPUs)
-		return exitUsage
-	}
-	var err error
-	if cfg.Memory, err = corral.ParseSize(memory); err != nil {
-		fmt.Fprintf(stderr, "corral run: --memory: %v\n", err)
-		return exitUsage
-	}
-	if cfg.Memory == 0 {
-		fmt.Fprintf(stderr, "corral run: --memory %s: guest RAM cannot be 0\n", memory)
+	if err := checkMachineSize(&cfg, memory); err != nil {
+		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitUsage
 	}
 	var level slog.Level
