@@ -40,14 +40,12 @@ func baseMounts() []mount {
 	}
 }
 
-// ninepOptions are the mount options of every 9p mount; the root's
-// read-only lower layer adds cache=loose (no consistency with the host,
-// which the 9p documentation intends for exclusive read-only mounts) so
-// that programs and libraries are read once.
-const (
-	ninepOptions     = "trans=virtio,version=9p2000.L,msize=524288"
-	ninepRootOptions = ninepOptions + ",cache=loose"
-)
+// ninepOptions are the mount options of every 9p mount, the root's too. No
+// cache=loose for the root: it keys inodes by QID, and a server that
+// exports several host file systems (QEMU's without multidevs=remap)
+// repeats QIDs, so /proc and /sys of the host's root became one directory
+// and its mounts stacked (seen under QEMU).
+const ninepOptions = "trans=virtio,version=9p2000.L,msize=524288"
 
 // SetupError is what went wrong while PID 1 set the system up. The agent
 // still serves, but answers every command with it: a command must not run
@@ -78,9 +76,18 @@ type sysOps interface {
 	Mkdir(dir string, mode os.FileMode, noLink bool) error
 	Chdir(dir string) error
 	Chroot(dir string) error
+	// XattrProbe sets and removes a trusted.* attribute on dir.
+	XattrProbe(dir string) error
 }
 
 type realOps struct{}
+
+func (realOps) XattrProbe(dir string) error {
+	if err := unix.Setxattr(dir, "trusted.corral.probe", []byte("1"), 0); err != nil {
+		return err
+	}
+	return unix.Removexattr(dir, "trusted.corral.probe")
+}
 
 func (realOps) Mount(source, target, fstype string, flags uintptr, data string) error {
 	return unix.Mount(source, target, fstype, flags, data)
@@ -210,7 +217,7 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 	var lm mount
 	switch root.Kind {
 	case Root9P:
-		lm = mount{source: root.Source, target: lower, fstype: "9p", flags: unix.MS_RDONLY, data: ninepRootOptions, mode: 0o755, what: fmt.Sprintf("the root's 9p share %q", root.Source)}
+		lm = mount{source: root.Source, target: lower, fstype: "9p", flags: unix.MS_RDONLY, data: ninepOptions, mode: 0o755, what: fmt.Sprintf("the root's 9p share %q", root.Source)}
 	case RootBlock:
 		lm = mount{source: root.Source, target: lower, fstype: "ext4", flags: unix.MS_RDONLY, mode: 0o755, what: "the root's ext4 " + root.Source}
 	default:
@@ -226,6 +233,10 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 		if err := s.sys.Mkdir(d, 0o755, false); err != nil {
 			return fmt.Errorf("switching root: %w", err)
 		}
+	}
+	if err := s.sys.XattrProbe(rw + "/upper"); errors.Is(err, unix.EOPNOTSUPP) {
+		// The overlay works, but cannot mark directories opaque.
+		s.log.Warn("agent: the root's tmpfs has no trusted.* xattrs (kernel needs CONFIG_TMPFS_XATTR): re-creating a directory of the lower layer after removing it fails with EIO")
 	}
 	ov := mount{source: "overlay", target: newRoot, fstype: "overlay", mode: 0o755, what: "the root's overlay",
 		data: "lowerdir=" + lower + ",upperdir=" + rw + "/upper,workdir=" + rw + "/work"}

@@ -46,9 +46,11 @@ const vsockOptions = "CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS"
 // to a host: no virtio-vsock driver, or no virtio-vsock device.
 var ErrNoVsockTransport = errors.New("no vsock transport to the host")
 
-// CheckVsockTransport asks /dev/vsock for the local CID, which is
-// VMADDR_CID_ANY while no guest transport is registered: an agent would
-// then listen and never hear from the host. Only a guest should ask.
+// CheckVsockTransport asks /dev/vsock for the local CID, which is a guest
+// CID (3 or more) only once a virtio-vsock device is there; without one
+// Linux 6.1 says VMADDR_CID_LOCAL (the loopback transport) or
+// VMADDR_CID_ANY, and an agent would listen and never hear from the host.
+// Only a guest should ask.
 func CheckVsockTransport() error {
 	return checkVsockTransport("/dev/vsock")
 }
@@ -71,8 +73,8 @@ func checkVsockTransport(dev string) error {
 
 // localCIDErr judges the local CID /dev/vsock reported.
 func localCIDErr(cid uint32) error {
-	if cid == unix.VMADDR_CID_ANY {
-		return fmt.Errorf("agent: vsock: %w (kernel needs CONFIG_VIRTIO_VSOCKETS, and the machine a virtio-vsock device)", ErrNoVsockTransport)
+	if cid == unix.VMADDR_CID_ANY || cid <= unix.VMADDR_CID_HOST {
+		return fmt.Errorf("agent: vsock: %w: local CID %d (kernel needs CONFIG_VIRTIO_VSOCKETS, and the machine a virtio-vsock device)", ErrNoVsockTransport, int32(cid))
 	}
 	return nil
 }

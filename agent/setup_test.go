@@ -51,6 +51,11 @@ func (r *recOps) Chdir(dir string) error {
 	return r.fail["chdir "+dir]
 }
 
+func (r *recOps) XattrProbe(dir string) error {
+	r.calls = append(r.calls, "xattr "+dir)
+	return r.fail["xattr "+dir]
+}
+
 func (r *recOps) Chroot(dir string) error {
 	r.calls = append(r.calls, "chroot "+dir)
 	return r.fail["chroot "+dir]
@@ -60,7 +65,7 @@ func (r *recOps) Chroot(dir string) error {
 func (r *recOps) mounts() []string {
 	var out []string
 	for _, c := range r.calls {
-		if !strings.HasPrefix(c, "mkdir ") {
+		if !strings.HasPrefix(c, "mkdir ") && !strings.HasPrefix(c, "xattr ") {
 			out = append(out, c)
 		}
 	}
@@ -93,7 +98,7 @@ func TestSwitchRootPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{
-		"mount 9p root /st/lower ro " + ninepRootOptions,
+		"mount 9p root /st/lower ro " + ninepOptions,
 		"mount tmpfs tmpfs /st/rw mode=0755",
 		"mount overlay overlay /st/root lowerdir=/st/lower,upperdir=/st/rw/upper,workdir=/st/rw/work",
 		"move /proc /st/root/proc",
@@ -285,10 +290,29 @@ func TestLocalCID(t *testing.T) {
 	if err := localCIDErr(unix.VMADDR_CID_ANY); !errors.Is(err, ErrNoVsockTransport) || !strings.Contains(err.Error(), "CONFIG_VIRTIO_VSOCKETS") {
 		t.Errorf("CID_ANY: %v", err)
 	}
+	// Linux 6.1 without a virtio-vsock device (seen under QEMU).
+	if err := localCIDErr(unix.VMADDR_CID_LOCAL); !errors.Is(err, ErrNoVsockTransport) {
+		t.Errorf("CID_LOCAL: %v", err)
+	}
 	if err := localCIDErr(3); err != nil {
 		t.Errorf("CID 3: %v", err)
 	}
 	if err := checkVsockTransport("/nonexistent/vsock"); !errors.Is(err, ErrNoVsockTransport) || !strings.Contains(err.Error(), "CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS") {
 		t.Errorf("no device: %v", err)
+	}
+}
+
+// TestNoTmpfsXattr: an upper layer without xattrs is a warning, not a
+// setup problem (the overlay works, short of opaque directories).
+func TestNoTmpfsXattr(t *testing.T) {
+	s, _ := newRecSetup(map[string]error{"xattr /st/rw/upper": unix.EOPNOTSUPP})
+	var log strings.Builder
+	s.log = slog.New(slog.NewTextHandler(&log, nil))
+	s.apply(BootConfig{Root: Root{Root9P, "root"}}, nil)
+	if err := s.err(); err != nil {
+		t.Errorf("err %v", err)
+	}
+	if !strings.Contains(log.String(), "kernel needs CONFIG_TMPFS_XATTR") {
+		t.Errorf("log %q lacks the warning", log.String())
 	}
 }
