@@ -64,6 +64,14 @@ func (c *Client) Metrics(ctx context.Context) (string, error) {
 	return b.String(), err
 }
 
+// MetricFamilies returns the machine's counters as metric families (GET
+// /v1/metrics), the same as Metrics gives in the text format.
+func (c *Client) MetricFamilies(ctx context.Context) ([]Metric, error) {
+	var ms []Metric
+	err := c.do(ctx, http.MethodGet, "/v1/metrics", nil, &ms)
+	return ms, err
+}
+
 func (c *Client) do(ctx context.Context, method, path string, body, out any) error {
 	var rd io.Reader
 	if body != nil {

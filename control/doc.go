@@ -7,6 +7,7 @@
 //	                  hard after the timeout; answers when it has ended (Ended)
 //	POST /v1/kill     stop it hard now; answers when it has ended (Ended)
 //	GET  /metrics     the machine's counters, Prometheus text format 0.0.4
+//	GET  /v1/metrics  the same counters as JSON ([]Metric), for corral ps
 //
 // Before it acts on any request the server checks the peer with
 // SO_PEERCRED: only the machine's owner (the VMM's uid) or root may look or

@@ -19,17 +19,18 @@ const (
 )
 
 // Metric is one metric family: a name, its help and type, and its samples.
+// Its JSON form is what GET /v1/metrics answers.
 type Metric struct {
-	Name    string // [a-zA-Z_:][a-zA-Z0-9_:]*
-	Help    string
-	Type    string // Counter or Gauge
-	Samples []Sample
+	Name    string   `json:"name"` // [a-zA-Z_:][a-zA-Z0-9_:]*
+	Help    string   `json:"help,omitempty"`
+	Type    string   `json:"type,omitempty"` // Counter or Gauge
+	Samples []Sample `json:"samples"`
 }
 
 // Sample is one value of a metric, told apart by its labels.
 type Sample struct {
-	Labels map[string]string // names [a-zA-Z_][a-zA-Z0-9_]*
-	Value  float64
+	Labels map[string]string `json:"labels,omitempty"` // names [a-zA-Z_][a-zA-Z0-9_]*
+	Value  float64           `json:"value"`
 }
 
 // WriteMetrics writes the metrics in the Prometheus text format, families
@@ -37,19 +38,9 @@ type Sample struct {
 // Invalid metric or label names are an error, nothing is written for them.
 func WriteMetrics(w io.Writer, ms []Metric) error {
 	bw := bufio.NewWriter(w)
-	seen := map[string]int{}
-	var order []Metric
-	for _, m := range ms {
-		if !validName(m.Name, true) {
-			return fmt.Errorf("control: metric name %q is invalid", m.Name)
-		}
-		if i, ok := seen[m.Name]; ok {
-			order[i].Samples = append(order[i].Samples, m.Samples...)
-			continue
-		}
-		seen[m.Name] = len(order)
-		m.Samples = slices.Clone(m.Samples)
-		order = append(order, m)
+	order, err := MergeMetrics(ms)
+	if err != nil {
+		return err
 	}
 	for _, m := range order {
 		if m.Help != "" {
@@ -63,9 +54,6 @@ func WriteMetrics(w io.Writer, ms []Metric) error {
 			if len(s.Labels) > 0 {
 				keys := make([]string, 0, len(s.Labels))
 				for k := range s.Labels {
-					if !validName(k, false) {
-						return fmt.Errorf("control: metric %s: label name %q is invalid", m.Name, k)
-					}
 					keys = append(keys, k)
 				}
 				slices.Sort(keys)
@@ -84,6 +72,34 @@ func WriteMetrics(w io.Writer, ms []Metric) error {
 		}
 	}
 	return bw.Flush()
+}
+
+// MergeMetrics returns ms with the families of one name merged (in the
+// order of their first appearance), as WriteMetrics and GET /v1/metrics
+// give them; an invalid metric or label name is an error.
+func MergeMetrics(ms []Metric) ([]Metric, error) {
+	seen := map[string]int{}
+	order := []Metric{}
+	for _, m := range ms {
+		if !validName(m.Name, true) {
+			return nil, fmt.Errorf("control: metric name %q is invalid", m.Name)
+		}
+		for _, s := range m.Samples {
+			for k := range s.Labels {
+				if !validName(k, false) {
+					return nil, fmt.Errorf("control: metric %s: label name %q is invalid", m.Name, k)
+				}
+			}
+		}
+		if i, ok := seen[m.Name]; ok {
+			order[i].Samples = append(order[i].Samples, m.Samples...)
+			continue
+		}
+		seen[m.Name] = len(order)
+		m.Samples = append([]Sample{}, m.Samples...)
+		order = append(order, m)
+	}
+	return order, nil
 }
 
 func validName(s string, colon bool) bool {

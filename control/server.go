@@ -151,9 +151,10 @@ func Serve(ln net.Listener, cfg Config) *Server {
 	mux.HandleFunc("/v1/stop", s.handleStop)
 	mux.HandleFunc("/v1/kill", s.handleKill)
 	mux.HandleFunc("/metrics", s.handleMetrics)
+	mux.HandleFunc("/v1/metrics", s.handleMetricsJSON)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if s.authorize(w, r) {
-			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s (have /v1/vm, /v1/stop, /v1/kill, /metrics)", r.URL.Path))
+			writeError(w, http.StatusNotFound, fmt.Sprintf("no endpoint %s (have /v1/vm, /v1/stop, /v1/kill, /v1/metrics, /metrics)", r.URL.Path))
 		}
 	})
 	s.http = &http.Server{
@@ -294,6 +295,20 @@ func (s *Server) handleMetrics(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", MetricsContentType)
 	w.WriteHeader(http.StatusOK)
 	_ = WriteMetrics(w, s.cfg.Target.Metrics())
+}
+
+// handleMetricsJSON serves the metrics as JSON, families merged as in the
+// text format, for `corral ps --json --metrics`.
+func (s *Server) handleMetricsJSON(w http.ResponseWriter, r *http.Request) {
+	if !s.authorize(w, r) || !method(w, r, http.MethodGet) {
+		return
+	}
+	ms, err := MergeMetrics(s.cfg.Target.Metrics())
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, ms)
 }
 
 // DecodeStop reads a POST /v1/stop body: empty, or a StopRequest and
