@@ -122,6 +122,8 @@ What is running (no daemon):
   corral events flags:
     -f              follow the trail
     --since D       only events of the last D (a Go duration: 10m, 2h), by the
+    --metrics       with --json: each running VM's counters from its control
+                    socket (vCPU exits by reason, devices, DHCP), as "metrics"
                     boot-time clock, never the calendar
     --json          print the records as they are (JSON Lines)
   The audit trail is /var/log/corral/audit.jsonl for root, else audit.jsonl in

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -9,14 +10,17 @@ import (
 	"log/slog"
 	"os"
 	"os/user"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/audit"
+	"github.com/corral-vmm/corral/control"
 	"github.com/corral-vmm/corral/inventory"
 )
 
@@ -135,6 +139,10 @@ type vmJSON struct {
 	Dir     string            `json:"dir"`
 	Record  *inventory.Record `json:"record,omitempty"`
 	Error   string            `json:"error,omitempty"`
+	// Metrics are a running VM's counters from its control socket, with
+	// --metrics; MetricsError says why they are missing.
+	Metrics      []control.Metric `json:"metrics,omitempty"`
+	MetricsError string           `json:"metrics_error,omitempty"`
 }
 
 func describe(v *inventory.VM, clk inventory.Clock, boot string) vmJSON {
@@ -210,6 +218,7 @@ func psCommand(args []string, stdout, stderr io.Writer) int {
 	fs := newFlags("ps", stderr)
 	all := fs.Bool("a", false, "include ended and crashed VMs")
 	asJSON := fs.Bool("json", false, "print JSON")
+	metrics := fs.Bool("metrics", false, "with --json: each running VM's counters from its control socket")
 	var filters []vmFilter
 	fs.Func("filter", "label=K=V, label=K, name=N or state=S (repeatable)", func(s string) error {
 		f, err := parseFilter(s)
@@ -221,6 +230,10 @@ func psCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "corral ps: unexpected argument %q\n", fs.Arg(0))
+		return exitUsage
+	}
+	if *metrics && !*asJSON {
+		fmt.Fprintln(stderr, "corral ps: --metrics needs --json (the table has no room for counters)")
 		return exitUsage
 	}
 	vms, err := listVMs(stderr, "ps")
@@ -241,6 +254,9 @@ func psCommand(args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if *asJSON {
+		if *metrics {
+			addMetrics(out)
+		}
 		b, _ := json.MarshalIndent(out, "", "  ")
 		fmt.Fprintf(stdout, "%s\n", b)
 		return exitOK
@@ -261,6 +277,33 @@ func psCommand(args []string, stdout, stderr io.Writer) int {
 	}
 	tw.Flush()
 	return exitOK
+}
+
+// metricsTimeout bounds how long ps waits for one VM's counters: a VMM
+// that does not answer must not hold the listing.
+const metricsTimeout = 2 * time.Second
+
+// addMetrics asks each running VM's control socket for its counters, all
+// at once, so one slow VMM costs at most metricsTimeout.
+func addMetrics(vms []vmJSON) {
+	var wg sync.WaitGroup
+	for i := range vms {
+		v := &vms[i]
+		if v.State != inventory.Running {
+			continue
+		}
+		wg.Go(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), metricsTimeout)
+			defer cancel()
+			ms, err := control.NewClient(filepath.Join(v.Dir, control.SocketName)).MetricFamilies(ctx)
+			if err != nil {
+				v.MetricsError = err.Error()
+				return
+			}
+			v.Metrics = ms
+		})
+	}
+	wg.Wait()
 }
 
 func dash(s string) string {
