@@ -288,6 +288,14 @@ func (vm *VM) Close() error {
 	return vm.closeErr
 }
 
+// Kill stops the machine at once, without asking the agent (nothing is
+// synced in the guest), and releases it. Later calls, and Close after it,
+// return the first result.
+func (vm *VM) Kill() error {
+	vm.closeOnce.Do(func() { vm.closeErr = vm.stop() })
+	return vm.closeErr
+}
+
 func (vm *VM) powerOff() error {
 	ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
 	defer cancel()

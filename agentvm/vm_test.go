@@ -351,3 +351,18 @@ func TestStartConfigErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestKillDoesNotAskTheAgent(t *testing.T) {
+	f := newFakeMachine(t)
+	f.up.Store(true)
+	vm := f.vm(nil)
+	if err := vm.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if n := f.dials.Load(); n != 0 || !f.stopped.Load() {
+		t.Errorf("Kill: %d dials, stopped=%v; want no dial and the machine stopped", n, f.stopped.Load())
+	}
+	if err := vm.Close(); err != nil || f.dials.Load() != 0 {
+		t.Errorf("Close after Kill = %v with %d dials", err, f.dials.Load())
+	}
+}

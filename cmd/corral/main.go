@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/corral-vmm/corral/agent/agentcmd"
 )
 
 // Exit statuses of the corral command besides the guest's own debug-exit
@@ -25,6 +27,8 @@ const usageText = `corral runs Linux kernels and test guests in KVM microVMs.
 
 Usage:
   corral run --kernel PATH [flags]     boot a guest with its console on this terminal
+  corral exec [flags] -- CMD [ARGS...] run CMD in a throwaway VM (the host's / read-only
+                                       under a tmpfs overlay) and exit with its status
   corral ps [-a] [--json] [--filter F] list this user's VMs (root: everyone's)
   corral inspect ID|NAME               print a VM's record, state and age as JSON
   corral logs [-f] ID|NAME             print (-f: follow) a VM's console log
@@ -118,12 +122,12 @@ What is running (no daemon):
   corral ps flags:
     -a              include ended and crashed VMs (until corral gc)
     --json          print JSON (the records, state, age_seconds, ttl_left_seconds)
+    --metrics       with --json: each running VM's counters from its control
+                    socket (vCPU exits by reason, devices, DHCP), as "metrics"
     --filter F      label=KEY=VALUE, label=KEY, name=NAME or state=STATE; repeatable
   corral events flags:
     -f              follow the trail
     --since D       only events of the last D (a Go duration: 10m, 2h), by the
-    --metrics       with --json: each running VM's counters from its control
-                    socket (vCPU exits by reason, devices, DHCP), as "metrics"
                     boot-time clock, never the calendar
     --json          print the records as they are (JSON Lines)
   The audit trail is /var/log/corral/audit.jsonl for root, else audit.jsonl in
@@ -134,6 +138,8 @@ What is running (no daemon):
   Exit status of ps, inspect, logs, events and gc: 0 done, 1 failed (no such
   VM, an ambiguous ID prefix, an unwritable trail), 125 usage error.
 
+corral exec: run "corral exec --help" for its flags and exit statuses.
+
 corral dhcp replay: run "corral dhcp replay --help" for its flags.
 `
 
@@ -141,6 +147,11 @@ corral dhcp replay: run "corral dhcp replay --help" for its flags.
 var version = "dev"
 
 func main() {
+	// One static binary is also the guest agent: corral exec puts this
+	// executable into the guest as its /init.
+	if agentcmd.Invoked(os.Args[0], os.Getpid()) {
+		os.Exit(agentcmd.Main(os.Args[1:]))
+	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
@@ -153,6 +164,8 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	switch args[0] {
 	case "run":
 		return runCommand(ctx, args[1:], stdin, stdout, stderr)
+	case "exec":
+		return execCommand(ctx, args[1:], stdin, stdout, stderr)
 	case "dhcp":
 		return dhcpCommand(ctx, args[1:], stdout, stderr)
 	case "ps":
