@@ -139,6 +139,14 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 			ss.sendError(proto.CodeProtocol, err.Error())
 		}
 	}
+	if ss.errSent {
+		// The host may still send what it pipelined behind its request
+		// (stdin credit): closing now would fail its writes before it read
+		// the Error, and it would report a broken pipe instead of the
+		// reason (a start or setup failure). Wait, briefly, for it to close.
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, conn)
+	}
 	return err
 }
 
