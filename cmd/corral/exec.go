@@ -660,8 +660,11 @@ func openExecConsole(path string) (*execConsole, error) {
 }
 
 // finish closes the log; a temporary one is removed unless keep, when its
-// path is printed.
+// path is printed. An empty log (no VM ran) is not worth keeping.
 func (c *execConsole) finish(keep bool, stderr io.Writer) {
+	if st, err := c.f.Stat(); err == nil && st.Size() == 0 && c.temp {
+		keep = false
+	}
 	c.f.Close()
 	switch {
 	case c.temp && !keep:

@@ -284,6 +284,7 @@ func newExecHarness(t *testing.T) *execHarness {
 		kernel: testkernel.WriteBzImage(t, testkernel.BzImage{CmdlineSize: 2047})}
 	h.startFn = func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
 		g.cfg = cfg
+		fmt.Fprintln(cfg.Machine.Console, "fake boot")
 		return g, nil
 	}
 	return h
@@ -519,5 +520,21 @@ func TestExecFakeConfigErrorAndConsoleFlag(t *testing.T) {
 	}
 	if _, err := os.Stat(log); err != nil {
 		t.Errorf("--console file after success: %v", err)
+	}
+}
+
+func TestExecFakeNoVMNoLog(t *testing.T) {
+	h := newExecHarness(t)
+	h.startFn = func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
+		return nil, errors.New("agentvm: kvm: /dev/kvm is not available")
+	}
+	logsBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
+	code, stderr := h.run(nil, io.Discard, "--", "true")
+	if code != exitVMMFailure || strings.Contains(stderr, "guest console is in") {
+		t.Errorf("status %d, stderr %q; want 126 and no console log kept (nothing ran)", code, stderr)
+	}
+	logsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
+	if len(logsAfter) > len(logsBefore) {
+		t.Errorf("empty console log left behind: %q", logsAfter)
 	}
 }
