@@ -94,7 +94,7 @@ type Options struct {
 // before any machine runs.
 func Open(path string, opts Options) (*Log, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-		return nil, fmt.Errorf("audit: %s: %w", path, err)
+		return nil, trailError(path, err)
 	}
 	f, err := openAppend(path)
 	if err != nil {
@@ -117,12 +117,18 @@ func (l *Log) Path() string { return l.path }
 func openAppend(path string) (*os.File, error) {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE|unix.O_CLOEXEC, 0o600)
 	if err != nil {
-		if errors.Is(err, os.ErrPermission) {
-			return nil, fmt.Errorf("audit: trail %s is not writable by uid %d (set $%s): %w", path, os.Geteuid(), Env, err)
-		}
-		return nil, fmt.Errorf("audit: trail %s: %w", path, err)
+		return nil, trailError(path, err)
 	}
 	return f, nil
+}
+
+// trailError says plainly that the trail cannot be written (permissions,
+// a read-only file system, its directory included), with the way out.
+func trailError(path string, err error) error {
+	if errors.Is(err, os.ErrPermission) || errors.Is(err, unix.EROFS) {
+		return fmt.Errorf("audit: trail %s is not writable by uid %d (set $%s): %w", path, os.Geteuid(), Env, err)
+	}
+	return fmt.Errorf("audit: trail %s: %w", path, err)
 }
 
 // Append writes one record: e with its time, pid, uid, host and boot ID
