@@ -257,17 +257,30 @@ func (c *Cmd) start(exec []byte, win uint32) error {
 	}
 	c.w = proto.NewWriter(c.conn)
 	c.r = proto.NewReader(c.conn, proto.FromAgent)
+	// A send can fail because the agent refused the command and closed
+	// the connection before reading our Credit: its Error frame may still
+	// be waiting to be read, and it says more than EPIPE.
+	var sendErr error
 	if err := c.w.Send(proto.TypeExec, 0, exec); err != nil {
-		return fmt.Errorf("client: sending Exec: %w", err)
+		sendErr = fmt.Errorf("client: sending Exec: %w", err)
 	}
 	for _, s := range []proto.Stream{proto.StreamStdout, proto.StreamStderr} {
+		if sendErr != nil {
+			break
+		}
 		if err := c.w.Send(proto.TypeCredit, s, proto.AppendU32(nil, win)); err != nil {
-			return fmt.Errorf("client: sending %s Credit: %w", s, err)
+			sendErr = fmt.Errorf("client: sending %s Credit: %w", s, err)
 		}
 	}
 	f, err := c.r.Next()
 	if err != nil {
+		if sendErr != nil {
+			return sendErr
+		}
 		return fmt.Errorf("client: waiting for the agent to start %s: %w", c.Path, eofErr(err))
+	}
+	if sendErr != nil && f.Type != proto.TypeError {
+		return sendErr
 	}
 	switch f.Type {
 	case proto.TypeStarted:

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -120,4 +121,36 @@ func FuzzClientSession(f *testing.F) {
 			t.Fatalf("success without an Exit frame from %x", script)
 		}
 	})
+}
+
+// brokenConn fails every write after the first ok ones with EPIPE, as a
+// socket does once the agent has closed it, while reads still deliver
+// what the agent sent before it closed.
+type brokenConn struct {
+	net.Conn
+	ok int
+}
+
+func (c *brokenConn) Write(p []byte) (int, error) {
+	if c.ok == 0 {
+		return 0, syscall.EPIPE
+	}
+	c.ok--
+	return c.Conn.Write(p)
+}
+
+// TestStartErrorAfterBrokenPipe: an agent that refuses the command and
+// closes before reading the Credit frames must still be heard. Start used
+// to return the EPIPE of the Credit write instead of the agent's reason
+// (corral exec then said 126 instead of 127).
+func TestStartErrorAfterBrokenPipe(t *testing.T) {
+	refusal := &proto.Error{Code: proto.CodeStart, Message: "exec: \"x\": executable file not found in $PATH"}
+	script := frames(t, hello(proto.Version), proto.Frame{Type: proto.TypeError, Payload: refusal.Append(nil)})
+	for ok := 1; ok <= 3; ok++ { // Hello, then Exec, then the first Credit fail
+		c := Command(&brokenConn{Conn: fakeAgent(script), ok: ok}, "x")
+		err := c.Start()
+		if !errors.Is(err, &proto.Error{Code: proto.CodeStart}) || !strings.Contains(err.Error(), "not found") {
+			t.Errorf("writes ok before EPIPE %d: Start: %v, want the agent's refusal", ok, err)
+		}
+	}
 }
