@@ -54,7 +54,10 @@ func Main(args []string) int {
 		listen:     agent.Listen,
 		checkVsock: agent.CheckVsockTransport,
 		powerOff:   agent.PowerOff,
-		settle:     time.Second,
+		watchCAD: func(ctx context.Context, log *slog.Logger, powerOff func() error) error {
+			return (&agent.Orderly{Log: log, PowerOff: powerOff}).Watch(ctx)
+		},
+		settle: time.Second,
 	}
 	code := e.run(context.Background(), args)
 	if e.pid1 {
@@ -71,7 +74,8 @@ type env struct {
 	listen     func(spec string) (net.Listener, error)
 	checkVsock func() error
 	powerOff   func() error
-	settle     time.Duration // for the console to drain before power-off
+	watchCAD   func(ctx context.Context, log *slog.Logger, powerOff func() error) error // Ctrl-Alt-Del -> orderly power-off
+	settle     time.Duration                                                            // for the console to drain before power-off
 }
 
 // consoleError prints err as the one-line console message the host and
@@ -137,6 +141,11 @@ func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error 
 		go r.Run(ctx)
 		cfg.Reaper = r
 		cfg.PowerOff = e.powerOff
+		if e.watchCAD != nil {
+			if err := e.watchCAD(ctx, log, e.powerOff); err != nil {
+				log.Warn(Name+": Ctrl-Alt-Del will end the machine without syncing", "err", err)
+			}
+		}
 	}
 	l, err := e.listen(listen)
 	if err != nil {

@@ -250,3 +250,33 @@ func TestCommandOutputIsClean(t *testing.T) {
 		t.Errorf("console %q lacks the agent's log", b)
 	}
 }
+
+// TestPID1WatchesCtrlAltDel: as PID 1 the agent arms the orderly
+// power-off for Ctrl-Alt-Del (corral stop) with its own power-off; as a
+// service it leaves Ctrl-Alt-Del to the system's init.
+func TestPID1WatchesCtrlAltDel(t *testing.T) {
+	for _, pid1 := range []bool{true, false} {
+		e, _, sock, offs := testEnv(t, pid1)
+		armed := make(chan func() error, 1)
+		e.watchCAD = func(ctx context.Context, log *slog.Logger, powerOff func() error) error {
+			armed <- powerOff
+			return nil
+		}
+		start(t, e)
+		dial(t, sock).Close()
+		select {
+		case powerOff := <-armed:
+			if !pid1 {
+				t.Fatal("a service agent took over Ctrl-Alt-Del")
+			}
+			powerOff()
+			if offs.Load() != 1 {
+				t.Errorf("Ctrl-Alt-Del's power-off is not the agent's (%d power-offs)", offs.Load())
+			}
+		default:
+			if pid1 {
+				t.Fatal("PID 1 did not arm Ctrl-Alt-Del")
+			}
+		}
+	}
+}
