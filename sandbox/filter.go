@@ -1,0 +1,177 @@
+//go:build linux && amd64
+
+package sandbox
+
+import (
+	"fmt"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// Ioctl is an ioctl request the filter lets through.
+type Ioctl struct {
+	Name    string
+	Request uintptr
+}
+
+// SeccompMode selects what the filter does with a call off the allow-list.
+type SeccompMode int
+
+const (
+	// SeccompEnforce stops the process: the call traps, and the SIGSYS
+	// handler names it on stderr before the process dies of SIGSYS.
+	SeccompEnforce SeccompMode = iota
+	// SeccompLog lets the call run and has the kernel log it (audit or
+	// dmesg: type=1326 ... syscall=N), to find what an allow-list lacks.
+	SeccompLog
+	// SeccompOff installs no filter.
+	SeccompOff
+)
+
+// String returns the mode as --seccomp spells it.
+func (m SeccompMode) String() string {
+	switch m {
+	case SeccompEnforce:
+		return "on"
+	case SeccompLog:
+		return "log"
+	case SeccompOff:
+		return "off"
+	}
+	return fmt.Sprintf("SeccompMode(%d)", int(m))
+}
+
+// ParseSeccompMode parses --seccomp's on, log or off.
+func ParseSeccompMode(s string) (SeccompMode, error) {
+	for _, m := range []SeccompMode{SeccompEnforce, SeccompLog, SeccompOff} {
+		if s == m.String() {
+			return m, nil
+		}
+	}
+	return 0, fmt.Errorf("seccomp mode %q: want on, log or off", s)
+}
+
+// Filter is the input of the generated seccomp program.
+type Filter struct {
+	Mode SeccompMode
+	// Ioctls are the only ioctl requests allowed.
+	Ioctls []Ioctl
+	// PID is the process's own pid, the only target of kill and tgkill.
+	PID int
+}
+
+// seccomp_data offsets (linux/seccomp.h): nr, arch, instruction_pointer,
+// args[6], all native-endian.
+const (
+	offNr   = 0
+	offArch = 4
+	offArgs = 16
+)
+
+// x32 system calls on x86-64 have this bit set in nr; none is allowed.
+const x32SyscallBit = 0x40000000
+
+// syscallNumber returns the x86-64 number of a system call name.
+func syscallNumber(name string) (int, bool) {
+	for nr, n := range syscallNames {
+		if n == name && n != "" {
+			return nr, true
+		}
+	}
+	return 0, false
+}
+
+// SyscallName returns the name of an x86-64 system call number, or
+// "syscall N" for a number the table lacks.
+func SyscallName(nr int) string {
+	if nr >= 0 && nr < len(syscallNames) && syscallNames[nr] != "" {
+		return syscallNames[nr]
+	}
+	return fmt.Sprintf("syscall %d", nr)
+}
+
+// Program returns the seccomp BPF program for f: the architecture check,
+// then allowList in order, then the deny action.
+func (f Filter) Program() ([]bpf.RawInstruction, error) {
+	deny := uint32(unix.SECCOMP_RET_TRAP)
+	if f.Mode == SeccompLog {
+		deny = unix.SECCOMP_RET_LOG
+	}
+	const allow = unix.SECCOMP_RET_ALLOW
+	prog := []bpf.Instruction{
+		bpf.LoadAbsolute{Off: offArch, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: unix.AUDIT_ARCH_X86_64, SkipTrue: 1},
+		bpf.RetConstant{Val: unix.SECCOMP_RET_KILL_PROCESS},
+		bpf.LoadAbsolute{Off: offNr, Size: 4},
+		bpf.JumpIf{Cond: bpf.JumpGreaterOrEqual, Val: x32SyscallBit, SkipFalse: 1},
+		bpf.RetConstant{Val: deny},
+	}
+	seen := map[int]bool{}
+	for _, r := range allowList(f) {
+		nr, ok := syscallNumber(r.name)
+		if !ok {
+			return nil, fmt.Errorf("sandbox: allow-list names unknown system call %q", r.name)
+		}
+		if seen[nr] {
+			return nil, fmt.Errorf("sandbox: allow-list names %q twice", r.name)
+		}
+		seen[nr] = true
+		body, err := r.body(allow, deny)
+		if err != nil {
+			return nil, err
+		}
+		// A is the call number until a body runs; every body ends in a
+		// return, so the next rule's test still sees it.
+		prog = append(prog, bpf.JumpIf{Cond: bpf.JumpNotEqual, Val: uint32(nr), SkipTrue: uint8(len(body))})
+		prog = append(prog, body...)
+	}
+	prog = append(prog, bpf.RetConstant{Val: deny})
+	raw, err := bpf.Assemble(prog)
+	if err != nil {
+		return nil, fmt.Errorf("sandbox: assemble seccomp filter: %w", err)
+	}
+	if len(raw) > bpfMaxInsns {
+		return nil, fmt.Errorf("sandbox: seccomp filter is %d instructions; the kernel takes %d", len(raw), bpfMaxInsns)
+	}
+	return raw, nil
+}
+
+// bpfMaxInsns is BPF_MAXINSNS, the kernel's limit on a classic program.
+const bpfMaxInsns = 4096
+
+// body returns the instructions run when the call number matches r.
+func (r rule) body(allow, deny uint32) ([]bpf.Instruction, error) {
+	if r.arg < 0 || r.arg > 5 {
+		return nil, fmt.Errorf("sandbox: rule %s: argument %d out of range", r.name, r.arg)
+	}
+	load := bpf.LoadAbsolute{Off: offArgs + 8*uint32(r.arg), Size: 4} // low half (little-endian)
+	switch r.op {
+	case anyArgs:
+		return []bpf.Instruction{bpf.RetConstant{Val: allow}}, nil
+	case errnoRet:
+		return []bpf.Instruction{bpf.RetConstant{Val: unix.SECCOMP_RET_ERRNO | uint32(r.errno)}}, nil
+	case argHas:
+		return []bpf.Instruction{load,
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: r.mask, SkipTrue: 1},
+			bpf.RetConstant{Val: deny},
+			bpf.RetConstant{Val: allow}}, nil
+	case argLacks:
+		return []bpf.Instruction{load,
+			bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: r.mask, SkipTrue: 1},
+			bpf.RetConstant{Val: allow},
+			bpf.RetConstant{Val: deny}}, nil
+	case argIn:
+		// Values v0..vn-1, then deny at n and allow at n+1: vj jumps n-j.
+		n := len(r.vals)
+		if n > 250 {
+			return nil, fmt.Errorf("sandbox: rule %s: %d values; at most 250 fit one jump", r.name, n)
+		}
+		b := []bpf.Instruction{load}
+		for j, v := range r.vals {
+			b = append(b, bpf.JumpIf{Cond: bpf.JumpEqual, Val: v, SkipTrue: uint8(n - j)})
+		}
+		return append(b, bpf.RetConstant{Val: deny}, bpf.RetConstant{Val: allow}), nil
+	}
+	return nil, fmt.Errorf("sandbox: rule %s: unknown argument check %d", r.name, r.op)
+}

@@ -1,0 +1,147 @@
+//go:build linux && amd64
+
+// Package sandbox confines a VMM process once its machine is set up, so
+// that a guest which finds a flaw in a device lands in a process that can
+// do almost nothing: PR_SET_NO_NEW_PRIVS, Landlock (only the files it was
+// given), an optional switch to an unprivileged user, no capabilities, and
+// a seccomp-bpf allow-list on every thread (allowList, the one list).
+//
+// Nothing here runs implicitly: the corral CLI calls Apply after New has
+// opened every device and before Start runs the vCPUs; a library user who
+// wants the same calls it at the same point. It is once per process and
+// cannot be undone, so test binaries that run many machines must not.
+// See docs/security.md.
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/kvm"
+)
+
+// Policy says what Apply does. The zero value is the strictest: seccomp
+// enforced, Landlock with no paths at all, capabilities dropped.
+type Policy struct {
+	// Seccomp is the filter's mode (default SeccompEnforce).
+	Seccomp SeccompMode
+	// Ioctls are the ioctl requests allowed; nil means DefaultIoctls().
+	Ioctls []Ioctl
+	// NoLandlock skips Landlock.
+	NoLandlock bool
+	// ReadPaths and WritePaths are the files and directories (with all
+	// beneath them) the process may still open, for reading, or for
+	// reading, writing, creating and removing. Each must exist.
+	ReadPaths, WritePaths []string
+	// User, when set, is the user and group to switch to.
+	User *User
+	// KeepCaps keeps the process's capabilities.
+	KeepCaps bool
+	// Logger receives what was applied and what was skipped; nil discards.
+	Logger *slog.Logger
+}
+
+// Report says what Apply did.
+type Report struct {
+	Seccomp      SeccompMode
+	Landlock     int    // the ABI version in force; 0 when not applied
+	LandlockSkip string // why Landlock was not applied, if it was not
+	CapsDropped  bool
+}
+
+// DefaultIoctls returns the ioctl requests a running machine makes: the
+// KVM ones (kvm.RunningIoctls), TUNSETOFFLOAD (the guest's virtio-net
+// driver renegotiates offloads), and the terminal requests the console
+// uses to restore the terminal at exit.
+func DefaultIoctls() []Ioctl {
+	var out []Ioctl
+	for _, r := range kvm.RunningIoctls() {
+		out = append(out, Ioctl{Name: r.Name, Request: r.Number})
+	}
+	return append(out,
+		Ioctl{Name: "TUNSETOFFLOAD", Request: unix.TUNSETOFFLOAD},
+		Ioctl{Name: "TCGETS", Request: unix.TCGETS},
+		Ioctl{Name: "TCSETS", Request: unix.TCSETS},
+		Ioctl{Name: "TCSETSW", Request: unix.TCSETSW},
+		Ioctl{Name: "TCSETSF", Request: unix.TCSETSF},
+		Ioctl{Name: "TIOCGWINSZ", Request: unix.TIOCGWINSZ},
+	)
+}
+
+// Apply confines the calling process, in this order: no_new_privs on
+// every thread, Landlock (skipped with Report.LandlockSkip when the kernel
+// lacks it), the user switch, the capability drop, then the seccomp filter
+// synchronized to every thread (TSYNC). A forbidden call afterwards prints
+// "corral: seccomp: forbidden system call NAME (NR), args ..." on stderr
+// and the process dies of SIGSYS. An error leaves the process partly
+// confined; the caller should exit.
+func Apply(p Policy) (Report, error) {
+	log := p.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	rep := Report{Seccomp: p.Seccomp}
+	// Files the standard library opens lazily, on first use, are opened
+	// now, while Landlock and seccomp still allow it.
+	time.Now().Local().Zone()
+
+	if err := setNoNewPrivs(); err != nil {
+		return rep, err
+	}
+	if p.NoLandlock {
+		rep.LandlockSkip = "turned off"
+	} else {
+		abi, err := applyLandlock(p.ReadPaths, p.WritePaths)
+		switch {
+		case errors.Is(err, ErrNoLandlock), errors.Is(err, ErrAllThreads):
+			rep.LandlockSkip = err.Error()
+			log.Warn("sandbox.landlock_skipped", "reason", err.Error())
+		case err != nil:
+			return rep, err
+		default:
+			rep.Landlock = abi
+		}
+	}
+	if p.User != nil {
+		if err := switchUser(*p.User); err != nil {
+			return rep, err
+		}
+	}
+	if !p.KeepCaps {
+		if err := dropCapabilities(); err != nil {
+			return rep, err
+		}
+		rep.CapsDropped = true
+	}
+	if p.Seccomp != SeccompOff {
+		ioctls := p.Ioctls
+		if ioctls == nil {
+			ioctls = DefaultIoctls()
+		}
+		prog, err := Filter{Mode: p.Seccomp, Ioctls: ioctls, PID: os.Getpid()}.Program()
+		if err != nil {
+			return rep, err
+		}
+		if err := installSIGSYSHandler(); err != nil {
+			return rep, err
+		}
+		if err := installFilter(prog); err != nil {
+			return rep, err
+		}
+	}
+	log.Info("sandbox.applied", "seccomp", p.Seccomp.String(), "landlock_abi", rep.Landlock,
+		"caps_dropped", rep.CapsDropped, "user", userString(p.User))
+	return rep, nil
+}
+
+func userString(u *User) string {
+	if u == nil {
+		return ""
+	}
+	return fmt.Sprintf("%d:%d", u.UID, u.GID)
+}
