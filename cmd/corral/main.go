@@ -85,6 +85,16 @@ corral run flags:
                     its parent process dies (SIGTERM by PR_SET_PDEATHSIG).
   --no-acpi         no ACPI tables (the guest sees only the MP table)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
+  --seccomp on|log|off
+                    after setup every thread runs under a system call allow-list
+                    (default on); a forbidden call is named on stderr and kills
+                    corral with SIGSYS. log allows and logs to the kernel audit
+                    log (dmesg) instead; off and log are debugging aids only
+  --landlock on|off after setup only the VM's own files can be opened (default
+                    on; skipped, with a warning, where the kernel lacks Landlock)
+  --caps drop|keep  capabilities are dropped after setup (default drop)
+  --user UID[:GID]  switch to this user after setup (GID defaults to UID); the
+                    state directory must be writable by it. See docs/security.md
 
 Console:
   The guest's serial port (COM1) is this terminal, in raw mode: keys go to the

@@ -20,6 +20,7 @@ import (
 type runOptions struct {
 	cfg              corral.Config
 	memory, logLevel string
+	sandbox          *sandboxFlags
 }
 
 // newRunFlags defines `corral run`'s flags on a new FlagSet that reports to
@@ -38,6 +39,7 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	fs.BoolVar(&cfg.NoACPI, "no-acpi", false, "no ACPI tables")
 	fs.StringVar(&o.logLevel, "log", "warn", "log level")
 	addInventoryFlags(fs, cfg)
+	o.sandbox = addSandboxFlags(fs)
 	fs.DurationVar(&cfg.TTL, "ttl", 0, "how long the VM may run")
 	fs.Func("share", "virtio-9p share of a host directory PATH:TAG[,ro] (repeatable)", func(v string) error {
 		sh, err := corral.ParseShare(v)
@@ -186,6 +188,13 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		if errors.Is(err, corral.ErrConfig) {
 			return exitUsage
 		}
+		return exitVMMFailure
+	}
+	// Every device, TAP and file is open; the vCPUs have not run.
+	if err := applySandbox(opts.sandbox, &cfg, cfg.Logger); err != nil {
+		m.Close()
+		con.restore()
+		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitVMMFailure
 	}
 	if err := m.Start(ctx); err != nil {
