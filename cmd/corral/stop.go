@@ -78,6 +78,11 @@ func endVM(ctx context.Context, q, cmd string, stdout, stderr io.Writer,
 	if n := v.Name(); n != "" {
 		label += " (" + n + ")"
 	}
+	if v.State == inventory.Corrupt {
+		// Its record cannot be read, so neither can whether it runs: say why.
+		fmt.Fprintf(stderr, "corral %s: %v (corral gc removes it once its VMM has let go)\n", cmd, v.Err)
+		return exitNotStopped
+	}
 	if v.State != inventory.Running {
 		fmt.Fprintf(stderr, "corral %s: VM %s is %s, not running: nothing to %s\n", cmd, label, v.State, cmd)
 		return exitNotStopped
