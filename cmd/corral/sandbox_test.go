@@ -40,7 +40,7 @@ func TestSandboxCLIChild(t *testing.T) {
 
 // sandboxedCorral returns a command running corral args in a child, with
 // the inventory and audit trail in a temporary directory.
-func sandboxedCorral(t *testing.T, args ...string) *exec.Cmd {
+func sandboxedCorral(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
 	if !sandbox.AllThreadsSupported() {
 		args = append(args, "--caps=keep") // a cgo (-race) test binary cannot drop them on every thread
@@ -217,5 +217,30 @@ func TestRunSandboxedStatus(t *testing.T) {
 	err = cmd.Wait()
 	if got := exitOf(err); got != 128+int(syscall.SIGTERM) || strings.Contains(errb.String(), "forbidden") {
 		t.Errorf("after SIGTERM: exit %d (%v), want %d; stderr:\n%s", got, err, 128+int(syscall.SIGTERM), errb.String())
+	}
+}
+
+// BenchmarkRunHelloSandbox is corral run of the hello guest, start to exit
+// (a child process each, as a user would run it), confined by default and
+// with every layer off: the confinement's cost is the difference.
+func BenchmarkRunHelloSandbox(b *testing.B) {
+	testenv.MustHaveKVM(b)
+	hello := guests.BuildT(b, "hello")
+	for _, c := range []struct {
+		name  string
+		flags []string
+	}{
+		{"confined", []string{"--seccomp=on"}},
+		{"off", []string{"--seccomp=off", "--landlock=off", "--caps=keep"}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			args := append([]string{"run", "--kernel", hello, "--cmdline", "exit=7", "--memory", "64M"}, c.flags...)
+			for b.Loop() {
+				cmd := sandboxedCorral(b, args...)
+				if out, err := cmd.CombinedOutput(); exitOf(err) != 7 {
+					b.Fatalf("exit %v: %s", err, out)
+				}
+			}
+		})
 	}
 }
