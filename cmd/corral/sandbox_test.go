@@ -129,8 +129,9 @@ func exitOf(err error) int {
 	return ee.ExitCode()
 }
 
-// corral run, confined by default, runs test guests to their end: hello,
-// and blk writing and reading a disk.
+// corral run, confined by default, runs test guests to their end: hello;
+// blk writing and reading a disk; net getting a DHCP lease from the
+// built-in server over a socket pair (fd=3, no root needed).
 func TestRunSandboxedGuests(t *testing.T) {
 	testenv.MustHaveKVM(t)
 	disk := filepath.Join(t.TempDir(), "disk.img")
@@ -138,20 +139,33 @@ func TestRunSandboxedGuests(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, c := range []struct {
-		name string
-		args []string
-		want int
+		name    string
+		args    []string
+		net     bool // pass one end of a SOCK_SEQPACKET pair as fd 3
+		want    int
+		wantOut string
 	}{
-		{"hello", []string{"--kernel", guests.BuildT(t, "hello"), "--cmdline", "exit=42"}, 42},
-		{"blk", []string{"--kernel", guests.BuildT(t, "blk"), "--disk", disk, "--cmdline", "read=0 write=1 badreq=1"}, 0},
+		{"hello", []string{"--kernel", guests.BuildT(t, "hello"), "--cmdline", "exit=42"}, false, 42, ""},
+		{"blk", []string{"--kernel", guests.BuildT(t, "blk"), "--disk", disk, "--cmdline", "read=0 write=1 badreq=1"}, false, 0, "verified"},
+		{"net", []string{"--kernel", guests.BuildT(t, "net"), "--net", "fd=3,host=10.0.9.1/24"}, true, 0, "net: lease 10.0.9.2/24"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			cmd := sandboxedCorral(t, append([]string{"run", "--memory", "64M", "--seccomp=on", "--log=info"}, c.args...)...)
+			if c.net {
+				fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_SEQPACKET|syscall.SOCK_CLOEXEC, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				mine, theirs := os.NewFile(uintptr(fds[0]), "host end"), os.NewFile(uintptr(fds[1]), "vm end")
+				defer mine.Close()
+				defer theirs.Close()
+				cmd.ExtraFiles = []*os.File{theirs}
+			}
 			var out, errb bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errb
 			err := cmd.Run()
-			if got := exitOf(err); got != c.want || strings.Contains(errb.String(), "forbidden system call") {
-				t.Errorf("exit %d (%v), want %d\nstdout:\n%s\nstderr:\n%s", got, err, c.want, out.String(), errb.String())
+			if got := exitOf(err); got != c.want || strings.Contains(errb.String(), "forbidden system call") || !strings.Contains(out.String(), c.wantOut) {
+				t.Errorf("exit %d (%v), want %d and %q\nstdout:\n%s\nstderr:\n%s", got, err, c.want, c.wantOut, out.String(), errb.String())
 			}
 			if !strings.Contains(errb.String(), "sandbox.applied") {
 				t.Errorf("no sandbox.applied log line:\n%s", errb.String())
