@@ -34,7 +34,8 @@ func TestMain(m *testing.M) {
 func child(what string) int {
 	dir := os.Getenv("DIR")
 	// A cgo binary (go test -race) cannot drop capabilities on every thread.
-	p := Policy{ReadPaths: []string{filepath.Join(dir, "allowed")}, KeepCaps: !AllThreadsSupported()}
+	p := Policy{ReadPaths: []string{filepath.Join(dir, "allowed"), "/proc/self", "/proc/sys/kernel/random/boot_id"},
+		KeepCaps: !AllThreadsSupported()}
 	rep, err := Apply(p)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "apply:", err)
@@ -72,6 +73,16 @@ func child(what string) int {
 		}
 		_, err := os.ReadFile(filepath.Join(dir, "denied"))
 		fmt.Println("denied:", errors.Is(err, os.ErrPermission))
+		// What corral's inventory and 9p need: /proc/self/stat, the boot
+		// ID, and reopening an allowed file through /proc/self/fd.
+		_, errStat := os.ReadFile("/proc/self/stat")
+		_, errBoot := os.ReadFile("/proc/sys/kernel/random/boot_id")
+		f, errOpen := os.Open(filepath.Join(dir, "allowed", "f"))
+		errReopen := errOpen
+		if errOpen == nil {
+			_, errReopen = os.ReadFile(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+		}
+		fmt.Printf("proc: %v %v %v\n", errStat, errBoot, errReopen)
 		return 0
 	}
 	return 4
@@ -166,6 +177,9 @@ func TestEveryThreadConfined(t *testing.T) {
 	rest, _ := bufio.NewReader(out).ReadString(0)
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("child: %v; stderr:\n%s", err, stderr.String())
+	}
+	if !strings.Contains(rest, "proc: <nil> <nil> <nil>") {
+		t.Errorf("reading /proc/self/stat, the boot ID or an allowed file through /proc/self/fd failed: %q", rest)
 	}
 	if !strings.Contains(rest, "allowed: ok") {
 		t.Errorf("reading an allowed file failed: %q", rest)

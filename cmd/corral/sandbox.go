@@ -79,7 +79,8 @@ func parseUser(s string) (sandbox.User, error) {
 }
 
 // sandboxPolicy returns the policy for a machine built from cfg: it may
-// read its kernel, initrd and read-only disks and shares, and write its
+// read /proc/self, the boot ID, its kernel, initrd and read-only disks and
+// shares, and write its
 // other disks and shares, its vsock socket's directory, the state
 // directory and the audit trail's directory (created now if missing, as
 // Start would).
@@ -92,6 +93,11 @@ func sandboxPolicy(f *sandboxFlags, cfg *corral.Config, log *slog.Logger) (sandb
 			p.ReadPaths = append(p.ReadPaths, path)
 		}
 	}
+	// The inventory and audit trail read this process's start time and the
+	// boot ID; 9p reopens its files through /proc/self/fd (the target's
+	// own rule decides those).
+	add("/proc/self", false)
+	add("/proc/sys/kernel/random/boot_id", false)
 	add(cfg.Kernel, false)
 	if cfg.Initrd != "" {
 		add(cfg.Initrd, false)

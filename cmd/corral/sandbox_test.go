@@ -101,7 +101,7 @@ func TestSandboxPolicyPaths(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := strings.Join(p.ReadPaths, " "), "/k /i /ro.img /pub"; got != want {
+	if got, want := strings.Join(p.ReadPaths, " "), "/proc/self /proc/sys/kernel/random/boot_id /k /i /ro.img /pub"; got != want {
 		t.Errorf("read paths %q, want %q", got, want)
 	}
 	if got, want := strings.Join(p.WritePaths, " "), "/rw.img /srv /run/x "+state+" "+filepath.Join(dir, "audit"); got != want {
