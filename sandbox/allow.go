@@ -113,6 +113,7 @@ func allowList(f Filter) []rule {
 		{name: "getdents64", why: "9p readdir, inventory"},
 		{name: "readlinkat", why: "9p readlink"},
 		{name: "getcwd", why: "absolute paths for the inventory"},
+		{name: "umask", why: "the control socket is created 0600 under umask 0177"},
 		{name: "mkdirat", why: "9p mkdir, inventory directory"},
 		{name: "mknodat", why: "9p mknod (fifos and sockets; devices need a capability that is gone)"},
 		{name: "unlinkat", why: "9p remove, vsock socket and inventory cleanup"},
