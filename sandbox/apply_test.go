@@ -165,7 +165,7 @@ func TestEveryThreadConfined(t *testing.T) {
 		}
 		wants := []string{"Seccomp:\t2\n", "NoNewPrivs:\t1\n"}
 		if AllThreadsSupported() {
-			wants = append(wants, "CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n", "CapBnd:\t0000000000000000\n")
+			wants = append(wants, "CapEff:\t0000000000000000\n", "CapPrm:\t0000000000000000\n", "CapInh:\t0000000000000000\n", "CapAmb:\t0000000000000000\n")
 		}
 		for _, want := range wants {
 			if !bytes.Contains(st, []byte(want)) {

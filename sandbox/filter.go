@@ -72,14 +72,15 @@ const (
 // x32 system calls on x86-64 have this bit set in nr; none is allowed.
 const x32SyscallBit = 0x40000000
 
-// syscallNumber returns the x86-64 number of a system call name.
-func syscallNumber(name string) (int, bool) {
+// syscallNumbers returns the x86-64 numbers of the system calls by name.
+func syscallNumbers() map[string]int {
+	m := make(map[string]int, len(syscallNames))
 	for nr, n := range syscallNames {
-		if n == name && n != "" {
-			return nr, true
+		if n != "" {
+			m[n] = nr
 		}
 	}
-	return 0, false
+	return m
 }
 
 // SyscallName returns the name of an x86-64 system call number, or
@@ -108,8 +109,9 @@ func (f Filter) Program() ([]bpf.RawInstruction, error) {
 		bpf.RetConstant{Val: deny},
 	}
 	seen := map[int]bool{}
+	numbers := syscallNumbers()
 	for _, r := range allowList(f) {
-		nr, ok := syscallNumber(r.name)
+		nr, ok := numbers[r.name]
 		if !ok {
 			return nil, fmt.Errorf("sandbox: allow-list names unknown system call %q", r.name)
 		}
