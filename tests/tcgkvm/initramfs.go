@@ -39,6 +39,10 @@ type initramfsSpec struct {
 	GCCAnswer string // the host gcc's -dumpfullversion -dumpmachine output
 	Heartbeat int    // seconds between "alive" lines; 0: none
 	Require   string // CORRAL_REQUIRE in the VM: these needs fail rather than skip
+
+	LinuxKernel string // host path of a Linux kernel for L2 guests, shipped as /linux/<base name>; "" for none
+	Agent       string // host path of a static guest agent, shipped as /linux/corral-agent; "" for none
+	L2Cmdline   string // CORRAL_TCGKVM_CMDLINE in the VM: workarounds Linux L2 guests add to their command line
 }
 
 // VM-side paths.
@@ -58,7 +62,15 @@ func initScript(s initramfsSpec) string {
 /bin/busybox --install -s /bin
 export PATH=/bin:/usr/bin:/usr/local/bin HOME=/root TMPDIR=/tmp
 export CORRAL_GUEST_CACHE=` + vmGuestCache + ` CORRAL_REQUIRE=` + shellQuote(s.Require) + `
-mount -t proc proc /proc
+export ` + envTCGKVM + `=1 ` + envTCGKVMCmdline + `=` + shellQuote(s.L2Cmdline) + `
+`)
+	if s.LinuxKernel != "" {
+		b.WriteString("export " + envKernel + "=" + shellQuote(vmLinuxDir+"/"+filepath.Base(s.LinuxKernel)) + "\n")
+	}
+	if s.Agent != "" {
+		b.WriteString("export " + envAgent + "=" + vmAgent + "\n")
+	}
+	b.WriteString(`mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666 devpts /dev/pts
@@ -161,6 +173,16 @@ func writeInitramfs(w io.Writer, s initramfsSpec) error {
 	if s.GCCPath != "" {
 		file(s.GCCPath, 0o755, []byte(gccShim))
 		file(vmGCCAnswer, 0o644, []byte(s.GCCAnswer))
+	}
+	if s.LinuxKernel != "" {
+		if err := hostFile(path.Join(vmLinuxDir, filepath.Base(s.LinuxKernel)), 0o644, s.LinuxKernel); err != nil {
+			return err
+		}
+	}
+	if s.Agent != "" {
+		if err := hostFile(vmAgent, 0o755, s.Agent); err != nil {
+			return err
+		}
 	}
 	for _, g := range s.Guests {
 		if err := hostFile(path.Join(vmGuestCache, g.Rel), 0o755, g.Host); err != nil {

@@ -40,6 +40,7 @@ func main() {
 
 type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
+	linuxKernel, agent, l2Cmdline                                               string
 	smp, nice, heartbeat                                                        int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
@@ -58,13 +59,16 @@ func run() (int, error) {
 	flag.StringVar(&o.cpu, "cpu", "max", "QEMU -cpu model; needs svm and npt (max, EPYC, qemu64,+svm,+npt)")
 	flag.StringVar(&o.accel, "accel", "tcg,thread=single", "QEMU -accel (thread=multi wedged the L1 kernel in the lifecycle test)")
 	flag.StringVar(&o.mem, "m", "2G", "VM memory")
-	flag.IntVar(&o.smp, "smp", 2, "VM CPUs (TCG threads)")
+	flag.IntVar(&o.smp, "smp", 1, "VM CPUs; with thread=single they share one host thread, and more than 1 lets QEMU 7.2 deliver an L2 guest's injected interrupt twice (README)")
 	flag.IntVar(&o.nice, "nice", 10, "run QEMU under nice -n N (0: not)")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "kill the VM after this long")
 	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
 	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these)")
+	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
+	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
+	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, test binaries)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: tcgkvm [flags] package|file.test... [-- test flags]\n")
@@ -118,7 +122,18 @@ func run() (int, error) {
 	}
 	logf("%d test binaries built", len(tests))
 
-	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require}
+	linuxKernel, agent, err := linuxFiles(ctx, o)
+	if err != nil {
+		return 2, err
+	}
+	if linuxKernel == "" {
+		logf("no Linux test kernel (tests/linux/build-kernel.sh --no-patches, or -linux-kernel): Linux guest tests will skip in the VM")
+	} else {
+		logf("Linux guest kernel %s, agent %s", linuxKernel, agent)
+	}
+
+	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require,
+		LinuxKernel: linuxKernel, Agent: agent, L2Cmdline: o.l2Cmdline}
 	if err := addGuests(ctx, &spec); err != nil {
 		return 2, err
 	}

@@ -130,6 +130,10 @@ func TestInitramfsContents(t *testing.T) {
 		GCCPath:   "/usr/bin/gcc",
 		GCCAnswer: "12.2.0\nx86_64-linux-gnu\n",
 		Require:   "kvm,root",
+
+		LinuxKernel: write("k/vmlinux", "kernel"),
+		Agent:       write("a/corral-agent", "agent"),
+		L2Cmdline:   "nopv it's",
 	}
 	var buf bytes.Buffer
 	if err := writeInitramfs(&buf, spec); err != nil {
@@ -159,6 +163,7 @@ func TestInitramfsContents(t *testing.T) {
 		"bin/busybox": "bb", "modules/kvm-amd.ko": "module kvm-amd", "pkg/0/0-p.test": "elf",
 		"pkg/0/testdata/seeds/a": "seed", "guests/0123abcd/hello.elf": "guest",
 		"etc/tcgkvm/gcc-version": spec.GCCAnswer, "usr/bin/gcc": gccShim,
+		"linux/vmlinux": "kernel", "linux/corral-agent": "agent",
 	} {
 		if got[name] != want {
 			t.Errorf("%s = %q, want %q", name, got[name], want)
@@ -169,12 +174,57 @@ func TestInitramfsContents(t *testing.T) {
 	}
 	init := got["init"]
 	for _, want := range []string{"insmod /modules/irqbypass.ko", "CORRAL_GUEST_CACHE=/guests CORRAL_REQUIRE='kvm,root'", "cd /pkg/0",
-		"./0-p.test '-test.v' '-test.run=A|B'", "tcgkvm: result example.com/p exit=$rc", "poweroff -f"} {
+		"./0-p.test '-test.v' '-test.run=A|B'", "tcgkvm: result example.com/p exit=$rc", "poweroff -f",
+		"export CORRAL_TCGKVM=1 CORRAL_TCGKVM_CMDLINE='nopv it'\\''s'\n",
+		"export CORRAL_KERNEL='/linux/vmlinux'\n", "export CORRAL_AGENT=/linux/corral-agent\n"} {
 		if !strings.Contains(init, want) {
 			t.Errorf("init lacks %q:\n%s", want, init)
 		}
 	}
 	if strings.Index(init, "insmod /modules/kvm.ko") > strings.Index(init, "insmod /modules/kvm-amd.ko") {
 		t.Error("init loads kvm-amd before kvm")
+	}
+}
+
+func TestInitramfsWithoutLinux(t *testing.T) {
+	init := initScript(initramfsSpec{Require: "kvm"})
+	if strings.Contains(init, "CORRAL_KERNEL") || strings.Contains(init, "CORRAL_AGENT") {
+		t.Errorf("init exports a kernel or agent it was not given:\n%s", init)
+	}
+	if !strings.Contains(init, "export CORRAL_TCGKVM=1 CORRAL_TCGKVM_CMDLINE=''\n") {
+		t.Errorf("init does not mark the VM:\n%s", init)
+	}
+}
+
+func TestPick(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "f")
+	if err := os.WriteFile(file, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	found := func(p string) func() (string, error) { return func() (string, error) { return p, nil } }
+	failed := func() (string, error) { return "", errors.New("find failed") }
+	const env = "TCGKVM_TEST_PICK"
+	for _, c := range []struct {
+		flag, env string
+		find      func() (string, error)
+		want      string
+		wantErr   bool
+	}{
+		{flag: "none", env: file, find: failed, want: ""},
+		{flag: "auto", env: file, find: failed, want: file},
+		{flag: "", env: file, find: failed, want: file},
+		{flag: "auto", env: "", find: found("/from/find"), want: "/from/find"},
+		{flag: "auto", env: "", find: found(""), want: ""},
+		{flag: "auto", env: "", find: failed, wantErr: true},
+		{flag: "auto", env: filepath.Join(dir, "missing"), find: found("x"), wantErr: true},
+		{flag: file, env: "", find: failed, want: file},
+		{flag: filepath.Join(dir, "missing"), env: file, find: found("x"), wantErr: true},
+	} {
+		t.Setenv(env, c.env)
+		got, err := pick(c.flag, env, c.find)
+		if (err != nil) != c.wantErr || got != c.want {
+			t.Errorf("pick(%q) with $%s=%q = %q, %v; want %q (error %v)", c.flag, env, c.env, got, err, c.want, c.wantErr)
+		}
 	}
 }
