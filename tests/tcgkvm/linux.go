@@ -77,6 +77,9 @@ func linuxFiles(ctx context.Context, o options) (kernelPath, agentPath string, e
 		return "", "", fmt.Errorf("tcgkvm: -linux-kernel: %w", err)
 	}
 	agentPath, err = pick(o.agent, envAgent, func() (string, error) {
+		if kernelPath == "" {
+			return "", nil // no Linux guest to run it in: skip the build
+		}
 		return initrd.BuildAgent(ctx, filepath.Join(o.cache, "agent"))
 	})
 	if err != nil {
