@@ -242,8 +242,9 @@ func TestEventsSince(t *testing.T) {
 	now := inventory.SystemClock{}.Boottime()
 	// Ages scale down on a host up for less than 2 h (a tests/tcgkvm VM is
 	// seconds old): a record cannot be older than the boot, and since
-	// must fall between recent and old.
-	oldAge, recentAge, since := min(2*time.Hour, now), min(time.Minute, now/4), min(10*time.Minute, now/2)
+	// must fall between recent and old (a boot time of 0 would be filled
+	// in with now by the trail).
+	oldAge, recentAge, since := min(2*time.Hour, now-time.Millisecond), min(time.Minute, now/4), min(10*time.Minute, now/2)
 	for _, e := range []audit.Event{
 		{Event: "vm.old", VMID: "0000000000000001", BootID: boot, Boottime: int64(now - oldAge)},
 		{Event: "vm.recent", VMID: "0000000000000002", BootID: boot, Boottime: int64(now - recentAge), Name: "r"},
