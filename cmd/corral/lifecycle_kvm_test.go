@@ -482,8 +482,9 @@ func TestStateDirNotWritableCLI(t *testing.T) {
 // TestLinuxPowersOffOnStop: `corral stop` of a Linux guest ends it
 // gracefully: the Ctrl-Alt-Del it is sent makes the kernel restart (a
 // Corral machine ends on reset) long before the timeout. It needs a kernel
-// with CONFIG_VT and CONFIG_KEYBOARD_ATKBD in $CORRAL_KERNEL, and busybox
-// for the initramfs.
+// with CONFIG_VT and CONFIG_KEYBOARD_ATKBD (the test kernel has them since
+// tests/linux/kernel.config says so) in $CORRAL_KERNEL, and busybox for
+// the initramfs.
 func TestLinuxPowersOffOnStop(t *testing.T) {
 	testenv.MustHaveKVM(t)
 	k := os.Getenv("CORRAL_KERNEL")
@@ -496,7 +497,10 @@ func TestLinuxPowersOffOnStop(t *testing.T) {
 	_, trail := fakeInventory(t)
 	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{NoDHCP: true,
 		Script: "echo corral-test: waiting\nsleep 3600\n"})
-	r := startRun(t, "--kernel", k, "--initrd", initrd, "--cmdline", kernel.CmdlinePlain, "--memory", "256M", "--name", "linux")
+	// Inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE holds what that emulator
+	// needs on the command line.
+	cmdline := strings.TrimSpace(kernel.CmdlinePlain + " " + os.Getenv("CORRAL_TCGKVM_CMDLINE"))
+	r := startRun(t, "--kernel", k, "--initrd", initrd, "--cmdline", cmdline, "--memory", "256M", "--name", "linux")
 	deadline := time.Now().Add(5 * time.Minute)
 	var v vmJSON
 	for {
