@@ -43,6 +43,9 @@ type initramfsSpec struct {
 	LinuxKernel string // host path of a Linux kernel for L2 guests, shipped as /linux/<base name>; "" for none
 	Agent       string // host path of a static guest agent, shipped as /linux/corral-agent; "" for none
 	L2Cmdline   string // CORRAL_TCGKVM_CMDLINE in the VM: workarounds Linux L2 guests add to their command line
+
+	LinuxBzImage string   // host path of the same kernel's bzImage, shipped as /linux/bzImage ($CORRAL_BZIMAGE); "" for none
+	HostFiles    []vmFile // -host-files: host tools (and their libraries) at their host paths
 }
 
 // VM-side paths.
@@ -69,6 +72,9 @@ export ` + envTCGKVM + `=1 ` + envTCGKVMCmdline + `=` + shellQuote(s.L2Cmdline) 
 	}
 	if s.Agent != "" {
 		b.WriteString("export " + envAgent + "=" + vmAgent + "\n")
+	}
+	if s.LinuxBzImage != "" {
+		b.WriteString("export " + envBzImage + "=" + vmBzImage + "\n")
 	}
 	b.WriteString(`mount -t proc proc /proc
 mount -t sysfs sys /sys
@@ -181,6 +187,16 @@ func writeInitramfs(w io.Writer, s initramfsSpec) error {
 	}
 	if s.Agent != "" {
 		if err := hostFile(vmAgent, 0o755, s.Agent); err != nil {
+			return err
+		}
+	}
+	if s.LinuxBzImage != "" {
+		if err := hostFile(vmBzImage, 0o644, s.LinuxBzImage); err != nil {
+			return err
+		}
+	}
+	for _, f := range s.HostFiles {
+		if err := hostFile(f.VM, f.Perm, f.Host); err != nil {
 			return err
 		}
 	}

@@ -16,6 +16,7 @@ import (
 const (
 	vmLinuxDir = "/linux"
 	vmAgent    = vmLinuxDir + "/corral-agent"
+	vmBzImage  = vmLinuxDir + "/bzImage"
 )
 
 // Environment inside the VM for Linux guest tests. CORRAL_KERNEL and
@@ -25,6 +26,7 @@ const (
 	envAgent         = "CORRAL_AGENT"
 	envTCGKVM        = "CORRAL_TCGKVM"         // "1" inside the VM
 	envTCGKVMCmdline = "CORRAL_TCGKVM_CMDLINE" // what Linux L2 guests should add to their command line here
+	envBzImage       = "CORRAL_BZIMAGE"        // the bzImage of $CORRAL_KERNEL, for boot-protocol tests (tests/e2e)
 )
 
 // Values of -linux-kernel and -agent besides a path.
@@ -95,4 +97,19 @@ func linuxFiles(ctx context.Context, o options) (kernelPath, agentPath string, e
 		}
 	}
 	return kernelPath, agentPath, nil
+}
+
+// bzImageBeside returns the bzImage that tests/linux/build-kernel.sh puts
+// beside a vmlinux in its cache directory, or "" if kernelPath is not such
+// a vmlinux: tests of the boot protocol (tests/e2e) need the same kernel
+// as a bzImage.
+func bzImageBeside(kernelPath string) string {
+	if kernelPath == "" || filepath.Base(kernelPath) != "vmlinux" {
+		return ""
+	}
+	p := filepath.Join(filepath.Dir(kernelPath), "bzImage")
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() {
+		return ""
+	}
+	return p
 }

@@ -41,6 +41,7 @@ func main() {
 type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
 	linuxKernel, agent, l2Cmdline                                               string
+	hostFiles                                                                   string
 	smp, nice, heartbeat                                                        int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
@@ -69,6 +70,7 @@ func run() (int, error) {
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
 	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
+	flag.StringVar(&o.hostFiles, "host-files", "", "comma-separated host commands (PATH, /usr/sbin, /sbin) or files to ship at their host paths, with the libraries a dynamic executable needs (e.g. mkfs.ext4,debugfs,/etc/mke2fs.conf for tests/e2e)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, test binaries)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: tcgkvm [flags] package|file.test... [-- test flags]\n")
@@ -132,8 +134,13 @@ func run() (int, error) {
 		logf("Linux guest kernel %s, agent %s", linuxKernel, agent)
 	}
 
+	hostFiles, err := resolveHostFiles(o.hostFiles)
+	if err != nil {
+		return 2, err
+	}
 	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require,
 		LinuxKernel: linuxKernel, Agent: agent, L2Cmdline: o.l2Cmdline}
+	spec.LinuxBzImage, spec.HostFiles = bzImageBeside(linuxKernel), hostFiles
 	if err := addGuests(ctx, &spec); err != nil {
 		return 2, err
 	}
