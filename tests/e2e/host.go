@@ -24,3 +24,8 @@ const (
 	// log (a failed boot's console tail is logged anyway).
 	ConsoleEnv = "CORRAL_E2E_CONSOLE"
 )
+
+// tcgkvmHostFiles is the tests/tcgkvm -host-files value that ships the host
+// tools these tests run (mkfs.ext4 for the root and data images, debugfs
+// to read the root image afterwards) into its VM, which has only busybox.
+const tcgkvmHostFiles = "mkfs.ext4,debugfs,/etc/mke2fs.conf"

@@ -26,7 +26,7 @@ func TestBzImagePowerOff(t *testing.T) {
 	k := setupLinux(t)
 	const cpus = 1
 	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: shortScript, NoDHCP: true})
-	r := startLinux(t, corral.Config{Kernel: k.bzImage, Initrd: initrd, CPUs: cpus, Cmdline: k.cmdline},
+	r := startLinux(t, corral.Config{Kernel: k.needBzImage(t), Initrd: initrd, CPUs: cpus, Cmdline: k.cmdline},
 		"Linux version", "Run /init", "corral-init: start", "corral-init: exit status", "reboot: Power down")
 	r.wait(t)
 	r.wantExit(t, corral.ExitPowerOff, 0)
@@ -61,7 +61,7 @@ func TestPVHInitramfsSMPReboot(t *testing.T) {
 	k := setupLinux(t)
 	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: smpScript, NoDHCP: true, Exit: rootfs.ExitReboot})
 	disk, sum := writePatternDisk(t, 1<<20)
-	r := startLinux(t, corral.Config{Kernel: k.vmlinux, Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
+	r := startLinux(t, corral.Config{Kernel: k.needVmlinux(t), Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
 		Disks: []corral.Disk{{Path: disk, ReadOnly: true}}},
 		"Linux version", "smp: Brought up", "Run /init", "corral-init: start", "corral-init: exit status", "reboot: Restarting system")
 	r.wait(t)

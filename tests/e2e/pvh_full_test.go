@@ -120,6 +120,7 @@ exit %[5]d
 // read-only image unchanged, the TAP gone and the image locks released.
 func TestPVHFullSystem(t *testing.T) {
 	k := setupLinux(t)
+	vmlinux := k.needVmlinux(t)
 	debugfsPath(t) // skip now rather than after the boot
 	dir := t.TempDir()
 	root := writeExt4(t, "root.ext4", 64, rootfs.InitramfsOptions{
@@ -141,7 +142,7 @@ func TestPVHFullSystem(t *testing.T) {
 
 	netnstest.Run(t, func() {
 		r := newLinux(t, corral.Config{
-			Kernel:  k.vmlinux,
+			Kernel:  vmlinux,
 			CPUs:    fullCPUs,
 			Cmdline: k.cmdline + " root=/dev/vda rw ip=dhcp",
 			Disks:   []corral.Disk{{Path: root}, {Path: data, ReadOnly: true}},
@@ -172,7 +173,7 @@ func TestPVHFullSystem(t *testing.T) {
 		r.start(t)
 
 		// While the machine runs, its writable image is locked.
-		if m2, err := corral.New(corral.Config{Kernel: k.vmlinux, Disks: []corral.Disk{{Path: root}}}); err == nil {
+		if m2, err := corral.New(corral.Config{Kernel: vmlinux, Disks: []corral.Disk{{Path: root}}}); err == nil {
 			m2.Close()
 			t.Error("a second machine opened the running machine's root image read-write")
 		} else if !errors.Is(err, blk.ErrImageLocked) {
@@ -252,7 +253,7 @@ func TestPVHFullSystem(t *testing.T) {
 		}
 		// ... and both image locks are released: a new machine opens both
 		// images read-write.
-		m2, err := corral.New(corral.Config{Kernel: k.vmlinux, Disks: []corral.Disk{{Path: root}, {Path: data}}})
+		m2, err := corral.New(corral.Config{Kernel: vmlinux, Disks: []corral.Disk{{Path: root}, {Path: data}}})
 		if err != nil {
 			t.Errorf("a new machine on the images after the first ended: %v", err)
 		} else {

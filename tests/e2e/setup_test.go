@@ -29,16 +29,18 @@ const buildTimeout = 40 * time.Minute
 
 // testKernel is the Linux kernel the tests boot and its command line.
 type testKernel struct {
-	bzImage string // x86 boot-protocol image
-	vmlinux string // ELF with the PVH entry note
+	bzImage string // x86 boot-protocol image; "" if not given (see kernelFor)
+	vmlinux string // ELF with the PVH entry note; "" if not given
 	patched bool   // the nested-KVM test kernel
-	cmdline string // kernel.CmdlineNested or kernel.CmdlinePlain
+	cmdline string // kernel.CmdlineNested or kernel.CmdlinePlain, plus $CORRAL_TCGKVM_CMDLINE
 }
 
 // setupLinux checks what a Linux boot needs and returns the kernel to boot:
 // it skips the test without /dev/kvm or busybox, picks the patched or plain
-// kernel for this host (kernel.Choose), and finds it in the cache or,
-// with CORRAL_BUILD_KERNEL=1, builds it.
+// kernel for this host (kernel.Choose), and takes it from $CORRAL_KERNEL
+// (and $CORRAL_BZIMAGE: tests/tcgkvm sets both in its VM, which has no
+// source tree or cache), else finds it in the cache or, with
+// CORRAL_BUILD_KERNEL=1, builds it.
 func setupLinux(t *testing.T) testKernel {
 	t.Helper()
 	testenv.MustHaveKVM(t)
@@ -48,6 +50,17 @@ func setupLinux(t *testing.T) testKernel {
 		t.Fatal(err)
 	}
 	variant := choice.Kind()
+	given, ok, err := kernel.FromEnv(os.Getenv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok {
+		k := testKernel{bzImage: given.BzImage, vmlinux: given.Vmlinux, patched: choice.Patched,
+			cmdline: kernel.AppendCmdline(choice.Cmdline(), given.Extra)}
+		t.Logf("kernel: $%s=%s, $%s=%q, booted as the %s kernel (%s); command line %q",
+			kernel.KernelEnv, os.Getenv(kernel.KernelEnv), kernel.BzImageEnv, given.BzImage, variant, choice.Reason, k.cmdline)
+		return k
+	}
 	bz, vmlinux, err := kernel.Find(choice.Patched)
 	if errors.Is(err, kernel.ErrNotBuilt) {
 		if os.Getenv(BuildEnv) != "1" {
@@ -72,6 +85,27 @@ func setupLinux(t *testing.T) testKernel {
 	return k
 }
 
+// needVmlinux returns the PVH vmlinux, ending the test (skip, or failure
+// with CORRAL_REQUIRE=tools) when the environment named only a bzImage.
+func (k testKernel) needVmlinux(t *testing.T) string {
+	t.Helper()
+	if k.vmlinux == "" {
+		testenv.Missing(t, testenv.Tools, "needs the test kernel's vmlinux (PVH): $%s is a bzImage", kernel.KernelEnv)
+	}
+	return k.vmlinux
+}
+
+// needBzImage returns the bzImage, ending the test (skip, or failure with
+// CORRAL_REQUIRE=tools) when the environment named only a vmlinux.
+func (k testKernel) needBzImage(t *testing.T) string {
+	t.Helper()
+	if k.bzImage == "" {
+		testenv.Missing(t, testenv.Tools, "needs the test kernel's bzImage: $%s is a vmlinux and $%s is not set (tests/tcgkvm ships the bzImage beside a build-kernel.sh vmlinux)",
+			kernel.KernelEnv, kernel.BzImageEnv)
+	}
+	return k.bzImage
+}
+
 // writeExt4 builds an ext4 image with the test root file system (or, with
 // a non-empty dir, a copy of dir) into the test's temporary directory,
 // skipping the test if mkfs.ext4 is missing.
@@ -85,7 +119,7 @@ func writeExt4(t *testing.T, name string, sizeMiB int, opts rootfs.InitramfsOpti
 		err = rootfs.BuildExt4(p, sizeMiB, opts)
 	}
 	if errors.Is(err, rootfs.ErrMkfsMissing) {
-		testenv.Missing(t, testenv.Tools, "%v (apt-get install -y e2fsprogs)", err)
+		testenv.Missing(t, testenv.Tools, "%v (apt-get install -y e2fsprogs; in tests/tcgkvm: -host-files %s)", err, tcgkvmHostFiles)
 	}
 	if err != nil {
 		t.Fatal(err)
@@ -112,7 +146,7 @@ func writePatternDisk(t *testing.T, size int) (string, string) {
 // debugfsPath finds debugfs (e2fsprogs), skipping the test if it is missing.
 func debugfsPath(t *testing.T) string {
 	t.Helper()
-	return testenv.MustHaveCommand(t, "debugfs", "e2fsprogs")
+	return testenv.MustHaveCommand(t, "debugfs", "e2fsprogs; in tests/tcgkvm: -host-files "+tcgkvmHostFiles)
 }
 
 // debugfsCat reads a file from an ext4 image with debugfs.
