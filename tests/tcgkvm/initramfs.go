@@ -46,6 +46,7 @@ type initramfsSpec struct {
 
 	LinuxBzImage string   // host path of the same kernel's bzImage, shipped as /linux/bzImage ($CORRAL_BZIMAGE); "" for none
 	HostFiles    []vmFile // -host-files: host tools (and their libraries) at their host paths
+	QEMU         string   // -l2-qemu: QEMU's path in the VM (among HostFiles), exported as $QEMU; "" for none
 }
 
 // VM-side paths.
@@ -72,6 +73,9 @@ export ` + envTCGKVM + `=1 ` + envTCGKVMCmdline + `=` + shellQuote(s.L2Cmdline) 
 	}
 	if s.Agent != "" {
 		b.WriteString("export " + envAgent + "=" + vmAgent + "\n")
+	}
+	if s.QEMU != "" {
+		b.WriteString("export " + envQEMU + "=" + shellQuote(s.QEMU) + "\n")
 	}
 	if s.LinuxBzImage != "" {
 		b.WriteString("export " + envBzImage + "=" + vmBzImage + "\n")

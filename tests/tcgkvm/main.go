@@ -45,6 +45,7 @@ type options struct {
 	smp, nice, heartbeat                                                        int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
+	l2QEMU                                                                      bool
 }
 
 func run() (int, error) {
@@ -71,6 +72,7 @@ func run() (int, error) {
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
 	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
 	flag.StringVar(&o.hostFiles, "host-files", "", "comma-separated host commands (PATH, /usr/sbin, /sbin) or files to ship at their host paths, with the libraries a dynamic executable needs (e.g. mkfs.ext4,debugfs,/etc/mke2fs.conf for tests/e2e)")
+	flag.BoolVar(&o.l2QEMU, "l2-qemu", false, "ship the -qemu binary (with its libraries and firmware) into the VM as $QEMU, for benchmarks beside Corral (bench/agentvsqemu)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, test binaries)")
 	flag.Usage = func() {
 		fmt.Fprintf(flag.CommandLine.Output(), "usage: tcgkvm [flags] package|file.test... [-- test flags]\n")
@@ -141,6 +143,14 @@ func run() (int, error) {
 	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require,
 		LinuxKernel: linuxKernel, Agent: agent, L2Cmdline: o.l2Cmdline}
 	spec.LinuxBzImage, spec.HostFiles = bzImageBeside(linuxKernel), hostFiles
+	if o.l2QEMU {
+		qf, bin, missing, err := qemuFiles(o.qemu)
+		if err != nil {
+			return 2, err
+		}
+		spec.HostFiles, spec.QEMU = mergeFiles(spec.HostFiles, qf), bin
+		logf("QEMU for L2 guests: %s, %d files (firmware not on this host: %v)", bin, len(qf), missing)
+	}
 	if err := addGuests(ctx, &spec); err != nil {
 		return 2, err
 	}
