@@ -194,6 +194,23 @@ func TestStopIgnoredAndKill(t *testing.T) {
 	b := startRun(t, "--kernel", spin, "--memory", "64M", "--name", "killme")
 	va, vb := waitListed(t, "stopme", a), waitListed(t, "killme", b)
 
+	// ps --json --metrics: the real VMM's counters, from its control socket.
+	withMetrics := psJSON(t, "--metrics", "--filter", "name=stopme")
+	if len(withMetrics) != 1 || withMetrics[0].MetricsError != "" {
+		t.Fatalf("ps --json --metrics: %+v", withMetrics)
+	}
+	var exits float64
+	for _, m := range withMetrics[0].Metrics {
+		if m.Name == "corral_vcpu_exits_total" {
+			for _, s := range m.Samples {
+				exits += s.Value
+			}
+		}
+	}
+	if exits == 0 {
+		t.Errorf("ps --json --metrics: no vCPU exits counted for a guest that printed a line: %+v", withMetrics[0].Metrics)
+	}
+
 	start := time.Now()
 	code, out, stderr := runCLI(t, "stop", "stopme", "--timeout", "1s")
 	took := time.Since(start)
