@@ -280,6 +280,13 @@ func (c *conn) accept(i uint16) error {
 		return c.refuse(i, errEMSGSIZE)
 	case typ != tTversion && !versioned:
 		return c.refuse(i, errEPROTO)
+	case c.d.noXattrs && (typ == tTxattrwalk || typ == tTxattrcreate):
+		// The p9 server would turn the tree's EOPNOTSUPP into EINVAL,
+		// which Linux takes for a failure: overlayfs then fails the
+		// lookup of every regular file of a lower layer on 9p (exec
+		// from corral exec's root gave EINVAL). ENODATA and EOPNOTSUPP
+		// are what it takes for "no such attribute".
+		return c.answer(i, errEOPNOTSUPP)
 	}
 
 	le.PutUint16(s.head[hdrTag:], i)
@@ -332,6 +339,13 @@ func (c *conn) refuse(i uint16, errno uint32) error {
 	s := &c.slots[i]
 	c.d.counts.inc(cGuestErrors)
 	c.d.log.Warn("virtio-9p: guest gave a 9P request the transport refused", "errno", errno, "size", s.size)
+	return c.answer(i, errno)
+}
+
+// answer completes the request in slot i with Rlerror(errno) without the
+// server.
+func (c *conn) answer(i uint16, errno uint32) error {
+	s := &c.slots[i]
 	r := rlerror(s.guestTag, errno)
 	if _, err := s.chain.WriteAt(r[:], 0); err != nil {
 		return err // cannot happen: the writable part was checked

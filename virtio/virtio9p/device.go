@@ -78,6 +78,11 @@ type Config struct {
 	now func() time.Time // the rate limiter's clock; nil is time.Now
 }
 
+// XattrLess is implemented by a Config.FS that may have no extended
+// attributes (hostfs.FS): the device then answers every xattr request
+// with EOPNOTSUPP itself, as the p9 server would answer EINVAL.
+type XattrLess interface{ NoXattrs() bool }
+
 // Device is a virtio-9p device. It implements virtio.Device.
 type Device struct {
 	fs          p9.Attacher
@@ -88,6 +93,9 @@ type Device struct {
 	maxMsize    uint32
 	maxInFlight int
 	counts      counters
+	// noXattrs: the tree has no extended attributes, and the transport
+	// answers their requests itself (see conn.accept).
+	noXattrs bool
 
 	common *virtio.Common
 	active atomic.Pointer[conn]
@@ -132,6 +140,9 @@ func New(cfg Config) (*Device, error) {
 		queueSize:   qs,
 		maxMsize:    msize,
 		maxInFlight: inflight,
+	}
+	if x, ok := cfg.FS.(XattrLess); ok {
+		d.noXattrs = x.NoXattrs()
 	}
 	d.common = virtio.NewCommon("virtio-9p", d.features, 1, qs)
 	return d, nil

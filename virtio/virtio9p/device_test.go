@@ -322,3 +322,36 @@ func TestConcurrentRequests(t *testing.T) {
 		t.Fatalf("attach after reset: type %d", typ)
 	}
 }
+
+// TestXattrsUnsupported: a tree without extended attributes answers their
+// requests with EOPNOTSUPP, as a file system without them does, not the
+// p9 server's EINVAL (overlayfs fails a lookup on EINVAL: exec from an
+// overlay with a 9p lower layer failed). They are not guest errors.
+func TestXattrsUnsupported(t *testing.T) {
+	h := newHarness(t, shareDir(t), hostfs.Options{}, Config{})
+	h.version(8192)
+	if typ, _, _ := reply(t, h.do(chain{msg: msg(tTattach, 1, uint32(1), uint32(0xffffffff), "", "", uint32(0)), wlen: 64})); typ != tRattach {
+		t.Fatalf("attach: type %d", typ)
+	}
+	for _, c := range []struct {
+		name string
+		m    []byte
+	}{
+		{"get trusted.overlay.metacopy", msg(tTxattrwalk, 2, uint32(1), uint32(2), "trusted.overlay.metacopy")},
+		{"get security.capability", msg(tTxattrwalk, 3, uint32(1), uint32(3), "security.capability")},
+		{"list", msg(tTxattrwalk, 4, uint32(1), uint32(4), "")},
+		{"set user.x", msg(tTxattrcreate, 5, uint32(1), "user.x", uint64(1), uint32(0))},
+	} {
+		typ, _, body := reply(t, h.do(chain{msg: c.m, wlen: 64}))
+		if typ != tRlerror || len(body) != 4 || binary.LittleEndian.Uint32(body) != errEOPNOTSUPP {
+			t.Errorf("%s: reply type %d body %x, want Rlerror EOPNOTSUPP (95)", c.name, typ, body)
+		}
+	}
+	// The fid still works: the refusals took nothing from it.
+	if typ, _, _ := reply(t, h.do(chain{msg: msg(tTwalk, 6, uint32(1), uint32(7), uint16(1), "d"), wlen: 64})); typ != tRwalk {
+		t.Errorf("walk after the xattr requests: type %d", typ)
+	}
+	if n := h.dev.Counters(); n.GuestErrors != 0 {
+		t.Errorf("counters %+v: xattr requests are no guest errors", n)
+	}
+}

@@ -41,12 +41,14 @@ const (
 
 // 9P2000.L message types the transport knows.
 const (
-	tRlerror  = 7
-	tTreaddir = 40
-	tTversion = 100
-	tRversion = 101
-	tTflush   = 108
-	tTread    = 116
+	tRlerror      = 7
+	tTxattrwalk   = 30
+	tTxattrcreate = 32
+	tTreaddir     = 40
+	tTversion     = 100
+	tRversion     = 101
+	tTflush       = 108
+	tTread        = 116
 )
 
 // noTag is NOTAG; unusedTag is a tag no in-flight request has (a Tflush
@@ -61,6 +63,9 @@ const (
 	errEBADMSG  = 74
 	errEMSGSIZE = 90
 	errEPROTO   = 71
+	// errEOPNOTSUPP answers extended-attribute requests to a tree that
+	// has none (see Device.noXattrs).
+	errEOPNOTSUPP = 95
 )
 
 func encodeConfig(tag string) []byte {

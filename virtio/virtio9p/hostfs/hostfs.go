@@ -105,6 +105,10 @@ func (fs *FS) Close() error {
 // ReadOnly reports whether the share refuses mutations.
 func (fs *FS) ReadOnly() bool { return fs.readOnly }
 
+// NoXattrs reports that the tree shares no extended attributes (see
+// File.GetXattr); virtio9p answers their requests itself.
+func (fs *FS) NoXattrs() bool { return true }
+
 // Files returns how many Files are open (attached or walked, not closed).
 func (fs *FS) Files() int { return int(fs.files.Load()) }
 
