@@ -19,10 +19,11 @@ import (
 
 // The needs CORRAL_REQUIRE may name.
 const (
-	KVM   = require.KVM
-	Root  = require.Root
-	QEMU  = require.QEMU
-	Tools = require.Tools
+	KVM    = require.KVM
+	Root   = require.Root
+	QEMU   = require.QEMU
+	Tools  = require.Tools
+	Kernel = require.Kernel
 )
 
 // QEMUBinary is the QEMU system emulator the comparison tests run.

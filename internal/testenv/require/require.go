@@ -13,7 +13,7 @@ import (
 )
 
 // Env is the environment variable listing what a run requires, separated by
-// commas: "kvm,root,qemu,tools".
+// commas: "kvm,root,qemu,tools,kernel".
 const Env = "CORRAL_REQUIRE"
 
 // The needs CORRAL_REQUIRE may name.
@@ -22,6 +22,9 @@ const (
 	Root  = "root"  // root, with network namespaces and /dev/net/tun
 	QEMU  = "qemu"  // qemu-system-x86_64 on PATH
 	Tools = "tools" // every command and file that scripts/setup.sh installs
+	// Kernel is a Linux guest kernel for the agent's tests: $CORRAL_KERNEL,
+	// or the test kernel tests/linux/build-kernel.sh cached.
+	Kernel = "kernel"
 )
 
 // Parse reads a CORRAL_REQUIRE value: needs separated by commas, blanks
@@ -33,10 +36,10 @@ func Parse(s string) (map[string]bool, error) {
 		f = strings.TrimSpace(f)
 		switch f {
 		case "":
-		case KVM, Root, QEMU, Tools:
+		case KVM, Root, QEMU, Tools, Kernel:
 			set[f] = true
 		default:
-			return nil, fmt.Errorf("%s=%q: unknown need %q (want a comma list of %s, %s, %s, %s)", Env, s, f, KVM, Root, QEMU, Tools)
+			return nil, fmt.Errorf("%s=%q: unknown need %q (want a comma list of %s, %s, %s, %s, %s)", Env, s, f, KVM, Root, QEMU, Tools, Kernel)
 		}
 	}
 	return set, nil

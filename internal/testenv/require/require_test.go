@@ -15,6 +15,7 @@ func TestParse(t *testing.T) {
 		{"kvm", []string{KVM}},
 		{"kvm,root,qemu", []string{KVM, Root, QEMU}},
 		{" root , qemu,,tools, ", []string{Root, QEMU, Tools}},
+		{"kvm,root,kernel", []string{KVM, Root, Kernel}},
 	} {
 		got, err := Parse(c.in)
 		if err != nil {
@@ -29,7 +30,7 @@ func TestParse(t *testing.T) {
 			t.Errorf("Parse(%q) = %v, want %v", c.in, got, want)
 		}
 	}
-	for _, bad := range []string{"kmv", "KVM", "kvm,rot", "all", "kvm;root"} {
+	for _, bad := range []string{"kmv", "KVM", "kvm,rot", "all", "kvm;root", "kernels"} {
 		if _, err := Parse(bad); err == nil || !strings.Contains(err.Error(), Env) {
 			t.Errorf("Parse(%q) = %v, want an error naming %s", bad, err, Env)
 		}
@@ -51,6 +52,8 @@ func TestMissing(t *testing.T) {
 		{"root,qemu", Tools, false},
 		{"kvm", KVM, true},
 		{"kvm,root,qemu,tools", Tools, true},
+		{"kvm,root,qemu,tools", Kernel, false},
+		{"kvm,kernel", Kernel, true},
 		{"kvm,bogus", Root, true}, // an unreadable requirement fails every missing need
 	} {
 		var r Recorder
