@@ -55,7 +55,7 @@ func child(mode, arg string) int {
 			return 0
 		}
 		fmt.Println("ready")
-		select {}
+		sleepForever()
 	case "list":
 		vms, err := List(arg)
 		if err != nil {
@@ -598,5 +598,14 @@ func TestCalendarDoesNotMatter(t *testing.T) {
 	}
 	if _, ok := vm.Age(fakeClock{boot: time.Hour}, "other-boot"); ok {
 		t.Error("age of a record from another boot")
+	}
+}
+
+// sleepForever blocks for good. A bare select {} would not: in a binary
+// built with CGO_ENABLED=0 (as tests/tcgkvm builds them) the runtime sees
+// no goroutine that can run and ends the process with a deadlock error.
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
 	}
 }

@@ -26,7 +26,7 @@ func init() {
 			fmt.Println("error", err)
 			os.Exit(1)
 		}
-		select {}
+		sleepForever()
 	case "child":
 		if os.Getenv("CORRAL_PDEATH_OFF") == "" {
 			if err := setParentDeathSignal(parentDeathSignal); err != nil {
@@ -35,7 +35,7 @@ func init() {
 			}
 		}
 		fmt.Println("child", os.Getpid())
-		select {}
+		sleepForever()
 	}
 }
 
@@ -63,6 +63,12 @@ func TestParentDeathEndsCorral(t *testing.T) {
 	}
 	child, _ := strconv.Atoi(f[1])
 	t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	// A child that died by itself would pass what follows for nothing.
+	time.Sleep(100 * time.Millisecond)
+	if !alive(child) {
+		parent.Process.Kill()
+		t.Fatalf("child %d ended before its parent was killed", child)
+	}
 	if err := parent.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
@@ -88,4 +94,13 @@ func alive(pid int) bool {
 		return s[i+2] != 'Z' && s[i+2] != 'X'
 	}
 	return true
+}
+
+// sleepForever blocks for good. A bare select {} would not: in a binary
+// built with CGO_ENABLED=0 (as tests/tcgkvm builds them) the runtime sees
+// no goroutine that can run and ends the process with a deadlock error.
+func sleepForever() {
+	for {
+		time.Sleep(time.Hour)
+	}
 }
