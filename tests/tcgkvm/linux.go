@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
@@ -112,4 +113,22 @@ func bzImageBeside(kernelPath string) string {
 		return ""
 	}
 	return p
+}
+
+// requireKernel adds the kernel need to a CORRAL_REQUIRE value when a
+// Linux kernel is shipped: the Linux guest tests then fail in the VM
+// rather than skip for want of one.
+func requireKernel(require, linuxKernel string) string {
+	if linuxKernel == "" {
+		return require
+	}
+	for _, n := range strings.Split(require, ",") {
+		if strings.TrimSpace(n) == "kernel" {
+			return require
+		}
+	}
+	if strings.TrimSpace(require) == "" {
+		return "kernel"
+	}
+	return require + ",kernel"
 }

@@ -67,7 +67,7 @@ func run() (int, error) {
 	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
 	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
-	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these)")
+	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
 	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
@@ -140,7 +140,7 @@ func run() (int, error) {
 	if err != nil {
 		return 2, err
 	}
-	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: o.require,
+	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: requireKernel(o.require, linuxKernel),
 		LinuxKernel: linuxKernel, Agent: agent, L2Cmdline: o.l2Cmdline}
 	spec.LinuxBzImage, spec.HostFiles = bzImageBeside(linuxKernel), hostFiles
 	if o.l2QEMU {

@@ -228,3 +228,18 @@ func TestPick(t *testing.T) {
 		}
 	}
 }
+
+// A shipped Linux kernel is required in the VM: the Linux guest tests
+// fail there rather than skip.
+func TestRequireKernel(t *testing.T) {
+	for _, c := range []struct{ require, kernel, want string }{
+		{"kvm,root", "/k", "kvm,root,kernel"},
+		{"kvm,root", "", "kvm,root"},
+		{"kvm, kernel", "/k", "kvm, kernel"},
+		{"", "/k", "kernel"},
+	} {
+		if got := requireKernel(c.require, c.kernel); got != c.want {
+			t.Errorf("requireKernel(%q, %q) = %q, want %q", c.require, c.kernel, got, c.want)
+		}
+	}
+}
