@@ -1,0 +1,410 @@
+package agentvsqemu
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime/pprof"
+	"strings"
+	"syscall"
+	"testing"
+	"text/tabwriter"
+	"time"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/internal/testenv"
+	"github.com/corral-vmm/corral/tests/linux/kernel"
+	"github.com/corral-vmm/corral/tests/linux/rootfs"
+)
+
+var (
+	flagCorral  = flag.String("corral", "", "corral binary (default $CORRAL, else corral on PATH)")
+	flagRuns    = flag.Int("runs", 5, "rounds of the exec measurement (corral and QEMU alternating)")
+	flagRuns9p  = flag.Int("runs9p", 3, "rounds of the 9p read")
+	flagSizeMiB = flag.Int("size", 256, "MiB in the 9p file")
+	flagQEMU9p  = flag.String("qemu9p", "pc;microvm,pcie=on", "QEMU machines (-M) for the 9p read, ';'-separated")
+	flagPprof   = flag.String("pprof", "", "TestProfile: write CPU profiles of an in-process Corral (agentvm) to FILE-exec.pprof and FILE-9p.pprof and print them base64 on stdout")
+	flagTimeout = flag.Duration("vmtimeout", 5*time.Minute, "bound on one VM's run")
+)
+
+// setup is what the measurements need, found once per test.
+type setup struct {
+	kernel, agent, corral, qemu string
+	busybox                     []byte
+	extra                       string // kernel parameters this host needs ($CORRAL_TCGKVM_CMDLINE)
+}
+
+// cmdline is the QEMU guest's command line: the one corral exec gives
+// this kernel, before the agent's own keys.
+func (s setup) cmdline() string {
+	return strings.TrimSpace(kernel.CmdlinePlain + " " + s.extra)
+}
+
+func needSetup(t *testing.T) setup {
+	t.Helper()
+	testenv.MustHaveKVM(t)
+	var s setup
+	s.kernel = os.Getenv("CORRAL_KERNEL")
+	if s.kernel == "" {
+		_, vmlinux, err := kernel.Find(false)
+		if err != nil {
+			testenv.Missing(t, testenv.Tools, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
+		}
+		s.kernel = vmlinux
+	}
+	if s.agent = os.Getenv(agentvm.AgentEnv); s.agent == "" {
+		testenv.Missing(t, testenv.Tools, "needs a static guest agent in $%s (CGO_ENABLED=0 go build ./cmd/corral-agent)", agentvm.AgentEnv)
+	}
+	s.corral = *flagCorral
+	if s.corral == "" {
+		s.corral = os.Getenv("CORRAL")
+	}
+	if s.corral == "" {
+		p, err := exec.LookPath("corral")
+		if err != nil {
+			testenv.Missing(t, testenv.Tools, "needs a corral binary: -corral, $CORRAL or corral on PATH (CGO_ENABLED=0 go build ./cmd/corral)")
+		}
+		s.corral = p
+	}
+	if s.qemu = os.Getenv("QEMU"); s.qemu == "" {
+		s.qemu = testenv.MustHaveQEMU(t)
+	}
+	testenv.MustHaveFile(t, rootfs.DefaultBusybox, "busybox-static")
+	var err error
+	if s.busybox, err = os.ReadFile(rootfs.DefaultBusybox); err != nil {
+		t.Fatal(err)
+	}
+	s.extra = os.Getenv("CORRAL_TCGKVM_CMDLINE")
+	return s
+}
+
+// initrd writes a QEMU guest initramfs with init as /init.
+func (s setup) initrd(t *testing.T, name, init string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), name)
+	f, err := os.Create(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := WriteInitramfs(f, s.busybox, init); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// result is one VMM process's run.
+type result struct {
+	wall    time.Duration // fork/exec to reaped
+	cpu     time.Duration // user + system of the process
+	stdout  []byte
+	console []byte // corral: its --console file; QEMU: its stdout
+}
+
+// timed runs name with args and measures it from just before the fork to
+// the reaping; a non-zero exit is an error naming the end of stderr.
+func timed(name string, args ...string) (result, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), *flagTimeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, name, args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	t0 := time.Now()
+	err := cmd.Run()
+	r := result{wall: time.Since(t0), stdout: stdout.Bytes()}
+	if cmd.ProcessState != nil {
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	if err != nil {
+		return r, fmt.Errorf("%s: %w; stderr: %s; stdout ends: %s", filepath.Base(name), err, tail(stderr.Bytes(), 8), tail(stdout.Bytes(), 8))
+	}
+	return r, nil
+}
+
+func tail(b []byte, n int) string {
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// corralExec runs corral exec with its console in a file, which the
+// result holds.
+func (s setup) corralExec(t *testing.T, args ...string) (result, error) {
+	con := filepath.Join(t.TempDir(), "console")
+	all := []string{"exec", "--console", con}
+	if s.extra != "" {
+		all = append(all, "--cmdline", s.extra)
+	}
+	r, err := timed(s.corral, append(all, args...)...)
+	r.console, _ = os.ReadFile(con)
+	if err != nil {
+		return r, fmt.Errorf("%w\nconsole ends:\n%s", err, tail(r.console, 15))
+	}
+	return r, nil
+}
+
+// runQEMU runs q; it must have powered off (not panicked or been killed).
+func (s setup) runQEMU(q QEMU) (result, error) {
+	q.Kernel, q.Cmdline, q.MemoryMB = s.kernel, s.cmdline(), int(corral.DefaultMemory>>20)
+	r, err := timed(s.qemu, q.Args()...)
+	r.console = r.stdout
+	if err == nil && !bytes.Contains(r.console, []byte("reboot: Power down")) {
+		err = fmt.Errorf("qemu -M %s: no power-off on the console; it ends:\n%s", q.Machine, tail(r.console, 15))
+	}
+	return r, err
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+
+// TestExec: `corral exec -- true` against QEMU microvm with an init that
+// runs true, start to exit; then KmsgCmd under both to get the
+// guest's time from "Run /init" to the command.
+func TestExec(t *testing.T) {
+	s := needSetup(t)
+	trueRD := s.initrd(t, "true.cpio", InitTrue)
+	upRD := s.initrd(t, "kmsg.cpio", InitScript(KmsgCmd, false))
+	var cTrue, qTrue, cCPU, qCPU, cUp, qUp []float64
+	for i := 0; i < *flagRuns; i++ {
+		steps := []func(){
+			func() {
+				r, err := s.corralExec(t, "--", "true")
+				if err != nil {
+					t.Errorf("round %d: corral exec -- true: %v", i, err)
+					return
+				}
+				cTrue, cCPU = append(cTrue, ms(r.wall)), append(cCPU, ms(r.cpu))
+			},
+			func() {
+				r, err := s.runQEMU(QEMU{Machine: "microvm", Initrd: trueRD})
+				if err != nil {
+					t.Errorf("round %d: qemu true: %v", i, err)
+					return
+				}
+				qTrue, qCPU = append(qTrue, ms(r.wall)), append(qCPU, ms(r.cpu))
+			},
+		}
+		if i%2 == 1 {
+			steps[0], steps[1] = steps[1], steps[0]
+		}
+		for _, f := range steps {
+			f()
+		}
+		t.Logf("round %d: corral %v ms, qemu %v ms", i, last(cTrue), last(qTrue))
+	}
+	// Run /init to the command: fewer rounds, the figure varies less.
+	for i := 0; i < (*flagRuns+1)/2; i++ {
+		r, err := s.corralExec(t, "--", "sh", "-c", KmsgCmd)
+		if d, ok := InitToCommand(r.console); err == nil && ok {
+			cUp = append(cUp, d)
+		} else {
+			t.Errorf("round %d: corral exec -- sh -c %q: %v (Run /init or the command's line not on the console)\n%s", i, KmsgCmd, err, tail(r.console, 10))
+		}
+		r, err = s.runQEMU(QEMU{Machine: "microvm", Initrd: upRD})
+		if d, ok := InitToCommand(r.console); err == nil && ok {
+			qUp = append(qUp, d)
+		} else {
+			t.Errorf("round %d: qemu sh -c %q: %v (Run /init or the command's line not on the console)\n%s", i, KmsgCmd, err, tail(r.console, 10))
+		}
+	}
+	c, q := Summarize(cTrue), Summarize(qTrue)
+	table("exec: `true` in a fresh Linux guest, VMM process start to exit",
+		[]string{"row", "start→exit ms", "VMM CPU ms", "Run /init→command ms"},
+		[][]string{
+			{"corral exec -- true", c.Format(0), Summarize(cCPU).Format(0), Summarize(cUp).Format(0)},
+			{"qemu -M microvm (init: true; poweroff -f)", q.Format(0), Summarize(qCPU).Format(0), Summarize(qUp).Format(0)},
+			{"ratio corral/qemu", Ratio(c, q), Ratio(Summarize(cCPU), Summarize(qCPU)), Ratio(Summarize(cUp), Summarize(qUp))},
+		})
+}
+
+func last(xs []float64) string {
+	if len(xs) == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.0f", xs[len(xs)-1])
+}
+
+// table prints a table on stdout (the tcgkvm console), each line marked.
+func table(title string, head []string, rows [][]string) {
+	var b bytes.Buffer
+	tw := tabwriter.NewWriter(&b, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, strings.Join(head, "\t"))
+	for _, r := range rows {
+		fmt.Fprintln(tw, strings.Join(r, "\t"))
+	}
+	tw.Flush()
+	out := Marker + " " + title + "\n"
+	for _, l := range strings.Split(strings.TrimRight(b.String(), "\n"), "\n") {
+		out += Marker + " | " + l + "\n"
+	}
+	fmt.Print(out)
+}
+
+// shareFile writes the file the 9p read reads: size MiB of a repeated
+// pseudo-random MiB, in a directory of its own.
+func shareFile(t *testing.T, sizeMiB int) string {
+	t.Helper()
+	dir := t.TempDir()
+	block := make([]byte, 1<<20)
+	x := uint64(0x9e3779b97f4a7c15)
+	for i := range block {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+		block[i] = byte(x)
+	}
+	f, err := os.Create(filepath.Join(dir, "file"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < sizeMiB; i++ {
+		if _, err := f.Write(block); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// Test9pRead: dd of the share's file in 1 MiB blocks, timed in the guest,
+// Corral against each QEMU machine in -qemu9p, alternating.
+func Test9pRead(t *testing.T) {
+	s := needSetup(t)
+	dir := shareFile(t, *flagSizeMiB)
+	cmd := ReadCmd(ShareGuest + "/file")
+	rd := s.initrd(t, "read.cpio", InitScript(cmd, true))
+	machines := strings.Split(*flagQEMU9p, ";")
+	type row struct{ mibps, guestS, wallS, cpuS []float64 }
+	rows := map[string]*row{"corral": {}}
+	for _, m := range machines {
+		rows[m] = &row{}
+	}
+	add := func(name string, r result, err error) {
+		if err == nil {
+			var rr ReadResult
+			if rr, err = ParseRead(r.stdout); err == nil {
+				w := rows[name]
+				w.mibps, w.guestS = append(w.mibps, rr.MiBps()), append(w.guestS, rr.Seconds())
+				w.wallS, w.cpuS = append(w.wallS, r.wall.Seconds()), append(w.cpuS, r.cpu.Seconds())
+				t.Logf("%s: %.1f MiB/s (%.2f s in the guest, %.1f s start to exit)", name, rr.MiBps(), rr.Seconds(), r.wall.Seconds())
+				return
+			}
+		}
+		t.Errorf("%s: %v\nconsole ends:\n%s", name, err, tail(r.console, 10))
+	}
+	for i := 0; i < *flagRuns9p; i++ {
+		steps := []func(){func() {
+			r, err := s.corralExec(t, "--share", dir+":"+ShareGuest+",ro", "--", "sh", "-c", cmd)
+			add("corral", r, err)
+		}}
+		for _, m := range machines {
+			steps = append(steps, func() {
+				r, err := s.runQEMU(QEMU{Machine: m, Initrd: rd, Share: dir})
+				add(m, r, err)
+			})
+		}
+		if i%2 == 1 {
+			for a, b := 0, len(steps)-1; a < b; a, b = a+1, b-1 {
+				steps[a], steps[b] = steps[b], steps[a]
+			}
+		}
+		for _, f := range steps {
+			f()
+		}
+	}
+	c := rows["corral"]
+	out := [][]string{{"corral exec --share DIR:/share,ro", Summarize(c.mibps).Format(1), Summarize(c.guestS).Format(2), Summarize(c.wallS).Format(1), Summarize(c.cpuS).Format(1), ""}}
+	for _, m := range machines {
+		q := rows[m]
+		out = append(out, []string{"qemu -M " + m + " virtio-9p-pci", Summarize(q.mibps).Format(1), Summarize(q.guestS).Format(2),
+			Summarize(q.wallS).Format(1), Summarize(q.cpuS).Format(1), Ratio(Summarize(c.mibps), Summarize(q.mibps))})
+	}
+	table(fmt.Sprintf("9p: dd of a %d MiB file, bs=1M, read-only share, msize 512 KiB", *flagSizeMiB),
+		[]string{"row", "guest MiB/s", "guest s", "start→exit s", "VMM CPU s", "corral/qemu MiB/s"}, out)
+}
+
+// TestProfile runs the exec and 9p paths in this process through agentvm
+// (corral exec's machinery without the CLI) under the CPU profiler, to
+// say where Corral's time goes; only with -pprof. The profiles are printed
+// base64 between marker lines so they can be cut from a tcgkvm console.
+func TestProfile(t *testing.T) {
+	if *flagPprof == "" {
+		t.Skip("only with -pprof FILE")
+	}
+	s := needSetup(t)
+	dir := shareFile(t, *flagSizeMiB)
+	mc := corral.Config{Kernel: s.kernel, Cmdline: s.cmdline(), Console: &bytes.Buffer{}}
+	ctx := context.Background()
+
+	profile(t, *flagPprof+"-exec.pprof", func() {
+		vm, err := agentvm.Start(ctx, agentvm.Config{Machine: mc, Agent: s.agent, Root: agentvm.RootHost()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := vm.Command("true").Run(); err != nil {
+			t.Error(err)
+		}
+		if err := vm.Close(); err != nil {
+			t.Error(err)
+		}
+	})
+
+	mc.Console = &bytes.Buffer{}
+	vm, err := agentvm.Start(ctx, agentvm.Config{Machine: mc, Agent: s.agent, Root: agentvm.RootHost(),
+		Shares: []agentvm.Share{{Host: dir, Guest: ShareGuest, ReadOnly: true}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vm.Close()
+	profile(t, *flagPprof+"-9p.pprof", func() {
+		out, err := vm.Command("sh", "-c", ReadCmd(ShareGuest+"/file")).Output()
+		rr, perr := ParseRead(out)
+		if err != nil || perr != nil {
+			t.Errorf("9p read: %v, %v", err, perr)
+		}
+		t.Logf("9p read in process: %.1f MiB/s", rr.MiBps())
+	})
+}
+
+func profile(t *testing.T, path string, f func()) {
+	pf, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pprof.StartCPUProfile(pf); err != nil {
+		t.Fatal(err)
+	}
+	t0 := time.Now()
+	f()
+	pprof.StopCPUProfile()
+	if err := pf.Close(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s: %.1f s profiled", path, time.Since(t0).Seconds())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := filepath.Base(path)
+	enc := base64.StdEncoding.EncodeToString(b)
+	var out strings.Builder
+	for len(enc) > 0 {
+		n := min(len(enc), 76)
+		fmt.Fprintf(&out, "%s pprof %s %s\n", Marker, name, enc[:n])
+		enc = enc[n:]
+	}
+	fmt.Print(out.String())
+}
