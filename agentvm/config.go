@@ -117,6 +117,13 @@ type Config struct {
 	// AgentTimeout bounds the wait for the agent to answer after the
 	// machine starts; 0 means DefaultAgentTimeout.
 	AgentTimeout time.Duration
+	// Confine, if set, is called once the machine is created (its
+	// kernel, initrd and disks read or open, its shares open) and before
+	// its vCPUs run, with the machine's final configuration, whose Initrd
+	// is empty (it is in guest memory by then): corral exec confines the
+	// process there (package sandbox). An error stops the machine, and
+	// Start returns it.
+	Confine func(mc *corral.Config) error
 }
 
 // FindAgent returns the agent path cfg names: Agent, else $CORRAL_AGENT,

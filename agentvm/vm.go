@@ -84,6 +84,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agentvm: %w", err)
 	}
+	if cfg.Confine != nil {
+		cc := mc
+		cc.Initrd = ""
+		if err := cfg.Confine(&cc); err != nil {
+			m.Close()
+			return nil, fmt.Errorf("agentvm: confining: %w", err)
+		}
+	}
 	if err := m.Start(context.Background()); err != nil {
 		m.Close()
 		return nil, fmt.Errorf("agentvm: %w", err)

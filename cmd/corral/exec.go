@@ -22,6 +22,7 @@ import (
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/agent/proto"
 	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/inventory"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 )
 
@@ -82,6 +83,10 @@ Flags:
                     as for corral run
   --agent-timeout D how long to wait for the agent to come up (default 3m)
   --log LEVEL       VMM log level on stderr (default warn)
+  --seccomp on|log|off, --landlock on|off, --caps drop|keep, --user UID[:GID]
+                    confinement once the VM is set up, as for corral run (on
+                    by default; the default console log is then kept in the
+                    state directory, which corral may still write)
 
 The guest kernel needs CONFIG_VSOCKETS, CONFIG_VIRTIO_VSOCKETS,
 CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS, CONFIG_OVERLAY_FS, CONFIG_TMPFS and
@@ -108,6 +113,7 @@ type execOptions struct {
 	timeout      time.Duration
 	agentTimeout time.Duration
 	console      string
+	sandbox      *sandboxFlags
 	argv         []string
 }
 
@@ -145,6 +151,7 @@ func newExecFlags(stderr io.Writer) (*flag.FlagSet, *execOptions) {
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the VM after this long")
 	fs.DurationVar(&o.agentTimeout, "agent-timeout", agentvm.DefaultAgentTimeout, "wait for the agent")
 	fs.StringVar(&o.console, "console", "", "guest console log file")
+	o.sandbox = addSandboxFlags(fs)
 	return fs, o
 }
 
@@ -434,7 +441,17 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return exitVMMFailure
 	}
 	mc.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	con, err := openExecConsole(o.console)
+	// Once confined, corral may remove files only in the directories its
+	// machine writes: the temporary console log goes in the state
+	// directory (Landlock's rules are set from mc, which names it).
+	conDir := ""
+	if o.sandbox.active() && o.sandbox.landlock {
+		conDir = mc.StateDir
+		if conDir == "" {
+			conDir = inventory.StateDir()
+		}
+	}
+	con, err := openExecConsole(o.console, conDir)
 	if err != nil {
 		say("--console: %v", err)
 		return exitUsage
@@ -477,7 +494,9 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}()
 
-	cfg := agentvm.Config{Machine: mc, Agent: agentPath, Root: root, Shares: o.shares, AgentTimeout: o.agentTimeout}
+	cfg := agentvm.Config{Machine: mc, Agent: agentPath, Root: root, Shares: o.shares, AgentTimeout: o.agentTimeout,
+		// Every device, share and file is open; the vCPUs have not run.
+		Confine: func(c *corral.Config) error { return applySandbox(o.sandbox, c, c.Logger) }}
 	vm, err := d.start(ctx, cfg)
 	if err != nil {
 		keepConsole = true
@@ -644,7 +663,9 @@ type execConsole struct {
 	temp bool // ours: removed unless kept
 }
 
-func openExecConsole(path string) (*execConsole, error) {
+// openExecConsole opens --console FILE, or without one a temporary log in
+// dir ("" is the temporary directory).
+func openExecConsole(path, dir string) (*execConsole, error) {
 	if path != "" {
 		f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
 		if err != nil {
@@ -652,7 +673,12 @@ func openExecConsole(path string) (*execConsole, error) {
 		}
 		return &execConsole{f: f, path: path}, nil
 	}
-	f, err := os.CreateTemp("", "corral-exec-*.log")
+	if dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, err
+		}
+	}
+	f, err := os.CreateTemp(dir, "corral-exec-*.log")
 	if err != nil {
 		return nil, err
 	}

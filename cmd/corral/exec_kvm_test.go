@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -11,9 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
+
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/internal/netnstest"
 	"github.com/corral-vmm/corral/internal/testenv"
+	"github.com/corral-vmm/corral/sandbox"
 )
 
 // End-to-end tests of corral exec: a real VM with the test kernel (from
@@ -31,7 +36,7 @@ func execE2E(t *testing.T) map[string]string {
 	if k := os.Getenv(envKernel); k != "" {
 		env[envKernel] = k
 	} else if _, _, err := execKernel("", func(string) (string, bool) { return "", false }); err != nil {
-		t.Skipf("needs a Linux kernel with vsock and 9p: set $%s or build the test kernel: %v", envKernel, err)
+		testenv.Missing(t, testenv.Kernel, "needs a Linux kernel with vsock and 9p: set $%s or build the test kernel: %v", envKernel, err)
 	}
 	agentPath := os.Getenv(agentvm.AgentEnv)
 	if agentPath == "" {
@@ -117,21 +122,36 @@ func TestExecVMShares(t *testing.T) {
 	}
 }
 
+// --timeout ends a sleeping command with 124, and nothing is left: no
+// descriptor, no console log, no TAP (the VM has a NIC, --net auto, in a
+// network namespace of the test's own). corral exec runs in this process
+// and starts none, so its return leaves no process behind either.
 func TestExecVMTimeoutLeavesNothing(t *testing.T) {
 	env := execE2E(t)
-	fdsBefore := countFDs(t)
-	logsBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
-	code, _, stderr := execVM(t, env, nil, "--timeout", "20s", "--", "sleep", "600")
-	if code != exitTimeout || !strings.Contains(stderr, "corral: timeout") {
-		t.Errorf("status %d, stderr %q; want 124", code, stderr)
-	}
-	if n := countFDs(t); n > fdsBefore {
-		t.Errorf("%d descriptors open after, %d before", n, fdsBefore)
-	}
-	logsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
-	if len(logsAfter) > len(logsBefore) {
-		t.Errorf("console logs left behind: %q (before: %q)", logsAfter, logsBefore)
-	}
+	netnstest.Run(t, func() {
+		fdsBefore := countFDs(t)
+		logsBefore, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
+		code, _, stderr := execVM(t, env, nil, "--timeout", "20s", "--net", "auto", "--", "sleep", "600")
+		if code != exitTimeout || !strings.Contains(stderr, "corral: timeout") {
+			t.Errorf("status %d, stderr %q; want 124", code, stderr)
+		}
+		if n := countFDs(t); n > fdsBefore {
+			t.Errorf("%d descriptors open after, %d before", n, fdsBefore)
+		}
+		logsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
+		if len(logsAfter) > len(logsBefore) {
+			t.Errorf("console logs left behind: %q (before: %q)", logsAfter, logsBefore)
+		}
+		links, err := netlink.LinkList()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, l := range links {
+			if l.Attrs().Name != "lo" {
+				t.Errorf("link %s (%s) left in the namespace", l.Attrs().Name, l.Type())
+			}
+		}
+	})
 }
 
 func TestExecVMKernelWithoutVsock(t *testing.T) {
@@ -156,4 +176,81 @@ func countFDs(t *testing.T) int {
 		t.Fatal(err)
 	}
 	return len(ents)
+}
+
+// corral exec confined as it is by default outside tests (here forced with
+// --seccomp=on: the system-call filter, Landlock and no capabilities), in a
+// process of its own: the command runs from the host's root over 9p,
+// writes a read-write share, reads its stdin and gets its exact streams
+// and status back; while it waits on stdin every thread of the VMM shows
+// Seccomp 2 (filtering) and NoNewPrivs 1; the temporary console log, in
+// the state directory once confined, is removed.
+func TestExecVMSandboxed(t *testing.T) {
+	env := execE2E(t)
+	rw := t.TempDir()
+	cmd := sandboxedCorral(t, "exec", "--seccomp=on", "-i", "--share", rw+":/mnt/rw", "--",
+		"sh", "-c", "ls / >/dev/null && echo out; echo err >&2; read x; echo $x > /mnt/rw/out; exit 3")
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	state := ""
+	for _, e := range cmd.Env {
+		if v, ok := strings.CutPrefix(e, "CORRAL_STATE_DIR="); ok {
+			state = v
+		}
+	}
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var errb bytes.Buffer
+	cmd.Stderr = &errb
+	t0 := time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	first := make([]byte, 4)
+	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "out\n" {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("first stdout bytes %q (%v); stderr:\n%s", first, err, errb.String())
+	}
+	t.Logf("the command ran %v after corral exec started", time.Since(t0).Round(time.Millisecond))
+	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", cmd.Process.Pid))
+	if err != nil || len(tasks) < 2 {
+		t.Errorf("%d threads (%v)", len(tasks), err)
+	}
+	wants := []string{"Seccomp:\t2\n", "NoNewPrivs:\t1\n"}
+	if sandbox.AllThreadsSupported() {
+		wants = append(wants, "CapEff:\t0000000000000000\n")
+	}
+	for _, task := range tasks {
+		st, err := os.ReadFile(task)
+		if err != nil {
+			continue // a thread that just ended
+		}
+		for _, w := range wants {
+			if !bytes.Contains(st, []byte(w)) {
+				t.Errorf("%s lacks %q", task, strings.TrimSpace(w))
+			}
+		}
+	}
+	io.WriteString(stdin, "written\n")
+	stdin.Close()
+	rest, _ := io.ReadAll(stdout)
+	err = cmd.Wait()
+	if got := exitOf(err); got != 3 || len(rest) != 0 || errb.String() != "err\n" {
+		t.Errorf("exit %d (%v), more stdout %q, stderr %q; want 3, nothing more, \"err\\n\"", got, err, rest, errb.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
+		t.Errorf("file written in the rw share: %q, %v", b, err)
+	}
+	if logs, _ := filepath.Glob(filepath.Join(state, "corral-exec-*.log")); len(logs) > 0 {
+		t.Errorf("console logs left behind: %q", logs)
+	}
 }

@@ -126,13 +126,17 @@ func sandboxPolicy(f *sandboxFlags, cfg *corral.Config, log *slog.Logger) (sandb
 	return p, nil
 }
 
+// active reports whether applySandbox confines the process: always,
+// except inside a go test binary without a sandbox flag.
+func (f *sandboxFlags) active() bool { return !testing.Testing() || f.set }
+
 // applySandbox confines this process after setup (corral.New) and before
 // the vCPUs run (Machine.Start): see sandbox.Apply and docs/security.md.
 // corral run and corral exec call it. Inside a go test binary, which runs
 // many commands in one process that can be confined only once, it does
 // nothing unless a sandbox flag was given.
 func applySandbox(f *sandboxFlags, cfg *corral.Config, log *slog.Logger) error {
-	if testing.Testing() && !f.set {
+	if !f.active() {
 		return nil
 	}
 	p, err := sandboxPolicy(f, cfg, log)
