@@ -188,6 +188,11 @@ func (ss *session) run(ctx context.Context) error {
 		return fmt.Errorf("agent: sending Hello: %w", err)
 	}
 	if f, err = ss.r.Next(); err != nil {
+		if err == io.EOF {
+			// A readiness probe (agentvm.Start greets until the agent
+			// answers) hangs up after the Hello: not a failure.
+			return nil
+		}
 		return fmt.Errorf("agent: reading the request: %w", err)
 	}
 	ss.conn.SetDeadline(time.Time{})

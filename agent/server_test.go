@@ -248,3 +248,15 @@ func TestShutdownKillsCommand(t *testing.T) {
 	}
 	waitGone(t, pid)
 }
+
+// A host that hangs up after the greeting (agentvm.Start's readiness
+// probe) ends the session without an error: the agent logs none.
+func TestHangUpAfterHello(t *testing.T) {
+	srv := NewServer(Config{})
+	host, w, r, done := rawSession(t, srv)
+	hello(t, w, r)
+	host.Close()
+	if err := result(t, done); err != nil {
+		t.Errorf("ServeConn after a hang-up at the request: %v, want nil", err)
+	}
+}
