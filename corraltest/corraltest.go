@@ -40,7 +40,8 @@ type VM struct {
 // released, and the descriptors its creation opened are checked to be
 // closed (see the package documentation). Where KVM is missing the test
 // skips, or fails when $CORRAL_REQUIRE names kvm; without a kernel
-// (Config.Machine.Kernel, $CORRAL_KERNEL) it skips. A machine or agent that
+// (Config.Machine.Kernel, $CORRAL_KERNEL) it skips, or fails when
+// $CORRAL_REQUIRE names kernel. A machine or agent that
 // does not come up fails the test with the reason and the console's last
 // lines. StartT must be called from the test's goroutine.
 func StartT(t testing.TB, cfg Config) *VM {

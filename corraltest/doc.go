@@ -14,7 +14,8 @@
 // descriptors it opened are closed. Where /dev/kvm cannot be opened the test
 // skips with the reason; with "kvm" in $CORRAL_REQUIRE it fails instead, so
 // a CI run cannot pass by skipping. Without a kernel (Config.Machine.Kernel,
-// else $CORRAL_KERNEL) the test skips; a kernel or agent named but missing
+// else $CORRAL_KERNEL) the test skips (fails with "kernel" in
+// $CORRAL_REQUIRE); a kernel or agent named but missing
 // fails it. The agent is Config.Agent, else $CORRAL_AGENT, else a static
 // build of cmd/corral-agent made with the go command into
 // $CORRAL_CACHE/corraltest (default <user cache dir>/corral/corraltest), once

@@ -49,8 +49,9 @@ func mustHaveKVM(t testing.TB, path string) {
 }
 
 // kernelPath returns the kernel to boot: configured, else $CORRAL_KERNEL.
-// With neither the test skips (there is no kernel to test with); a named
-// kernel that is not there fails it.
+// With neither the test skips (there is no kernel to test with), or fails
+// when $CORRAL_REQUIRE names kernel; a named kernel that is not there
+// fails it.
 func kernelPath(t testing.TB, configured string) string {
 	t.Helper()
 	p, from := configured, "Config.Machine.Kernel"
@@ -58,7 +59,7 @@ func kernelPath(t testing.TB, configured string) string {
 		p, from = os.Getenv(KernelEnv), "$"+KernelEnv
 	}
 	if p == "" {
-		t.Skipf("skipping: corraltest: no guest kernel: set Config.Machine.Kernel or $%s (Corral's tests/linux/build-kernel.sh builds one with what the agent needs)", KernelEnv)
+		require.Missing(t, require.Kernel, "corraltest: no guest kernel: set Config.Machine.Kernel or $%s (Corral's tests/linux/build-kernel.sh builds one with what the agent needs)", KernelEnv)
 	}
 	if _, err := os.Stat(p); err != nil {
 		t.Fatalf("corraltest: kernel from %s: %v", from, err)

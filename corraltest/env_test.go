@@ -43,10 +43,18 @@ func TestMissingKVM(t *testing.T) {
 
 func TestKernelPath(t *testing.T) {
 	t.Setenv(KernelEnv, "")
+	t.Setenv(RequireEnv, "kvm")
 	var r require.Recorder
 	r.Run(func(tb testing.TB) { kernelPath(tb, "") })
 	if r.SkipMsg == "" || !strings.Contains(r.SkipMsg, KernelEnv) {
 		t.Errorf("no kernel: skipped %q, failed %q; want a skip naming $%s", r.SkipMsg, r.FailMsg, KernelEnv)
+	}
+	// Required (as tests/tcgkvm does when it ships a kernel): a failure.
+	t.Setenv(RequireEnv, "kvm,kernel")
+	r = require.Recorder{}
+	r.Run(func(tb testing.TB) { kernelPath(tb, "") })
+	if r.FailMsg == "" || !strings.Contains(r.FailMsg, KernelEnv) {
+		t.Errorf("no kernel, %s=kvm,kernel: skipped %q, failed %q; want a failure naming $%s", RequireEnv, r.SkipMsg, r.FailMsg, KernelEnv)
 	}
 	gone := filepath.Join(t.TempDir(), "bzImage")
 	t.Setenv(KernelEnv, gone)

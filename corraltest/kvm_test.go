@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/internal/testenv/require"
 	"github.com/corral-vmm/corral/tests/guests"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 )
@@ -125,15 +127,20 @@ func TestStartMachineTParallel(t *testing.T) {
 }
 
 // linuxConfig returns a Config for the Linux test kernel: $CORRAL_KERNEL
-// (with kernel.CmdlinePlain), else the test kernel cached for this host.
-// It skips the test without one.
+// (with kernel.CmdlinePlain), else the test kernel cached for this host,
+// with the host's root (the guest's commands are the host's) and, inside
+// tests/tcgkvm, the parameters $CORRAL_TCGKVM_CMDLINE adds there. Without
+// a kernel the test skips (fails with kernel in $CORRAL_REQUIRE).
 func linuxConfig(t *testing.T) Config {
 	t.Helper()
+	cfg := Config{Root: agentvm.RootHost()}
+	extra := os.Getenv("CORRAL_TCGKVM_CMDLINE")
 	if k := os.Getenv(KernelEnv); k != "" {
-		return Config{Machine: corral.Config{Kernel: k, Cmdline: kernel.CmdlinePlain}}
+		cfg.Machine = corral.Config{Kernel: k, Cmdline: strings.TrimSpace(kernel.CmdlinePlain + " " + extra)}
+		return cfg
 	}
 	if _, err := kernel.Script(); err != nil {
-		t.Skipf("skipping: no $%s and no source tree to find the test kernel with: %v", KernelEnv, err)
+		require.Missing(t, require.Kernel, "no $%s and no source tree to find the test kernel with: %v", KernelEnv, err)
 	}
 	choice, err := kernel.ChooseHost()
 	if err != nil {
@@ -141,12 +148,13 @@ func linuxConfig(t *testing.T) Config {
 	}
 	bz, _, err := kernel.Find(choice.Patched)
 	if errors.Is(err, kernel.ErrNotBuilt) {
-		t.Skipf("skipping: no $%s and the %s test kernel is not built (%s): %v", KernelEnv, choice.Kind(), choice.BuildHint(), err)
+		require.Missing(t, require.Kernel, "no $%s and the %s test kernel is not built (%s): %v", KernelEnv, choice.Kind(), choice.BuildHint(), err)
 	}
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{Machine: corral.Config{Kernel: bz, Cmdline: choice.Cmdline()}}
+	cfg.Machine = corral.Config{Kernel: bz, Cmdline: strings.TrimSpace(choice.Cmdline() + " " + extra)}
+	return cfg
 }
 
 // TestCommand is the package example, run: a command's stdout, stderr and
@@ -167,18 +175,40 @@ func TestCommand(t *testing.T) {
 	}
 }
 
-// TestEightInParallel starts 8 machines in one test binary and runs a
-// command in each.
+// parallelWait bounds how long a machine of TestEightInParallel waits for
+// the other seven to be up: eight Linux boots share one emulated CPU in
+// tests/tcgkvm (about 10 s each alone there).
+const parallelWait = 10 * time.Minute
+
+// TestEightInParallel starts 8 machines under t.Parallel in one test
+// binary and runs a command in each while all 8 run: each waits, its
+// machine up, until the other seven are up too (TestMain lets 8 tests run
+// at once, whatever GOMAXPROCS is).
 func TestEightInParallel(t *testing.T) {
 	mustHaveKVM(t, "")
 	base := linuxConfig(t)
-	for i := range 8 {
+	const n = 8
+	var up sync.WaitGroup
+	up.Add(n)
+	allUp := make(chan struct{})
+	go func() { up.Wait(); close(allUp) }()
+	t0 := time.Now()
+	for i := range n {
 		t.Run(fmt.Sprint(i), func(t *testing.T) {
 			t.Parallel()
+			arrived := sync.OnceFunc(up.Done)
+			defer arrived() // a machine that failed to start does not hold the others
 			cfg := base
 			cfg.Machine.Memory = 128 << 20
 			cfg.Machine.Cmdline += fmt.Sprintf(" corraltest.n=%d", i)
+			cfg.AgentTimeout = parallelWait
 			vm := StartT(t, cfg)
+			arrived()
+			select {
+			case <-allUp:
+			case <-time.After(parallelWait):
+				t.Fatalf("the other machines were not up %v after this one (are 8 tests allowed at once? -test.parallel)", parallelWait)
+			}
 			out, err := vm.Command("cat", "/proc/cmdline").Output()
 			if err != nil {
 				t.Fatal(err)
@@ -188,4 +218,9 @@ func TestEightInParallel(t *testing.T) {
 			}
 		})
 	}
+	t.Cleanup(func() {
+		if !t.Failed() {
+			t.Logf("%d machines up at once; all ended %.1f s after the first started", n, time.Since(t0).Seconds())
+		}
+	})
 }

@@ -58,7 +58,7 @@ func testKernel(t *testing.T) string {
 	// elsewhere, as in tests/tcgkvm without a kernel shipped).
 	_, vmlinux, err := kernel.Find(false)
 	if err != nil {
-		testenv.Missing(t, testenv.Tools, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
+		testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
 	}
 	return vmlinux
 }
