@@ -9,8 +9,11 @@
 #      first if it is not cached. They run without the race detector: they
 #      boot Linux within fixed time bounds that -race's slower VMM would
 #      strain.
-#   5. on a host without /dev/kvm, the KVM tests of ./kvm, the root package
-#      and ./cmd/corral inside a QEMU TCG VM with emulated SVM (tests/tcgkvm)
+#   5. on a host without /dev/kvm, the KVM tests of ./kvm, the root package,
+#      ./cmd/corral and the Linux guest packages (./agentvm, ./corraltest,
+#      ./tests/linuxboot: corral exec, the agent, corraltest) inside a QEMU
+#      TCG VM with emulated SVM (tests/tcgkvm), building the plain test
+#      kernel first if it is not cached
 #   6. every other package under the race detector: unit tests, KVM tests
 #      with the test guests, network tests in their own namespaces, QEMU
 #      comparisons. Last, so that its summary ends the output (unless an
@@ -46,12 +49,18 @@ step e2e go test -count=1 -timeout 45m ./tests/e2e/...
 # A host without /dev/kvm (CI's own machine, a kvm_pvm guest whose kernel
 # will not bind KVM) still runs the KVM tests: tests/tcgkvm boots a Debian
 # kernel under QEMU TCG with an emulated AMD SVM CPU and runs them against
-# the /dev/kvm inside, with kvm and root required (~1-2 min).
+# the /dev/kvm inside, with kvm and root required. It ships the plain test
+# kernel (built here first when not cached, ~10 min) and the agent, and
+# then requires the kernel too, so the Linux guest tests (Linux L2 guests,
+# 10-25 s each under TCG) fail rather than skip (~10 min in all).
 # CORRAL_TCGKVM=off leaves it out.
 kvm_in_tcg() {
   local bin
   bin=$(mktemp -d)/tcgkvm
-  go build -o "$bin" ./tests/tcgkvm && "$bin" ./kvm . ./cmd/corral -- -test.timeout=20m
+  go build -o "$bin" ./tests/tcgkvm || return 1
+  tests/linux/build-kernel.sh --no-patches --lookup >/dev/null 2>&1 ||
+    tests/linux/build-kernel.sh --no-patches || return 1
+  "$bin" ./kvm . ./cmd/corral ./agentvm ./corraltest ./tests/linuxboot -- -test.timeout=20m
 }
 if [ -e /dev/kvm ]; then
   echo "test: kvm-in-tcg: not needed (this host has /dev/kvm: the KVM tests run natively)"
