@@ -42,7 +42,7 @@ type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
 	linuxKernel, agent, l2Cmdline                                               string
 	hostFiles                                                                   string
-	smp, nice, heartbeat                                                        int
+	smp, nice, heartbeat, stallRetries                                          int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
 	l2QEMU                                                                      bool
@@ -67,6 +67,7 @@ func run() (int, error) {
 	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
 	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
+	flag.IntVar(&o.stallRetries, "stall-retries", 2, "when the L1 kernel stops (QEMU 7.2's nested SVM, README), boot again up to N times for the binaries that had not finished")
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
@@ -156,26 +157,29 @@ func run() (int, error) {
 	}
 	logf("%d prebuilt test guests", len(spec.Guests))
 
-	initrd := filepath.Join(work, "initramfs.cpio")
-	f, err := os.Create(initrd)
-	if err != nil {
-		return 2, fmt.Errorf("tcgkvm: %w", err)
+	var c *consoleLog
+	var finished []binaryResult // from boots the L1 kernel did not finish
+	for attempt := 0; ; attempt++ {
+		initrd := filepath.Join(work, "initramfs.cpio")
+		if err := writeInitramfsFile(initrd, spec); err != nil {
+			return 2, err
+		}
+		logf("booting the VM (cpu %s, %d cpus, %s)", o.cpu, o.smp, o.mem)
+		c, err = boot(ctx, o, k.Vmlinuz, initrd)
+		fmt.Fprint(os.Stderr, c.Summary())
+		logf("VM ended")
+		if !errors.Is(err, errStalled) || attempt >= o.stallRetries {
+			break
+		}
+		done, left := splitFinished(spec.Tests, c)
+		finished = append(finished, done...)
+		logf("the L1 kernel stopped (%v); booting again for the %d binaries that had not finished (retry %d of %d)", err, len(left), attempt+1, o.stallRetries)
+		spec.Tests = left
 	}
-	if err := writeInitramfs(f, spec); err != nil {
-		f.Close()
+	if err != nil {
 		return 2, err
 	}
-	if err := f.Close(); err != nil {
-		return 2, fmt.Errorf("tcgkvm: %w", err)
-	}
-	logf("booting the VM (cpu %s, %d cpus, %s)", o.cpu, o.smp, o.mem)
-
-	c, err := boot(ctx, o, k.Vmlinuz, initrd)
-	fmt.Fprint(os.Stderr, c.Summary())
-	logf("VM ended")
-	if err != nil {
-		return 2, err
-	}
+	c.Results = append(finished, c.Results...)
 	if err := c.Err(); err != nil {
 		if c.Done && c.Status != statusNoKVM {
 			return 1, err
@@ -183,6 +187,43 @@ func run() (int, error) {
 		return 2, err
 	}
 	return 0, nil
+}
+
+// writeInitramfsFile writes the VM's initramfs for spec to path.
+func writeInitramfsFile(path string, spec initramfsSpec) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return fmt.Errorf("tcgkvm: %w", err)
+	}
+	if err := writeInitramfs(f, spec); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return fmt.Errorf("tcgkvm: %w", err)
+	}
+	return nil
+}
+
+// splitFinished splits tests after a boot the L1 kernel did not finish:
+// the results of the binaries that ran to their result line (passed or
+// failed: a failure is not retried), and the binaries to run again, the
+// one that was running included.
+func splitFinished(tests []testBinary, c *consoleLog) (done []binaryResult, left []testBinary) {
+	exited := map[string]binaryResult{}
+	for _, r := range c.Results {
+		if r.Exit >= 0 {
+			exited[r.Name] = r
+		}
+	}
+	for _, t := range tests {
+		if r, ok := exited[t.Name]; ok {
+			done = append(done, r)
+		} else {
+			left = append(left, t)
+		}
+	}
+	return done, left
 }
 
 // splitArgs separates targets from the test flags after "--".
@@ -275,6 +316,11 @@ func addGuests(ctx context.Context, s *initramfsSpec) error {
 
 // boot runs QEMU, echoing its console to stdout (and o.consoleFile), and
 // returns what the console said.
+// errStalled is a boot whose L1 kernel stopped: its console, heartbeat
+// included, went silent. Seen with Linux L2 guests under QEMU 7.2's TCG
+// nested SVM (docs/nested-kvm.md), never a test's own doing.
+var errStalled = errors.New("tcgkvm: the L1 kernel stopped")
+
 func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, error) {
 	c := &consoleLog{}
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
@@ -331,7 +377,7 @@ func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, e
 	}
 	err = cmd.Wait()
 	if stalled.Load() {
-		return c, fmt.Errorf("tcgkvm: VM console silent for %v (no heartbeat: the L1 kernel stopped); killed", stall)
+		return c, fmt.Errorf("%w: VM console silent for %v (no heartbeat); killed", errStalled, stall)
 	}
 	if ctx.Err() != nil {
 		return c, fmt.Errorf("tcgkvm: VM still running after %v; killed", o.timeout)

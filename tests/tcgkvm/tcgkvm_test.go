@@ -243,3 +243,36 @@ func TestRequireKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitFinished: after the L1 kernel stopped, binaries that reached
+// their result line keep it (a failure too), and the one that was running
+// and those not started are booted again.
+func TestSplitFinished(t *testing.T) {
+	c := feed(`tcgkvm: run example.com/a at 3.26s
+--- PASS: TestA (0.00s)
+tcgkvm: result example.com/a exit=0 start=3.26s end=5.76s
+tcgkvm: run example.com/b at 5.80s
+--- FAIL: TestB (0.00s)
+tcgkvm: result example.com/b exit=1 start=5.80s end=6.00s
+tcgkvm: run example.com/c at 6.10s
+--- PASS: TestC1 (0.00s)`)
+	tests := []testBinary{{Name: "example.com/a"}, {Name: "example.com/b"}, {Name: "example.com/c"}, {Name: "example.com/d"}}
+	done, left := splitFinished(tests, c)
+	if len(done) != 2 || done[0].Name != "example.com/a" || done[0].Exit != 0 || done[1].Name != "example.com/b" || done[1].Exit != 1 {
+		t.Errorf("done %+v, want a (exit 0) and b (exit 1)", done)
+	}
+	if len(left) != 2 || left[0].Name != "example.com/c" || left[1].Name != "example.com/d" {
+		t.Errorf("left %+v, want c (was running) and d", left)
+	}
+	// The retry's console holds only c and d; together with the kept
+	// results b's failure still fails the run.
+	r := feed(`tcgkvm: run example.com/c at 3.00s
+tcgkvm: result example.com/c exit=0 start=3.00s end=4.00s
+tcgkvm: run example.com/d at 4.10s
+tcgkvm: result example.com/d exit=0 start=4.10s end=5.00s
+tcgkvm: done status=0`)
+	r.Results = append(done, r.Results...)
+	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "example.com/b") {
+		t.Errorf("Err after a retry: %v, want b's failure", err)
+	}
+}
