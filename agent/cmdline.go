@@ -3,6 +3,7 @@ package agent
 import (
 	"fmt"
 	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
@@ -164,11 +165,11 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 	paths := map[string]bool{}
 	for _, s := range c.Shares {
 		if other, ok := tags[s.Tag]; ok {
-			return BootConfig{}, fmt.Errorf("agent: %s%s:%s: mount tag %q is already %s: a virtio-9p device serves one mount", SharePrefix, s.Tag, s.Path, s.Tag, other)
+			return BootConfig{}, fmt.Errorf("agent: %s: mount tag %q is already %s: a virtio-9p device serves one mount", param(SharePrefix, s.Tag+":"+s.Path), s.Tag, other)
 		}
 		tags[s.Tag] = "shared at " + s.Path
 		if paths[s.Path] {
-			return BootConfig{}, fmt.Errorf("agent: %s%s:%s: two shares at %s", SharePrefix, s.Tag, s.Path, s.Path)
+			return BootConfig{}, fmt.Errorf("agent: %s: two shares at %q", param(SharePrefix, s.Tag+":"+s.Path), s.Path)
 		}
 		paths[s.Path] = true
 	}
@@ -183,36 +184,36 @@ func parseRoot(v string) (Root, error) {
 	switch kind {
 	case "9p":
 		if err := sharetag.Check(src); err != nil {
-			return Root{}, fmt.Errorf("agent: %s%s: %w", RootPrefix, v, err)
+			return Root{}, fmt.Errorf("agent: %s: %w", param(RootPrefix, v), err)
 		}
 		return Root{Root9P, src}, nil
 	case "blk":
-		if !strings.HasPrefix(src, "/dev/") || filepath.Clean(src) != src || strings.ContainsAny(src, `:"`) {
-			return Root{}, fmt.Errorf("agent: %s%s: device %q, want a clean path under /dev/", RootPrefix, v, src)
+		if !strings.HasPrefix(src, "/dev/") || filepath.Clean(src) != src || !deviceName(src[len("/dev/"):]) {
+			return Root{}, fmt.Errorf("agent: %s: device %q, want a clean path under /dev/ of [A-Za-z0-9._-/]", param(RootPrefix, v), src)
 		}
 		return Root{RootBlock, src}, nil
 	}
-	return Root{}, fmt.Errorf("agent: %s%s: want 9p:TAG, blk:/dev/DEVICE or initramfs", RootPrefix, v)
+	return Root{}, fmt.Errorf("agent: %s: want 9p:TAG, blk:/dev/DEVICE or initramfs", param(RootPrefix, v))
 }
 
 func parseShare(v string) (Share, error) {
 	tag, rest, ok := strings.Cut(v, ":")
 	if !ok {
-		return Share{}, fmt.Errorf("agent: %s%s: want TAG:PATH[:ro]", SharePrefix, v)
+		return Share{}, fmt.Errorf("agent: %s: want TAG:PATH[:ro]", param(SharePrefix, v))
 	}
 	s := Share{Tag: tag, Path: rest}
 	if p, ok := strings.CutSuffix(rest, ":ro"); ok {
 		s.Path, s.ReadOnly = p, true
 	}
 	if err := sharetag.Check(tag); err != nil {
-		return Share{}, fmt.Errorf("agent: %s%s: %w", SharePrefix, v, err)
+		return Share{}, fmt.Errorf("agent: %s: %w", param(SharePrefix, v), err)
 	}
 	if !filepath.IsAbs(s.Path) || strings.ContainsAny(s.Path, `:"`) || strings.ContainsRune(s.Path, 0) {
-		return Share{}, fmt.Errorf("agent: %s%s: path %q, want an absolute path without ':' or '\"'", SharePrefix, v, s.Path)
+		return Share{}, fmt.Errorf("agent: %s: path %q, want an absolute path without ':' or '\"'", param(SharePrefix, v), s.Path)
 	}
 	s.Path = filepath.Clean(s.Path)
 	if s.Path == "/" {
-		return Share{}, fmt.Errorf("agent: %s%s: a share cannot be the root (use %s9p:%s)", SharePrefix, v, RootPrefix, tag)
+		return Share{}, fmt.Errorf("agent: %s: a share cannot be the root (use %s9p:%s)", param(SharePrefix, v), RootPrefix, tag)
 	}
 	return s, nil
 }
@@ -222,4 +223,35 @@ func parseShare(v string) (Share, error) {
 func ParseShares(cmdline string) ([]Share, error) {
 	c, err := ParseCmdline(cmdline)
 	return c.Shares, err
+}
+
+// deviceName reports whether name, a path under /dev/, has only the
+// characters device names use and no ".." element (Clean keeps a leading
+// one only for relative paths, and "..x" is a name, not a way up).
+func deviceName(name string) bool {
+	if name == "" {
+		return false
+	}
+	for _, c := range name {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("._-/", c)) {
+			return false
+		}
+	}
+	for _, e := range strings.Split(name, "/") {
+		if e == ".." {
+			return false
+		}
+	}
+	return true
+}
+
+// param is a command-line parameter for an error message: as written, or
+// quoted when it holds characters that would break the one-line message
+// (the kernel's quoting lets a value carry newlines).
+func param(prefix, v string) string {
+	p := prefix + v
+	if strings.ContainsFunc(p, func(r rune) bool { return r < ' ' || r > '~' }) {
+		return strconv.Quote(p)
+	}
+	return p
 }

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,7 +59,7 @@ func TestParseCmdlineErrors(t *testing.T) {
 		"corral.share=t:/a/..":                            "cannot be the root",
 		"corral.share=a:/x corral.share=a:/y":             `mount tag "a" is already shared at /x`,
 		"corral.root=9p:r corral.share=r:/y":              `mount tag "r" is already the root`,
-		"corral.share=a:/x corral.share=b:/x/":            "two shares at /x",
+		"corral.share=a:/x corral.share=b:/x/":            "two shares at \"/x\"",
 		"corral.share=" + strings.Repeat("t", 32) + ":/x": "is 32 bytes",
 	} {
 		_, err := ParseCmdline(cmdline)
@@ -104,7 +105,7 @@ func FuzzParseCmdline(f *testing.F) {
 			}
 			tags[c.Root.Source] = true
 		case RootBlock:
-			if !strings.HasPrefix(c.Root.Source, "/dev/") || strings.Contains(c.Root.Source, "..") {
+			if !strings.HasPrefix(c.Root.Source, "/dev/") || slices.Contains(strings.Split(c.Root.Source, "/"), "..") || strings.ContainsFunc(c.Root.Source, func(r rune) bool { return r <= ' ' || r > '~' }) {
 				t.Fatalf("bad root device %q", c.Root.Source)
 			}
 		case RootInitramfs:
