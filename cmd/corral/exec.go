@@ -81,6 +81,10 @@ Flags:
                     as for corral run
   --name NAME, --label K=V
                     as for corral run
+  --ttl D           as for corral run: after D the guest is asked to power
+                    off (the inventory and audit trail say it expired);
+                    CMD then ends with the VM (126). --timeout is the limit
+                    for CMD itself
   --agent-timeout D how long to wait for the agent to come up (default 3m)
   --log LEVEL       VMM log level on stderr (default warn)
   --seccomp on|log|off, --landlock on|off, --caps drop|keep, --user UID[:GID]
@@ -128,6 +132,7 @@ func newExecFlags(stderr io.Writer) (*flag.FlagSet, *execOptions) {
 	fs.StringVar(&cfg.Cmdline, "cmdline", "", "appended to the kernel command line")
 	addMachineFlags(fs, cfg, &o.memory)
 	addInventoryFlags(fs, cfg)
+	fs.DurationVar(&cfg.TTL, "ttl", 0, "how long the VM may run")
 	fs.StringVar(&o.logLevel, "log", "warn", "log level")
 	fs.StringVar(&o.root, "root", "", "the guest's / : a directory or an ext4 image")
 	fs.Func("share", "HOST:GUEST[,ro] (repeatable)", func(v string) error {

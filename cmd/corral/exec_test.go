@@ -43,11 +43,11 @@ func TestParseExecArgs(t *testing.T) {
 	dir := t.TempDir()
 	var errb bytes.Buffer
 	o, _, done := parseExecArgs([]string{"-it", "--cpus", "2", "--memory", "512M", "-e", "A=1", "-e", "B",
-		"--share", dir + ":/data,ro", "--timeout", "30s", "--workdir", "/tmp", "--", "sh", "-c", "echo hi"}, &errb)
+		"--share", dir + ":/data,ro", "--timeout", "30s", "--ttl", "1h", "--workdir", "/tmp", "--", "sh", "-c", "echo hi"}, &errb)
 	if done {
 		t.Fatalf("parse failed: %s", errb.String())
 	}
-	if !o.stdin || !o.tty || o.cfg.CPUs != 2 || o.cfg.Memory != 512<<20 || o.timeout != 30*time.Second || o.workdir != "/tmp" {
+	if !o.stdin || !o.tty || o.cfg.CPUs != 2 || o.cfg.Memory != 512<<20 || o.timeout != 30*time.Second || o.cfg.TTL != time.Hour || o.workdir != "/tmp" {
 		t.Errorf("options %+v", o)
 	}
 	if !reflect.DeepEqual(o.env, []string{"A=1", "B"}) {
