@@ -82,6 +82,10 @@ type Net struct {
 // socket) as File: parse each fd once.
 func ParseNet(s string) (Net, error) {
 	var n Net
+	// The descriptor becomes an *os.File only once all of s parsed: a File
+	// left behind by an error would close descriptor N from its finalizer,
+	// whoever holds that number by then.
+	fd := -1
 	for i, p := range strings.Split(s, ",") {
 		k, v, hasV := strings.Cut(p, "=")
 		if i == 0 && p == "auto" {
@@ -91,13 +95,9 @@ func ParseNet(s string) (Net, error) {
 		switch {
 		case k == "tap" && hasV && v != "":
 			n.Tap = v
-		case k == "fd" && hasV && n.File == nil:
-			var fd int
+		case k == "fd" && hasV && fd < 0:
 			if fd, err = strconv.Atoi(v); err == nil && fd < 0 {
 				err = errors.New("negative descriptor")
-			}
-			if err == nil {
-				n.File = os.NewFile(uintptr(fd), "fd "+v)
 			}
 		case k == "mac" && hasV:
 			n.MAC, err = net.ParseMAC(v)
@@ -119,11 +119,14 @@ func ParseNet(s string) (Net, error) {
 		case k == "dhcp" && (v == "off" || v == "on"):
 			n.NoDHCP = v == "off"
 		default:
-			return n, fmt.Errorf("net %q: unknown option %q (want tap=NAME, auto or fd=N, mac=, ip=, host=, bridge=, dns=, dhcp=off)", s, p)
+			return Net{}, fmt.Errorf("net %q: unknown option %q (want tap=NAME, auto or fd=N, mac=, ip=, host=, bridge=, dns=, dhcp=off)", s, p)
 		}
 		if err != nil {
-			return n, fmt.Errorf("net %q: %s: %w", s, k, err)
+			return Net{}, fmt.Errorf("net %q: %s: %w", s, k, err)
 		}
+	}
+	if fd >= 0 {
+		n.File = os.NewFile(uintptr(fd), "fd "+strconv.Itoa(fd))
 	}
 	return n, nil
 }

@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
@@ -188,4 +190,27 @@ func TestNetBridgedNICsDiffer(t *testing.T) {
 		b.dev.Close()
 		c.dev.Close()
 	})
+}
+
+// TestParseNetErrorOwnsNothing: a ParseNet that fails after fd=N must not
+// leave an *os.File for N behind: its finalizer would close descriptor N
+// at some later GC, whoever holds the number then (in CI's race run it
+// closed the Go runtime's netpoll eventfd: "netpollBreak write failed").
+func TestParseNetErrorOwnsNothing(t *testing.T) {
+	a, b := socketPairFiles(t)
+	defer a.Close()
+	defer b.Close()
+	fd := int(a.Fd())
+	for _, bad := range []string{"fd=%d,mac=zz", "fd=%d,fd=%d", "fd=%d,bogus"} {
+		if _, err := ParseNet(strings.ReplaceAll(bad, "%d", strconv.Itoa(fd))); err == nil {
+			t.Fatalf("ParseNet(%q) accepted", bad)
+		}
+	}
+	for range 3 {
+		runtime.GC()
+		time.Sleep(20 * time.Millisecond)
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
+		t.Fatalf("descriptor %d closed behind its owner's back after a failed ParseNet: %v", fd, err)
+	}
 }
