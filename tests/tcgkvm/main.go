@@ -67,7 +67,7 @@ func run() (int, error) {
 	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
 	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
-	flag.IntVar(&o.stallRetries, "stall-retries", 2, "when the L1 kernel stops (QEMU 7.2's nested SVM, README), boot again up to N times for the binaries that had not finished")
+	flag.IntVar(&o.stallRetries, "stall-retries", 4, "when the L1 kernel stops (QEMU 7.2's nested SVM, README), boot again up to N times for the binaries that had not finished")
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
