@@ -39,7 +39,7 @@ type Peer struct {
 type Info struct {
 	ID      string            `json:"id"`
 	Name    string            `json:"name,omitempty"`
-	State   string            `json:"state"` // created, running, stopping, ended
+	State   string            `json:"state"` // created, running, paused, stopping, ended
 	Labels  map[string]string `json:"labels,omitempty"`
 	PID     int               `json:"pid,omitempty"`
 	UID     int               `json:"uid"`
@@ -150,6 +150,9 @@ func Serve(ln net.Listener, cfg Config) *Server {
 	mux.HandleFunc("/v1/vm", s.handleVM)
 	mux.HandleFunc("/v1/stop", s.handleStop)
 	mux.HandleFunc("/v1/kill", s.handleKill)
+	mux.HandleFunc("/v1/pause", s.handlePause)
+	mux.HandleFunc("/v1/resume", s.handleResume)
+	mux.HandleFunc("/v1/snapshot", s.handleSnapshot)
 	mux.HandleFunc("/metrics", s.handleMetrics)
 	mux.HandleFunc("/v1/metrics", s.handleMetricsJSON)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
