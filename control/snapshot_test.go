@@ -26,7 +26,7 @@ func (p *pauseTarget) record(s string) error {
 }
 
 func (p *pauseTarget) Pause(ctx context.Context, by Peer) error { return p.record("pause") }
-func (p *pauseTarget) Resume(by Peer) error                    { return p.record("resume") }
+func (p *pauseTarget) Resume(by Peer) error                     { return p.record("resume") }
 func (p *pauseTarget) Snapshot(ctx context.Context, dir string, resume bool, by Peer) error {
 	s := "snapshot " + dir
 	if resume {
