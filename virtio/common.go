@@ -34,7 +34,11 @@ type Common struct {
 	mu     sync.Mutex
 	active bool
 	closed bool
+	paused bool
 	act    Activation
+	// deferred is the start of a device activated paused (Activation.Paused):
+	// Resume runs it instead of the device's resume step.
+	deferred func(Activation) error
 }
 
 // NewCommon returns the activation state of a device called name (it
@@ -71,7 +75,8 @@ func (c *Common) check(a Activation) error {
 
 // Activate checks a and calls start with it, holding the lock that also
 // serialises Reset and Close. The device is active, and keeps a, when start
-// returns nil.
+// returns nil. With a.Paused start is not called yet: the device is active
+// and paused, and the first Resume calls start.
 func (c *Common) Activate(a Activation, start func(Activation) error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -84,6 +89,10 @@ func (c *Common) Activate(a Activation, start func(Activation) error) error {
 	if err := c.check(a); err != nil {
 		return err
 	}
+	if a.Paused {
+		c.active, c.paused, c.act, c.deferred = true, true, a, start
+		return nil
+	}
 	if err := start(a); err != nil {
 		return err
 	}
@@ -91,9 +100,58 @@ func (c *Common) Activate(a Activation, start func(Activation) error) error {
 	return nil
 }
 
+// Pause calls pause if the device is active and not paused, and marks it
+// paused whatever pause returns (pause must leave the workers stopped even
+// when it fails, e.g. a final sync). pause is the device's step that stops
+// its workers but keeps its state and queues.
+func (c *Common) Pause(pause func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.active || c.paused {
+		return nil
+	}
+	c.paused = true
+	return pause()
+}
+
+// Resume calls resume if the device is paused (or, for a device activated
+// paused, the start step Activate was given), and marks it running when
+// that returns nil.
+func (c *Common) Resume(resume func() error) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.active || !c.paused {
+		return nil
+	}
+	var err error
+	if c.deferred != nil {
+		a := c.act
+		a.Paused = false
+		err = c.deferred(a)
+		if err == nil {
+			c.deferred = nil
+		}
+	} else {
+		err = resume()
+	}
+	if err != nil {
+		return err
+	}
+	c.paused = false
+	return nil
+}
+
+// Paused reports whether the device is active and paused.
+func (c *Common) Paused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.active && c.paused
+}
+
 // Reset calls stop if the device is active and forgets the activation; the
 // device can then be activated again. It returns stop's error; the device
-// is inactive whatever stop says.
+// is inactive whatever stop says. stop is called for a paused device too,
+// whose workers Pause already stopped (or never started).
 func (c *Common) Reset(stop func() error) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -104,7 +162,7 @@ func (c *Common) resetLocked(stop func() error) error {
 	if !c.active {
 		return nil
 	}
-	c.active, c.act = false, Activation{}
+	c.active, c.paused, c.act, c.deferred = false, false, Activation{}, nil
 	return stop()
 }
 

@@ -2,6 +2,7 @@ package virtio
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 
@@ -145,4 +146,62 @@ func TestCommonConcurrent(t *testing.T) {
 		})
 	}
 	wg.Wait()
+}
+
+func TestCommonPauseResume(t *testing.T) {
+	mem := testMem(t)
+	a := Activation{Mem: mem, Interrupt: nopInterrupt{}, Features: FVersion1, Queues: []*queue.Queue{testQueue(t, mem, 64), nil}}
+	c := NewCommon("virtio-test", testFeatures, 2, 64)
+	var log []string
+	step := func(name string) func() error { return func() error { log = append(log, name); return nil } }
+	// Inactive: both are no-ops.
+	if err := c.Pause(step("pause")); err != nil || c.Paused() {
+		t.Fatalf("Pause inactive = %v, paused %v", err, c.Paused())
+	}
+	if err := c.Resume(step("resume")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Activate(a, func(Activation) error { log = append(log, "start"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	c.Pause(step("pause"))
+	c.Pause(step("pause")) // idempotent
+	if !c.Paused() {
+		t.Fatal("not paused after Pause")
+	}
+	c.Resume(step("resume"))
+	c.Resume(step("resume"))
+	c.Pause(step("pause"))
+	c.Reset(step("stop")) // stop runs for a paused device
+	c.Resume(step("resume"))
+	want := "start pause resume pause stop"
+	if got := fmt.Sprint(log); got != "["+want+"]" {
+		t.Fatalf("steps %v; want [%s]", got, want)
+	}
+}
+
+func TestCommonActivatePaused(t *testing.T) {
+	mem := testMem(t)
+	a := Activation{Mem: mem, Interrupt: nopInterrupt{}, Features: FVersion1, Queues: []*queue.Queue{testQueue(t, mem, 64), nil}, Paused: true}
+	c := NewCommon("virtio-test", testFeatures, 2, 64)
+	var started []Activation
+	start := func(a Activation) error { started = append(started, a); return nil }
+	if err := c.Activate(a, start); err != nil {
+		t.Fatal(err)
+	}
+	if len(started) != 0 || !c.Paused() || !c.Active() {
+		t.Fatalf("activated paused: started %d times, paused %v, active %v", len(started), c.Paused(), c.Active())
+	}
+	if err := c.Resume(func() error { t.Fatal("resume step for a device never started"); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if len(started) != 1 || started[0].Paused || c.Paused() {
+		t.Fatalf("after Resume: started %d, Paused flag %v, paused %v", len(started), started[0].Paused, c.Paused())
+	}
+	// A failing deferred start leaves it paused, and Resume tries again.
+	c.Reset(func() error { return nil })
+	c.Activate(a, func(Activation) error { return errors.New("boom") })
+	if err := c.Resume(nil); err == nil || !c.Paused() {
+		t.Fatalf("Resume with a failing start = %v, paused %v", err, c.Paused())
+	}
 }

@@ -17,9 +17,14 @@
 //	Reset                when the driver writes status 0; stops the workers
 //	Close                when the VM stops
 //
-// Common does the part of Activate, Reset and Close that every device
-// shares (checking the activation, tracking the active state); a device
-// gives it only its own start and stop steps.
+// For snapshots a device is also a Pauser (Pause stops its workers once
+// every chain they took is back in the used ring, Resume restarts them;
+// kicks meanwhile are served after Resume) and may be Stateful (its own
+// state beyond the queues, for the transport's SaveState).
+//
+// Common does the part of Activate, Reset, Close, Pause and Resume that
+// every device shares (checking the activation, tracking the active and
+// paused states); a device gives it only its own start and stop steps.
 package virtio
 
 import (
@@ -80,6 +85,9 @@ type Activation struct {
 	// DEVICE_NEEDS_RESET and raises a configuration-change interrupt. May be
 	// nil.
 	Fail func(err error)
+	// Paused activates the device without starting its workers: nothing
+	// touches the queues until Resume (a transport restoring a snapshot).
+	Paused bool
 }
 
 // QueueOptions returns the queue options that the negotiated features imply
@@ -120,6 +128,31 @@ type Device interface {
 	Reset() error
 	// Close resets the device and releases its backend.
 	Close() error
+}
+
+// Pauser is a device whose workers can be stopped and restarted without
+// losing the device's state, for snapshots.
+type Pauser interface {
+	// Pause stops the workers after the chains they took are completed
+	// in the used ring: afterwards no device goroutine touches guest
+	// memory or the queues, completed writes are durable, and host input
+	// is held, not dropped. Kicks (Notify) meanwhile are served after
+	// Resume. A no-op when the device is inactive or already paused.
+	Pause() error
+	// Resume restarts what Pause stopped (or starts a device activated
+	// with Activation.Paused). A no-op when the device is not paused.
+	Resume() error
+}
+
+// Stateful is a device with state of its own beyond its queues and
+// configuration (a NIC's DHCP leases), saved in snapshots. The encoding is
+// the device's, versioned; RestoreState rejects anything it did not write
+// with an error naming what is wrong. The transport calls SaveState only
+// while the device is paused and RestoreState on a fresh device before it
+// is resumed.
+type Stateful interface {
+	SaveState() ([]byte, error)
+	RestoreState(data []byte) error
 }
 
 // CopyConfig serves a driver's read of device configuration: it copies

@@ -83,14 +83,35 @@ type Device struct {
 	active atomic.Pointer[run] // the running workers, for Notify
 }
 
-// run is one activation: its workers and how to stop them.
+// run is one activation: its workers and how to stop them. Pause stops the
+// workers' goroutines and Resume starts new ones on the same workers.
 type run struct {
-	workers []*worker // index = queue; nil where the driver left a queue off
+	workers []*worker       // index = queue; nil where the driver left a queue off
+	parent  context.Context // the activation's context
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
 }
 
-var _ virtio.Device = (*Device)(nil)
+// start runs one goroutine per worker under a new child of r.parent.
+func (r *run) start() {
+	ctx, cancel := context.WithCancel(r.parent)
+	r.cancel = cancel
+	for _, w := range r.workers {
+		if w == nil {
+			continue
+		}
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			w.run(ctx)
+		}()
+	}
+}
+
+var (
+	_ virtio.Device = (*Device)(nil)
+	_ virtio.Pauser = (*Device)(nil)
+)
 
 // Open opens and locks the image and returns the device, ready for a
 // transport. A missing or unreadable image, or a locked one
@@ -186,24 +207,43 @@ func (d *Device) WriteConfig(off int, p []byte) {}
 // Activate starts one worker per enabled queue.
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 	return d.common.Activate(a, func(a virtio.Activation) error {
-		ctx, cancel := context.WithCancel(ctx)
-		r := &run{cancel: cancel, workers: make([]*worker, d.numQueues)}
+		r := &run{parent: ctx, workers: make([]*worker, d.numQueues)}
 		for i, q := range a.Queues {
 			if q != nil {
 				r.workers[i] = newWorker(d, i, q, a)
 			}
 		}
-		for _, w := range r.workers {
-			if w == nil {
-				continue
-			}
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				w.run(ctx)
-			}()
-		}
+		r.start()
 		d.active.Store(r)
+		return nil
+	})
+}
+
+// Pause stops the workers once each has completed the request it is on
+// (every chain taken is in the used ring) and makes completed writes
+// durable. Kicks meanwhile wait for Resume.
+func (d *Device) Pause() error {
+	return d.common.Pause(func() error {
+		r := d.active.Load()
+		if r == nil {
+			return nil
+		}
+		r.cancel()
+		r.wg.Wait()
+		if d.img.readOnly {
+			return nil
+		}
+		return d.img.sync()
+	})
+}
+
+// Resume restarts the workers; each first serves what the driver queued
+// meanwhile.
+func (d *Device) Resume() error {
+	return d.common.Resume(func() error {
+		if r := d.active.Load(); r != nil {
+			r.start()
+		}
 		return nil
 	})
 }

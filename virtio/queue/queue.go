@@ -20,6 +20,7 @@ package queue
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"math/bits"
@@ -429,4 +430,77 @@ func (q *Queue) EnableNotifications() (bool, error) {
 		return false, q.fail(err)
 	}
 	return n != 0, nil
+}
+
+// State is where a queue is, for a snapshot: its layout and the device's
+// ring indices. With the guest memory the rings live in, it is all a
+// restored device needs to carry on.
+type State struct {
+	Layout Layout
+	// NextAvail is the avail ring index the next Pop takes.
+	NextAvail uint16
+	// NextUsed is the used idx the device has published.
+	NextUsed uint16
+	// Signalled is the used idx when the device last decided about an
+	// interrupt (NeedInterrupt's "old" with VIRTIO_F_EVENT_IDX).
+	Signalled uint16
+}
+
+// State returns the queue's state. Call it only while no worker uses the
+// queue (the device is paused).
+func (q *Queue) State() State {
+	return State{
+		Layout:    Layout{Size: q.size, Desc: q.desc, Avail: q.avail, Used: q.used},
+		NextAvail: q.lastAvail, NextUsed: q.nextUsed, Signalled: q.signalled,
+	}
+}
+
+// InFlight returns how many chains Pop took that Push has not returned.
+func (q *Queue) InFlight() uint16 { return q.lastAvail - q.nextUsed }
+
+// ErrRestore is matched by every reason Restore refuses a saved state.
+var ErrRestore = errors.New("virtio queue: saved state does not fit guest memory")
+
+// Restore makes a queue at a saved state s over the layout l the transport
+// restored (which must be s.Layout) with options o (whose NextAvail and
+// NextUsed are ignored). The layout is checked as New checks it, and the
+// used idx in guest memory must equal s.NextUsed: a snapshot whose memory
+// and device state disagree would give the guest a broken ring. Errors
+// match ErrRestore.
+func Restore(mem *guestmem.Memory, l Layout, o Options, s State) (*Queue, error) {
+	if l != s.Layout {
+		return nil, fmt.Errorf("%w: layout %+v differs from the queue's saved %+v", ErrRestore, l, s.Layout)
+	}
+	o.NextAvail, o.NextUsed = s.NextAvail, s.NextUsed
+	q, err := New(mem, l, o)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrRestore, err)
+	}
+	used, err := mem.LoadUint16Acquire(l.Used + usedIdx)
+	if err != nil {
+		return nil, fmt.Errorf("%w: read used idx: %v", ErrRestore, err)
+	}
+	if used != s.NextUsed {
+		return nil, fmt.Errorf("%w: guest used idx %d differs from saved %d", ErrRestore, used, s.NextUsed)
+	}
+	if n := s.NextAvail - s.NextUsed; n > l.Size {
+		return nil, fmt.Errorf("%w: next avail %d is %d past next used %d in a queue of %d", ErrRestore, s.NextAvail, n, s.NextUsed, l.Size)
+	}
+	q.signalled = s.Signalled
+	return q, nil
+}
+
+// Unpop gives back the chain the last Pop took, which the device has not
+// pushed and will not use now (virtio-net holding a receive buffer when it
+// is paused): the next Pop takes it again. It fails when no chain is in
+// flight.
+func (q *Queue) Unpop() error {
+	if q == nil || q.mem == nil {
+		return ErrNotReady
+	}
+	if q.lastAvail == q.nextUsed {
+		return errors.New("virtio queue: unpop with no chain in flight")
+	}
+	q.lastAvail--
+	return nil
 }
