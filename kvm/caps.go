@@ -23,6 +23,16 @@ const (
 	CapMaxVCPUs           Cap = 66
 	CapSignalMSI          Cap = 77
 	CapImmediateExit      Cap = 136
+
+	// Snapshot state (state.go, state_vm.go).
+	CapAdjustClock Cap = 39
+	CapVCPUEvents  Cap = 41
+	CapDebugRegs   Cap = 50
+	CapXSAVE       Cap = 55
+	CapXCRs        Cap = 56
+	CapTSCControl  Cap = 60
+	CapGetTSCKHz   Cap = 61
+	CapXSAVE2      Cap = 208 // answers the KVM_GET_XSAVE2 buffer size
 )
 
 // RequiredCaps returns the capabilities a Corral VM cannot run without, in
@@ -70,6 +80,22 @@ func (c Cap) String() string {
 		return "KVM_CAP_SIGNAL_MSI"
 	case CapImmediateExit:
 		return "KVM_CAP_IMMEDIATE_EXIT"
+	case CapAdjustClock:
+		return "KVM_CAP_ADJUST_CLOCK"
+	case CapVCPUEvents:
+		return "KVM_CAP_VCPU_EVENTS"
+	case CapDebugRegs:
+		return "KVM_CAP_DEBUGREGS"
+	case CapXSAVE:
+		return "KVM_CAP_XSAVE"
+	case CapXCRs:
+		return "KVM_CAP_XCRS"
+	case CapTSCControl:
+		return "KVM_CAP_TSC_CONTROL"
+	case CapGetTSCKHz:
+		return "KVM_CAP_GET_TSC_KHZ"
+	case CapXSAVE2:
+		return "KVM_CAP_XSAVE2"
 	}
 	return fmt.Sprintf("KVM_CAP(%d)", int(c))
 }

@@ -55,6 +55,27 @@ const (
 	kvmSetLAPIC            = (iocWrite)<<30 | 1024<<16 | kvmio<<8 | 0x8f
 	kvmSetCPUID2           = (iocWrite)<<30 | 8<<16 | kvmio<<8 | 0x90
 	kvmGetMPState          = (iocRead)<<30 | 4<<16 | kvmio<<8 | 0x98
+
+	// Snapshot state (state.go, state_vm.go).
+	kvmGetCPUID2     = (iocRead|iocWrite)<<30 | 8<<16 | kvmio<<8 | 0x91
+	kvmSetMPState    = (iocWrite)<<30 | 4<<16 | kvmio<<8 | 0x99
+	kvmGetVCPUEvents = (iocRead)<<30 | vcpuEventsSize<<16 | kvmio<<8 | 0x9f
+	kvmSetVCPUEvents = (iocWrite)<<30 | vcpuEventsSize<<16 | kvmio<<8 | 0xa0
+	kvmGetDebugRegs  = (iocRead)<<30 | debugRegsSize<<16 | kvmio<<8 | 0xa1
+	kvmSetDebugRegs  = (iocWrite)<<30 | debugRegsSize<<16 | kvmio<<8 | 0xa2
+	kvmSetTSCKHz     = kvmio<<8 | 0xa2
+	kvmGetTSCKHz     = kvmio<<8 | 0xa3
+	kvmGetXSAVE      = (iocRead)<<30 | xsaveLegacySize<<16 | kvmio<<8 | 0xa4
+	kvmSetXSAVE      = (iocWrite)<<30 | xsaveLegacySize<<16 | kvmio<<8 | 0xa5
+	kvmGetXCRs       = (iocRead)<<30 | xcrsSize<<16 | kvmio<<8 | 0xa6
+	kvmSetXCRs       = (iocWrite)<<30 | xcrsSize<<16 | kvmio<<8 | 0xa7
+	kvmGetXSAVE2     = (iocRead)<<30 | xsaveLegacySize<<16 | kvmio<<8 | 0xcf
+	kvmGetIRQChip    = (iocRead|iocWrite)<<30 | irqchipSize<<16 | kvmio<<8 | 0x62
+	kvmSetIRQChip    = (iocRead)<<30 | irqchipSize<<16 | kvmio<<8 | 0x63 // _IOR in <linux/kvm.h>, though it writes
+	kvmSetClock      = (iocWrite)<<30 | clockDataSize<<16 | kvmio<<8 | 0x7b
+	kvmGetClock      = (iocRead)<<30 | clockDataSize<<16 | kvmio<<8 | 0x7c
+	kvmGetPIT2       = (iocRead)<<30 | pitStateSize<<16 | kvmio<<8 | 0x9f
+	kvmSetPIT2       = (iocWrite)<<30 | pitStateSize<<16 | kvmio<<8 | 0xa0
 )
 
 // requestNames is read-only: the name of each request for error messages.
@@ -88,6 +109,25 @@ var requestNames = map[uintptr]string{
 	kvmSetLAPIC:            "KVM_SET_LAPIC",
 	kvmSetCPUID2:           "KVM_SET_CPUID2",
 	kvmGetMPState:          "KVM_GET_MP_STATE",
+	kvmGetCPUID2:           "KVM_GET_CPUID2",
+	kvmSetMPState:          "KVM_SET_MP_STATE",
+	kvmGetVCPUEvents:       "KVM_GET_VCPU_EVENTS",
+	kvmSetVCPUEvents:       "KVM_SET_VCPU_EVENTS",
+	kvmGetDebugRegs:        "KVM_GET_DEBUGREGS",
+	kvmSetDebugRegs:        "KVM_SET_DEBUGREGS",
+	kvmSetTSCKHz:           "KVM_SET_TSC_KHZ",
+	kvmGetTSCKHz:           "KVM_GET_TSC_KHZ",
+	kvmGetXSAVE:            "KVM_GET_XSAVE",
+	kvmSetXSAVE:            "KVM_SET_XSAVE",
+	kvmGetXCRs:             "KVM_GET_XCRS",
+	kvmSetXCRs:             "KVM_SET_XCRS",
+	kvmGetXSAVE2:           "KVM_GET_XSAVE2",
+	kvmGetIRQChip:          "KVM_GET_IRQCHIP",
+	kvmSetIRQChip:          "KVM_SET_IRQCHIP",
+	kvmSetClock:            "KVM_SET_CLOCK",
+	kvmGetClock:            "KVM_GET_CLOCK",
+	kvmGetPIT2:             "KVM_GET_PIT2",
+	kvmSetPIT2:             "KVM_SET_PIT2",
 }
 
 // ioctlName returns the symbolic name of a request number.

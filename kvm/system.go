@@ -80,7 +80,11 @@ func (s *System) Close() error { return unix.Close(s.fd) }
 // CheckExtension returns KVM_CHECK_EXTENSION's answer for c: 0 when absent,
 // otherwise 1 or a capability-specific number.
 func (s *System) CheckExtension(c Cap) (int, error) {
-	n, err := ioctl(s.fd, kvmCheckExtension, uintptr(c))
+	return checkExtension(s.fd, c)
+}
+
+func checkExtension(fd int, c Cap) (int, error) {
+	n, err := ioctl(fd, kvmCheckExtension, uintptr(c))
 	if err != nil {
 		return 0, fmt.Errorf("kvm: KVM_CHECK_EXTENSION %s: %w", c, err)
 	}

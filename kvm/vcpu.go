@@ -27,9 +27,10 @@ var ErrAgain = errors.New("kvm: KVM_RUN asks to run again")
 // the current or next Run return ErrInterrupted promptly, and stays in
 // effect until ClearKick.
 type VCPU struct {
-	fd  int
-	id  int
-	run []byte
+	fd   int
+	vmfd int // the VM's, for capabilities that vary per VM (KVM_CAP_XSAVE2)
+	id   int
+	run  []byte
 
 	mu  sync.Mutex // guards tid against a stale signal target
 	tid int        // OS thread running this vCPU, 0 when none

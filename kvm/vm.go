@@ -17,6 +17,12 @@ type VM struct {
 // Close releases the VM. Its vCPUs must be closed first.
 func (vm *VM) Close() error { return unix.Close(vm.fd) }
 
+// CheckExtension returns KVM_CHECK_EXTENSION's answer for c on this VM,
+// which for some capabilities (KVM_CAP_XSAVE2) differs from the system's.
+func (vm *VM) CheckExtension(c Cap) (int, error) {
+	return checkExtension(vm.fd, c)
+}
+
 // SetTSSAddr places the three pages KVM needs for real-mode emulation on
 // Intel hosts at addr (outside guest RAM).
 func (vm *VM) SetTSSAddr(addr uint32) error {
@@ -237,5 +243,5 @@ func (vm *VM) CreateVCPU(id int) (*VCPU, error) {
 		unix.Close(int(fd))
 		return nil, fmt.Errorf("kvm: mmap kvm_run of vCPU %d: %w", id, err)
 	}
-	return &VCPU{fd: int(fd), id: id, run: run}, nil
+	return &VCPU{fd: int(fd), vmfd: vm.fd, id: id, run: run}, nil
 }
