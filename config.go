@@ -161,6 +161,16 @@ func (c *Config) Validate() error {
 	if err := c.checkFits(mem); err != nil {
 		return fmt.Errorf("%w: %w", ErrConfig, err)
 	}
+	return c.validateDevices()
+}
+
+// validateDevices checks what Validate checks beyond the kernel, the
+// command line, vCPUs and memory: the devices and the host side. Restore
+// uses it alone (a snapshot's guest side was checked when it was taken).
+func (c *Config) validateDevices() error {
+	bad := func(format string, args ...any) error {
+		return fmt.Errorf("%w: %s", ErrConfig, fmt.Sprintf(format, args...))
+	}
 	for i, d := range c.Disks {
 		if d.Path == "" {
 			return bad("disk %d has no path", i)

@@ -2,6 +2,7 @@ package corral
 
 import (
 	"context"
+	"errors"
 	"path/filepath"
 	"time"
 
@@ -77,6 +78,8 @@ func (t controlTarget) Info() control.Info {
 	switch {
 	case !m.started:
 		info.State = "created"
+	case m.exit == nil && m.Paused():
+		info.State = "paused"
 	case m.exit == nil:
 		info.State = "running"
 	default:
@@ -117,3 +120,26 @@ func (t controlTarget) Kill(ctx context.Context, by control.Peer) (control.Ended
 }
 
 func (t controlTarget) Metrics() []control.Metric { return t.m.Metrics() }
+
+func (t controlTarget) Pause(ctx context.Context, by control.Peer) error {
+	return t.m.Pause(WithRequester(ctx, peerRequester(by)))
+}
+
+func (t controlTarget) Resume(by control.Peer) error { return t.m.Resume() }
+
+// Snapshot pauses the machine if it runs, saves it, and resumes it when
+// asked or when it was running before and the snapshot failed.
+func (t controlTarget) Snapshot(ctx context.Context, dir string, resume bool, by control.Peer) error {
+	m := t.m
+	wasPaused := m.Paused()
+	if err := m.Pause(WithRequester(ctx, peerRequester(by))); err != nil {
+		return err
+	}
+	err := m.Snapshot(ctx, dir)
+	if resume || (err != nil && !wasPaused) {
+		if rerr := m.Resume(); rerr != nil {
+			return errors.Join(err, rerr)
+		}
+	}
+	return err
+}

@@ -133,6 +133,11 @@ func (m *Machine) register() (err error) {
 		slog.Any("nics", nics), slog.String("dir", entry.Dir())); err != nil {
 		return err
 	}
+	if m.restored != nil {
+		if err := ev("vm.restored", slog.String("snapshot", m.restored.dir), slog.String("source_id", m.restored.saved.SourceID)); err != nil {
+			return err
+		}
+	}
 	if err := ev("vm.started"); err != nil {
 		return err
 	}
@@ -199,7 +204,11 @@ func (m *Machine) inventoryRecord() (inventory.Record, error) {
 	if m.cfg.Initrd != "" {
 		r.Initrd = absPath(m.cfg.Initrd)
 	}
-	if r.KernelSHA256, err = fileSHA256(m.cfg.Kernel); err != nil {
+	if m.restored != nil {
+		// The guest was booted from the kernel the snapshot names, which
+		// need not exist here any more.
+		r.KernelSHA256, r.Snapshot = m.restored.saved.KernelSHA256, m.restored.dir
+	} else if r.KernelSHA256, err = fileSHA256(m.cfg.Kernel); err != nil {
 		return r, err
 	}
 	for _, d := range m.cfg.Disks {

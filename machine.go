@@ -59,8 +59,12 @@ type Machine struct {
 	vcpuWG    sync.WaitGroup
 	unclaimed unclaimedCounter // guest accesses no device claimed
 	exits     exitCounters     // vCPU exits by reason, for Metrics
+	pause     pauseState       // Pause parks the vCPUs here (pause.go)
 	glog      *guestlog.Logger // rate-limited log of what the guest causes
 	done      chan struct{}    // closed when everything is released
+
+	restored      *restoreInfo // the snapshot a Restore built this machine from; nil for New's
+	resumeOnStart bool         // the devices were restored paused: Start resumes them
 
 	reg atomic.Pointer[registration] // set by Start once registered (inventory.go)
 	ctl atomic.Pointer[controlState] // the control socket, once served (control.go)
@@ -88,6 +92,7 @@ func New(cfg Config) (*Machine, error) {
 		return nil, err
 	}
 	m := &Machine{id: id, name: cfg.Name, cfg: cfg, done: make(chan struct{})}
+	m.pause.init()
 	if m.name == "" {
 		m.name = id
 	}
@@ -100,7 +105,7 @@ func New(cfg Config) (*Machine, error) {
 		}
 	}()
 	t0 := time.Now()
-	if err := m.createVM(); err != nil {
+	if err := m.createVM(nil); err != nil {
 		return nil, err
 	}
 	entry, err := m.loadKernel()
@@ -139,14 +144,22 @@ func newID() (string, error) {
 	return hex.EncodeToString(b[:]), nil
 }
 
+// Config returns the machine's configuration: New's, or for a restored
+// machine the one Restore built from the snapshot and RestoreConfig.
+func (m *Machine) Config() Config { return m.cfg }
+
 // ID returns the machine's unique identifier (16 hex digits).
 func (m *Machine) ID() string { return m.id }
 
 // Name returns Config.Name, or the ID when that was empty.
 func (m *Machine) Name() string { return m.name }
 
-func (m *Machine) createVM() error {
+// createVM opens KVM, creates the VM with its interrupt controllers and
+// maps guest memory into it: mem when given (a snapshot's), else fresh
+// anonymous memory.
+func (m *Machine) createVM(mem *guestmem.Memory) error {
 	var err error
+	m.mem = mem
 	if m.sys, err = kvm.Open(m.cfg.KVMDevice); err != nil {
 		return err
 	}
@@ -172,12 +185,31 @@ func (m *Machine) createVM() error {
 	for _, r := range boot.RAMRanges(m.cfg.memory()) {
 		ranges = append(ranges, guestmem.Range{GPA: r.GPA, Size: r.Size})
 	}
-	if m.mem, err = guestmem.Allocate(ranges...); err != nil {
+	if m.mem == nil {
+		if m.mem, err = guestmem.Allocate(ranges...); err != nil {
+			return err
+		}
+	} else if err := sameLayout(m.mem, ranges); err != nil {
 		return err
 	}
 	for i, r := range m.mem.Regions() {
 		if err := m.vm.SetUserMemoryRegion(uint32(i), r.GPA, r.Data); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// sameLayout checks that memory from a snapshot has the RAM ranges the
+// machine's memory size gives.
+func sameLayout(mem *guestmem.Memory, ranges []guestmem.Range) error {
+	regs := mem.Regions()
+	if len(regs) != len(ranges) {
+		return fmt.Errorf("corral: guest memory has %d regions, the memory size gives %d", len(regs), len(ranges))
+	}
+	for i, r := range regs {
+		if r.GPA != ranges[i].GPA || uint64(len(r.Data)) != ranges[i].Size {
+			return fmt.Errorf("corral: guest memory region %d is %#x+%#x, the memory size gives %#x+%#x", i, r.GPA, len(r.Data), ranges[i].GPA, ranges[i].Size)
 		}
 	}
 	return nil
@@ -196,6 +228,12 @@ func (m *Machine) Start(ctx context.Context) error {
 	}
 	if err := m.register(); err != nil {
 		return err
+	}
+	if m.resumeOnStart {
+		if err := m.plat.resumeDevices(); err != nil {
+			return fmt.Errorf("corral: starting restored devices: %w", err)
+		}
+		m.resumeOnStart = false
 	}
 	m.started = true
 	vcpusDone := make(chan struct{})
@@ -249,6 +287,7 @@ func (m *Machine) end(e Exit) {
 	for _, v := range m.vcpus {
 		v.Kick()
 	}
+	m.pause.wake() // parked vCPUs see stopping and end
 }
 
 // Stop asks the machine to end. It returns at once; Wait returns when it has

@@ -228,6 +228,9 @@ type nic struct {
 	host  netip.Prefix
 	guest netip.Addr
 	mac   net.HardwareAddr
+	// hostMAC is the host side's MAC, the guest's router in its ARP
+	// cache: a restored machine's TAP takes it again.
+	hostMAC net.HardwareAddr
 }
 
 // Networks reports the machine's NICs.
@@ -274,6 +277,9 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 	guestMAC, hostMAC := hostnet.MACs(m.id, index)
 	if cfg.MAC != nil {
 		guestMAC = cfg.MAC
+	}
+	if mac := m.restoredHostMAC(index); mac != nil {
+		hostMAC = mac
 	}
 	var (
 		be    virtionet.Backend
@@ -361,7 +367,7 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 		be = leasedBackend{be, lease}
 	}
 	mtu := virtionet.DefaultMTU
-	n := &nic{mac: guestMAC}
+	n := &nic{mac: guestMAC, hostMAC: serverMAC}
 	if t != nil {
 		n.tap, mtu = t.Name(), t.MTU()
 	}

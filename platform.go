@@ -35,6 +35,7 @@ type platform struct {
 	nics       []*nic                 // virtio-net devices' host sides
 	vsock      *vsock.Device          // Config.Vsock's device; nil without it
 	kbd        *devices.I8042         // the i8042, with a keyboard for RequestPowerOff
+	rtc        *devices.RTC           // the CMOS RTC, for snapshots
 	devs       []virtio.Device        // every virtio device, in slot order, for Metrics
 
 	ctx    context.Context
@@ -88,6 +89,7 @@ func (m *Machine) createPlatform() error {
 	}
 	kbd := devices.NewI8042(devices.I8042Config{Exit: exit, KbdIRQ: irqLine{m.vm, 1}, Keyboard: true})
 	p.kbd = kbd
+	p.rtc = devices.NewRTC(devices.RTCConfig{LowRAM: low, HighRAM: high})
 	p.pci = pci.NewHostBridge(func() { exit(devices.Exit{Kind: devices.ExitReset}) })
 	inserts := []struct {
 		base, size uint64
@@ -96,7 +98,7 @@ func (m *Machine) createPlatform() error {
 	}{
 		{devices.COM1Port, devices.SerialPortsSize, "com1", p.serial},
 		{devices.DebugExitPort, devices.DebugExitSize, "debug-exit", devices.NewDebugExit(exit)},
-		{0x70, 2, "rtc", devices.NewRTC(devices.RTCConfig{LowRAM: low, HighRAM: high})},
+		{0x70, 2, "rtc", p.rtc},
 		{boot.ACPISleepControlPort, 1, "acpi-sleep", devices.NewACPISleepControl(boot.ACPISleepTypeS5, exit)},
 		{pci.ConfigAddressPort, pci.PortsSize, "pci-cfg", p.pci},
 	}

@@ -69,6 +69,10 @@ func (m *Machine) runVCPU(v *kvm.VCPU) {
 	v.BindThread()
 	defer v.UnbindThread()
 	for !m.stopping.Load() {
+		if m.pause.want.Load() {
+			m.park(v)
+			continue
+		}
 		err := v.Run()
 		if errors.Is(err, kvm.ErrInterrupted) || errors.Is(err, kvm.ErrAgain) {
 			// A Kick (the machine is stopping: the loop ends), a stray

@@ -37,12 +37,15 @@ type Record struct {
 
 	Kernel       string `json:"kernel"`
 	KernelSHA256 string `json:"kernel_sha256,omitempty"`
-	Initrd       string `json:"initrd,omitempty"`
-	Cmdline      string `json:"cmdline,omitempty"`
-	CPUs         int    `json:"cpus"`
-	Memory       uint64 `json:"memory"`
-	Disks        []Disk `json:"disks,omitempty"`
-	NICs         []NIC  `json:"nics,omitempty"`
+	// Snapshot is the snapshot directory a restored machine was built
+	// from; empty for a machine that booted.
+	Snapshot string `json:"snapshot,omitempty"`
+	Initrd   string `json:"initrd,omitempty"`
+	Cmdline  string `json:"cmdline,omitempty"`
+	CPUs     int    `json:"cpus"`
+	Memory   uint64 `json:"memory"`
+	Disks    []Disk `json:"disks,omitempty"`
+	NICs     []NIC  `json:"nics,omitempty"`
 
 	// Created is the wall-clock start, for people; Started (CLOCK_BOOTTIME)
 	// is what ages and TTLs are computed from.

@@ -38,6 +38,11 @@ Usage:
   corral stop [--timeout D] ID|NAME    ask the guest to power off (Ctrl-Alt-Del on its
                                        keyboard), stop it hard after D (default 10s)
   corral kill ID|NAME                  stop a VM hard at once
+  corral pause ID|NAME                 stop a VM's vCPUs and devices where they are
+  corral resume ID|NAME                let a paused VM run on
+  corral snapshot [--resume] ID|NAME DIR
+                                       pause a VM and save it to DIR (restore it with
+                                       corral run --restore DIR); --resume lets it run on
   corral dhcp replay [flags] FILE...   run captured frames through the DHCP server
   corral version                       print the version
   corral help                          print this help
@@ -84,6 +89,16 @@ corral run flags:
                     on the monotonic clock. corral run also stops its VM when
                     its parent process dies (SIGTERM by PR_SET_PDEATHSIG).
   --no-acpi         no ACPI tables (the guest sees only the MP table)
+  --restore DIR     restore the snapshot in DIR (corral snapshot) instead of
+                    booting: the guest goes on where it was, as a new VM with
+                    its own ID. --kernel, --initrd, --cmdline, --cpus,
+                    --memory and --no-acpi are the snapshot's; --net, --disk,
+                    --share TAG and --vsock uds= give new host sides. The
+                    memory file is checked against its checksums first.
+  --snapshot-dir DIR
+                    corral snapshot may write this VM's snapshots under DIR
+                    (created if missing; the confined VMM can write nowhere
+                    else)
   --log LEVEL       VMM log level on stderr: debug, info, warn, error (default warn)
   --seccomp on|log|off
                     after setup every thread runs under a system call allow-list
@@ -192,6 +207,10 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		return stopCommand(ctx, args[1:], stdout, stderr)
 	case "kill":
 		return killCommand(ctx, args[1:], stdout, stderr)
+	case "pause", "resume":
+		return pauseCommand(ctx, args[0], args[1:], stdout, stderr)
+	case "snapshot":
+		return snapshotCommand(ctx, args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, "corral", version)
 		return exitOK

@@ -21,6 +21,8 @@ type runOptions struct {
 	cfg              corral.Config
 	memory, logLevel string
 	sandbox          *sandboxFlags
+	restore          string // --restore: a snapshot directory
+	snapshotDir      string // --snapshot-dir: where corral snapshot may write
 }
 
 // newRunFlags defines `corral run`'s flags on a new FlagSet that reports to
@@ -41,6 +43,8 @@ func newRunFlags(stderr io.Writer) (*flag.FlagSet, *runOptions) {
 	addInventoryFlags(fs, cfg)
 	o.sandbox = addSandboxFlags(fs)
 	fs.DurationVar(&cfg.TTL, "ttl", 0, "how long the VM may run")
+	fs.StringVar(&o.restore, "restore", "", "restore the snapshot in DIR instead of booting")
+	fs.StringVar(&o.snapshotDir, "snapshot-dir", "", "directory under which corral snapshot may write snapshots of this VM")
 	fs.Func("share", "virtio-9p share of a host directory PATH:TAG[,ro] (repeatable)", func(v string) error {
 		sh, err := corral.ParseShare(v)
 		if err != nil {
@@ -140,24 +144,39 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitUsage
 	}
 	cfg, memory, logLevel := opts.cfg, opts.memory, opts.logLevel
-	if err := checkMachineSize(&cfg, memory); err != nil {
-		fmt.Fprintf(stderr, "corral run: %v\n", err)
-		return exitUsage
-	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 		fmt.Fprintf(stderr, "corral run: --log: %v\n", err)
 		return exitUsage
 	}
-	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if err := cfg.Validate(); err != nil {
+	if opts.restore != "" {
+		if err := checkRestoreFlags(fs); err != nil {
+			fmt.Fprintf(stderr, "corral run: %v\n", err)
+			return exitUsage
+		}
+		opts.sandbox.extraRead = append(opts.sandbox.extraRead, opts.restore)
+	} else if err := checkMachineSize(&cfg, memory); err != nil {
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
 		return exitUsage
 	}
-	if host, err := hostRAM(); err == nil && cfg.Memory > host {
-		// Guest RAM is mapped lazily, so this can run; but a guest that
-		// touches it all will have the host swap or kill something.
-		fmt.Fprintf(stderr, "corral run: warning: --memory %s is more than the host's %d MiB of RAM\n", memory, host>>20)
+	cfg.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	if opts.snapshotDir != "" {
+		if err := os.MkdirAll(opts.snapshotDir, 0o700); err != nil {
+			fmt.Fprintf(stderr, "corral run: --snapshot-dir: %v\n", err)
+			return exitUsage
+		}
+		opts.sandbox.extraWrite = append(opts.sandbox.extraWrite, opts.snapshotDir)
+	}
+	if opts.restore == "" {
+		if err := cfg.Validate(); err != nil {
+			fmt.Fprintf(stderr, "corral run: %v\n", err)
+			return exitUsage
+		}
+		if host, err := hostRAM(); err == nil && cfg.Memory > host {
+			// Guest RAM is mapped lazily, so this can run; but a guest that
+			// touches it all will have the host swap or kill something.
+			fmt.Fprintf(stderr, "corral run: warning: --memory %s is more than the host's %d MiB of RAM\n", memory, host>>20)
+		}
 	}
 
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -181,7 +200,12 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	cfg.Console = con.out
 	cfg.ConsoleIn = con.in
 
-	m, err := corral.New(cfg)
+	var m *corral.Machine
+	if opts.restore != "" {
+		m, err = corral.Restore(ctx, opts.restore, restoreConfig(&cfg))
+	} else {
+		m, err = corral.New(cfg)
+	}
 	if err != nil {
 		con.restore()
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
@@ -191,7 +215,8 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return exitVMMFailure
 	}
 	// Every device, TAP and file is open; the vCPUs have not run.
-	if err := applySandbox(opts.sandbox, &cfg, cfg.Logger); err != nil {
+	mcfg := m.Config()
+	if err := applySandbox(opts.sandbox, &mcfg, cfg.Logger); err != nil {
 		m.Close()
 		con.restore()
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
@@ -214,6 +239,38 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	stopKeys()
 	con.restore()
 	return exitStatus(exit, sw.signal(), stderr)
+}
+
+// checkRestoreFlags refuses, with --restore, the flags that describe the
+// guest: the snapshot's guest is restored as it was.
+func checkRestoreFlags(fs *flag.FlagSet) error {
+	var bad []string
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "kernel", "initrd", "cmdline", "cpus", "memory", "no-acpi":
+			bad = append(bad, "--"+f.Name)
+		}
+	})
+	if len(bad) > 0 {
+		return fmt.Errorf("--restore: %s describe the guest, which the snapshot holds", strings.Join(bad, ", "))
+	}
+	return nil
+}
+
+// restoreConfig takes a restored machine's host side from the flags:
+// --net and --disk, when given, replace the saved NICs' host sides and
+// the disks' paths; --share gives saved shares new directories by tag;
+// --vsock uds=PATH a socket.
+func restoreConfig(cfg *corral.Config) corral.RestoreConfig {
+	rc := corral.RestoreConfig{
+		Name: cfg.Name, Labels: cfg.Labels, StateDir: cfg.StateDir, NoInventory: cfg.NoInventory, TTL: cfg.TTL,
+		Console: cfg.Console, ConsoleIn: cfg.ConsoleIn, Logger: cfg.Logger, KVMDevice: cfg.KVMDevice,
+		Nets: cfg.Nets, Disks: cfg.Disks, Shares: cfg.Shares, VerifyMemory: true,
+	}
+	if cfg.Vsock != nil {
+		rc.VsockUDSPath = cfg.Vsock.UDSPath
+	}
+	return rc
 }
 
 // errQuit is the cause of a stop requested with Ctrl-A x.

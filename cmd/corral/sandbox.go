@@ -25,6 +25,10 @@ type sandboxFlags struct {
 	caps     bool // keep capabilities
 	user     *sandbox.User
 	set      bool // a sandbox flag was given explicitly
+
+	// Paths the VMM needs beyond its configuration's: a snapshot it was
+	// restored from (read), where snapshots may be written (write).
+	extraRead, extraWrite []string
 }
 
 // addSandboxFlags defines --seccomp, --landlock, --caps and --user on fs.
@@ -110,6 +114,12 @@ func sandboxPolicy(f *sandboxFlags, cfg *corral.Config, log *slog.Logger) (sandb
 	}
 	if cfg.Vsock != nil && cfg.Vsock.UDSPath != "" {
 		add(filepath.Dir(cfg.Vsock.UDSPath), true)
+	}
+	for _, path := range f.extraRead {
+		add(path, false)
+	}
+	for _, path := range f.extraWrite {
+		add(path, true)
 	}
 	if !cfg.NoInventory {
 		state := cfg.StateDir
