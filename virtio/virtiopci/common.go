@@ -291,12 +291,14 @@ func (t *Transport) start() {
 	}
 	err := t.dev.Activate(t.ctx, virtio.Activation{
 		Mem: t.mem, Features: t.drvFeatures, Queues: qs, Interrupt: t, Fail: t.fail,
+		Paused: t.paused,
 	})
 	if err != nil {
 		t.fail(err)
 		return
 	}
 	t.active = true
+	t.running = qs
 }
 
 // reset returns the function to its initial state (device_status 0); mu
@@ -306,6 +308,7 @@ func (t *Transport) reset() {
 		t.log.Error("virtio-pci: device reset", "err", err)
 	}
 	t.active = false
+	t.running = nil
 	t.status = 0
 	t.devFeatSel, t.drvFeatSel, t.drvFeatures = 0, 0, 0
 	t.queueSel = 0

@@ -119,6 +119,14 @@ type Transport struct {
 	active      bool
 	closed      bool
 	needsReset  atomic.Bool
+	// running are the queues handed to the device at activation (nil
+	// where not enabled), for SaveState; nil while inactive.
+	running []*queue.Queue
+	// paused: Pause was called and Resume not yet; an activation
+	// meanwhile starts the device paused. restored: RestoreState ran and
+	// the next Resume signals every active queue once.
+	paused   bool
+	restored bool
 }
 
 // New builds the function: configuration space with the virtio
