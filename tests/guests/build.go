@@ -26,7 +26,7 @@ var ErrUnknownGuest = errors.New("guests: unknown guest")
 
 // Names lists the guests Build knows, sorted.
 func Names() []string {
-	return []string{"blk", "fault", "halt", "hello", "net", "rtc", "smp", "spin"}
+	return []string{"blk", "count", "fault", "halt", "hello", "net", "rtc", "smp", "spin"}
 }
 
 // librarySources are the .c files in src/ shared by several guests rather
@@ -39,7 +39,7 @@ func librarySources() []string {
 func guestSources(name string) ([]string, bool) {
 	common := []string{"entry.S", "lib.c"}
 	switch name {
-	case "fault", "halt", "hello", "rtc", "spin":
+	case "count", "fault", "halt", "hello", "rtc", "spin":
 		return append(common, name+".c"), true
 	case "smp":
 		return append(common, "smp.c", "smp_trampoline.S"), true

@@ -330,6 +330,7 @@ func TestExitCodesMatchLibH(t *testing.T) {
 		"EXIT_NET_DHCP_NAK":        ExitNetDHCPNAK,
 		"EXIT_NET_ARP_TIMEOUT":     ExitNetARPTimeout,
 		"EXIT_NET_UDP_TIMEOUT":     ExitNetUDPTimeout,
+		"EXIT_COUNT_MEM_BAD":       ExitCountMemBad,
 		"EXIT_BAD_START_INFO":      ExitBadStartInfo,
 	}
 	src, err := sourceFS.ReadFile("src/lib.h")

@@ -42,6 +42,15 @@
 //     rewrite status B's format bits. Without an RTC: "rtc: no rtc ..."
 //     (ExitRTCAbsent); a bad date: "rtc: invalid ..." (ExitRTCInvalid).
 //   - spin: "corral-guest: spinning", then jmp . forever.
+//   - count: increments a 64-bit counter in RAM, for ever or up to
+//     limit=N, and checks a 1 MiB RAM buffer it filled with a xorshift
+//     pattern (seed=X) by its FNV-1a checksum: the guest snapshot tests
+//     pause, save, restore and resume. It prints "count: step S limit N buf
+//     0xA checksum 0xC", then "count K mem ok" (or "count K mem BAD 0xH")
+//     every step=S increments (default 2^24: a few lines a second under
+//     TCG) and at N, then "count: done N" and exits 0, or ExitCountMemBad
+//     if a check failed. corrupt=K flips a buffer bit at count K, to prove
+//     the check. ParseCount and CountScenarios read and check its output.
 //   - halt: "corral-guest: halted", then cli; hlt forever.
 //   - fault: "corral-guest: triple-faulting (ud2, empty IDT)", then lidt
 //     with limit 0 and ud2: a triple fault (KVM_EXIT_SHUTDOWN). Should it

@@ -59,6 +59,8 @@ const (
 	ExitNetARPTimeout = 33
 	// ExitNetUDPTimeout: no UDP datagram came back to net within timeout=MS.
 	ExitNetUDPTimeout = 34
+	// ExitCountMemBad: count found its 1 MiB buffer's checksum changed at least once.
+	ExitCountMemBad = 40
 	// ExitBadStartInfo is the exit code when start_info is missing or has a bad magic.
 	ExitBadStartInfo = 125
 )

@@ -38,13 +38,18 @@ type qemuRun struct {
 	cmdline string // -append, omitted if empty
 	cpus    int    // -smp, omitted if < 2
 	extra   []string
+	tcg     bool // fall back to TCG without /dev/kvm (guests that need no KVM timing)
 }
 
 // qemuArgs is the command line the tests (and bench/) use; see doc.go.
 func (r qemuRun) args() []string {
-	a := []string{"-enable-kvm", "-cpu", "kvm64", "-M", r.machine, "-m", "64",
+	accel := []string{"-enable-kvm"}
+	if r.tcg {
+		accel = []string{"-accel", "kvm", "-accel", "tcg"} // the first that works
+	}
+	a := append(accel, "-cpu", "kvm64", "-M", r.machine, "-m", "64",
 		"-nodefaults", "-nographic", "-no-reboot", "-serial", "stdio",
-		"-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-kernel", r.kernel}
+		"-device", "isa-debug-exit,iobase=0xf4,iosize=1", "-kernel", r.kernel)
 	if r.cmdline != "" {
 		a = append(a, "-append", r.cmdline)
 	}

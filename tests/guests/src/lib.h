@@ -47,6 +47,8 @@ typedef unsigned long usize;
 #define EXIT_NET_DHCP_NAK       32
 #define EXIT_NET_ARP_TIMEOUT    33
 #define EXIT_NET_UDP_TIMEOUT    34
+/* count */
+#define EXIT_COUNT_MEM_BAD      40
 #define EXIT_BAD_START_INFO 125
 
 /* Debug-exit port: outb(v) ends the VM with status v. */
