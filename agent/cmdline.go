@@ -20,6 +20,14 @@ const (
 	// corral.share=TAG:PATH[:ro] mounts the virtio-9p device with mount tag
 	// TAG at PATH in the final root, read-only with ":ro".
 	SharePrefix = "corral.share="
+	// SetupPrefix says when PID 1 makes the root switch and share mounts:
+	// corral.setup=boot (the default) at boot, from corral.root= and
+	// corral.share=; corral.setup=deferred when the host asks, in a Setup
+	// request (agent/proto), so that a snapshot can be taken of the booted
+	// agent before any 9p share is mounted (warm corral exec).
+	SetupPrefix = "corral.setup="
+	// SetupDeferred is the value of SetupPrefix that defers setup.
+	SetupDeferred = "deferred"
 )
 
 // RootKind is where the guest's root file system comes from.
@@ -61,12 +69,18 @@ type Share struct {
 type BootConfig struct {
 	Root   Root
 	Shares []Share
+	// Deferred: corral.setup=deferred; Root and Shares come later, in a
+	// Setup request.
+	Deferred bool
 }
 
 // Cmdline returns the kernel command-line parameters that mean c, quoted
 // as the kernel unquotes them; ParseCmdline reads them back.
 func (c BootConfig) Cmdline() string {
 	var fields []string
+	if c.Deferred {
+		fields = append(fields, SetupPrefix+SetupDeferred)
+	}
 	if c.Root.Kind != RootInitramfs {
 		fields = append(fields, quoteParam(RootPrefix+c.Root.String()))
 	}
@@ -143,7 +157,22 @@ func splitCmdline(cmdline string) []string {
 // mount at a time. Share paths are absolute, without ':' or '"', not "/".
 func ParseCmdline(cmdline string) (BootConfig, error) {
 	var c BootConfig
+	var rootOrShares bool
 	for _, p := range splitCmdline(cmdline) {
+		if v, ok := strings.CutPrefix(p, SetupPrefix); ok {
+			switch v {
+			case "boot":
+				c.Deferred = false
+			case SetupDeferred:
+				c.Deferred = true
+			default:
+				return BootConfig{}, fmt.Errorf("agent: %s: want boot or %s", param(SetupPrefix, v), SetupDeferred)
+			}
+			continue
+		}
+		if strings.HasPrefix(p, RootPrefix) || strings.HasPrefix(p, SharePrefix) {
+			rootOrShares = true
+		}
 		if v, ok := strings.CutPrefix(p, RootPrefix); ok {
 			r, err := parseRoot(v)
 			if err != nil {
@@ -158,6 +187,42 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 			c.Shares = append(c.Shares, s)
 		}
 	}
+	if c.Deferred && rootOrShares {
+		return BootConfig{}, fmt.Errorf("agent: %s%s with %s or %s on the command line: a deferred setup takes the root and shares from the host's Setup request", SetupPrefix, SetupDeferred, RootPrefix, SharePrefix)
+	}
+	if err := c.checkTags(); err != nil {
+		return BootConfig{}, err
+	}
+	return c, nil
+}
+
+// SetupConfig returns what a Setup request asks for: root is the value of
+// corral.root= ("" keeps the initramfs), each share one of corral.share=,
+// checked as ParseCmdline checks them; errors name the parameters.
+func SetupConfig(root string, shares []string) (BootConfig, error) {
+	var c BootConfig
+	if root != "" {
+		r, err := parseRoot(root)
+		if err != nil {
+			return BootConfig{}, err
+		}
+		c.Root = r
+	}
+	for _, v := range shares {
+		s, err := parseShare(v)
+		if err != nil {
+			return BootConfig{}, err
+		}
+		c.Shares = append(c.Shares, s)
+	}
+	if err := c.checkTags(); err != nil {
+		return BootConfig{}, err
+	}
+	return c, nil
+}
+
+// checkTags refuses a mount tag used twice and two shares at one path.
+func (c BootConfig) checkTags() error {
 	tags := map[string]string{}
 	if c.Root.Kind == Root9P {
 		tags[c.Root.Source] = "the root"
@@ -165,15 +230,15 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 	paths := map[string]bool{}
 	for _, s := range c.Shares {
 		if other, ok := tags[s.Tag]; ok {
-			return BootConfig{}, fmt.Errorf("agent: %s: mount tag %q is already %s: a virtio-9p device serves one mount", param(SharePrefix, s.Tag+":"+s.Path), s.Tag, other)
+			return fmt.Errorf("agent: %s: mount tag %q is already %s: a virtio-9p device serves one mount", param(SharePrefix, s.Tag+":"+s.Path), s.Tag, other)
 		}
 		tags[s.Tag] = "shared at " + s.Path
 		if paths[s.Path] {
-			return BootConfig{}, fmt.Errorf("agent: %s: two shares at %q", param(SharePrefix, s.Tag+":"+s.Path), s.Path)
+			return fmt.Errorf("agent: %s: two shares at %q", param(SharePrefix, s.Tag+":"+s.Path), s.Path)
 		}
 		paths[s.Path] = true
 	}
-	return c, nil
+	return nil
 }
 
 func parseRoot(v string) (Root, error) {

@@ -9,6 +9,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 )
@@ -134,7 +135,11 @@ func (s *setup) err() error {
 // system that is already mounted is left alone. It returns a *SetupError
 // listing every failure, with the kernel options a missing file system
 // needs; what could be done stays done.
-func Init(log *slog.Logger) error {
+//
+// With corral.setup=deferred it stops before the root switch and returns
+// a *Deferred, which a Server (Config.Deferred) completes when the host
+// sends Setup; otherwise the *Deferred is nil.
+func Init(log *slog.Logger) (*Deferred, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
@@ -149,15 +154,62 @@ func Init(log *slog.Logger) error {
 	cmdline, err := os.ReadFile("/proc/cmdline")
 	if err != nil {
 		s.fail(fmt.Errorf("reading the kernel command line: %w", err))
-		return s.err()
+		return nil, s.err()
 	}
 	cfg, err := ParseCmdline(string(cmdline))
 	if err != nil {
 		s.fail(err)
-		return s.err()
+		return nil, s.err()
+	}
+	if cfg.Deferred {
+		// Problems of the base mounts still refuse every command.
+		return &Deferred{s: s, api: api, baseErr: s.err()}, s.err()
 	}
 	s.apply(cfg, api)
-	return s.err()
+	return nil, s.err()
+}
+
+// ErrSetupDone is returned by Deferred.Apply after the first Setup: the
+// root switch and share mounts happen once.
+var ErrSetupDone = errors.New("agent: setup was done already (a Setup request is taken once)")
+
+// Deferred is the root switch and share mounts that PID 1, booted with
+// corral.setup=deferred, leaves for the host's Setup request: done once,
+// by the same code as at boot. Its methods are safe for concurrent use.
+type Deferred struct {
+	mu      sync.Mutex
+	s       *setup
+	api     []mount // what the root switch moves along
+	baseErr error   // the base mounts' problems (a *SetupError)
+	applied bool
+	err     error // the setup's *SetupError, once applied
+}
+
+// Apply switches root and mounts the shares as cfg says (its Deferred is
+// ignored), exactly once: later calls return ErrSetupDone. Its error is a
+// *SetupError, as Init's, listing the base mounts' problems too; it then
+// refuses every command (Status).
+func (d *Deferred) Apply(cfg BootConfig) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.applied {
+		return ErrSetupDone
+	}
+	d.applied = true
+	d.s.apply(cfg, d.api)
+	d.err = d.s.err()
+	return d.err
+}
+
+// Status reports whether Apply ran, and the setup's problems: those of the
+// base mounts from the start, Apply's after it.
+func (d *Deferred) Status() (applied bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if !d.applied {
+		return false, d.baseErr
+	}
+	return true, d.err
 }
 
 // baseMounts mounts baseMounts and returns the top-level directories that

@@ -45,6 +45,11 @@ type Config struct {
 	// failure, so none runs without its root or shares. Power-off still
 	// works.
 	SetupError error
+	// Deferred, when set, is the setup an agent booted with
+	// corral.setup=deferred left for the host: a Setup request carries it
+	// out, once, and every command before that is refused (CodeRefused).
+	// Without it a Setup request is refused.
+	Deferred *Deferred
 }
 
 // Stats counts what a Server did.
@@ -151,7 +156,8 @@ func (s *Server) ServeConn(ctx context.Context, conn net.Conn) error {
 }
 
 type session struct {
-	errSent bool // an Error went out: the session's last frame
+	errSent bool   // an Error went out: the session's last frame
+	version uint16 // negotiated
 	s       *Server
 	conn    net.Conn
 	w       *proto.Writer
@@ -184,6 +190,7 @@ func (ss *session) run(ctx context.Context) error {
 		ss.sendError(proto.CodeVersion, err.(*proto.Error).Message)
 		return nil
 	}
+	ss.version = v
 	if err := ss.w.Send(proto.TypeHello, 0, proto.Hello{Min: v, Max: v}.Append(nil)); err != nil {
 		return fmt.Errorf("agent: sending Hello: %w", err)
 	}
@@ -199,10 +206,32 @@ func (ss *session) run(ctx context.Context) error {
 	switch f.Type {
 	case proto.TypePowerOff:
 		return ss.powerOff()
+	case proto.TypeSetup:
+		if ss.version < proto.SetupVersion {
+			return fmt.Errorf("agent: host sent Setup in a protocol version %d session (Setup is version %d): %w", ss.version, proto.SetupVersion, proto.ErrProtocol)
+		}
+		req, err := proto.ParseSetup(f.Payload)
+		if err != nil {
+			return fmt.Errorf("agent: host Setup: %w", err)
+		}
+		return ss.setup(req)
 	case proto.TypeExec:
 		e, err := proto.ParseExec(f.Payload)
 		if err != nil {
 			return fmt.Errorf("agent: host Exec: %w", err)
+		}
+		if d := ss.s.cfg.Deferred; d != nil {
+			applied, err := d.Status()
+			if !applied {
+				ss.s.startErrors.Add(1)
+				ss.sendError(proto.CodeRefused, "agent: no command before Setup: this agent's setup is deferred ("+SetupPrefix+SetupDeferred+") and the host has not sent Setup")
+				return nil
+			}
+			if err != nil {
+				ss.s.startErrors.Add(1)
+				ss.sendError(proto.CodeStart, err.Error())
+				return nil
+			}
 		}
 		if err := ss.s.cfg.SetupError; err != nil {
 			ss.s.startErrors.Add(1)
@@ -211,7 +240,37 @@ func (ss *session) run(ctx context.Context) error {
 		}
 		return ss.exec(ctx, e)
 	}
-	return fmt.Errorf("agent: host sent %s after Hello, want Exec or PowerOff: %w", f.Type, proto.ErrProtocol)
+	return fmt.Errorf("agent: host sent %s after Hello, want Exec, Setup or PowerOff: %w", f.Type, proto.ErrProtocol)
+}
+
+// setup carries out a Setup request: Ack when the root and shares are in
+// place; Error CodeStart with the problems (kernel options named) when
+// they are not, or when the request's values are bad (the setup is then
+// still to do); CodeRefused when there is nothing to set up.
+func (ss *session) setup(req *proto.Setup) error {
+	d := ss.s.cfg.Deferred
+	if d == nil {
+		ss.sendError(proto.CodeRefused, "agent: Setup refused: the system was set up at boot (the kernel command line has no "+SetupPrefix+SetupDeferred+")")
+		return nil
+	}
+	cfg, err := SetupConfig(req.Root, req.Shares)
+	if err != nil {
+		ss.sendError(proto.CodeStart, err.Error())
+		return nil
+	}
+	if err := d.Apply(cfg); err != nil {
+		if errors.Is(err, ErrSetupDone) {
+			ss.sendError(proto.CodeRefused, err.Error())
+			return nil
+		}
+		ss.s.log.Warn("agent: deferred setup failed", "err", err)
+		ss.sendError(proto.CodeStart, err.Error())
+		return nil
+	}
+	if err := ss.w.Send(proto.TypeAck, 0, nil); err != nil {
+		return fmt.Errorf("agent: sending Setup Ack: %w", err)
+	}
+	return nil
 }
 
 func (ss *session) powerOff() error {

@@ -3,6 +3,7 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os/exec"
@@ -98,7 +99,7 @@ func TestVersionMismatch(t *testing.T) {
 	srv := NewServer(Config{})
 	_, w, r, done := rawSession(t, srv)
 	go w.Send(proto.TypeHello, 0, proto.Hello{Min: 7, Max: 9}.Append(nil))
-	wantError(t, r, proto.CodeVersion, "peer speaks protocol versions 7..9, this side 1..1")
+	wantError(t, r, proto.CodeVersion, fmt.Sprintf("peer speaks protocol versions 7..9, this side %d..%d", proto.MinVersion, proto.Version))
 	if err := result(t, done); err != nil {
 		t.Errorf("ServeConn: %v", err)
 	}

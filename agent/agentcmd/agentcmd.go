@@ -70,7 +70,7 @@ func Main(args []string) int {
 type env struct {
 	pid1       bool
 	stderr     io.Writer
-	init       func(*slog.Logger) error
+	init       func(*slog.Logger) (*agent.Deferred, error)
 	listen     func(spec string) (net.Listener, error)
 	checkVsock func() error
 	powerOff   func() error
@@ -126,7 +126,9 @@ func (e *env) run(ctx context.Context, args []string) int {
 func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error {
 	cfg := agent.Config{Logger: log}
 	if e.pid1 {
-		if err := e.init(log); err != nil {
+		deferred, err := e.init(log)
+		cfg.Deferred = deferred
+		if err != nil {
 			// Go on: the host learns the problem from every command.
 			var se *agent.SetupError
 			if !errors.As(err, &se) {

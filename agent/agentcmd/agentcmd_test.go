@@ -67,7 +67,7 @@ func testEnv(t *testing.T, pid1 bool) (*env, *syncBuffer, string, *atomic.Int32)
 	e := &env{
 		pid1:       pid1,
 		stderr:     console,
-		init:       func(*slog.Logger) error { return nil },
+		init:       func(*slog.Logger) (*agent.Deferred, error) { return nil, nil },
 		listen:     func(string) (net.Listener, error) { return agent.Listen("unix:" + sock) },
 		checkVsock: func() error { t.Error("checkVsock called for a unix listener"); return nil },
 		powerOff:   func() error { offs.Add(1); return nil },
@@ -110,8 +110,8 @@ func dial(t *testing.T, sock string) net.Conn {
 // "corral-agent: error:" line each, and every command is refused with it.
 func TestSetupErrorPerCommand(t *testing.T) {
 	e, console, sock, offs := testEnv(t, true)
-	e.init = func(*slog.Logger) error {
-		return &agent.SetupError{Problems: []error{
+	e.init = func(*slog.Logger) (*agent.Deferred, error) {
+		return nil, &agent.SetupError{Problems: []error{
 			&agent.MountError{What: `the root's 9p share "root"`, Target: "/corral/mnt/lower", Err: unix.ENODEV, Hint: "kernel needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS"},
 			&agent.MountError{What: `9p share "src"`, Target: "/src", Err: unix.ENODEV},
 		}}

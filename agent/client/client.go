@@ -298,28 +298,80 @@ func (c *Cmd) start(exec []byte, win uint32) error {
 
 // handshake negotiates the version on a fresh connection.
 func handshake(conn net.Conn) error {
+	_, err := negotiate(conn)
+	return err
+}
+
+// negotiate sends Hello and returns the version the agent chose.
+func negotiate(conn net.Conn) (uint16, error) {
 	w := proto.NewWriter(conn)
 	if err := w.Send(proto.TypeHello, 0, proto.Hello{Min: proto.MinVersion, Max: proto.Version}.Append(nil)); err != nil {
-		return fmt.Errorf("client: sending Hello: %w", err)
+		return 0, fmt.Errorf("client: sending Hello: %w", err)
 	}
 	f, err := proto.NewReader(conn, proto.FromAgent).Next()
 	if err != nil {
-		return fmt.Errorf("client: waiting for the agent's Hello: %w", eofErr(err))
+		return 0, fmt.Errorf("client: waiting for the agent's Hello: %w", eofErr(err))
 	}
 	switch f.Type {
 	case proto.TypeHello:
 		h, err := proto.ParseHello(f.Payload)
 		if err != nil {
-			return fmt.Errorf("client: agent Hello: %w", err)
+			return 0, fmt.Errorf("client: agent Hello: %w", err)
 		}
 		if h.Min != h.Max || h.Max < proto.MinVersion || h.Max > proto.Version {
-			return fmt.Errorf("client: agent chose protocol versions %d..%d, this side speaks %d..%d: %w", h.Min, h.Max, proto.MinVersion, proto.Version, ErrVersion)
+			return 0, fmt.Errorf("client: agent chose protocol versions %d..%d, this side speaks %d..%d: %w", h.Min, h.Max, proto.MinVersion, proto.Version, ErrVersion)
 		}
+		return h.Max, nil
+	case proto.TypeError:
+		return 0, agentError(f.Payload)
+	}
+	return 0, fmt.Errorf("client: agent sent %s, want Hello: %w", f.Type, proto.ErrProtocol)
+}
+
+// Setup asks the agent on conn, booted with corral.setup=deferred, for
+// its root switch and share mounts (see proto.Setup: root and shares are
+// values of corral.root= and corral.share=), and closes conn. It returns
+// once they are in place; a *proto.Error otherwise: CodeStart with the
+// problems (kernel options named), ErrRefused when the agent was set up
+// at boot or already had its Setup; ErrVersion for an agent older than
+// proto.SetupVersion.
+func Setup(ctx context.Context, conn net.Conn, root string, shares []string) error {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err := setup(conn, &proto.Setup{Root: root, Shares: shares})
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("client: setup: %w", ctx.Err())
+	}
+	return err
+}
+
+func setup(conn net.Conn, req *proto.Setup) error {
+	p, err := req.Append(nil)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	v, err := negotiate(conn)
+	if err != nil {
+		return err
+	}
+	if v < proto.SetupVersion {
+		return fmt.Errorf("client: the agent speaks protocol version %d, Setup needs %d (update the guest agent): %w", v, proto.SetupVersion, ErrVersion)
+	}
+	if err := proto.NewWriter(conn).Send(proto.TypeSetup, 0, p); err != nil {
+		return fmt.Errorf("client: sending Setup: %w", err)
+	}
+	f, err := proto.NewReader(conn, proto.FromAgent).Next()
+	if err != nil {
+		return fmt.Errorf("client: waiting for the Setup Ack: %w", eofErr(err))
+	}
+	switch f.Type {
+	case proto.TypeAck:
 		return nil
 	case proto.TypeError:
 		return agentError(f.Payload)
 	}
-	return fmt.Errorf("client: agent sent %s, want Hello: %w", f.Type, proto.ErrProtocol)
+	return fmt.Errorf("client: agent sent %s, want Ack: %w", f.Type, proto.ErrProtocol)
 }
 
 func agentError(p []byte) error {

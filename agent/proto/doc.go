@@ -37,6 +37,9 @@
 //	Hello    magic "CRLA", u16 min version, u16 max version (8 bytes)
 //	Exec     the command (see Exec); first message after Hello
 //	PowerOff empty; instead of Exec: sync and power the machine off
+//	Setup    (version 2) instead of Exec: the root switch and share mounts
+//	         an agent started with corral.setup=deferred left for the host
+//	         (see Setup); answered by Ack, or Error
 //	Data     stream stdin: bytes for the command's standard input
 //	Close    stream stdin: end of standard input (on a terminal the agent
 //	         types the end-of-file character, ^D, instead)
@@ -56,7 +59,7 @@
 //	         ExitOOM), u16 reserved, i32 exit code or signal number
 //	Error    u16 code, u16 reserved, message (at most MaxErrorMessage bytes);
 //	         ends the session
-//	Ack      empty: the power-off request was accepted
+//	Ack      empty: the power-off request was accepted, or Setup done
 //
 // # Session
 //
@@ -89,5 +92,7 @@
 // and any new message type, makes a new version: a reader of version N
 // rejects types it does not know instead of skipping them. In Hello the
 // host offers a range; the agent picks the highest version both speak or
-// refuses with ErrVersion, naming both ranges.
+// refuses with ErrVersion, naming both ranges. Version 2 added Setup; a
+// host that negotiated version 1 does not send it, and an agent refuses it
+// in a version 1 session as a protocol error.
 package proto

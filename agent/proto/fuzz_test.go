@@ -47,6 +47,10 @@ func fuzzRead(t *testing.T, data []byte, from Direction) {
 				t.Fatalf("Exec %#v re-decoded as %#v, %v", m, back, err)
 			}
 			continue // the encoding of an unused field is not unique
+		case *Setup:
+			if again, err = m.Append(nil); err != nil {
+				t.Fatalf("decoded Setup does not encode: %v", err)
+			}
 		case Signal:
 			again = m.Append(nil)
 		case Resize:
@@ -83,4 +87,32 @@ func FuzzAgentReader(f *testing.F) {
 func FuzzHostReader(f *testing.F) {
 	f.Add(agentSession(f))
 	f.Fuzz(func(t *testing.T, data []byte) { fuzzRead(t, data, FromAgent) })
+}
+
+// FuzzParseSetup decodes Setup payloads: an error wraps ErrProtocol, and a
+// decoded Setup encodes back to the same bytes.
+func FuzzParseSetup(f *testing.F) {
+	for _, s := range []*Setup{{}, {Root: "9p:corral-root", Shares: []string{"corral-share0:/src", "corral-share1:/data:ro"}}} {
+		p, err := s.Append(nil)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(p)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		s, err := ParseSetup(p)
+		if err != nil {
+			if !errors.Is(err, ErrProtocol) {
+				t.Fatalf("error not ErrProtocol: %v", err)
+			}
+			return
+		}
+		again, err := s.Append(nil)
+		if err != nil {
+			t.Fatalf("decoded Setup %#v does not encode: %v", s, err)
+		}
+		if !bytes.Equal(again, p) {
+			t.Fatalf("Setup %x re-encoded as %x", p, again)
+		}
+	})
 }

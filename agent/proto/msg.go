@@ -209,6 +209,98 @@ func ParseExec(p []byte) (*Exec, error) {
 	return e, nil
 }
 
+// Setup payload layout: fixed fields, then the strings Root and Shares...,
+// each as a u32 length and its bytes.
+const (
+	offSetupFlags  = 0 // reserved, must be 0
+	offSetupShares = 4 // number of shares
+	setupFixed     = 8
+)
+
+// Setup asks an agent whose setup was deferred (corral.setup=deferred on
+// the kernel command line) for the root switch and share mounts it would
+// have made at boot. The strings are the values of the kernel parameters:
+// Root that of corral.root= ("" keeps the initramfs), each of Shares that
+// of one corral.share= (TAG:PATH[:ro]); the agent checks them as it checks
+// its command line.
+type Setup struct {
+	Root   string
+	Shares []string
+}
+
+// Append appends s's payload to b.
+func (s *Setup) Append(b []byte) ([]byte, error) {
+	start := len(b)
+	var f [setupFixed]byte
+	binary.LittleEndian.PutUint32(f[offSetupShares:], uint32(len(s.Shares)))
+	b = append(b, f[:]...)
+	for _, v := range append([]string{s.Root}, s.Shares...) {
+		if strings.IndexByte(v, 0) >= 0 {
+			return b[:start], fmt.Errorf("proto: Setup string %q holds a NUL byte", v)
+		}
+		if len(b)-start+4+len(v) > MaxSetupPayload {
+			return b[:start], fmt.Errorf("proto: Setup over the limit of %d bytes", MaxSetupPayload)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
+		b = append(b, v...)
+	}
+	return b, nil
+}
+
+// ParseSetup decodes a Setup payload. It allocates at most about twice the
+// payload's size.
+func ParseSetup(p []byte) (*Setup, error) {
+	if len(p) < setupFixed {
+		return nil, protoErr("Setup of %d bytes, want at least %d", len(p), setupFixed)
+	}
+	if len(p) > MaxSetupPayload {
+		return nil, protoErr("Setup of %d bytes, limit %d", len(p), MaxSetupPayload)
+	}
+	if f := binary.LittleEndian.Uint32(p[offSetupFlags:]); f != 0 {
+		return nil, protoErr("Setup with unknown flags %#x", f)
+	}
+	n := binary.LittleEndian.Uint32(p[offSetupShares:])
+	rest := p[setupFixed:]
+	// Each string takes at least its 4-byte length: bound the count before
+	// allocating for it.
+	if uint64(n)+1 > uint64(len(rest)/4) {
+		return nil, protoErr("Setup claims %d shares in %d bytes", n, len(rest))
+	}
+	next := func(what string) (string, error) {
+		if len(rest) < 4 {
+			return "", protoErr("Setup ends before the length of its %s", what)
+		}
+		l := binary.LittleEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(l) > uint64(len(rest)) {
+			return "", protoErr("Setup %s of %d bytes with %d left", what, l, len(rest))
+		}
+		v := string(rest[:l])
+		rest = rest[l:]
+		if strings.IndexByte(v, 0) >= 0 {
+			return "", protoErr("Setup %s holds a NUL byte", what)
+		}
+		return v, nil
+	}
+	s := &Setup{}
+	var err error
+	if s.Root, err = next("root"); err != nil {
+		return nil, err
+	}
+	if n > 0 {
+		s.Shares = make([]string, n)
+	}
+	for i := range s.Shares {
+		if s.Shares[i], err = next("share"); err != nil {
+			return nil, err
+		}
+	}
+	if len(rest) != 0 {
+		return nil, protoErr("Setup has %d trailing bytes", len(rest))
+	}
+	return s, nil
+}
+
 // AppendU32 appends the payload of Started (pid) and Credit (bytes).
 func AppendU32(b []byte, v uint32) []byte {
 	return binary.LittleEndian.AppendUint32(b, v)
@@ -453,7 +545,7 @@ func ParseError(p []byte) (*Error, error) {
 	return &Error{Code: code, Message: strings.ToValidUTF8(string(p[errFixed:]), "?")}, nil
 }
 
-// Decode decodes f's payload into its message: Hello, *Exec, Signal,
+// Decode decodes f's payload into its message: Hello, *Exec, *Setup, Signal,
 // Resize, Exit, *Error, a uint32 for Started and Credit (Credit checked as
 // ParseCredit does), the payload itself for Data, and nil for the empty
 // messages. It does not check the direction: ParseHeader did.
@@ -463,6 +555,8 @@ func (f Frame) Decode() (any, error) {
 		return ParseHello(f.Payload)
 	case TypeExec:
 		return ParseExec(f.Payload)
+	case TypeSetup:
+		return ParseSetup(f.Payload)
 	case TypeStarted:
 		return ParseU32(f.Payload)
 	case TypeCredit:

@@ -9,11 +9,15 @@ import (
 )
 
 // Version is the protocol version this package speaks; MinVersion the
-// oldest it accepts from a peer.
+// oldest it accepts from a peer. Version 2 added Setup (SetupVersion).
 const (
-	Version    = 1
+	Version    = 2
 	MinVersion = 1
 )
+
+// SetupVersion is the first version with the Setup message: a session
+// that negotiated less must not send it.
+const SetupVersion = 2
 
 // Magic opens every Hello payload, so a peer speaking something else is
 // recognised at once.
@@ -36,12 +40,14 @@ const (
 	TypeExit     Type = 10
 	TypeError    Type = 11
 	TypeAck      Type = 12
+	TypeSetup    Type = 13 // version 2
 )
 
 var typeNames = [...]string{
 	TypeHello: "Hello", TypeExec: "Exec", TypePowerOff: "PowerOff", TypeStarted: "Started",
 	TypeData: "Data", TypeClose: "Close", TypeCredit: "Credit", TypeSignal: "Signal",
 	TypeResize: "Resize", TypeExit: "Exit", TypeError: "Error", TypeAck: "Ack",
+	TypeSetup: "Setup",
 }
 
 func (t Type) String() string {
@@ -93,6 +99,9 @@ const (
 	// MaxExecPayload is the largest Exec payload (argv, environment,
 	// directory and path together).
 	MaxExecPayload = 1 << 20
+	// MaxSetupPayload is the largest Setup payload: what fits on a kernel
+	// command line, with room to spare.
+	MaxSetupPayload = 64 << 10
 	// MaxErrorMessage is the longest message in an Error frame.
 	MaxErrorMessage = 1024
 	// MaxWindow is the most credit a receiver may have outstanding on one
@@ -141,6 +150,8 @@ func MaxPayload(t Type) int {
 		return MaxExecPayload
 	case TypeData:
 		return MaxData
+	case TypeSetup:
+		return MaxSetupPayload
 	case TypeError:
 		return errFixed + MaxErrorMessage
 	}
@@ -191,7 +202,7 @@ func allowed(dir Direction, t Type, s Stream) bool {
 	switch t {
 	case TypeHello:
 		return true
-	case TypeExec, TypePowerOff, TypeSignal, TypeResize:
+	case TypeExec, TypePowerOff, TypeSignal, TypeResize, TypeSetup:
 		return dir == FromHost
 	case TypeStarted, TypeExit, TypeError, TypeAck:
 		return dir == FromAgent

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"reflect"
 	"strings"
@@ -198,7 +199,7 @@ func TestNegotiate(t *testing.T) {
 		t.Errorf("Negotiate(1..7) = %d, %v; want %d", v, err, Version)
 	}
 	_, err := Negotiate(Hello{Version + 1, Version + 3})
-	if !errors.Is(err, &Error{Code: CodeVersion}) || !strings.Contains(err.Error(), "peer speaks protocol versions 2..4") {
+	if want := fmt.Sprintf("peer speaks protocol versions %d..%d", Version+1, Version+3); !errors.Is(err, &Error{Code: CodeVersion}) || !strings.Contains(err.Error(), want) {
 		t.Errorf("Negotiate(newer) err %v, want version mismatch naming both ranges", err)
 	}
 }
@@ -215,5 +216,55 @@ func TestErrorMessageCut(t *testing.T) {
 	must(t, err)
 	if len(e.Message) > MaxErrorMessage || !strings.HasPrefix(e.Message, "éé") {
 		t.Errorf("message of %d bytes", len(e.Message))
+	}
+}
+
+func TestSetupRoundTrip(t *testing.T) {
+	for _, s := range []*Setup{
+		{},
+		{Root: "9p:corral-root"},
+		{Root: "blk:/dev/vda", Shares: []string{"corral-share0:/src", "corral-share1:/a b:ro"}},
+	} {
+		var b bytes.Buffer
+		p, err := s.Append(nil)
+		must(t, err)
+		must(t, NewWriter(&b).Send(TypeSetup, 0, p))
+		got := readAll(t, b.Bytes(), FromHost)
+		if len(got) != 1 || !reflect.DeepEqual(got[0], s) {
+			t.Errorf("Setup %#v decoded as %#v", s, got)
+		}
+	}
+	if _, err := NewReader(bytes.NewReader(header(TypeSetup, 0, 0, 12)), FromAgent).Next(); !errors.Is(err, ErrProtocol) || !strings.Contains(err.Error(), "agent may not send Setup") {
+		t.Errorf("Setup from the agent: %v", err)
+	}
+	if _, err := NewReader(bytes.NewReader(header(TypeSetup, 0, 0, MaxSetupPayload+1)), FromHost).Next(); !errors.Is(err, ErrProtocol) {
+		t.Errorf("oversize Setup: %v", err)
+	}
+}
+
+func TestParseSetupRejects(t *testing.T) {
+	ok, err := (&Setup{Root: "9p:r", Shares: []string{"t:/p"}}).Append(nil)
+	must(t, err)
+	badCount := bytes.Clone(ok)
+	binary.LittleEndian.PutUint32(badCount[offSetupShares:], 1<<30)
+	flags := bytes.Clone(ok)
+	flags[offSetupFlags] = 1
+	long := bytes.Clone(ok)
+	binary.LittleEndian.PutUint32(long[setupFixed:], 1000)
+	nul := bytes.Clone(ok)
+	nul[len(nul)-1] = 0
+	for name, p := range map[string][]byte{
+		"short": ok[:5], "count": badCount, "flags": flags, "length": long, "nul": nul,
+		"trailing": append(bytes.Clone(ok), 0, 0, 0, 0), "empty": nil,
+	} {
+		if _, err := ParseSetup(p); !errors.Is(err, ErrProtocol) {
+			t.Errorf("%s: err %v, want ErrProtocol", name, err)
+		}
+	}
+	if _, err := (&Setup{Root: "a\x00b"}).Append(nil); err == nil {
+		t.Error("Setup with a NUL encoded")
+	}
+	if _, err := (&Setup{Shares: []string{strings.Repeat("x", MaxSetupPayload)}}).Append(nil); err == nil {
+		t.Error("Setup over MaxSetupPayload encoded")
 	}
 }
