@@ -11,7 +11,8 @@ import (
 // every count line, and whether it finished.
 type CountReport struct {
 	Step, Limit uint64
-	Checksum    uint64   // of its 1 MiB buffer when filled
+	Buf         uint64   // guest-physical address of its 1 MiB buffer
+	Checksum    uint64   // of the buffer when filled
 	Counts      []uint64 // every "count K mem ..." line's K, in order
 	Bad         []uint64 // the counts whose memory check failed
 	Done        bool     // "count: done N" was printed
@@ -26,7 +27,7 @@ func ParseCount(console string) (CountReport, error) {
 	for _, l := range ConsoleLines(console) {
 		switch {
 		case strings.HasPrefix(l, "count: step "):
-			if _, err := fmt.Sscanf(l, "count: step %d limit %d buf 0x%x checksum 0x%x", &r.Step, &r.Limit, new(uint64), &r.Checksum); err != nil {
+			if _, err := fmt.Sscanf(l, "count: step %d limit %d buf 0x%x checksum 0x%x", &r.Step, &r.Limit, &r.Buf, &r.Checksum); err != nil {
 				return r, fmt.Errorf("guests: count: header %q: %v", l, err)
 			}
 			header = true

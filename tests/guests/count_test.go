@@ -38,7 +38,7 @@ func TestParseCountAndCheck(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if r.Step != 10 || r.Limit != 35 || r.Checksum != 0xfeed {
+			if r.Step != 10 || r.Limit != 35 || r.Buf != 0x10c000 || r.Checksum != 0xfeed {
 				t.Errorf("header parsed as %+v", r)
 			}
 			err = r.Check()
