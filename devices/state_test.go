@@ -2,10 +2,12 @@ package devices
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -389,4 +391,42 @@ func TestI8042StateRejects(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestSerialStateConcurrent saves and restores while host input, output
+// and a vCPU use the port (run with -race).
+func TestSerialStateConcurrent(t *testing.T) {
+	var l line
+	var out bytes.Buffer
+	s := NewSerial(SerialConfig{IRQ: &l, Out: &out})
+	ctx, cancel := context.WithCancel(t.Context())
+	var wg sync.WaitGroup
+	wg.Add(3)
+	go func() { defer wg.Done(); _ = s.Run(ctx) }()
+	go func() {
+		defer wg.Done()
+		for ctx.Err() == nil {
+			s.Inject([]byte("in"))
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		u := uart{t, s}
+		for ctx.Err() == nil {
+			u.out(uartRBR, 'o')
+			u.in(uartRBR)
+			u.in(uartIIR)
+		}
+	}()
+	for range 200 {
+		st, err := s.SaveState()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.RestoreState(st); err != nil {
+			t.Fatalf("restoring a state saved under load: %v", err)
+		}
+	}
+	cancel()
+	wg.Wait()
 }
