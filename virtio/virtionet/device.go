@@ -112,15 +112,42 @@ type Device struct {
 	active atomic.Pointer[run] // the running goroutines, for Notify
 }
 
-// run is one activation: its goroutines and how to stop them.
+// run is one activation: its goroutines and how to stop them. Pause stops
+// the goroutines and Resume starts new ones on the same receiver and
+// transmitter.
 type run struct {
-	rx     *receiver    // nil when the driver left the receive queue off
-	tx     *transmitter // nil when the driver left the transmit queue off
+	rx     *receiver       // nil when the driver left the receive queue off
+	tx     *transmitter    // nil when the driver left the transmit queue off
+	parent context.Context // the activation's context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
 }
 
-var _ virtio.Device = (*Device)(nil)
+// start runs the goroutines under a new child of r.parent.
+func (r *run) start() {
+	ctx, cancel := context.WithCancel(r.parent)
+	r.cancel = cancel
+	if r.rx != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.rx.run(ctx)
+		}()
+	}
+	if r.tx != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.tx.run(ctx)
+		}()
+	}
+}
+
+var (
+	_ virtio.Device   = (*Device)(nil)
+	_ virtio.Pauser   = (*Device)(nil)
+	_ virtio.Stateful = (*Device)(nil)
+)
 
 // New checks cfg and returns the device, ready for a transport.
 func New(cfg Config) (*Device, error) {
@@ -258,28 +285,14 @@ func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 				return fmt.Errorf("virtio-net: set backend offloads %#x: %w", guestOffload(a.Features), err)
 			}
 		}
-		ctx, cancel := context.WithCancel(ctx)
-		r := &run{cancel: cancel}
+		r := &run{parent: ctx}
 		if q := a.Queues[RxQueue]; q != nil {
 			r.rx = newReceiver(d, q, a)
 		}
 		if q := a.Queues[TxQueue]; q != nil {
 			r.tx = newTransmitter(d, q, a, r.rx)
 		}
-		if r.rx != nil {
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.rx.run(ctx)
-			}()
-		}
-		if r.tx != nil {
-			r.wg.Add(1)
-			go func() {
-				defer r.wg.Done()
-				r.tx.run(ctx)
-			}()
-		}
+		r.start()
 		d.active.Store(r)
 		return nil
 	})
@@ -318,6 +331,15 @@ func (d *Device) stop() error {
 	if r == nil {
 		return nil
 	}
+	return d.halt(r)
+}
+
+// halt stops r's goroutines: the transmit goroutine finishes the chain it
+// is on, the receive goroutine keeps the frame it holds.
+func (d *Device) halt(r *run) error {
+	if r.cancel == nil {
+		return nil // activated paused: never started
+	}
 	r.cancel()
 	// Wake a goroutine blocked in the backend; it sees the context ended.
 	err := d.be.SetDeadline(time.Now())
@@ -329,6 +351,39 @@ func (d *Device) stop() error {
 		return fmt.Errorf("virtio-net: clear backend deadline: %w", err)
 	}
 	return nil
+}
+
+// Pause stops the goroutines: the transmit goroutine completes the chain
+// it is on, the receive goroutine stops reading the backend (frames wait
+// in the host's queue) and keeps the one frame it read but could not
+// place yet for Resume; a receive chain it took and did not fill goes back
+// to the avail ring. Afterwards every chain taken is in the used ring.
+func (d *Device) Pause() error {
+	return d.common.Pause(func() error {
+		r := d.active.Load()
+		if r == nil {
+			return nil
+		}
+		err := d.halt(r)
+		if r.rx != nil {
+			if perr := r.rx.pause(); perr != nil && err == nil {
+				err = perr
+			}
+		}
+		return err
+	})
+}
+
+// Resume restarts the goroutines: the receive goroutine first delivers
+// the frame it kept, the transmit goroutine first sends what the guest
+// queued meanwhile.
+func (d *Device) Resume() error {
+	return d.common.Resume(func() error {
+		if r := d.active.Load(); r != nil {
+			r.start()
+		}
+		return nil
+	})
 }
 
 // Close stops the device and closes the backend.

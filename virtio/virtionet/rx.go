@@ -3,6 +3,7 @@ package virtionet
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/corral-vmm/corral/virtio"
@@ -40,6 +41,10 @@ type receiver struct {
 	// buf is the receive goroutine's one pending frame: header, then frame,
 	// and a spare byte to see truncation.
 	buf []byte
+	// kept is the frame (in buf) the receive goroutine read but had no
+	// buffer for when it was stopped by Pause: the next run delivers it
+	// first. Only the receive goroutine and Pause touch it.
+	kept []byte
 
 	mu     sync.Mutex // guards the queue and everything below
 	q      *queue.Queue
@@ -66,6 +71,12 @@ func newReceiver(d *Device, q *queue.Queue, a virtio.Activation) *receiver {
 // run reads frames from the backend and delivers them until ctx ends, the
 // backend fails, or the guest breaks the protocol.
 func (r *receiver) run(ctx context.Context) {
+	if pkt := r.kept; pkt != nil {
+		r.kept = nil
+		if !r.deliverWait(ctx, pkt) {
+			return
+		}
+	}
 	batch := 0
 	for ctx.Err() == nil {
 		n, err := r.readFrame(batch == 0)
@@ -192,9 +203,29 @@ func (r *receiver) deliverWait(ctx context.Context, pkt []byte) bool {
 		select {
 		case <-r.kick:
 		case <-ctx.Done():
+			r.kept = pkt // for the next run, after a Pause
 			return false
 		}
 	}
+}
+
+// pause runs once the receive goroutine has stopped: a chain it took but
+// did not fill goes back to the avail ring (so every chain taken is in
+// the used ring), and the driver hears of what was delivered.
+func (r *receiver) pause() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.dead {
+		return nil
+	}
+	if r.have {
+		if err := r.q.Unpop(); err != nil {
+			return fmt.Errorf("virtio-net: pause: %w", err)
+		}
+		r.have = false
+	}
+	r.signalLocked()
+	return nil
 }
 
 // deliverReply puts a frame handler's reply (header included) into the

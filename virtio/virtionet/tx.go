@@ -102,6 +102,13 @@ func (t *transmitter) drain(ctx context.Context) error {
 			}
 			if err := t.send(ctx, &t.chain); err != nil {
 				if err == errStopped {
+					// Return the chain even so (the frame is lost, as a
+					// NIC drops one): a Pause leaves nothing in flight.
+					t.d.counts.inc(cTxDropBackend)
+					if err := t.q.Push(&t.chain, 0); err != nil {
+						return err
+					}
+					t.interrupt()
 					return nil
 				}
 				t.q.Fail(err)
