@@ -174,7 +174,12 @@ func (v *VCPU) SaveState(msrIndices []uint32) (*VCPUState, error) {
 //
 // The TSC frequency is set when it differs from the vCPU's and the VM has
 // KVM_CAP_TSC_CONTROL; without it the guest keeps this host's frequency, as
-// a kvmclock guest tolerates (KVM rescales kvmclock).
+// a kvmclock guest tolerates (KVM rescales kvmclock). KVM before 6.7 takes
+// a TSC written within a second of the one it expects (the VM's first
+// vCPU's since creation, or another vCPU's just restored) for a vCPU
+// synchronization and keeps its own offset: vCPUs restored together stay
+// in step, but a guest snapshotted less than a second of TSC after it
+// started resumes with its TSC counting from the new VM's creation.
 func (v *VCPU) RestoreState(s *VCPUState) error {
 	if len(s.CPUID) > 0 {
 		if err := v.SetCPUID(s.CPUID); err != nil {

@@ -87,6 +87,7 @@ const (
 	vmStateSize     = vmOffClock + clockDataSize
 	pitMaxCount     = 0x10000
 	pitMaxMode      = 5
+	pitModeUnset    = 0xff // KVM's mode for a channel the guest never programmed
 	pitMaxRWMode    = 3
 	pitMaxRWState   = 4 // RW_STATE_WORD1
 	pitMaxReadState = pitMaxRWState
@@ -304,8 +305,8 @@ func (s *VMState) UnmarshalBinary(b []byte) error {
 		switch {
 		case c.Count > pitMaxCount:
 			return badState("VM state: PIT channel %d count %#x, at most %#x", i, c.Count, pitMaxCount)
-		case c.Mode > pitMaxMode:
-			return badState("VM state: PIT channel %d mode %d, at most %d", i, c.Mode, pitMaxMode)
+		case c.Mode > pitMaxMode && c.Mode != pitModeUnset:
+			return badState("VM state: PIT channel %d mode %d, at most %d or %d (never programmed)", i, c.Mode, pitMaxMode, pitModeUnset)
 		case c.RWMode > pitMaxRWMode:
 			return badState("VM state: PIT channel %d rw_mode %d, at most %d", i, c.RWMode, pitMaxRWMode)
 		case c.ReadState > pitMaxReadState:

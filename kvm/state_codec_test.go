@@ -52,6 +52,7 @@ func sampleVMState() *VMState {
 		s.IOAPIC.Redirtbl[i] = 1<<16 | uint64(0x30+i)
 	}
 	s.PIT.Channels[0] = PITChannelState{Count: 0x10000, Mode: 2, RWMode: 3, ReadState: 3, WriteState: 3, Gate: 1, CountLoadTime: 5e9}
+	s.PIT.Channels[1] = PITChannelState{Count: 0x10000, Mode: pitModeUnset} // as KVM resets it
 	s.PIT.Channels[2] = PITChannelState{Count: 0x1234, Mode: 3, RWMode: 3, ReadState: 4, WriteState: 4}
 	s.PIT.Flags = PITFlagSpeakerDataOn
 	return s
@@ -209,6 +210,7 @@ func TestVMStateUnmarshalRejects(t *testing.T) {
 			return b
 		}},
 		{"pit mode", "PIT channel 2 mode 6", func(b []byte) []byte { b[ch(2, 13)] = 6; return b }},
+		{"pit mode 0xfe", "PIT channel 1 mode 254", func(b []byte) []byte { b[ch(1, 13)] = 0xfe; return b }},
 		{"pit rw_mode", "PIT channel 0 rw_mode 4", func(b []byte) []byte { b[ch(0, 12)] = 4; return b }},
 		{"pit read_state", "PIT channel 0 read_state 5", func(b []byte) []byte { b[ch(0, 9)] = 5; return b }},
 		{"pit write_state", "PIT channel 0 write_state 9", func(b []byte) []byte { b[ch(0, 10)] = 9; return b }},
