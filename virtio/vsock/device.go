@@ -137,14 +137,34 @@ type Device struct {
 	serves sync.WaitGroup // forwarded connections' goroutines
 }
 
-// run is one activation.
+// run is one activation. Pause ends the worker's loop (the connections,
+// their buffers and the pending list stay); Resume starts a new loop.
 type run struct {
 	w      *worker
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cancel context.CancelFunc // ends the activation: loop and forwarders
+	wg     sync.WaitGroup     // forwarders' dials
+
+	loopCancel context.CancelFunc
+	loopWG     sync.WaitGroup
 }
 
-var _ virtio.Device = (*Device)(nil)
+// startLoop runs the worker's loop under a new child of its activation's
+// context.
+func (r *run) startLoop() {
+	ctx, cancel := context.WithCancel(r.w.ctx)
+	r.w.lctx, r.loopCancel = ctx, cancel
+	r.loopWG.Add(1)
+	go func() {
+		defer r.loopWG.Done()
+		r.w.loop()
+	}()
+}
+
+var (
+	_ virtio.Device   = (*Device)(nil)
+	_ virtio.Pauser   = (*Device)(nil)
+	_ virtio.Stateful = (*Device)(nil)
+)
 
 // New checks cfg and returns the device. With UDSPath it listens there at
 // once (host programs may connect before the guest's driver is up; their
@@ -242,11 +262,32 @@ func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 		d.running = true
 		d.pmu.Unlock()
 		d.run.Store(r)
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.w.loop()
-		}()
+		r.startLoop()
+		return nil
+	})
+}
+
+// Pause ends the worker's loop after the round it is in: every chain it
+// took is completed. Connections stay: host writers block once the
+// guest's credit is used up (or buffer within it), host Dials and reads
+// wait; all of it goes on after Resume.
+func (d *Device) Pause() error {
+	return d.common.Pause(func() error {
+		if r := d.run.Load(); r != nil {
+			r.loopCancel()
+			r.loopWG.Wait()
+		}
+		return nil
+	})
+}
+
+// Resume starts the worker's loop again; it first serves what the guest
+// queued and the host asked for meanwhile.
+func (d *Device) Resume() error {
+	return d.common.Resume(func() error {
+		if r := d.run.Load(); r != nil {
+			r.startLoop()
+		}
 		return nil
 	})
 }
@@ -269,7 +310,8 @@ func (d *Device) stop() error {
 		return nil
 	}
 	r.cancel()
-	r.wg.Wait() // the worker and the forwarders' dials
+	r.loopWG.Wait()
+	r.wg.Wait() // the forwarders' dials
 	r.w.resetAll(ErrReset)
 	d.pmu.Lock()
 	dials := d.dials

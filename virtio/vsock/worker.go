@@ -24,7 +24,8 @@ const (
 // not allocate.
 type worker struct {
 	d    *Device
-	ctx  context.Context
+	ctx  context.Context // the activation's: forwarders' dials
+	lctx context.Context // the current loop's: Pause ends it
 	run  *run
 	rxq  *queue.Queue
 	txq  *queue.Queue
@@ -47,7 +48,7 @@ type worker struct {
 
 func newWorker(d *Device, ctx context.Context, a virtio.Activation, r *run) *worker {
 	return &worker{
-		d: d, ctx: ctx, run: r,
+		d: d, ctx: ctx, lctx: ctx, run: r,
 		rxq: a.Queues[RxQueue], txq: a.Queues[TxQueue], evq: a.Queues[EventQueue],
 		irq: a.Interrupt, fail: a.Fail,
 		table: map[uint64]*Conn{}, nextPort: ephemeralLo,
@@ -64,7 +65,7 @@ func (w *worker) loop() {
 			return
 		}
 		select {
-		case <-w.ctx.Done():
+		case <-w.lctx.Done():
 			return
 		case <-w.d.kick:
 		}
@@ -105,7 +106,7 @@ func (w *worker) round() error {
 			return err
 		}
 		w.interrupts()
-		if w.ctx.Err() != nil {
+		if w.lctx.Err() != nil {
 			return nil
 		}
 		again := false
@@ -303,7 +304,7 @@ func (w *worker) drainTx() error {
 		return nil
 	}
 	n := 0
-	for w.rstN < rstCap && w.ctx.Err() == nil {
+	for w.rstN < rstCap && w.lctx.Err() == nil {
 		ok, err := w.txq.Pop(&w.txc)
 		if err != nil {
 			return err
@@ -633,7 +634,7 @@ func (w *worker) fillRx() error {
 		return nil
 	}
 	n := 0
-	for w.ctx.Err() == nil {
+	for w.lctx.Err() == nil {
 		if n > 0 && n%batch == 0 {
 			w.rxUsed = false
 			w.interrupt(RxQueue, w.rxq)
