@@ -100,7 +100,7 @@ func badState(format string, args ...any) error {
 }
 
 // MarshalBinary encodes the state in the versioned format described in
-// state_codec.go.
+// state_codec.go; it refuses a state UnmarshalBinary would refuse.
 func (s *VCPUState) MarshalBinary() ([]byte, error) {
 	switch {
 	case len(s.CPUID) > maxCPUIDEntries:
@@ -111,6 +111,9 @@ func (s *VCPUState) MarshalBinary() ([]byte, error) {
 		return nil, fmt.Errorf("kvm: vCPU state: %d XCRs, at most %d", len(s.XCRs), maxXCRs)
 	case len(s.XSAVE) < xsaveLegacySize || len(s.XSAVE) > maxXSAVESize:
 		return nil, fmt.Errorf("kvm: vCPU state: XSAVE area of %d bytes, want %d to %d", len(s.XSAVE), xsaveLegacySize, maxXSAVESize)
+	}
+	if err := s.checkValues(); err != nil {
+		return nil, err
 	}
 	size := vcpuFixedSize + len(s.CPUID)*cpuidRecSize + len(s.MSRs)*msrRecSize + len(s.XCRs)*xcrRecSize + len(s.XSAVE)
 	b := make([]byte, size)
@@ -202,9 +205,6 @@ func (s *VCPUState) UnmarshalBinary(b []byte) error {
 	var n VCPUState
 	n.TSCKHz = le.Uint32(b[vcpuOffTSCKHz:])
 	n.MPState = le.Uint32(b[vcpuOffMPState:])
-	if n.MPState > maxMPState {
-		return badState("vCPU state: MP state %d, at most %d", n.MPState, maxMPState)
-	}
 	for _, f := range []struct {
 		name      string
 		off, size int
@@ -218,11 +218,8 @@ func (s *VCPUState) UnmarshalBinary(b []byte) error {
 			return badState("vCPU state: %s: %v", f.name, err)
 		}
 	}
-	if n.DebugRegs.Flags != 0 {
-		return badState("vCPU state: debug registers flags %#x, want 0", n.DebugRegs.Flags)
-	}
-	if f := n.Events.Flags; f&^vcpuEventValidAll != 0 {
-		return badState("vCPU state: events flags %#x has unknown bits %#x", f, f&^vcpuEventValidAll)
+	if err := n.checkValues(); err != nil {
+		return err
 	}
 	off := vcpuFixedSize
 	n.CPUID = make([]CPUIDEntry, nCPUID)
@@ -248,8 +245,11 @@ func (s *VCPUState) UnmarshalBinary(b []byte) error {
 }
 
 // MarshalBinary encodes the state in the versioned format described in
-// state_codec.go.
+// state_codec.go; it refuses a state UnmarshalBinary would refuse.
 func (s *VMState) MarshalBinary() ([]byte, error) {
+	if err := s.checkValues(); err != nil {
+		return nil, err
+	}
 	b := make([]byte, vmStateSize)
 	le := binary.LittleEndian
 	copy(b[vmOffMagic:], vmMagic[:])
@@ -301,7 +301,32 @@ func (s *VMState) UnmarshalBinary(b []byte) error {
 			return badState("VM state: %s: %v", f.name, err)
 		}
 	}
-	for i, c := range n.PIT.Channels {
+	if err := n.checkValues(); err != nil {
+		return err
+	}
+	*s = n
+	return nil
+}
+
+// checkValues refuses values KVM would reject or misread, for
+// UnmarshalBinary and, so that a snapshot that cannot be restored fails
+// when taken, MarshalBinary.
+func (s *VCPUState) checkValues() error {
+	if s.MPState > maxMPState {
+		return badState("vCPU state: MP state %d, at most %d", s.MPState, maxMPState)
+	}
+	if s.DebugRegs.Flags != 0 {
+		return badState("vCPU state: debug registers flags %#x, want 0", s.DebugRegs.Flags)
+	}
+	if f := s.Events.Flags; f&^vcpuEventValidAll != 0 {
+		return badState("vCPU state: events flags %#x has unknown bits %#x", f, f&^vcpuEventValidAll)
+	}
+	return nil
+}
+
+// checkValues is VCPUState.checkValues for the VM state.
+func (s *VMState) checkValues() error {
+	for i, c := range s.PIT.Channels {
 		switch {
 		case c.Count > pitMaxCount:
 			return badState("VM state: PIT channel %d count %#x, at most %#x", i, c.Count, pitMaxCount)
@@ -315,12 +340,11 @@ func (s *VMState) UnmarshalBinary(b []byte) error {
 			return badState("VM state: PIT channel %d write_state %d, at most %d", i, c.WriteState, pitMaxRWState)
 		}
 	}
-	if f := n.PIT.Flags; f&^pitFlagsAll != 0 {
+	if f := s.PIT.Flags; f&^pitFlagsAll != 0 {
 		return badState("VM state: PIT flags %#x has unknown bits %#x", f, f&^pitFlagsAll)
 	}
-	if f := n.Clock.Flags; f&^clockFlagsAll != 0 {
+	if f := s.Clock.Flags; f&^clockFlagsAll != 0 {
 		return badState("VM state: clock flags %#x has unknown bits %#x", f, f&^clockFlagsAll)
 	}
-	*s = n
 	return nil
 }

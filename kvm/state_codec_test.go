@@ -233,12 +233,19 @@ func TestVCPUStateMarshalRefusesOutOfBounds(t *testing.T) {
 		"many xcrs":   func(s *VCPUState) { s.XCRs = make([]XCR, 17) },
 		"many msrs":   func(s *VCPUState) { s.MSRs = make([]MSR, maxMSRs+1) },
 		"many cpuid":  func(s *VCPUState) { s.CPUID = make([]CPUIDEntry, 257) },
+		"mp state":    func(s *VCPUState) { s.MPState = 11 },
+		"events":      func(s *VCPUState) { s.Events.Flags |= 0x40 },
 	} {
 		s := sampleVCPUState()
 		mut(s)
 		if _, err := s.MarshalBinary(); err == nil {
 			t.Errorf("%s: MarshalBinary accepted a state UnmarshalBinary would refuse", name)
 		}
+	}
+	vs := sampleVMState()
+	vs.PIT.Channels[1].Mode = 7
+	if _, err := vs.MarshalBinary(); !errors.Is(err, ErrBadState) {
+		t.Errorf("VM state with PIT mode 7: MarshalBinary gave %v, want ErrBadState", err)
 	}
 }
 

@@ -134,6 +134,9 @@ func (vm *VM) SaveState() (*VMState, error) {
 	if err := vm.getFixed(kvmGetClock, clockDataSize, &s.Clock); err != nil {
 		return nil, err
 	}
+	// Flags only say which fields KVM filled; RestoreState uses none, so
+	// one a later kernel adds is dropped rather than refused.
+	s.Clock.Flags &= clockFlagsAll
 	return s, nil
 }
 
