@@ -54,6 +54,19 @@ type VM struct {
 // the machine exists wrap ErrConfig or corral.ErrConfig. ctx bounds only
 // the start: the machine runs until Close.
 func Start(ctx context.Context, cfg Config) (*VM, error) {
+	agentBytes, err := cfg.readAgent()
+	if err != nil {
+		return nil, err
+	}
+	mc, err := cfg.machineConfig()
+	if err != nil {
+		return nil, err
+	}
+	return boot(ctx, cfg, mc, agentBytes, cfg.Confine)
+}
+
+// readAgent reads and checks the agent cfg names.
+func (cfg *Config) readAgent() ([]byte, error) {
 	path, err := cfg.FindAgent()
 	if err != nil {
 		return nil, err
@@ -65,10 +78,13 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err := initrd.CheckAgent(agentBytes); err != nil {
 		return nil, fmt.Errorf("%w: agent %s: %v", ErrConfig, path, err)
 	}
-	mc, err := cfg.machineConfig()
-	if err != nil {
-		return nil, err
-	}
+	return agentBytes, nil
+}
+
+// boot creates the machine mc (agentvm's devices and keys in it) with
+// the agent in its initrd, confines the process if confine is set, runs
+// it and waits for the agent, as Start says.
+func boot(ctx context.Context, cfg Config, mc corral.Config, agentBytes []byte, confine func(*corral.Config) error) (*VM, error) {
 	ring := newConsoleRing(mc.Console, ConsoleLines)
 	mc.Console = ring
 
@@ -84,10 +100,10 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agentvm: %w", err)
 	}
-	if cfg.Confine != nil {
+	if confine != nil {
 		cc := mc
 		cc.Initrd = ""
-		if err := cfg.Confine(&cc); err != nil {
+		if err := confine(&cc); err != nil {
 			m.Close()
 			return nil, fmt.Errorf("agentvm: confining: %w", err)
 		}
@@ -96,11 +112,20 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		m.Close()
 		return nil, fmt.Errorf("agentvm: %w", err)
 	}
-	log := mc.Logger
+	vm := newVM(m, ring, mc.Logger)
+	if err := vm.waitAgent(ctx, cfg.agentTimeout(), func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
+		m.Close()
+		return nil, err
+	}
+	return vm, nil
+}
+
+// newVM wraps a started machine.
+func newVM(m *corral.Machine, ring *consoleRing, log *slog.Logger) *VM {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	vm := &VM{
+	return &VM{
 		m:    m,
 		ring: ring,
 		log:  log,
@@ -108,15 +133,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		done: m.Done(),
 		stop: m.Close,
 	}
-	timeout := cfg.AgentTimeout
-	if timeout <= 0 {
-		timeout = DefaultAgentTimeout
+}
+
+// agentTimeout is AgentTimeout or its default.
+func (cfg *Config) agentTimeout() time.Duration {
+	if cfg.AgentTimeout <= 0 {
+		return DefaultAgentTimeout
 	}
-	if err := vm.waitAgent(ctx, timeout, func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
-		m.Close()
-		return nil, err
-	}
-	return vm, nil
+	return cfg.AgentTimeout
 }
 
 // buildInitrd writes the user's initrd (userPath, "" for none) and the

@@ -1,0 +1,538 @@
+package agentvm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent"
+	"github.com/corral-vmm/corral/agent/client"
+	"github.com/corral-vmm/corral/agent/proto"
+)
+
+// WarmSlots is how many shares a warm machine has: a snapshot fixes the
+// device set, so a warm machine always has the root share and this many
+// share slots (unused ones serve an empty directory). A Config with more
+// shares boots cold.
+const WarmSlots = 4
+
+// warmFormat names how warm machines are built and cached; it is part of
+// the cache key, so a change here invalidates every cached snapshot.
+const warmFormat = "corral-warm-1"
+
+// restoredAgentTimeout bounds the wait for a restored agent: it was up
+// when the snapshot was taken, so one that does not answer soon is a bad
+// snapshot, rebuilt rather than waited for.
+const restoredAgentTimeout = time.Minute
+
+// Warm says where StartWarm caches its snapshots.
+type Warm struct {
+	// Dir holds the snapshots, one directory per cache key, with their
+	// lock files; "" means DefaultWarmDir.
+	Dir string
+	// Version is the VMM's version, part of the cache key.
+	Version string
+}
+
+// DefaultWarmDir is $XDG_CACHE_HOME/corral/warm (os.UserCacheDir).
+func DefaultWarmDir() (string, error) {
+	d, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("agentvm: warm cache: %w", err)
+	}
+	return filepath.Join(d, "corral", "warm"), nil
+}
+
+// StartWarm starts the machine cfg describes, as Start does, from a
+// cached snapshot when it can. The first call for a given kernel, initrd,
+// agent, vCPU count, memory size, command line and share layout boots the
+// machine with the agent's setup deferred (corral.setup=deferred), waits
+// for the agent, snapshots the machine into the cache and goes on with
+// that machine; later calls restore the snapshot. Either way the agent
+// then gets the root and shares in a Setup request, so they are mounted
+// after the restore and show the host as it is now. Concurrent first
+// calls build the snapshot once (a lock file); a snapshot that fails to
+// restore is removed and built again.
+//
+// cfg.Confine runs once the agent has answered, with the machine paused
+// and before Setup: until then the guest ran only the kernel and the
+// agent. Configurations a snapshot cannot serve (a root image, more than
+// WarmSlots shares, disks, NICs, shares or a vsock device in cfg.Machine)
+// boot cold through Start, logging why.
+func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
+	log := cfg.Machine.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	if why := cfg.coldReason(); why != "" {
+		log.Info("warm: booting cold: " + why)
+		return Start(ctx, cfg)
+	}
+	dir := w.Dir
+	if dir == "" {
+		var err error
+		if dir, err = DefaultWarmDir(); err != nil {
+			log.Warn("warm: booting cold", "err", err)
+			return Start(ctx, cfg)
+		}
+	}
+	empty := filepath.Join(dir, "empty")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		log.Warn("warm: booting cold: no cache directory", "err", err)
+		return Start(ctx, cfg)
+	}
+	if err := os.Mkdir(empty, 0o555); err != nil && !errors.Is(err, os.ErrExist) {
+		log.Warn("warm: booting cold: no cache directory", "err", err)
+		return Start(ctx, cfg)
+	}
+	plan, err := cfg.warmPlan(empty)
+	if err != nil {
+		return nil, err
+	}
+	agentPath, err := cfg.FindAgent()
+	if err != nil {
+		return nil, err
+	}
+	key, err := warmKey(filepath.Join(dir, "ids"), w.Version, agentPath, &plan.mc)
+	if err != nil {
+		// A kernel or agent that cannot be read: Start says so properly.
+		log.Info("warm: booting cold", "err", err)
+		return Start(ctx, cfg)
+	}
+	c := &warmCache{dir: dir, log: log}
+	vm, err := warmGet(ctx, c, key,
+		func(snap string) (*VM, error) { return cfg.restoreWarm(ctx, plan, snap, log) },
+		func(tmp string, commit func() error) (*VM, error) { return cfg.buildWarm(ctx, plan, tmp, commit, log) })
+	if err != nil {
+		return nil, err
+	}
+	if err := vm.setup(ctx, plan.setupRoot, plan.setupShares); err != nil {
+		vm.Kill()
+		return nil, fmt.Errorf("agentvm: warm machine: %w", err)
+	}
+	return vm, nil
+}
+
+// coldReason says why cfg cannot start warm, or "".
+func (cfg *Config) coldReason() string {
+	m := &cfg.Machine
+	switch {
+	case cfg.Root.kind == rootImage:
+		return "the root is an image (a virtio-blk disk)"
+	case len(cfg.Shares) > WarmSlots:
+		return fmt.Sprintf("%d shares, a warm machine has %d slots", len(cfg.Shares), WarmSlots)
+	case len(m.Disks) > 0:
+		return "the machine has disks"
+	case len(m.Nets) > 0:
+		return "the machine has NICs"
+	case len(m.Shares) > 0:
+		return "the machine has shares of its own (Config.Machine.Shares)"
+	case m.Vsock != nil:
+		return "the machine has a vsock device of its own"
+	}
+	return ""
+}
+
+// warmPlan is a warm machine: its configuration (the root share and
+// WarmSlots share slots, a vsock device, deferred setup) and what it is
+// told in Setup.
+type warmPlan struct {
+	mc          corral.Config
+	setupRoot   string
+	setupShares []string
+}
+
+// warmPlan lays cfg out on a warm machine's fixed devices; empty is the
+// directory unused slots serve.
+func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
+	p := &warmPlan{mc: cfg.Machine}
+	p.mc.Vsock = &corral.Vsock{}
+	p.mc.Shares = nil
+	rootPath := empty
+	switch cfg.Root.kind {
+	case rootHost, rootDir:
+		if cfg.Root.path == "" {
+			return nil, fmt.Errorf("%w: root directory: no path", ErrConfig)
+		}
+		rootPath = cfg.Root.path
+		p.setupRoot = "9p:" + rootTag
+	}
+	p.mc.Shares = append(p.mc.Shares, corral.Share{Path: rootPath, Tag: rootTag, ReadOnly: true})
+	for i := range WarmSlots {
+		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
+		if i >= len(cfg.Shares) {
+			p.mc.Shares = append(p.mc.Shares, corral.Share{Path: empty, Tag: tag, ReadOnly: true})
+			continue
+		}
+		s := cfg.Shares[i]
+		guest := s.Guest
+		if guest == "" {
+			guest = s.Host
+		}
+		if err := checkGuestPath(guest); err != nil {
+			return nil, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
+		}
+		p.mc.Shares = append(p.mc.Shares, corral.Share{Path: s.Host, Tag: tag, ReadOnly: s.ReadOnly})
+		v := tag + ":" + filepath.Clean(guest)
+		if s.ReadOnly {
+			v += ":ro"
+		}
+		p.setupShares = append(p.setupShares, v)
+	}
+	p.mc.Cmdline = appendCmdline(p.mc.Cmdline, agent.SetupPrefix+agent.SetupDeferred)
+	return p, nil
+}
+
+// warmInputs is everything that makes one warm snapshot differ from
+// another; its SHA-256 is the cache key.
+type warmInputs struct {
+	Format  string `json:"format"`
+	Version string `json:"version"`
+	Proto   int    `json:"proto"`
+	Kernel  string `json:"kernel"` // content SHA-256
+	Initrd  string `json:"initrd"` // the user's initrd's, "" for none
+	Agent   string `json:"agent"`
+	CPUs    int    `json:"cpus"`
+	Memory  uint64 `json:"memory"`
+	NoACPI  bool   `json:"no_acpi"`
+	Cmdline string `json:"cmdline"`
+	Slots   int    `json:"slots"`
+	Modes   string `json:"modes"` // read-only or read-write, per share device
+}
+
+// key returns the cache key of in.
+func (in *warmInputs) key() string {
+	b, err := json.Marshal(in)
+	if err != nil {
+		panic(err) // plain strings and numbers
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:16])
+}
+
+// warmKey hashes what the snapshot of the warm machine mc depends on;
+// file contents are hashed once per file version (idDir keeps them).
+func warmKey(idDir, version, agentPath string, mc *corral.Config) (string, error) {
+	in := warmInputs{
+		Format: warmFormat, Version: version, Proto: proto.Version,
+		CPUs: mc.CPUs, Memory: mc.Memory, NoACPI: mc.NoACPI, Cmdline: mc.Cmdline,
+		Slots: WarmSlots,
+	}
+	if in.CPUs == 0 {
+		in.CPUs = corral.DefaultCPUs
+	}
+	if in.Memory == 0 {
+		in.Memory = corral.DefaultMemory
+	}
+	for _, s := range mc.Shares {
+		if s.ReadOnly {
+			in.Modes += "r"
+		} else {
+			in.Modes += "w"
+		}
+	}
+	var err error
+	if in.Kernel, err = fileHash(idDir, mc.Kernel); err != nil {
+		return "", fmt.Errorf("kernel: %w", err)
+	}
+	if mc.Initrd != "" {
+		if in.Initrd, err = fileHash(idDir, mc.Initrd); err != nil {
+			return "", fmt.Errorf("initrd: %w", err)
+		}
+	}
+	if in.Agent, err = fileHash(idDir, agentPath); err != nil {
+		return "", fmt.Errorf("agent: %w", err)
+	}
+	return in.key(), nil
+}
+
+// fileHash returns the hex SHA-256 of path's content. It is kept in idDir
+// under the file's identity (path, device, inode, size, mtime, ctime), so
+// an unchanged file is hashed once; a changed one gets a new record.
+func fileHash(idDir, path string) (string, error) {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return "", err
+	}
+	var st unix.Stat_t
+	if err := unix.Stat(abs, &st); err != nil {
+		return "", &os.PathError{Op: "stat", Path: abs, Err: err}
+	}
+	id := sha256.Sum256(fmt.Appendf(nil, "%s\x00%d:%d:%d:%d.%d:%d.%d", abs, st.Dev, st.Ino, st.Size,
+		st.Mtim.Sec, st.Mtim.Nsec, st.Ctim.Sec, st.Ctim.Nsec))
+	rec := filepath.Join(idDir, hex.EncodeToString(id[:16]))
+	if b, err := os.ReadFile(rec); err == nil && len(b) == 64 {
+		if _, err := hex.DecodeString(string(b)); err == nil {
+			return string(b), nil
+		}
+	}
+	f, err := os.Open(abs)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", abs, err)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))
+	// The record is an optimisation: failing to keep it costs a hash.
+	if os.MkdirAll(idDir, 0o700) == nil {
+		if tf, err := os.CreateTemp(idDir, ".tmp-*"); err == nil {
+			_, werr := tf.WriteString(sum)
+			if cerr := tf.Close(); werr != nil || cerr != nil || os.Rename(tf.Name(), rec) != nil {
+				os.Remove(tf.Name())
+			}
+		}
+	}
+	return sum, nil
+}
+
+// buildWarm boots the warm machine, snapshots it into tmp and commits it,
+// confines the process and lets the machine run on: the first exec goes
+// on with the machine it booted. A snapshot that fails is logged, and
+// the machine still serves.
+func (cfg *Config) buildWarm(ctx context.Context, p *warmPlan, tmp string, commit func() error, log *slog.Logger) (*VM, error) {
+	agentBytes, err := cfg.readAgent()
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	vm, err := boot(ctx, *cfg, p.mc, agentBytes, nil)
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	m := vm.m
+	if err := m.Pause(ctx); err != nil {
+		os.RemoveAll(tmp)
+		vm.Kill()
+		return nil, fmt.Errorf("agentvm: pausing for the warm snapshot: %w", err)
+	}
+	if err := m.Snapshot(ctx, tmp); err != nil {
+		log.Warn("warm: snapshot failed; this exec runs on, nothing is cached", "err", err)
+		os.RemoveAll(tmp)
+	} else if err := commit(); err != nil {
+		log.Warn("warm: keeping the snapshot failed; this exec runs on, nothing is cached", "err", err)
+		os.RemoveAll(tmp)
+	}
+	// Confined while paused, before anything of the caller's reaches the
+	// guest, and after the last write to the cache.
+	if err := cfg.confineRunning(m); err != nil {
+		vm.Kill()
+		return nil, err
+	}
+	if err := m.Resume(); err != nil {
+		vm.Kill()
+		return nil, fmt.Errorf("agentvm: resuming after the warm snapshot: %w", err)
+	}
+	return vm, nil
+}
+
+// confineRunning calls cfg.Confine with m's configuration (no initrd path
+// to open: it is in guest memory).
+func (cfg *Config) confineRunning(m *corral.Machine) error {
+	if cfg.Confine == nil {
+		return nil
+	}
+	cc := m.Config()
+	cc.Initrd = ""
+	if err := cfg.Confine(&cc); err != nil {
+		return fmt.Errorf("agentvm: confining: %w", err)
+	}
+	return nil
+}
+
+// damagedError is a restore that failed because of the snapshot (or its
+// guest): the snapshot is removed and built again.
+type damagedError struct{ err error }
+
+func (e *damagedError) Error() string { return e.err.Error() }
+func (e *damagedError) Unwrap() error { return e.err }
+
+// restoreWarm restores the snapshot in snap with this exec's shares,
+// waits for the agent, then confines the process (paused).
+func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, log *slog.Logger) (*VM, error) {
+	t0 := time.Now()
+	mc := &p.mc
+	ring := newConsoleRing(mc.Console, ConsoleLines)
+	m, err := corral.Restore(ctx, snap, corral.RestoreConfig{
+		Name: mc.Name, Labels: mc.Labels, StateDir: mc.StateDir, NoInventory: mc.NoInventory, TTL: mc.TTL,
+		Console: ring, ConsoleIn: mc.ConsoleIn, Logger: mc.Logger, KVMDevice: mc.KVMDevice,
+		Shares: mc.Shares,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, &damagedError{fmt.Errorf("agentvm: %w", err)}
+	}
+	if err := m.Start(context.Background()); err != nil {
+		m.Close()
+		return nil, &damagedError{fmt.Errorf("agentvm: starting the restored machine: %w", err)}
+	}
+	vm := newVM(m, ring, mc.Logger)
+	if err := vm.waitAgent(ctx, min(cfg.agentTimeout(), restoredAgentTimeout), func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
+		m.Close()
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		return nil, &damagedError{err}
+	}
+	if cfg.Confine != nil {
+		if err := m.Pause(ctx); err != nil {
+			vm.Kill()
+			return nil, fmt.Errorf("agentvm: pausing to confine: %w", err)
+		}
+		if err := cfg.confineRunning(m); err != nil {
+			vm.Kill()
+			return nil, err
+		}
+		if err := m.Resume(); err != nil {
+			vm.Kill()
+			return nil, fmt.Errorf("agentvm: resuming after confining: %w", err)
+		}
+	}
+	log.Info(fmt.Sprintf("warm: restored %s in %v", snap, time.Since(t0).Round(time.Millisecond)), "dir", snap)
+	return vm, nil
+}
+
+// setup sends the agent its Setup request.
+func (vm *VM) setup(ctx context.Context, root string, shares []string) error {
+	conn, err := vm.dial(ctx)
+	if err != nil {
+		return fmt.Errorf("dialing the agent for its setup: %w", err)
+	}
+	return client.Setup(ctx, conn, root, shares)
+}
+
+// warmCache is the snapshot cache: a directory per key, a lock file per
+// key beside it (key.lock), snapshots built in key.tmp-* and renamed.
+type warmCache struct {
+	dir string
+	log *slog.Logger
+}
+
+// lock takes how (LOCK_SH or LOCK_EX) on f, waiting until ctx ends.
+func (c *warmCache) lock(ctx context.Context, f *os.File, how int, what string) error {
+	wait := 10 * time.Millisecond
+	logged := false
+	for {
+		err := unix.Flock(int(f.Fd()), how|unix.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) && !errors.Is(err, unix.EINTR) {
+			return fmt.Errorf("agentvm: warm: locking %s: %w", f.Name(), err)
+		}
+		if !logged {
+			c.log.Info("warm: waiting for another corral to " + what)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("agentvm: warm: waiting for %s: %w", f.Name(), ctx.Err())
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, 200*time.Millisecond)
+	}
+}
+
+func unlock(f *os.File) { unix.Flock(int(f.Fd()), unix.LOCK_UN) }
+
+// dirIno returns the inode of directory path, and whether it is one.
+func dirIno(path string) (uint64, bool) {
+	var st unix.Stat_t
+	if err := unix.Stat(path, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		return 0, false
+	}
+	return st.Ino, true
+}
+
+// warmGet returns restore's result for the cached snapshot of key, or
+// build's: build writes the snapshot into tmp and calls commit, which
+// moves it into place (nothing touches the cache after commit, nor after
+// build or restore succeed: they may confine the process). Restores share
+// the lock; a build holds it alone, so concurrent callers build a key
+// once and the others wait, then restore. A restore that fails with a
+// *damagedError removes the snapshot and builds it again.
+func warmGet[T any](ctx context.Context, c *warmCache, key string,
+	restore func(snap string) (T, error), build func(tmp string, commit func() error) (T, error)) (T, error) {
+	var zero T
+	snap := filepath.Join(c.dir, key)
+	lf, err := os.OpenFile(snap+".lock", os.O_RDWR|os.O_CREATE|unix.O_CLOEXEC, 0o600)
+	if err != nil {
+		return zero, fmt.Errorf("agentvm: warm: %w", err)
+	}
+	defer lf.Close()
+	var refused uint64 // the inode of a snapshot that failed to restore
+	for range 3 {
+		if err := c.lock(ctx, lf, unix.LOCK_SH, "build "+snap); err != nil {
+			return zero, err
+		}
+		if ino, ok := dirIno(snap); ok && ino != refused {
+			v, err := restore(snap)
+			unlock(lf)
+			if err == nil {
+				return v, nil
+			}
+			var d *damagedError
+			if !errors.As(err, &d) {
+				return zero, err
+			}
+			c.log.Warn("warm: the cached snapshot was refused; building it again", "dir", snap, "err", d.err)
+			refused = ino
+		} else {
+			unlock(lf)
+		}
+		if err := c.lock(ctx, lf, unix.LOCK_EX, "finish with "+snap); err != nil {
+			return zero, err
+		}
+		if ino, ok := dirIno(snap); ok {
+			if ino != refused {
+				unlock(lf) // another caller built it meanwhile
+				continue
+			}
+			if err := os.RemoveAll(snap); err != nil {
+				unlock(lf)
+				return zero, fmt.Errorf("agentvm: warm: removing the refused snapshot: %w", err)
+			}
+		}
+		// What a builder that died left behind.
+		if old, _ := filepath.Glob(snap + ".tmp-*"); len(old) > 0 {
+			for _, o := range old {
+				os.RemoveAll(o)
+			}
+		}
+		tmp, err := os.MkdirTemp(c.dir, key+".tmp-")
+		if err != nil {
+			unlock(lf)
+			return zero, fmt.Errorf("agentvm: warm: %w", err)
+		}
+		v, err := build(tmp, func() error {
+			if err := os.Rename(tmp, snap); err != nil {
+				return err
+			}
+			if d, err := os.Open(c.dir); err == nil {
+				d.Sync()
+				d.Close()
+			}
+			c.log.Info("warm: built "+snap, "dir", snap)
+			return nil
+		})
+		unlock(lf)
+		return v, err
+	}
+	return zero, fmt.Errorf("agentvm: warm: the snapshot %s was refused again after it was rebuilt", snap)
+}
