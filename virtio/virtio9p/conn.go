@@ -23,22 +23,34 @@ type conn struct {
 	q    *queue.Queue
 	irq  virtio.Interrupt
 	fail func(error)
-	kick chan struct{}
+	kick chan struct{} // a notification or a freed slot: look at the queue
+	done chan struct{} // closed by stop once closed is set
+
+	ctxDone <-chan struct{} // the activation's context: take no more chains
+
+	// direct is the tree's staging of Tread data into guest memory, or
+	// nil (see DirectReader).
+	direct DirectReader
 
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // worker and server
+	wg     sync.WaitGroup // the server
 
 	qmu     sync.Mutex // guards q: the worker pops, repliers push
 	stopped bool       // under qmu: no more pushes
 
 	mu     sync.Mutex
-	cond   *sync.Cond // signalled when ready grows or closed is set
 	slots  []slot
 	free   []uint16 // free slot indices (a stack)
-	ready  []uint16 // slots whose T-message awaits the server, in order
 	cur    int      // slot the server is reading (-1: none)
 	curOff uint32
 	closed bool
+	halted bool // the context ended or the queue failed: take no more chains
+	// opening counts Tlopens the server has and has not answered: no
+	// other message goes to the server meanwhile. The p9 server marks a
+	// fid open without a lock after Open returns, racing with a Tread
+	// of that fid the guest sends before the Rlopen (the race detector
+	// saw it; the Linux client never does that).
+	opening int
 	// msize is the server's message size limit: the last Rversion's
 	// nonzero msize (an Rversion "unknown", msize 0, leaves the server's
 	// limit as it was), 0 before. versioned is whether the last Rversion
@@ -50,7 +62,7 @@ type conn struct {
 	// already limit messages to it, so the transport does too.
 	versions   int
 	versionMin uint32
-	idle       int // server goroutines waiting in read for a message
+	idle       int // server goroutines waiting in read for a notification
 	// served counts T-messages the server has read whose reply has not
 	// ended: a reply that is dropped (too large, NOTAG) leaves its slot
 	// in use but still ends here.
@@ -64,6 +76,11 @@ type conn struct {
 	wslot int // -1: the reply is being dropped
 	wsize uint32
 	wtyp  byte
+	// wlen is what the guest gets: wsize, or for an Rread whose data a
+	// staged read put in the chain already, the header, count and data.
+	// wdirect: that is so, and the server's own count (0) is not copied.
+	wlen    uint32
+	wdirect bool
 }
 
 // slot is one request in flight.
@@ -75,38 +92,47 @@ type slot struct {
 	guestTag uint16
 	state    slotState
 	version  bool // a Tversion counted in conn.versions
+	open     bool // a Tlopen counted in conn.opening
+	// key names the Tread's staged read (0: none); segs and dst are its
+	// data buffers, kept for the next request.
+	key  uint64
+	segs []queue.Buffer
+	dst  [][]byte
 }
 
 type slotState uint8
 
 const (
 	slotFree  slotState = iota
-	slotReady           // queued for the server
+	slotReady           // being read by the server
 	slotRead            // read by the server, reply pending
 )
 
 func newConn(d *Device, a virtio.Activation) *conn {
 	c := &conn{
 		d: d, q: a.Queues[0], irq: a.Interrupt, fail: a.Fail,
-		kick:  make(chan struct{}, 1),
-		slots: make([]slot, d.maxInFlight),
-		cur:   -1, wslot: -1,
+		kick:   make(chan struct{}, 1),
+		done:   make(chan struct{}),
+		direct: d.direct,
+		slots:  make([]slot, d.maxInFlight),
+		cur:    -1, wslot: -1,
 	}
-	c.cond = sync.NewCond(&c.mu)
 	for i := d.maxInFlight - 1; i >= 0; i-- {
 		c.free = append(c.free, uint16(i))
 	}
 	return c
 }
 
+// start runs the p9 server on the connection. There is no worker
+// goroutine: the server goroutine waiting for a message takes the chain
+// from the queue itself (see next), and handles it on the same goroutine,
+// so a request crosses no goroutine between the notification and the
+// reply.
 func (c *conn) start(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	srv := p9.NewServer(c.d.fs)
-	c.wg.Add(2)
-	go func() {
-		defer c.wg.Done()
-		c.run(ctx)
-	}()
+	c.ctxDone = ctx.Done()
+	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		srv.Handle(serverEnd{c}, serverEnd{c})
@@ -119,8 +145,8 @@ func (c *conn) start(ctx context.Context) {
 	}()
 }
 
-// stop ends the worker and the server and waits for both: requests in
-// flight finish, their replies are dropped, the server closes every fid.
+// stop ends the server and waits for it: requests in flight finish, their
+// replies are dropped, the server closes every fid.
 func (c *conn) stop() {
 	c.cancel()
 	c.settle()
@@ -129,9 +155,12 @@ func (c *conn) stop() {
 	c.qmu.Unlock()
 	c.mu.Lock()
 	c.closed = true
-	c.cond.Broadcast()
 	c.mu.Unlock()
+	close(c.done)
 	c.wg.Wait()
+	for i := range c.slots {
+		c.finishRead(&c.slots[i]) // replies that never came
+	}
 }
 
 // settle waits (briefly) until the server has no request in hand and a
@@ -151,12 +180,12 @@ func (c *conn) settle() {
 	}
 }
 
-// quiet reports whether the server holds no request: none queued, none
-// being read, every one read answered, and a goroutine waiting in read.
+// quiet reports whether the server holds no request: none being read,
+// every one read answered, and a goroutine waiting in read for the next.
 func (c *conn) quiet() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.idle > 0 && c.cur < 0 && len(c.ready) == 0 && c.served == 0
+	return c.idle > 0 && c.cur < 0 && c.served == 0
 }
 
 func (c *conn) wake() {
@@ -166,19 +195,53 @@ func (c *conn) wake() {
 	}
 }
 
-// run takes chains while slots are free, until ctx ends or the guest
-// breaks the protocol.
-func (c *conn) run(ctx context.Context) {
+// next makes sure the server has a T-message to read, taking chains from
+// the queue (and answering those the transport answers itself) until one
+// is for the server. With the queue empty or every slot in use it waits
+// for a notification or a freed slot. It returns io.EOF once the
+// connection is closed. The server reads one message at a time, so only
+// one goroutine is in next.
+func (c *conn) next() error {
 	for {
-		if err := c.fill(); err != nil {
-			c.failed(err)
-			return
+		c.mu.Lock()
+		closed, cur, halted, opening := c.closed, c.cur, c.halted, c.opening
+		c.mu.Unlock()
+		switch {
+		case closed:
+			return io.EOF
+		case cur >= 0:
+			return nil
 		}
+		if !halted && opening == 0 {
+			took, err := c.take()
+			if err != nil {
+				c.mu.Lock()
+				c.halted = true
+				c.mu.Unlock()
+				c.failed(err)
+				continue
+			}
+			if took {
+				continue
+			}
+		}
+		ended := c.ctxDone
+		if halted {
+			ended = nil
+		}
+		c.mu.Lock()
+		c.idle++
+		c.mu.Unlock()
 		select {
-		case <-ctx.Done():
-			return
 		case <-c.kick:
+		case <-c.done:
+		case <-ended:
+			halted = true
 		}
+		c.mu.Lock()
+		c.idle--
+		c.halted = c.halted || halted
+		c.mu.Unlock()
 	}
 }
 
@@ -197,42 +260,40 @@ func (c *conn) failed(err error) {
 	}
 }
 
-// fill pops chains into free slots. With no slot free it leaves
-// notifications off: a reply frees one and wakes the worker.
-func (c *conn) fill() error {
-	for {
-		c.mu.Lock()
-		if len(c.free) == 0 || c.closed {
-			c.mu.Unlock()
-			return nil
-		}
-		i := c.free[len(c.free)-1]
-		c.free = c.free[:len(c.free)-1]
+// take pops one chain into a free slot and accepts it; false when there
+// is no chain or no free slot. With no slot free it leaves notifications
+// off: a reply frees one and wakes next.
+func (c *conn) take() (bool, error) {
+	c.mu.Lock()
+	if len(c.free) == 0 {
 		c.mu.Unlock()
-		s := &c.slots[i]
+		return false, nil
+	}
+	i := c.free[len(c.free)-1]
+	c.free = c.free[:len(c.free)-1]
+	c.mu.Unlock()
+	s := &c.slots[i]
 
-		c.qmu.Lock()
-		if err := c.q.DisableNotifications(); err != nil {
-			c.qmu.Unlock()
-			return err
-		}
-		ok, err := c.q.Pop(&s.chain)
-		if err == nil && !ok {
-			var more bool
-			more, err = c.q.EnableNotifications()
-			if err == nil && more {
-				ok, err = c.q.Pop(&s.chain)
-			}
-		}
+	c.qmu.Lock()
+	if err := c.q.DisableNotifications(); err != nil {
 		c.qmu.Unlock()
-		if err != nil || !ok {
-			c.release(i)
-			return err
-		}
-		if err := c.accept(i); err != nil {
-			return err
+		c.release(i)
+		return false, err
+	}
+	ok, err := c.q.Pop(&s.chain)
+	if err == nil && !ok {
+		var more bool
+		more, err = c.q.EnableNotifications()
+		if err == nil && more {
+			ok, err = c.q.Pop(&s.chain)
 		}
 	}
+	c.qmu.Unlock()
+	if err != nil || !ok {
+		c.release(i)
+		return false, err
+	}
+	return true, c.accept(i)
 }
 
 // release returns slot i to the free list.
@@ -301,8 +362,13 @@ func (c *conn) accept(i uint16) error {
 		}
 	case tTread, tTreaddir:
 		if size >= countOff+4 {
-			m := le.Uint32(s.head[countOff:])
-			le.PutUint32(s.head[countOff:], min(m, limit-rlerrorLen))
+			// The reply must fit msize and the writable part (the
+			// Rread and Rreaddir header is as long as Rlerror).
+			count := min(le.Uint32(s.head[countOff:]), limit-rlerrorLen, wlen-rlerrorLen)
+			le.PutUint32(s.head[countOff:], count)
+			if typ == tTread && c.direct != nil {
+				c.stageRead(s, count)
+			}
 		}
 	}
 
@@ -318,6 +384,10 @@ func (c *conn) accept(i uint16) error {
 		}
 		le.PutUint16(s.head[flushOldTag:], mapped)
 	}
+	s.open = typ == tTlopen
+	if s.open {
+		c.opening++
+	}
 	if s.version {
 		if c.versions == 0 || vm < c.versionMin {
 			c.versionMin = vm
@@ -325,12 +395,39 @@ func (c *conn) accept(i uint16) error {
 		c.versions++
 	}
 	s.state = slotReady
-	c.ready = append(c.ready, i)
-	c.cond.Signal()
+	c.cur, c.curOff = int(i), 0
 	c.mu.Unlock()
 	c.d.counts.inc(cRequests)
 	c.d.counts.add(cRequestBytes, uint64(size))
 	return nil
+}
+
+// stageRead has the tree read a Tread's data straight into the chain,
+// after the reply's header and count: the server sees a key in place of
+// the offset (every Tread's, so the guest never gives one) and File.ReadAt
+// with it fills the staged buffers.
+func (c *conn) stageRead(s *slot, count uint32) {
+	s.segs = queue.AppendRange(s.segs[:0], s.chain.Writable(), rlerrorLen, uint64(count))
+	s.dst = s.dst[:0]
+	for _, b := range s.segs {
+		s.dst = append(s.dst, b.Data)
+	}
+	off := binary.LittleEndian.Uint64(s.head[readOffset:])
+	s.key = c.direct.StageRead(s.dst, off)
+	binary.LittleEndian.PutUint64(s.head[readOffset:], s.key)
+}
+
+// finishRead ends slot s's staged read, if any: how many bytes it put in
+// the chain, and whether it ran.
+func (c *conn) finishRead(s *slot) (n uint32, ran bool) {
+	if s.key == 0 {
+		return 0, false
+	}
+	k, ran := c.direct.FinishRead(s.key)
+	s.key = 0
+	clear(s.segs) // drop references to guest memory
+	clear(s.dst)
+	return uint32(k), ran
 }
 
 // refuse answers the request in slot i with Rlerror(errno) without the
@@ -381,20 +478,13 @@ func (c *conn) complete(i uint16, n uint32) {
 
 // read serves the server's reads: the bytes of one T-message at a time.
 func (c *conn) read(p []byte) (int, error) {
+	if err := c.next(); err != nil {
+		return 0, err
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for c.cur < 0 {
-		if c.closed {
-			return 0, io.EOF
-		}
-		if len(c.ready) > 0 {
-			c.cur, c.curOff = int(c.ready[0]), 0
-			c.ready = c.ready[1:]
-			break
-		}
-		c.idle++
-		c.cond.Wait()
-		c.idle--
+	if c.cur < 0 {
+		return 0, io.EOF // cannot happen: next returned with a message
 	}
 	s := &c.slots[c.cur]
 	rest := s.size - c.curOff
@@ -459,14 +549,20 @@ func (c *conn) startReply() error {
 	c.wtyp = c.whdr[hdrType]
 	tag := le.Uint16(c.whdr[hdrTag:])
 	c.wslot = -1
+	c.wlen, c.wdirect = c.wsize, false
 	if c.wsize < hdrLen {
-		c.wsize = hdrLen // cannot happen: the server writes whole headers
+		c.wsize, c.wlen = hdrLen, hdrLen // cannot happen: the server writes whole headers
 		return errors.New("virtio-9p: the 9P server sent a reply shorter than its header")
 	}
 	c.mu.Lock()
 	closed := c.closed
 	ok := int(tag) < len(c.slots) && c.slots[tag].state == slotRead
 	c.mu.Unlock()
+	var staged uint32
+	var ran bool
+	if ok {
+		staged, ran = c.finishRead(&c.slots[tag])
+	}
 	if closed {
 		return nil
 	}
@@ -477,14 +573,24 @@ func (c *conn) startReply() error {
 		return errors.New("virtio-9p: the 9P server replied to a request not in flight")
 	}
 	s := &c.slots[tag]
-	if c.wsize > s.chain.WritableLen() {
-		return queue.Guestf(queue.BadRequest, "%d writable bytes for a %d-byte 9P reply (type %d)", s.chain.WritableLen(), c.wsize, c.wtyp)
-	}
-	var h [hdrLen]byte
+	var h [rlerrorLen]byte
 	copy(h[:], c.whdr[:hdrLen])
 	le.PutUint16(h[hdrTag:], s.guestTag)
-	if _, err := s.chain.WriteAt(h[:], 0); err != nil {
-		return err // cannot happen: wsize <= writable length
+	hlen := hdrLen
+	if ran && c.wtyp == tRread && c.wsize == rlerrorLen {
+		// A staged read: the data is in the chain already, and the
+		// server's Rread says count 0 (its buffer holds nothing).
+		c.wlen, c.wdirect = rlerrorLen+staged, true
+		c.d.counts.inc(cDirectReads)
+		le.PutUint32(h[hdrSize:], c.wlen)
+		le.PutUint32(h[hdrLen:], staged)
+		hlen = rlerrorLen
+	}
+	if c.wlen > s.chain.WritableLen() {
+		return queue.Guestf(queue.BadRequest, "%d writable bytes for a %d-byte 9P reply (type %d)", s.chain.WritableLen(), c.wlen, c.wtyp)
+	}
+	if _, err := s.chain.WriteAt(h[:hlen], 0); err != nil {
+		return err // cannot happen: wlen <= writable length
 	}
 	c.wslot = int(tag)
 	return nil
@@ -495,7 +601,7 @@ func (c *conn) bodyBytes(b []byte) {
 	if c.wtyp == tRversion && c.whave < versionMSize+4 {
 		copy(c.whdr[c.whave:], b)
 	}
-	if c.wslot >= 0 {
+	if c.wslot >= 0 && !c.wdirect {
 		c.slots[c.wslot].chain.WriteAt(b, int64(c.whave)) // fits: checked in startReply
 	}
 }
@@ -507,6 +613,10 @@ func (c *conn) endReply() {
 	if c.wslot >= 0 && c.slots[c.wslot].version {
 		c.versions--
 	}
+	if c.wslot >= 0 && c.slots[c.wslot].open {
+		c.slots[c.wslot].open = false
+		c.opening--
+	}
 	if c.wslot >= 0 && c.wtyp == tRversion && c.wsize >= versionMSize+4 {
 		m := binary.LittleEndian.Uint32(c.whdr[versionMSize:])
 		c.versioned = m != 0
@@ -516,9 +626,9 @@ func (c *conn) endReply() {
 	}
 	c.mu.Unlock()
 	if c.wslot >= 0 {
-		c.complete(uint16(c.wslot), c.wsize)
+		c.complete(uint16(c.wslot), c.wlen)
 	}
-	c.whave, c.wsize, c.wslot = 0, 0, -1
+	c.whave, c.wsize, c.wlen, c.wslot, c.wdirect = 0, 0, 0, -1, false
 }
 
 // serverEnd is the conn as the p9 server sees it: Close is a no-op, the

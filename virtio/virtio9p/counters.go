@@ -15,6 +15,9 @@ type Counters struct {
 	// readable or writable bytes, a reply larger than the writable part,
 	// a message the 9P server could not decode.
 	ProtocolErrors uint64
+	// DirectReads counts Rreads whose data the file tree read straight
+	// into the request's buffers (DirectReader).
+	DirectReads uint64
 }
 
 type counter int
@@ -25,6 +28,7 @@ const (
 	cReplyBytes
 	cGuestErrors
 	cProtocolErrors
+	cDirectReads
 	numCounters
 )
 
@@ -41,5 +45,6 @@ func (c *counters) snapshot() Counters {
 		ReplyBytes:     c[cReplyBytes].Load(),
 		GuestErrors:    c[cGuestErrors].Load(),
 		ProtocolErrors: c[cProtocolErrors].Load(),
+		DirectReads:    c[cDirectReads].Load(),
 	}
 }

@@ -12,8 +12,16 @@
 // server must not see raw: the tag becomes the index of the request's slot
 // (so guest tags may repeat and replies find their chain), Tflush's oldtag
 // the slot of the request it names, Tversion's msize is capped at
-// Config.MaxMessageSize, and Tread/Treaddir counts at msize less the reply
-// header. The reply's tag is set back to the guest's.
+// Config.MaxMessageSize, and Tread/Treaddir counts at msize and at the
+// chain's writable bytes, less the reply header (a read into a short
+// buffer is a short read). The reply's tag is set back to the guest's.
+//
+// Reads: with a tree that implements DirectReader (hostfs), every Tread's
+// offset is replaced by a key naming the chain's data buffers, and the
+// file reads straight into guest memory; the transport then writes the
+// Rread's header and count itself. Requests are taken from the queue by
+// the server goroutine waiting for the next message, which then serves
+// it: no goroutine hand-off between the notification and the reply.
 //
 // Bounds: at most Config.MaxInFlight requests are taken from the queue at
 // once (the server runs each on its own goroutine); message sizes are
@@ -83,6 +91,19 @@ type Config struct {
 // with EOPNOTSUPP itself, as the p9 server would answer EINVAL.
 type XattrLess interface{ NoXattrs() bool }
 
+// DirectReader is implemented by a Config.FS whose files can read a
+// Tread's data straight into the request's writable buffers in guest
+// memory (hostfs.FS): one copy per byte instead of two (into the server's
+// buffer, then into the chain). The device stages every Tread's data
+// buffers and offset with StageRead and gives the server the key it
+// returns in place of the offset; the file's ReadAt, called with the key,
+// fills the staged buffers and returns 0, and FinishRead, called once the
+// reply is in, says how many bytes it put there and whether it ran.
+type DirectReader interface {
+	StageRead(dst [][]byte, off uint64) (key uint64)
+	FinishRead(key uint64) (n int, ran bool)
+}
+
 // Device is a virtio-9p device. It implements virtio.Device.
 type Device struct {
 	fs          p9.Attacher
@@ -96,6 +117,8 @@ type Device struct {
 	// noXattrs: the tree has no extended attributes, and the transport
 	// answers their requests itself (see conn.accept).
 	noXattrs bool
+	// direct: the tree reads Tread data into guest memory (conn.stageRead).
+	direct DirectReader
 
 	common *virtio.Common
 	active atomic.Pointer[conn]
@@ -143,6 +166,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	if x, ok := cfg.FS.(XattrLess); ok {
 		d.noXattrs = x.NoXattrs()
+	}
+	if r, ok := cfg.FS.(DirectReader); ok {
+		d.direct = r
 	}
 	d.common = virtio.NewCommon("virtio-9p", d.features, 1, qs)
 	return d, nil

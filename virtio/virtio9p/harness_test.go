@@ -304,9 +304,7 @@ func msg(typ byte, tag uint16, fields ...any) []byte {
 const (
 	tTattach = 104
 	tTwalk   = 110
-	tTlopen  = 12
 	tRlopen  = 13
-	tRread   = 117
 	tTclunk  = 120
 	tRflush  = 109
 	tRattach = 105

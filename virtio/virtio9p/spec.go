@@ -31,9 +31,10 @@ const (
 
 // Offsets inside the T-messages the transport looks into.
 const (
-	versionMSize = hdrLen      // Tversion, Rversion: le32 msize
-	flushOldTag  = hdrLen      // Tflush: le16 oldtag
-	countOff     = hdrLen + 12 // Tread, Treaddir: fid[4] offset[8] count[4]
+	versionMSize = hdrLen     // Tversion, Rversion: le32 msize
+	flushOldTag  = hdrLen     // Tflush: le16 oldtag
+	readOffset   = hdrLen + 4 // Tread, Treaddir: fid[4] offset[8] count[4]
+	countOff     = hdrLen + 12
 	// headMax is how many leading bytes of a T-message the transport
 	// copies (and may rewrite) before the server reads it.
 	headMax = countOff + 4
@@ -42,6 +43,7 @@ const (
 // 9P2000.L message types the transport knows.
 const (
 	tRlerror      = 7
+	tTlopen       = 12
 	tTxattrwalk   = 30
 	tTxattrcreate = 32
 	tTreaddir     = 40
@@ -49,6 +51,7 @@ const (
 	tRversion     = 101
 	tTflush       = 108
 	tTread        = 116
+	tRread        = 117
 )
 
 // noTag is NOTAG; unusedTag is a tag no in-flight request has (a Tflush

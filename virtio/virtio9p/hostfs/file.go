@@ -330,11 +330,16 @@ func (f *File) fd() (int, error) {
 	return f.open, nil
 }
 
-// ReadAt reads from the opened file.
+// ReadAt reads from the opened file. An offset that is a key from
+// FS.StageRead reads into the staged buffers instead of p, and returns 0
+// (see direct.go).
 func (f *File) ReadAt(p []byte, offset int64) (int, error) {
 	fd, err := f.fd()
 	if err != nil {
 		return 0, err
+	}
+	if uint64(offset)&stagedBit != 0 {
+		return 0, f.fs.readStaged(fd, uint64(offset))
 	}
 	if offset < 0 {
 		return 0, unix.EINVAL

@@ -69,6 +69,8 @@ type FS struct {
 	mu   sync.Mutex
 	devs map[uint64]uint64 // st_dev -> index, the top bits of QID paths
 
+	staging staging // direct reads (direct.go)
+
 	closeOnce sync.Once
 }
 
