@@ -52,6 +52,14 @@ Boots a throwaway VM whose init is Corral's guest agent (this corral binary),
 runs CMD in it and exits with CMD's status. CMD's stdout and stderr are
 corral's, byte for byte; the guest console goes to a log file.
 
+Warm by default: the first corral exec for a kernel, initrd, --cpus, --memory,
+command line, agent (corral binary) and share layout boots the VM, snapshots it
+once the agent is up, keeps the snapshot in $XDG_CACHE_HOME/corral/warm (else
+~/.cache/corral/warm) and runs CMD on that VM; later ones restore the snapshot
+instead of booting, in a fraction of the time. The root and --share directories
+are mounted after the restore, so CMD sees the host as it is now. A VM with
+--disk, --net, an image --root or more than 4 shares boots cold.
+
 By default the guest sees the host's / read-only over virtio-9p, with a
 tmpfs overlay for writes (they never reach the host): CMD can be any host
 program, and reads only what the user running corral exec may read.
@@ -72,6 +80,9 @@ Flags:
   -t                run CMD on a pseudo-terminal (the host terminal goes raw;
                     its size follows). -it is -i -t
   --timeout D       stop the VM after D (such as 30s, 5m) and exit 124
+  --cold            boot the VM, neither restoring a cached snapshot nor
+                    making one (--log info says which way each exec went:
+                    "warm: built DIR", "warm: restored DIR in D")
   --console FILE    write the guest console to FILE (default: a temporary log,
                     removed unless corral exec fails, when its path is printed)
   --kernel PATH     guest kernel (default $CORRAL_KERNEL, else the test kernel
@@ -116,6 +127,7 @@ type execOptions struct {
 	stdin, tty   bool
 	timeout      time.Duration
 	agentTimeout time.Duration
+	cold         bool
 	console      string
 	sandbox      *sandboxFlags
 	argv         []string
@@ -154,6 +166,7 @@ func newExecFlags(stderr io.Writer) (*flag.FlagSet, *execOptions) {
 	fs.BoolVar(&o.stdin, "i", false, "keep stdin open")
 	fs.BoolVar(&o.tty, "t", false, "allocate a pseudo-terminal")
 	fs.DurationVar(&o.timeout, "timeout", 0, "stop the VM after this long")
+	fs.BoolVar(&o.cold, "cold", false, "boot; no warm snapshot")
 	fs.DurationVar(&o.agentTimeout, "agent-timeout", agentvm.DefaultAgentTimeout, "wait for the agent")
 	fs.StringVar(&o.console, "console", "", "guest console log file")
 	o.sandbox = addSandboxFlags(fs)
@@ -373,8 +386,10 @@ type execDeps struct {
 	getwd     func() (string, error)
 	agent     func(lookup func(string) (string, bool)) (string, error)
 	kernel    func(flagKernel string, lookup func(string) (string, bool)) (string, string, error)
-	start     func(ctx context.Context, cfg agentvm.Config) (guestVM, error)
-	signals   func(c chan<- os.Signal) (stop func())
+	// start starts the VM: warm (agentvm.StartWarm) unless warm is nil.
+	start   func(ctx context.Context, cfg agentvm.Config, warm *agentvm.Warm) (guestVM, error)
+	signals func(c chan<- os.Signal) (stop func())
+	warmDir func() (string, error)
 }
 
 func hostExecDeps() execDeps {
@@ -383,13 +398,20 @@ func hostExecDeps() execDeps {
 		getwd:     os.Getwd,
 		agent:     execAgent,
 		kernel:    execKernel,
-		start: func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
-			vm, err := agentvm.Start(ctx, cfg)
+		start: func(ctx context.Context, cfg agentvm.Config, warm *agentvm.Warm) (guestVM, error) {
+			var vm *agentvm.VM
+			var err error
+			if warm != nil {
+				vm, err = agentvm.StartWarm(ctx, cfg, *warm)
+			} else {
+				vm, err = agentvm.Start(ctx, cfg)
+			}
 			if err != nil {
 				return nil, err
 			}
 			return vm, nil
 		},
+		warmDir: agentvm.DefaultWarmDir,
 		signals: func(c chan<- os.Signal) func() {
 			signal.Notify(c, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 			return func() { signal.Stop(c) }
@@ -499,10 +521,22 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}()
 
+	var warm *agentvm.Warm
+	if !o.cold {
+		if dir, err := d.warmDir(); err != nil {
+			mc.Logger.Info("warm: booting cold", "err", err)
+		} else {
+			warm = &agentvm.Warm{Dir: dir, Version: version}
+			// A restored VMM maps its memory from the snapshot.
+			o.sandbox.extraRead = append(o.sandbox.extraRead, dir)
+		}
+	}
 	cfg := agentvm.Config{Machine: mc, Agent: agentPath, Root: root, Shares: o.shares, AgentTimeout: o.agentTimeout,
-		// Every device, share and file is open; the vCPUs have not run.
+		// Cold: every device, share and file is open and the vCPUs have not
+		// run. Warm: the VM is paused, and has run only the kernel and the
+		// agent (see agentvm.StartWarm).
 		Confine: func(c *corral.Config) error { return applySandbox(o.sandbox, c, c.Logger) }}
-	vm, err := d.start(ctx, cfg)
+	vm, err := d.start(ctx, cfg, warm)
 	if err != nil {
 		keepConsole = true
 		if st, ok := execCanceled(ctx, say); ok {

@@ -59,10 +59,21 @@ func execE2E(t *testing.T) map[string]string {
 	return env
 }
 
-// execVM runs corral exec in process with env added to the host's.
+// execVM runs corral exec --cold in process with env added to the
+// host's (TestExecVMWarm tests the warm path).
 func execVM(t *testing.T, env map[string]string, stdin io.Reader, args ...string) (int, []byte, string) {
 	t.Helper()
+	return execVMIn(t, "", env, stdin, append([]string{"--cold"}, args...)...)
+}
+
+// execVMIn runs corral exec in process with env added to the host's and
+// warmDir as the warm cache.
+func execVMIn(t *testing.T, warmDir string, env map[string]string, stdin io.Reader, args ...string) (int, []byte, string) {
+	t.Helper()
 	d := hostExecDeps()
+	if warmDir != "" {
+		d.warmDir = func() (string, error) { return warmDir, nil }
+	}
 	d.lookupEnv = func(k string) (string, bool) {
 		if v, ok := env[k]; ok {
 			return v, true
@@ -193,6 +204,7 @@ func TestExecVMSandboxed(t *testing.T) {
 	for k, v := range env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
+	cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+t.TempDir()) // warm: its snapshot, not the user's
 	state := ""
 	for _, e := range cmd.Env {
 		if v, ok := strings.CutPrefix(e, "CORRAL_STATE_DIR="); ok {
@@ -252,5 +264,58 @@ func TestExecVMSandboxed(t *testing.T) {
 	}
 	if logs, _ := filepath.Glob(filepath.Join(state, "corral-exec-*.log")); len(logs) > 0 {
 		t.Errorf("console logs left behind: %q", logs)
+	}
+}
+
+// TestExecVMWarm: the first corral exec boots and builds the warm
+// snapshot, the second restores it (the log says which) and gives the
+// same output and status; a share changed in between shows its new
+// content (shares are mounted after the restore). A third exec restores
+// in a confined child (--seccomp=on, Landlock), reading the cache.
+func TestExecVMWarm(t *testing.T) {
+	env := execE2E(t)
+	cacheHome := t.TempDir()
+	warmDir := filepath.Join(cacheHome, "corral", "warm")
+	share := t.TempDir()
+	os.WriteFile(filepath.Join(share, "f"), []byte("first\n"), 0o644)
+	args := []string{"--log", "info", "--share", share + ":/mnt/s,ro", "--", "sh", "-c", "cat /mnt/s/f; echo err >&2; exit 3"}
+	// Only the command's stderr, without the VMM's log lines.
+	cmdErr := func(stderr string) string {
+		var keep []string
+		for _, l := range strings.SplitAfter(stderr, "\n") {
+			if !strings.HasPrefix(l, "time=") && l != "" {
+				keep = append(keep, l)
+			}
+		}
+		return strings.Join(keep, "")
+	}
+	code, out, stderr := execVMIn(t, warmDir, env, nil, args...)
+	if code != 3 || string(out) != "first\n" || cmdErr(stderr) != "err\n" {
+		t.Fatalf("first exec: status %d, stdout %q, stderr %q; want 3, \"first\\n\", \"err\\n\"", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "warm: built "+warmDir+"/") || strings.Contains(stderr, "warm: restored") {
+		t.Errorf("first exec did not build the snapshot:\n%s", stderr)
+	}
+	os.WriteFile(filepath.Join(share, "f"), []byte("second\n"), 0o644)
+	t0 := time.Now()
+	code, out, stderr = execVMIn(t, warmDir, env, nil, args...)
+	t.Logf("warm exec took %v", time.Since(t0))
+	if code != 3 || string(out) != "second\n" || cmdErr(stderr) != "err\n" {
+		t.Errorf("second exec: status %d, stdout %q, stderr %q; want 3, \"second\\n\", \"err\\n\"", code, out, stderr)
+	}
+	if !strings.Contains(stderr, "warm: restored "+warmDir+"/") || strings.Contains(stderr, "warm: built") {
+		t.Errorf("second exec did not restore:\n%s", stderr)
+	}
+
+	cmd := sandboxedCorral(t, append([]string{"exec", "--seccomp=on"}, args...)...)
+	for k, v := range env {
+		cmd.Env = append(cmd.Env, k+"="+v)
+	}
+	cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+cacheHome)
+	var outb, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &outb, &errb
+	err := cmd.Run()
+	if got := exitOf(err); got != 3 || outb.String() != "second\n" || cmdErr(errb.String()) != "err\n" || !strings.Contains(errb.String(), "warm: restored") {
+		t.Errorf("confined warm exec: exit %d (%v), stdout %q, stderr:\n%s", got, err, outb.String(), errb.String())
 	}
 }

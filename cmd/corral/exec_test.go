@@ -270,6 +270,7 @@ type execHarness struct {
 	env     map[string]string
 	guest   *fakeGuest
 	startFn func(ctx context.Context, cfg agentvm.Config) (guestVM, error)
+	warm    *agentvm.Warm // what start was asked for: nil is cold
 	sigs    chan<- os.Signal
 	sigsSet chan struct{}
 	sigOnce sync.Once
@@ -298,7 +299,11 @@ func (h *execHarness) deps() execDeps {
 		kernel: func(k string, lookup func(string) (string, bool)) (string, string, error) {
 			return h.kernel, "console=ttyS0 panic=-1", nil
 		},
-		start: func(ctx context.Context, cfg agentvm.Config) (guestVM, error) { return h.startFn(ctx, cfg) },
+		start: func(ctx context.Context, cfg agentvm.Config, warm *agentvm.Warm) (guestVM, error) {
+			h.warm = warm
+			return h.startFn(ctx, cfg)
+		},
+		warmDir: func() (string, error) { return "/fake/cache/corral/warm", nil },
 		signals: func(c chan<- os.Signal) func() {
 			h.sigOnce.Do(func() {
 				h.sigs = c
@@ -524,5 +529,24 @@ func TestExecFakeNoVMNoLog(t *testing.T) {
 	logsAfter, _ := filepath.Glob(filepath.Join(os.TempDir(), "corral-exec-*.log"))
 	if len(logsAfter) > len(logsBefore) {
 		t.Errorf("empty console log left behind: %q", logsAfter)
+	}
+}
+
+// TestExecFakeWarmByDefault: corral exec asks for a warm start in the
+// cache directory, with corral's version, unless --cold.
+func TestExecFakeWarmByDefault(t *testing.T) {
+	h := newExecHarness(t)
+	if code, stderr := h.run(nil, io.Discard, "true"); code != 0 {
+		t.Fatalf("status %d: %s", code, stderr)
+	}
+	if h.warm == nil || h.warm.Dir != "/fake/cache/corral/warm" || h.warm.Version != version {
+		t.Errorf("warm %+v, want the cache directory and version %q", h.warm, version)
+	}
+	h = newExecHarness(t)
+	if code, stderr := h.run(nil, io.Discard, "--cold", "true"); code != 0 {
+		t.Fatalf("--cold: status %d: %s", code, stderr)
+	}
+	if h.warm != nil {
+		t.Errorf("--cold started warm: %+v", h.warm)
 	}
 }
