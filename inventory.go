@@ -1,8 +1,6 @@
 package corral
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -208,7 +206,7 @@ func (m *Machine) inventoryRecord() (inventory.Record, error) {
 		// The guest was booted from the kernel the snapshot names, which
 		// need not exist here any more.
 		r.KernelSHA256, r.Snapshot = m.restored.saved.KernelSHA256, m.restored.dir
-	} else if r.KernelSHA256, err = fileSHA256(m.cfg.Kernel); err != nil {
+	} else if r.KernelSHA256, err = m.kernelSHA256(); err != nil {
 		return r, err
 	}
 	for _, d := range m.cfg.Disks {
@@ -232,19 +230,6 @@ func absPath(p string) string {
 		return a
 	}
 	return p
-}
-
-func fileSHA256(p string) (string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return "", fmt.Errorf("corral: kernel digest: %w", err)
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", fmt.Errorf("corral: kernel digest %s: %w", p, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // consoleLogMax is the size at which the console log is rotated (to
