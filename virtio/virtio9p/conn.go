@@ -35,7 +35,7 @@ type conn struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the server
 
-	qmu     sync.Mutex // guards q: the worker pops, repliers push
+	qmu     sync.Mutex // guards q: next pops, repliers push
 	stopped bool       // under qmu: no more pushes
 
 	mu     sync.Mutex
