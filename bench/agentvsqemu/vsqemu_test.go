@@ -143,7 +143,8 @@ func tail(b []byte, n int) string {
 // result holds.
 func (s setup) corralExec(t *testing.T, args ...string) (result, error) {
 	con := filepath.Join(t.TempDir(), "console")
-	all := []string{"exec", "--console", con}
+	// A boot each time, as QEMU's: TestWarmExec measures warm restores.
+	all := []string{"exec", "--cold", "--console", con}
 	if s.extra != "" {
 		all = append(all, "--cmdline", s.extra)
 	}
