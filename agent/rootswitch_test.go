@@ -29,9 +29,26 @@ const rootSwitchChild = "CORRAL_AGENT_ROOTSWITCH_DIR"
 // refusing writes, nested ones not hidden).
 func TestRootSwitchInMountNamespace(t *testing.T) {
 	if dir := os.Getenv(rootSwitchChild); dir != "" {
-		rootSwitchChildMain(t, dir)
+		rootSwitchChildMain(t, dir, false)
 		return
 	}
+	rootSwitchParent(t, "TestRootSwitchInMountNamespace")
+}
+
+// TestRootSwitchDeferredInMountNamespace is the same switch and mounts
+// made by a Setup request (Deferred.Apply with SetupConfig's reading of
+// the request) instead of the kernel command line.
+func TestRootSwitchDeferredInMountNamespace(t *testing.T) {
+	if dir := os.Getenv(rootSwitchChild); dir != "" {
+		rootSwitchChildMain(t, dir, true)
+		return
+	}
+	rootSwitchParent(t, "TestRootSwitchDeferredInMountNamespace")
+}
+
+// rootSwitchParent runs test in a child with a mount namespace of its own
+// and checks what it did to the host's directories.
+func rootSwitchParent(t *testing.T, test string) {
 	testenv.MustHaveRoot(t)
 	if fs, err := os.ReadFile("/proc/filesystems"); err != nil || !bytes.Contains(fs, []byte("\toverlay\n")) {
 		testenv.Missing(t, testenv.Root, "needs overlayfs on the host (modprobe overlay)")
@@ -55,7 +72,7 @@ func TestRootSwitchInMountNamespace(t *testing.T) {
 	}
 	before, _ := os.ReadFile("/proc/self/mountinfo")
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRootSwitchInMountNamespace$", "-test.count=1", "-test.v")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
 	cmd.Env = append(os.Environ(), rootSwitchChild+"="+dir)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
 	out, err := cmd.CombinedOutput()
@@ -110,7 +127,7 @@ func (b bindOps) Mount(source, target, fstype string, flags uintptr, data string
 	return nil
 }
 
-func rootSwitchChildMain(t *testing.T, dir string) {
+func rootSwitchChildMain(t *testing.T, dir string, deferred bool) {
 	// The namespace starts as a copy of the host's, shared mounts and all:
 	// nothing below may propagate back.
 	if err := unix.Mount("", "/", "", unix.MS_PRIVATE|unix.MS_REC, ""); err != nil {
@@ -146,9 +163,26 @@ func rootSwitchChildMain(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	s := &setup{sys: ops, log: slog.New(slog.NewTextHandler(os.Stderr, nil)), staging: staging}
-	s.apply(cfg, api)
-	if err := s.err(); err != nil {
-		t.Fatal(err)
+	if deferred {
+		cfg, err = SetupConfig("9p:rootfs", []string{"deep:/mnt/rw/deeper", "rw:/mnt/rw", "ro:/mnt/ro:ro"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := &Deferred{s: s, api: api}
+		if applied, err := d.Status(); applied || err != nil {
+			t.Fatalf("before Apply: applied %v, %v", applied, err)
+		}
+		if err := d.Apply(cfg); err != nil {
+			t.Fatal(err)
+		}
+		if applied, err := d.Status(); !applied || err != nil {
+			t.Fatalf("after Apply: applied %v, %v", applied, err)
+		}
+	} else {
+		s.apply(cfg, api)
+		if err := s.err(); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if wd, err := os.Getwd(); err != nil || wd != "/" {
 		t.Errorf("working directory %q, %v; want /", wd, err)
