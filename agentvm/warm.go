@@ -83,17 +83,17 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	if dir == "" {
 		var err error
 		if dir, err = DefaultWarmDir(); err != nil {
-			log.Warn("warm: booting cold", "err", err)
+			log.Info("warm: booting cold", "err", err)
 			return Start(ctx, cfg)
 		}
 	}
 	empty := filepath.Join(dir, "empty")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
-		log.Warn("warm: booting cold: no cache directory", "err", err)
+		log.Info("warm: booting cold: no cache directory", "err", err)
 		return Start(ctx, cfg)
 	}
 	if err := os.Mkdir(empty, 0o555); err != nil && !errors.Is(err, os.ErrExist) {
-		log.Warn("warm: booting cold: no cache directory", "err", err)
+		log.Info("warm: booting cold: no cache directory", "err", err)
 		return Start(ctx, cfg)
 	}
 	plan, err := cfg.warmPlan(empty)
@@ -257,6 +257,12 @@ func warmKey(idDir, version, agentPath string, mc *corral.Config) (string, error
 	return in.key(), nil
 }
 
+// racyAge is how old a file's mtime must be for its hash to be recorded:
+// file systems with coarse timestamps (tmpfs ticks in jiffies) give a
+// rewrite within the same tick the same identity, so a file modified just
+// now is hashed every time until it has aged (git's "racy" entries).
+const racyAge = 2 * time.Second
+
 // fileHash returns the hex SHA-256 of path's content. It is kept in idDir
 // under the file's identity (path, device, inode, size, mtime, ctime), so
 // an unchanged file is hashed once; a changed one gets a new record.
@@ -288,6 +294,9 @@ func fileHash(idDir, path string) (string, error) {
 	}
 	sum := hex.EncodeToString(h.Sum(nil))
 	// The record is an optimisation: failing to keep it costs a hash.
+	if time.Since(time.Unix(st.Mtim.Unix())) < racyAge {
+		return sum, nil
+	}
 	if os.MkdirAll(idDir, 0o700) == nil {
 		if tf, err := os.CreateTemp(idDir, ".tmp-*"); err == nil {
 			_, werr := tf.WriteString(sum)

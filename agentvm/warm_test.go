@@ -25,6 +25,15 @@ func writeFile(t *testing.T, path, data string) {
 	}
 }
 
+// age sets path's mtime an hour back, so fileHash records its hash.
+func age(t *testing.T, path string) {
+	t.Helper()
+	old := time.Now().Add(-time.Hour)
+	if err := os.Chtimes(path, old, old); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestWarmKey: every input of the snapshot changes the key; what the
 // snapshot does not hold (share directories, the root's path) does not.
 func TestWarmKey(t *testing.T) {
@@ -33,6 +42,9 @@ func TestWarmKey(t *testing.T) {
 	writeFile(t, kernel, "kernel v1")
 	writeFile(t, initrd, "initrd v1")
 	writeFile(t, agentBin, "agent v1")
+	for _, f := range []string{kernel, initrd, agentBin} {
+		age(t, f)
+	}
 	ids := filepath.Join(dir, "ids")
 	empty := filepath.Join(dir, "empty")
 	base := func() Config {
@@ -95,8 +107,8 @@ func TestWarmKey(t *testing.T) {
 	if k := key(base(), "v2"); seen[k] != "" {
 		t.Errorf("version: same key as %s", seen[k])
 	}
-	// File contents: a rewrite of the same size is seen (the recorded
-	// hash is keyed by mtime and ctime too).
+	// File contents: a rewrite of the same size is seen, even within one
+	// tick of a coarse clock (tmpfs): a file changed just now is hashed.
 	for _, f := range []string{kernel, initrd, agentBin} {
 		old, _ := os.ReadFile(f)
 		writeFile(t, f, strings.Replace(string(old), "v1", "v2", 1))
@@ -122,6 +134,13 @@ func TestFileHashRecord(t *testing.T) {
 	f := filepath.Join(dir, "f")
 	writeFile(t, f, "hello")
 	ids := filepath.Join(dir, "ids")
+	if _, err := fileHash(ids, f); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(ids); len(ents) != 0 {
+		t.Fatalf("the hash of a file changed just now was recorded: %v", ents)
+	}
+	age(t, f)
 	h1, err := fileHash(ids, f)
 	if err != nil || h1 != "2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824" {
 		t.Fatalf("fileHash = %s, %v", h1, err)
