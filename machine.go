@@ -64,6 +64,7 @@ type Machine struct {
 	done      chan struct{}    // closed when everything is released
 
 	restored      *restoreInfo // the snapshot a Restore built this machine from; nil for New's
+	msrIndices    []uint32     // KVM_GET_MSR_INDEX_LIST, read at setup: a confined VMM cannot ask later
 	resumeOnStart bool         // the devices were restored paused: Start resumes them
 
 	reg atomic.Pointer[registration] // set by Start once registered (inventory.go)

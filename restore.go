@@ -146,13 +146,16 @@ func Restore(ctx context.Context, dir string, rc RestoreConfig) (*Machine, error
 	if err := vs.UnmarshalBinary(b); err != nil {
 		return nil, fmt.Errorf("corral: restore %s: section %q: %w", dir, sectionVM, err)
 	}
+	// The guest's clock moves on by the time since the snapshot, as
+	// the guest's wall clock would have.
+	advanced := vs.Clock.Advance(uint64(time.Now().UnixNano()))
 	if err := m.vm.RestoreState(&vs); err != nil {
 		return nil, fmt.Errorf("corral: restore: %w", err)
 	}
 	m.resumeOnStart = true
 	ok = true
 	m.log.Info("vm.restored", "id", m.id, "snapshot", abs, "source", sm.SourceID,
-		"cpus", sm.CPUs, "memory", FormatSize(sm.Memory), "took", time.Since(t0))
+		"cpus", sm.CPUs, "memory", FormatSize(sm.Memory), "clock_advanced", advanced, "took", time.Since(t0))
 	return m, nil
 }
 
@@ -262,6 +265,9 @@ func (m *Machine) restoredHostMAC(index int) net.HardwareAddr {
 func (m *Machine) restoreVCPUs(snap *snapshot.Snapshot, sm *savedMachine) error {
 	supported, err := m.sys.SupportedCPUID()
 	if err != nil {
+		return err
+	}
+	if m.msrIndices, err = m.sys.MSRIndexList(); err != nil {
 		return err
 	}
 	for i := 0; i < sm.CPUs; i++ {

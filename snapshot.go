@@ -150,12 +150,8 @@ func (m *Machine) writeSnapshot(ctx context.Context, w *snapshot.Writer) error {
 	if err := w.AddSection(sectionVM, b); err != nil {
 		return err
 	}
-	msrs, err := m.sys.MSRIndexList()
-	if err != nil {
-		return err
-	}
 	for i, v := range m.vcpus {
-		st, err := v.SaveState(msrs)
+		st, err := v.SaveState(m.msrIndices)
 		if err != nil {
 			return err
 		}

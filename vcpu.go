@@ -21,6 +21,7 @@ func (m *Machine) createVCPUs(entry *boot.Entry) error {
 	if err != nil {
 		return err
 	}
+	m.msrIndices = msrList
 	msrs := kvm.BootMSRs(msrList)
 	n := m.cfg.cpus()
 	for i := 0; i < n; i++ {

@@ -313,3 +313,18 @@ func FuzzVMStateUnmarshal(f *testing.F) {
 		}
 	})
 }
+
+func TestClockAdvance(t *testing.T) {
+	c := ClockData{Clock: 1000, Flags: ClockFlagRealtime, Realtime: 5000}
+	if d := c.Advance(7500); d != 2500 || c.Clock != 3500 {
+		t.Errorf("Advance(7500): %v, clock %d; want 2.5µs and 3500", d, c.Clock)
+	}
+	back := ClockData{Clock: 1000, Flags: ClockFlagRealtime, Realtime: 5000}
+	if d := back.Advance(4000); d != 0 || back.Clock != 1000 {
+		t.Errorf("a host clock set back moved the guest's: %v, %d", d, back.Clock)
+	}
+	none := ClockData{Clock: 1000, Realtime: 5000}
+	if d := none.Advance(9000); d != 0 || none.Clock != 1000 {
+		t.Errorf("without KVM_CLOCK_REALTIME the clock moved: %v, %d", d, none.Clock)
+	}
+}

@@ -3,6 +3,7 @@ package kvm
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Sizes and offsets of the VM-wide kernel structures.
@@ -92,6 +93,19 @@ type ClockData struct {
 	_        [4]uint32
 }
 
+// Advance moves the saved guest time on by the host's CLOCK_REALTIME
+// elapsed since it was read (now, in Unix nanoseconds), when KVM recorded
+// that time; a host clock set back moves nothing. It returns the
+// advance.
+func (c *ClockData) Advance(now uint64) time.Duration {
+	if c.Flags&ClockFlagRealtime == 0 || now <= c.Realtime {
+		return 0
+	}
+	d := now - c.Realtime
+	c.Clock += d
+	return time.Duration(d)
+}
+
 // Flags of ClockData (KVM_CLOCK_*).
 const (
 	ClockFlagTSCStable = 0x2
@@ -143,12 +157,9 @@ func (vm *VM) SaveState() (*VMState, error) {
 // RestoreState writes s into a VM whose irqchip and PIT were just created,
 // before its vCPUs run.
 //
-// The clock is set to the saved guest time itself, with no flags: the
-// guest's clock resumes where it stopped, with no jump for the time the
-// snapshot spent on disk (its wall clock lags by that much until the guest
-// corrects it, as after a QEMU migration). KVM_CLOCK_REALTIME would instead
-// advance it by the host time elapsed, which a guest sees as a monotonic
-// clock leaping forward; the saved Realtime is kept so a caller can choose.
+// The clock is set to s.Clock.Clock, with no flags: to have the guest's
+// clock move on by the time the snapshot spent on disk, the caller adds
+// that time first (ClockData.Advance), as corral.Restore does.
 func (vm *VM) RestoreState(s *VMState) error {
 	for _, c := range []struct {
 		id uint32
