@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -104,16 +105,33 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	key, err := warmKey(filepath.Join(dir, "ids"), w.Version, agentPath, &plan.mc)
+	self, _ := os.Executable() // the VMM: a rebuilt corral may snapshot differently
+	key, err := warmKey(filepath.Join(dir, "ids"), w.Version, self, agentPath, &plan.mc)
 	if err != nil {
 		// A kernel or agent that cannot be read: Start says so properly.
 		log.Info("warm: booting cold", "err", err)
 		return Start(ctx, cfg)
 	}
+	// A machine this VMM could not snapshot (a device that cannot be
+	// paused or saved) boots cold, once per key rather than twice.
+	coldMark := filepath.Join(dir, key+".cold")
+	if b, err := os.ReadFile(coldMark); err == nil {
+		log.Info("warm: booting cold: this machine could not be snapshotted: " + strings.TrimSpace(string(b)))
+		return Start(ctx, cfg)
+	}
+	markCold := func(err error) {
+		log.Info("warm: this machine cannot be snapshotted; it boots cold from now on", "err", err, "mark", coldMark)
+		os.WriteFile(coldMark, []byte(err.Error()+"\n"), 0o600)
+	}
 	c := &warmCache{dir: dir, log: log}
 	vm, err := warmGet(ctx, c, key,
 		func(snap string) (*VM, error) { return cfg.restoreWarm(ctx, plan, snap, log) },
-		func(tmp string, commit func() error) (*VM, error) { return cfg.buildWarm(ctx, plan, tmp, commit, log) })
+		func(tmp string, commit func() error) (*VM, error) {
+			return cfg.buildWarm(ctx, plan, tmp, commit, markCold, log)
+		})
+	if errors.Is(err, errCannotPause) {
+		return Start(ctx, cfg)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -203,6 +221,7 @@ type warmInputs struct {
 	Kernel  string `json:"kernel"` // content SHA-256
 	Initrd  string `json:"initrd"` // the user's initrd's, "" for none
 	Agent   string `json:"agent"`
+	VMM     string `json:"vmm"` // the VMM's executable
 	CPUs    int    `json:"cpus"`
 	Memory  uint64 `json:"memory"`
 	NoACPI  bool   `json:"no_acpi"`
@@ -223,7 +242,7 @@ func (in *warmInputs) key() string {
 
 // warmKey hashes what the snapshot of the warm machine mc depends on;
 // file contents are hashed once per file version (idDir keeps them).
-func warmKey(idDir, version, agentPath string, mc *corral.Config) (string, error) {
+func warmKey(idDir, version, vmmPath, agentPath string, mc *corral.Config) (string, error) {
 	in := warmInputs{
 		Format: warmFormat, Version: version, Proto: proto.Version,
 		CPUs: mc.CPUs, Memory: mc.Memory, NoACPI: mc.NoACPI, Cmdline: mc.Cmdline,
@@ -253,6 +272,11 @@ func warmKey(idDir, version, agentPath string, mc *corral.Config) (string, error
 	}
 	if in.Agent, err = fileHash(idDir, agentPath); err != nil {
 		return "", fmt.Errorf("agent: %w", err)
+	}
+	if vmmPath != "" {
+		if in.VMM, err = fileHash(idDir, vmmPath); err != nil {
+			return "", fmt.Errorf("the VMM's executable: %w", err)
+		}
 	}
 	return in.key(), nil
 }
@@ -308,11 +332,17 @@ func fileHash(idDir, path string) (string, error) {
 	return sum, nil
 }
 
+// errCannotPause is returned by buildWarm for a machine that cannot be
+// paused: it was stopped, and the caller boots cold.
+var errCannotPause = errors.New("agentvm: warm: the machine cannot be paused")
+
 // buildWarm boots the warm machine, snapshots it into tmp and commits it,
 // confines the process and lets the machine run on: the first exec goes
 // on with the machine it booted. A snapshot that fails is logged, and
-// the machine still serves.
-func (cfg *Config) buildWarm(ctx context.Context, p *warmPlan, tmp string, commit func() error, log *slog.Logger) (*VM, error) {
+// the machine still serves; a machine that cannot even be paused is
+// stopped (errCannotPause: it is not confined, and could only be while
+// its vCPUs run). Either marks the key cold (markCold).
+func (cfg *Config) buildWarm(ctx context.Context, p *warmPlan, tmp string, commit func() error, markCold func(error), log *slog.Logger) (*VM, error) {
 	agentBytes, err := cfg.readAgent()
 	if err != nil {
 		os.RemoveAll(tmp)
@@ -327,11 +357,19 @@ func (cfg *Config) buildWarm(ctx context.Context, p *warmPlan, tmp string, commi
 	if err := m.Pause(ctx); err != nil {
 		os.RemoveAll(tmp)
 		vm.Kill()
-		return nil, fmt.Errorf("agentvm: pausing for the warm snapshot: %w", err)
+		if ctx.Err() != nil {
+			return nil, err
+		}
+		markCold(err)
+		return nil, fmt.Errorf("%w: %w", errCannotPause, err)
 	}
 	if err := m.Snapshot(ctx, tmp); err != nil {
-		log.Warn("warm: snapshot failed; this exec runs on, nothing is cached", "err", err)
 		os.RemoveAll(tmp)
+		if ctx.Err() != nil {
+			vm.Kill()
+			return nil, err
+		}
+		markCold(err)
 	} else if err := commit(); err != nil {
 		log.Warn("warm: keeping the snapshot failed; this exec runs on, nothing is cached", "err", err)
 		os.RemoveAll(tmp)

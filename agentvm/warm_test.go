@@ -42,7 +42,9 @@ func TestWarmKey(t *testing.T) {
 	writeFile(t, kernel, "kernel v1")
 	writeFile(t, initrd, "initrd v1")
 	writeFile(t, agentBin, "agent v1")
-	for _, f := range []string{kernel, initrd, agentBin} {
+	vmm := filepath.Join(dir, "corral")
+	writeFile(t, vmm, "corral v1")
+	for _, f := range []string{kernel, initrd, agentBin, vmm} {
 		age(t, f)
 	}
 	ids := filepath.Join(dir, "ids")
@@ -60,7 +62,7 @@ func TestWarmKey(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		k, err := warmKey(ids, version, agentBin, &p.mc)
+		k, err := warmKey(ids, version, vmm, agentBin, &p.mc)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -109,7 +111,7 @@ func TestWarmKey(t *testing.T) {
 	}
 	// File contents: a rewrite of the same size is seen, even within one
 	// tick of a coarse clock (tmpfs): a file changed just now is hashed.
-	for _, f := range []string{kernel, initrd, agentBin} {
+	for _, f := range []string{kernel, initrd, agentBin, vmm} {
 		old, _ := os.ReadFile(f)
 		writeFile(t, f, strings.Replace(string(old), "v1", "v2", 1))
 		k := key(base(), "v1")
