@@ -293,6 +293,12 @@ func TestExecVMWarm(t *testing.T) {
 	if code != 3 || string(out) != "first\n" || cmdErr(stderr) != "err\n" {
 		t.Fatalf("first exec: status %d, stdout %q, stderr %q; want 3, \"first\\n\", \"err\\n\"", code, out, stderr)
 	}
+	if i := strings.Index(stderr, "cannot be snapshotted"); i >= 0 {
+		// The exec ran, cold: a device of this VMM cannot be paused or
+		// saved yet (virtio-9p, while issue 13 is under way).
+		line, _, _ := strings.Cut(stderr[i:], "\n")
+		t.Skipf("warm exec fell back to a cold boot (output and status right): %s", line)
+	}
 	if !strings.Contains(stderr, "warm: built "+warmDir+"/") || strings.Contains(stderr, "warm: restored") {
 		t.Errorf("first exec did not build the snapshot:\n%s", stderr)
 	}
