@@ -2,9 +2,13 @@ package corral
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -14,8 +18,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/hostnet"
 	"github.com/corral-vmm/corral/internal/console"
 	"github.com/corral-vmm/corral/internal/testenv"
+	"github.com/corral-vmm/corral/snapshot"
 	"github.com/corral-vmm/corral/tests/guests"
 )
 
@@ -248,5 +254,182 @@ func TestSnapshotNeedsPause(t *testing.T) {
 	waitExit(t, m, out)
 	if err := m.Pause(context.Background()); !errors.Is(err, ErrEnded) {
 		t.Errorf("Pause of an ended machine: %v, want ErrEnded", err)
+	}
+}
+
+// TestRestoreDamagedSnapshot: a real machine's snapshot, truncated at
+// many points or with a byte flipped in each section or in its memory,
+// gives a one-line error naming what is wrong, never a guest that runs
+// (issue 13).
+func TestRestoreDamagedSnapshot(t *testing.T) {
+	testenv.MustHaveKVM(t)
+	good := filepath.Join(t.TempDir(), "snap")
+	m, _, _ := snapshotCounter(t, good, 0)
+	m.Close()
+	state, err := os.ReadFile(filepath.Join(good, "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	memory, err := os.ReadFile(filepath.Join(good, "memory"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap, err := snapshot.Open(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type damage struct {
+		what          string
+		state, memory []byte
+		want          string // in the error
+	}
+	var cases []damage
+	// Truncations: at every section's start, end and middle, and at 64
+	// points spread over the file.
+	cuts := map[int]bool{0: true, 1: true, len(state) - 1: true}
+	for i := 0; i < 64; i++ {
+		cuts[i*len(state)/64] = true
+	}
+	for _, name := range snap.Sections() {
+		data, err := snap.Section(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		at := bytes.Index(state, data)
+		if at < 0 || len(data) == 0 {
+			t.Fatalf("section %q not found in the state file", name)
+		}
+		cuts[at], cuts[at+len(data)/2], cuts[at+len(data)-1] = true, true, true
+		flipped := bytes.Clone(state)
+		flipped[at+len(data)/2] ^= 0x10
+		cases = append(cases, damage{"flipped byte in section " + name, flipped, memory, strconv.Quote(name)})
+	}
+	snap.Close()
+	for cut := range cuts {
+		cases = append(cases, damage{fmt.Sprintf("state truncated to %d bytes", cut), state[:cut], memory, "state"})
+	}
+	// Memory: a flipped byte in a written page (caught by VerifyMemory),
+	// and a truncated file (caught at once).
+	firstData := bytes.IndexFunc(memory[4096:], func(r rune) bool { return r != 0 }) + 4096
+	flippedMem := bytes.Clone(memory)
+	flippedMem[firstData] ^= 0x01
+	cases = append(cases,
+		damage{"flipped byte in memory", state, flippedMem, "checksum mismatch"},
+		damage{"memory truncated", state, memory[:len(memory)/2], "memory"})
+
+	for _, c := range cases {
+		dir := filepath.Join(t.TempDir(), "bad")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "state"), c.state, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "memory"), c.memory, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Restore(context.Background(), dir, RestoreConfig{NoInventory: true, VerifyMemory: true})
+		if err == nil {
+			r.Close()
+			t.Errorf("%s: Restore succeeded", c.what)
+			continue
+		}
+		if msg := err.Error(); strings.Contains(msg, "\n") || !strings.Contains(msg, c.want) || !strings.Contains(msg, dir) {
+			t.Errorf("%s: error %q, want one line naming %s and %q", c.what, msg, dir, c.want)
+		}
+		os.RemoveAll(dir)
+	}
+	t.Logf("%d damaged snapshots refused", len(cases))
+}
+
+// udpTo builds an Ethernet frame carrying a UDP datagram from the host
+// side (hostMAC, host) to the guest's port.
+func udpTo(guestMAC, hostMAC net.HardwareAddr, host, guest netip.Addr, port uint16, payload []byte) []byte {
+	r := make([]byte, 14+20+8+len(payload))
+	copy(r[0:6], guestMAC)
+	copy(r[6:12], hostMAC)
+	binary.BigEndian.PutUint16(r[12:], 0x0800)
+	h := r[14:34]
+	h[0], h[8], h[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(h[2:], uint16(20+8+len(payload)))
+	src, dst := host.As4(), guest.As4()
+	copy(h[12:16], src[:])
+	copy(h[16:20], dst[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
+	u := r[34:]
+	binary.BigEndian.PutUint16(u[0:], 40000)
+	binary.BigEndian.PutUint16(u[2:], port)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
+	copy(u[8:], payload)
+	return r
+}
+
+// TestSnapshotRestoreNIC: a guest that leased its address from the
+// built-in DHCP server is snapshotted; the restored copy gets a new host
+// side, keeps its MAC, the server's lease table and the host's MAC, and
+// receives frames on the new link.
+func TestSnapshotRestoreNIC(t *testing.T) {
+	testenv.MustHaveKVM(t)
+	k := guests.BuildT(t, "net")
+	t.Setenv(hostnet.StateDirEnv, t.TempDir())
+	vmEnd, peer := socketPairFiles(t)
+	defer peer.Close()
+	m, out := bootGuest(t, Config{Kernel: k, Cmdline: "rxcount=2 rxport=9 timeout=120000", Nets: []Net{{File: vmEnd}}, NoInventory: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := out.WaitFor(ctx, "net: rxcount ready on"); err != nil {
+		t.Fatalf("%v; console:\n%s", err, out)
+	}
+	before := m.Networks()[0]
+	if len(before.Leases) != 1 {
+		t.Fatalf("leases before the snapshot: %+v", before.Leases)
+	}
+	if err := m.Pause(ctx); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	if err := m.Snapshot(ctx, dir); err != nil {
+		t.Fatal(err)
+	}
+	m.Close()
+
+	vmEnd2, peer2 := socketPairFiles(t)
+	defer peer2.Close()
+	rout := console.NewBuffer(0)
+	r, err := Restore(ctx, dir, RestoreConfig{Console: rout, NoInventory: true, Nets: []Net{{File: vmEnd2}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	after := r.Networks()[0]
+	if after.MAC.String() != before.MAC.String() || after.Guest != before.Guest || after.Host != before.Host {
+		t.Errorf("restored NIC %+v, want MAC %s, guest %s, host %s", after, before.MAC, before.Guest, before.Host)
+	}
+	if len(after.Leases) != 1 || after.Leases[0].IP != before.Leases[0].IP || after.Leases[0].Client != before.Leases[0].Client ||
+		after.Leases[0].State != before.Leases[0].State {
+		t.Errorf("restored leases %+v, want %+v", after.Leases, before.Leases)
+	}
+	if err := r.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The guest's router is the host side's MAC from before the snapshot.
+	_, hostMAC := hostnet.MACs(m.ID(), 0)
+	for seq := uint32(1); seq <= 2; seq++ {
+		var p [4]byte
+		binary.BigEndian.PutUint32(p[:], seq)
+		if _, err := peer2.Write(udpTo(after.MAC, hostMAC, after.Host.Addr(), after.Guest, 9, p[:])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e := waitExit(t, r, rout)
+	if e.Reason != ExitDebug || e.Code != guests.ExitOK || !strings.Contains(rout.String(), "net: rxcount 2 frames") {
+		t.Errorf("restored guest ended with %v; console:\n%s", e, rout)
 	}
 }

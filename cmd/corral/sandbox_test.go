@@ -42,6 +42,13 @@ func TestSandboxCLIChild(t *testing.T) {
 // the inventory and audit trail in a temporary directory.
 func sandboxedCorral(t testing.TB, args ...string) *exec.Cmd {
 	t.Helper()
+	return sandboxedCorralIn(t, t.TempDir(), args...)
+}
+
+// sandboxedCorralIn is sandboxedCorral with the inventory in state, for
+// tests that talk to the child's VM.
+func sandboxedCorralIn(t testing.TB, state string, args ...string) *exec.Cmd {
+	t.Helper()
 	if !sandbox.AllThreadsSupported() {
 		args = append(args, "--caps=keep") // a cgo (-race) test binary cannot drop them on every thread
 	}
@@ -49,7 +56,6 @@ func sandboxedCorral(t testing.TB, args ...string) *exec.Cmd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^TestSandboxCLIChild$", "-test.count=1")
 	cmd.Env = append(os.Environ(), sandboxChildEnv+"="+string(js),
 		"CORRAL_STATE_DIR="+state, "CORRAL_AUDIT_LOG="+filepath.Join(state, "audit", "audit.jsonl"))

@@ -9,7 +9,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -145,6 +148,8 @@ func TestAgentCommand(t *testing.T) {
 					err, stdout.String(), stderr.String())
 			}
 			t.Logf("command finished %.1f s after Start", time.Since(start).Seconds())
+			conn.Close()
+			snapshotAndRestore(t, m, &cons)
 			break
 		}
 		select {
@@ -156,4 +161,90 @@ func TestAgentCommand(t *testing.T) {
 		}
 	}
 	c.Close()
+}
+
+// dialAgent dials the agent until it answers.
+func dialAgent(t *testing.T, ctx context.Context, m *corral.Machine, cons *console) net.Conn {
+	t.Helper()
+	for {
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		conn, err := m.DialVsock(dctx, agent.DefaultPort)
+		dcancel()
+		if err == nil {
+			return conn
+		}
+		select {
+		case <-m.Done():
+			t.Fatalf("machine ended before the agent answered; console:\n%s", cons.tail(40))
+		case <-ctx.Done():
+			t.Fatalf("no agent after %v (%v); console:\n%s", agentWait, err, cons.tail(40))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// uptime runs cat /proc/uptime in the guest: CLOCK_BOOTTIME, which follows
+// the kvmclock.
+func uptime(t *testing.T, ctx context.Context, m *corral.Machine, cons *console) float64 {
+	t.Helper()
+	conn := dialAgent(t, ctx, m, cons)
+	defer conn.Close()
+	out, err := client.CommandContext(ctx, conn, "cat", "/proc/uptime").Output()
+	if err != nil {
+		t.Fatalf("cat /proc/uptime: %v", err)
+	}
+	f := strings.Fields(string(out))
+	if len(f) == 0 {
+		t.Fatalf("cat /proc/uptime: %q", out)
+	}
+	v, err := strconv.ParseFloat(f[0], 64)
+	if err != nil {
+		t.Fatalf("cat /proc/uptime: %q: %v", out, err)
+	}
+	return v
+}
+
+// snapshotAndRestore is issue 13's Linux test, on the boot TestAgentCommand
+// made: snapshot once the agent is up, restore after a pause, run a
+// command in the restored guest (its vsock connections were reset: the
+// agent is dialled afresh), and check that the guest's clock moved on by
+// the time in between.
+func snapshotAndRestore(t *testing.T, m *corral.Machine, cons *console) {
+	ctx, cancel := context.WithTimeout(context.Background(), agentWait)
+	defer cancel()
+	h1, u1 := time.Now(), uptime(t, ctx, m, cons)
+	if err := m.Pause(ctx); err != nil {
+		t.Fatalf("Pause: %v", err)
+	}
+	dir := filepath.Join(t.TempDir(), "snap")
+	if err := m.Snapshot(ctx, dir); err != nil {
+		t.Fatalf("Snapshot: %v", err)
+	}
+	h2 := time.Now()
+	m.Close()
+	const gap = 8 * time.Second
+	time.Sleep(gap)
+	var rcons console
+	r, err := corral.Restore(ctx, dir, corral.RestoreConfig{Console: &rcons, NoInventory: true})
+	if err != nil {
+		t.Fatalf("Restore: %v", err)
+	}
+	defer r.Close()
+	h3 := time.Now()
+	if err := r.Start(ctx); err != nil {
+		t.Fatalf("Start: %v", err)
+	}
+	conn := dialAgent(t, ctx, r, &rcons)
+	out, err := client.CommandContext(ctx, conn, "/bin/sh", "-c", "echo restored; exit 4").Output()
+	var ee *client.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 4 || string(out) != "restored\n" {
+		t.Errorf("in the restored guest, sh -c 'echo restored; exit 4': %v, %q", err, out)
+	}
+	conn.Close()
+	u2, h4 := uptime(t, ctx, r, &rcons), time.Now()
+	guest, host, away := time.Duration((u2-u1)*float64(time.Second)), h4.Sub(h1), h3.Sub(h2)
+	t.Logf("guest uptime moved %v while the host's moved %v, %v of it between snapshot and restore", guest, host, away)
+	if guest < away || guest > host+3*time.Second {
+		t.Errorf("the restored guest's clock moved %v; want at least the %v between snapshot and restore and at most the host's %v", guest, away, host)
+	}
 }
