@@ -63,6 +63,15 @@ type conn struct {
 	versions   int
 	versionMin uint32
 	idle       int // server goroutines waiting in read for a notification
+	// paused: Pause was called; take pops nothing until resume. freed
+	// is broadcast (under mu) when a slot is freed, for pause's wait.
+	paused bool
+	freed  *sync.Cond
+	// fids mirrors the server's fid table (see trackFid): what the guest
+	// holds, which a snapshot cannot carry. attached: a Tattach
+	// succeeded since the last successful Tversion.
+	fids     map[uint32]struct{}
+	attached bool
 	// served counts T-messages the server has read whose reply has not
 	// ended: a reply that is dropped (too large, NOTAG) leaves its slot
 	// in use but still ends here.
@@ -81,6 +90,9 @@ type conn struct {
 	// wdirect: that is so, and the server's own count (0) is not copied.
 	wlen    uint32
 	wdirect bool
+	// wdrop is the slot of a reply being dropped (too large for its
+	// chain), freed without a push when the reply ends (-1: none).
+	wdrop int
 }
 
 // slot is one request in flight.
@@ -93,6 +105,11 @@ type slot struct {
 	state    slotState
 	version  bool // a Tversion counted in conn.versions
 	open     bool // a Tlopen counted in conn.opening
+	// fidOp is what the request's reply does to the guest's fids
+	// (conn.fids): fid is added on success, or removed whatever the reply.
+	fidOp fidOp
+	fid   uint32
+	typ   byte
 	// key names the Tread's staged read (0: none); segs and dst are its
 	// data buffers, kept for the next request.
 	key  uint64
@@ -115,8 +132,10 @@ func newConn(d *Device, a virtio.Activation) *conn {
 		done:   make(chan struct{}),
 		direct: d.direct,
 		slots:  make([]slot, d.maxInFlight),
-		cur:    -1, wslot: -1,
+		cur:    -1, wslot: -1, wdrop: -1,
+		fids: make(map[uint32]struct{}),
 	}
+	c.freed = sync.NewCond(&c.mu)
 	for i := d.maxInFlight - 1; i >= 0; i-- {
 		c.free = append(c.free, uint16(i))
 	}
@@ -261,11 +280,11 @@ func (c *conn) failed(err error) {
 }
 
 // take pops one chain into a free slot and accepts it; false when there
-// is no chain or no free slot. With no slot free it leaves notifications
-// off: a reply frees one and wakes next.
+// is no chain or no free slot, or the connection is paused. With no slot
+// free it leaves notifications off: a reply frees one and wakes next.
 func (c *conn) take() (bool, error) {
 	c.mu.Lock()
-	if len(c.free) == 0 {
+	if len(c.free) == 0 || c.paused {
 		c.mu.Unlock()
 		return false, nil
 	}
@@ -301,6 +320,7 @@ func (c *conn) release(i uint16) {
 	c.mu.Lock()
 	c.slots[i].state = slotFree
 	c.free = append(c.free, i)
+	c.freed.Broadcast()
 	c.mu.Unlock()
 }
 
@@ -384,6 +404,8 @@ func (c *conn) accept(i uint16) error {
 		}
 		le.PutUint16(s.head[flushOldTag:], mapped)
 	}
+	s.typ = typ
+	s.fidOp, s.fid = fidOpOf(typ, s.head[:s.headLen])
 	s.open = typ == tTlopen
 	if s.open {
 		c.opening++
@@ -548,7 +570,7 @@ func (c *conn) startReply() error {
 	c.wsize = le.Uint32(c.whdr[hdrSize:])
 	c.wtyp = c.whdr[hdrType]
 	tag := le.Uint16(c.whdr[hdrTag:])
-	c.wslot = -1
+	c.wslot, c.wdrop = -1, -1
 	c.wlen, c.wdirect = c.wsize, false
 	if c.wsize < hdrLen {
 		c.wsize, c.wlen = hdrLen, hdrLen // cannot happen: the server writes whole headers
@@ -587,6 +609,7 @@ func (c *conn) startReply() error {
 		hlen = rlerrorLen
 	}
 	if c.wlen > s.chain.WritableLen() {
+		c.wdrop = int(tag)
 		return queue.Guestf(queue.BadRequest, "%d writable bytes for a %d-byte 9P reply (type %d)", s.chain.WritableLen(), c.wlen, c.wtyp)
 	}
 	if _, err := s.chain.WriteAt(h[:hlen], 0); err != nil {
@@ -622,13 +645,22 @@ func (c *conn) endReply() {
 		c.versioned = m != 0
 		if m != 0 {
 			c.msize = m
+			c.attached = false
 		}
+	}
+	if c.wslot >= 0 {
+		c.trackFid(&c.slots[c.wslot], c.wtyp)
 	}
 	c.mu.Unlock()
 	if c.wslot >= 0 {
 		c.complete(uint16(c.wslot), c.wlen)
 	}
-	c.whave, c.wsize, c.wlen, c.wslot, c.wdirect = 0, 0, 0, -1, false
+	if c.wdrop >= 0 {
+		// The device failed (startReply): nothing more is pushed, but
+		// the slot must not look in flight to pause.
+		c.release(uint16(c.wdrop))
+	}
+	c.whave, c.wsize, c.wlen, c.wslot, c.wdirect, c.wdrop = 0, 0, 0, -1, false, -1
 }
 
 // serverEnd is the conn as the p9 server sees it: Close is a no-op, the

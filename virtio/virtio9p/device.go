@@ -35,6 +35,13 @@
 // writable part (as QEMU does), or a message the server cannot decode fail
 // the device (DEVICE_NEEDS_RESET) and count in ProtocolErrors. Faults are
 // logged at most once a second per kind.
+//
+// Snapshots: Pause stops taking chains once those taken are answered and
+// keeps the session (fids stay, a resumed mount works on). SaveState
+// refuses while the guest holds fids or is mid-mount (ErrSessionOpen: a
+// host file handle cannot go into a snapshot); the transport tracks the
+// fids the p9 server's replies create and drop to know. A restored
+// device serves a fresh session: the guest mounts after the restore.
 package virtio9p
 
 import (
@@ -82,6 +89,9 @@ type Config struct {
 	// Logger receives warnings and guest errors (rate limited); nil
 	// discards them.
 	Logger *slog.Logger
+	// PauseWait bounds how long Pause waits for requests in flight;
+	// 0 means DefaultPauseWait.
+	PauseWait time.Duration
 
 	now func() time.Time // the rate limiter's clock; nil is time.Now
 }
@@ -90,6 +100,10 @@ type Config struct {
 // attributes (hostfs.FS): the device then answers every xattr request
 // with EOPNOTSUPP itself, as the p9 server would answer EINVAL.
 type XattrLess interface{ NoXattrs() bool }
+
+// ReadOnlyer is implemented by a Config.FS that can refuse every
+// mutation (hostfs.FS): the flag is part of the device's saved state.
+type ReadOnlyer interface{ ReadOnly() bool }
 
 // DirectReader is implemented by a Config.FS whose files can read a
 // Tread's data straight into the request's writable buffers in guest
@@ -106,6 +120,9 @@ type DirectReader interface {
 
 // Device is a virtio-9p device. It implements virtio.Device.
 type Device struct {
+	tag         string
+	readOnly    bool
+	pauseWait   time.Duration
 	fs          p9.Attacher
 	log         *guestlog.Logger
 	config      []byte
@@ -124,7 +141,11 @@ type Device struct {
 	active atomic.Pointer[conn]
 }
 
-var _ virtio.Device = (*Device)(nil)
+var (
+	_ virtio.Device   = (*Device)(nil)
+	_ virtio.Pauser   = (*Device)(nil)
+	_ virtio.Stateful = (*Device)(nil)
+)
 
 // New checks cfg and returns the device, ready for a transport.
 func New(cfg Config) (*Device, error) {
@@ -155,7 +176,16 @@ func New(cfg Config) (*Device, error) {
 	if inflight < 1 || inflight > MaxInFlight {
 		return nil, fmt.Errorf("virtio-9p: %d requests in flight (want 1..%d)", inflight, MaxInFlight)
 	}
+	if cfg.PauseWait < 0 {
+		return nil, fmt.Errorf("virtio-9p: pause wait %v is negative", cfg.PauseWait)
+	}
+	wait := cfg.PauseWait
+	if wait == 0 {
+		wait = DefaultPauseWait
+	}
 	d := &Device{
+		tag:         cfg.Tag,
+		pauseWait:   wait,
 		fs:          cfg.FS,
 		log:         guestlog.New(cfg.Logger, cfg.now),
 		config:      encodeConfig(cfg.Tag),
@@ -166,6 +196,9 @@ func New(cfg Config) (*Device, error) {
 	}
 	if x, ok := cfg.FS.(XattrLess); ok {
 		d.noXattrs = x.NoXattrs()
+	}
+	if r, ok := cfg.FS.(ReadOnlyer); ok {
+		d.readOnly = r.ReadOnly()
 	}
 	if r, ok := cfg.FS.(DirectReader); ok {
 		d.direct = r

@@ -37,6 +37,7 @@ type harness struct {
 	fs     *hostfs.FS
 	mem    *guestmem.Memory
 	drv    *testdriver.Driver
+	q      *queue.Queue // the queue given to the device at activation
 	irq    *fakeIRQ
 	mu     sync.Mutex
 	fails  []error
@@ -45,19 +46,26 @@ type harness struct {
 
 func newHarness(t testing.TB, dir string, opts hostfs.Options, cfg Config) *harness {
 	t.Helper()
+	fs, err := hostfs.New(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.FS = fs
+	return newHarnessFS(t, fs, cfg)
+}
+
+// newHarnessFS is newHarness for a device serving cfg.FS (fs, or a tree
+// wrapping it).
+func newHarnessFS(t testing.TB, fs *hostfs.FS, cfg Config) *harness {
+	t.Helper()
 	mem, err := guestmem.Allocate(guestmem.Range{GPA: 0, Size: testMem})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { mem.Close() })
-	fs, err := hostfs.New(dir, opts)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if cfg.Tag == "" {
 		cfg.Tag = "share"
 	}
-	cfg.FS = fs
 	dev, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +89,7 @@ func (h *harness) activate() {
 	if err != nil {
 		h.t.Fatal(err)
 	}
+	h.q = q
 	err = h.dev.Activate(context.Background(), virtio.Activation{
 		Mem: h.mem, Features: feat, Queues: []*queue.Queue{q}, Interrupt: h.irq,
 		Fail: func(err error) {
@@ -300,15 +309,10 @@ func msg(typ byte, tag uint16, fields ...any) []byte {
 	return b
 }
 
-// Message types used by hand-built requests.
+// Message types used by hand-built requests (more are in spec.go).
 const (
-	tTattach = 104
-	tTwalk   = 110
-	tRlopen  = 13
-	tTclunk  = 120
-	tRflush  = 109
-	tRattach = 105
-	tRwalk   = 111
+	tRlopen = 13
+	tRflush = 109
 )
 
 // reply splits a reply into type, tag and body, checking its size field.

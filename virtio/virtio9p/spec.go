@@ -52,6 +52,21 @@ const (
 	tTflush       = 108
 	tTread        = 116
 	tRread        = 117
+	// Messages that add or remove fids (conn.fids).
+	tTattach      = 104
+	tRattach      = 105
+	tTwalk        = 110
+	tRwalk        = 111
+	tTclunk       = 120
+	tTremove      = 122
+	tTwalkgetattr = 126 // the p9 server's walk-and-getattr extension
+)
+
+// Offsets of fids in the T-messages that add or remove one.
+const (
+	attachFid  = hdrLen     // Tattach: fid[4] afid[4] uname aname n_uname
+	walkNewFid = hdrLen + 4 // Twalk, Txattrwalk, Twalkgetattr: fid[4] newfid[4] ...
+	clunkFid   = hdrLen     // Tclunk, Tremove: fid[4]
 )
 
 // noTag is NOTAG; unusedTag is a tag no in-flight request has (a Tflush
