@@ -177,9 +177,11 @@ func (v *VCPU) SaveState(msrIndices []uint32) (*VCPUState, error) {
 // a kvmclock guest tolerates (KVM rescales kvmclock). KVM before 6.7 takes
 // a TSC written within a second of the one it expects (the VM's first
 // vCPU's since creation, or another vCPU's just restored) for a vCPU
-// synchronization and keeps its own offset: vCPUs restored together stay
-// in step, but a guest snapshotted less than a second of TSC after it
-// started resumes with its TSC counting from the new VM's creation.
+// synchronization and keeps its own offset, which would restart a guest
+// snapshotted less than a second of TSC after it started from the new VM's
+// creation: its TSC would go back. So IA32_TSC is first written well
+// outside that window (writeTSCApart), which makes the saved value's
+// write an ordinary one too.
 func (v *VCPU) RestoreState(s *VCPUState) error {
 	if len(s.CPUID) > 0 {
 		if err := v.SetCPUID(s.CPUID); err != nil {
@@ -196,6 +198,9 @@ func (v *VCPU) RestoreState(s *VCPUState) error {
 		return err
 	}
 	early, deadline := orderMSRs(s.MSRs)
+	if err := v.writeTSCApart(early, s.TSCKHz); err != nil {
+		return err
+	}
 	if err := v.SetMSRs(early); err != nil {
 		return err
 	}
@@ -223,6 +228,28 @@ func (v *VCPU) RestoreState(s *VCPUState) error {
 		return fmt.Errorf("kvm: KVM_SET_MP_STATE vCPU %d state %d: %w", v.id, s.MPState, err)
 	}
 	return nil
+}
+
+// tscApart is how far, in seconds of TSC, writeTSCApart writes from the
+// saved TSC: beyond KVM's one-second synchronization window.
+const tscApart = 4
+
+// writeTSCApart writes IA32_TSC tscApart seconds past the saved value in
+// msrs (if any): a host write KVM cannot take for a synchronization with
+// the VM's creation, after which the saved value's write, tscApart seconds
+// from the last one, is not one either.
+func (v *VCPU) writeTSCApart(msrs []MSR, khz uint32) error {
+	if len(msrs) == 0 || msrs[0].Index != MSRIA32TSC || msrs[0].Data == 0 {
+		return nil
+	}
+	if khz == 0 {
+		cur, err := ioctl(v.fd, kvmGetTSCKHz, 0)
+		if err != nil {
+			return fmt.Errorf("kvm: KVM_GET_TSC_KHZ vCPU %d: %w", v.id, err)
+		}
+		khz = uint32(cur)
+	}
+	return v.SetMSRs([]MSR{{MSRIA32TSC, msrs[0].Data + tscApart*uint64(khz)*1000}})
 }
 
 // CompletePendingIO makes KVM finish the vCPU's last PIO or MMIO exit (a

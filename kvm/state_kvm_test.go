@@ -513,3 +513,35 @@ func TestSaveStateSkipsUnreadableMSRs(t *testing.T) {
 		t.Fatalf("saved MSRs %#x, want %#x", st.MSRs, want)
 	}
 }
+
+// TestRestoreEarlyTSC: a TSC saved less than a second of cycles after the
+// source VM started must come back as saved, not restart with the new VM
+// (KVM before 6.7 takes such a write for a vCPU synchronization).
+func TestRestoreEarlyTSC(t *testing.T) {
+	s := openOrSkip(t)
+	_, v := stateVM(t, s, nil)
+	khz, err := ioctl(v.fd, kvmGetTSCKHz, 0)
+	if err != nil || khz == 0 {
+		t.Skipf("no TSC frequency: %v", err)
+	}
+	if err := v.SetCPUID(guestCPUID(t, s)); err != nil {
+		t.Fatal(err)
+	}
+	saved := uint64(khz) * 1000 / 2 // half a second of TSC
+	st, err := v.SaveState([]uint32{MSRIA32TSC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.MSRs = []MSR{{MSRIA32TSC, saved}}
+	_, w := stateVM(t, s, nil)
+	if err := w.RestoreState(st); err != nil {
+		t.Fatal(err)
+	}
+	got, err := w.MSRs([]uint32{MSRIA32TSC})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tsc := got[0].Data; tsc < saved || tsc > saved+uint64(khz)*1000 {
+		t.Errorf("restored TSC %d, want %d or a little more (TSC at %d kHz)", tsc, saved, khz)
+	}
+}
