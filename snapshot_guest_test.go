@@ -7,8 +7,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -347,35 +345,6 @@ func TestRestoreDamagedSnapshot(t *testing.T) {
 	t.Logf("%d damaged snapshots refused", len(cases))
 }
 
-// udpTo builds an Ethernet frame carrying a UDP datagram from the host
-// side (hostMAC, host) to the guest's port.
-func udpTo(guestMAC, hostMAC net.HardwareAddr, host, guest netip.Addr, port uint16, payload []byte) []byte {
-	r := make([]byte, 14+20+8+len(payload))
-	copy(r[0:6], guestMAC)
-	copy(r[6:12], hostMAC)
-	binary.BigEndian.PutUint16(r[12:], 0x0800)
-	h := r[14:34]
-	h[0], h[8], h[9] = 0x45, 64, 17
-	binary.BigEndian.PutUint16(h[2:], uint16(20+8+len(payload)))
-	src, dst := host.As4(), guest.As4()
-	copy(h[12:16], src[:])
-	copy(h[16:20], dst[:])
-	var sum uint32
-	for i := 0; i < 20; i += 2 {
-		sum += uint32(binary.BigEndian.Uint16(h[i:]))
-	}
-	for sum > 0xffff {
-		sum = sum&0xffff + sum>>16
-	}
-	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
-	u := r[34:]
-	binary.BigEndian.PutUint16(u[0:], 40000)
-	binary.BigEndian.PutUint16(u[2:], port)
-	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
-	copy(u[8:], payload)
-	return r
-}
-
 // TestSnapshotRestoreNIC: a guest that leased its address from the
 // built-in DHCP server is snapshotted; the restored copy gets a new host
 // side, keeps its MAC, the server's lease table and the host's MAC, and
@@ -433,7 +402,7 @@ func TestSnapshotRestoreNIC(t *testing.T) {
 	for seq := uint32(1); seq <= 2; seq++ {
 		var p [4]byte
 		binary.BigEndian.PutUint32(p[:], seq)
-		if _, err := peer2.Write(udpTo(after.MAC, hostMAC, after.Host.Addr(), after.Guest, 9, p[:])); err != nil {
+		if _, err := peer2.Write(udpFrame(after.MAC, hostMAC, after.Host.Addr().As4(), after.Guest.As4(), 40000, 9, p[:])); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -197,32 +197,40 @@ func playHost(peer *os.File, mac net.HardwareAddr, ip netip.Addr, port uint16, g
 			case got <- msg:
 			default:
 			}
-			payload := []byte("pong from host")
-			r := make([]byte, 14+20+8+len(payload))
-			copy(r[0:6], f[6:12])
-			copy(r[6:12], mac)
-			binary.BigEndian.PutUint16(r[12:], 0x0800)
-			h := r[14:34]
-			h[0], h[8], h[9] = 0x45, 64, 17
-			binary.BigEndian.PutUint16(h[2:], uint16(20+8+len(payload)))
-			copy(h[12:16], me[:])
-			copy(h[16:20], ip4[12:16])
-			var sum uint32
-			for i := 0; i < 20; i += 2 {
-				sum += uint32(binary.BigEndian.Uint16(h[i:]))
-			}
-			for sum > 0xffff {
-				sum = sum&0xffff + sum>>16
-			}
-			binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
-			u := r[34:]
-			binary.BigEndian.PutUint16(u[0:], port)
-			copy(u[2:4], udp[0:2])
-			binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
-			copy(u[8:], payload) // checksum 0: none
+			var to [4]byte
+			copy(to[:], ip4[12:16])
+			r := udpFrame(f[6:12], mac, me, to, port, binary.BigEndian.Uint16(udp[0:2]), []byte("pong from host"))
 			peer.Write(r)
 		}
 	}
+}
+
+// udpFrame builds an Ethernet frame carrying a UDP datagram (no UDP
+// checksum).
+func udpFrame(dstMAC, srcMAC net.HardwareAddr, src, dst [4]byte, sport, dport uint16, payload []byte) []byte {
+	r := make([]byte, 14+20+8+len(payload))
+	copy(r[0:6], dstMAC)
+	copy(r[6:12], srcMAC)
+	binary.BigEndian.PutUint16(r[12:], 0x0800)
+	h := r[14:34]
+	h[0], h[8], h[9] = 0x45, 64, 17
+	binary.BigEndian.PutUint16(h[2:], uint16(20+8+len(payload)))
+	copy(h[12:16], src[:])
+	copy(h[16:20], dst[:])
+	var sum uint32
+	for i := 0; i < 20; i += 2 {
+		sum += uint32(binary.BigEndian.Uint16(h[i:]))
+	}
+	for sum > 0xffff {
+		sum = sum&0xffff + sum>>16
+	}
+	binary.BigEndian.PutUint16(h[10:], ^uint16(sum))
+	u := r[34:]
+	binary.BigEndian.PutUint16(u[0:], sport)
+	binary.BigEndian.PutUint16(u[2:], dport)
+	binary.BigEndian.PutUint16(u[4:], uint16(8+len(payload)))
+	copy(u[8:], payload)
+	return r
 }
 
 func TestParseNet(t *testing.T) {

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral/control"
-	"github.com/corral-vmm/corral/inventory"
 )
 
 // pauseCommand implements `corral pause ID|NAME` and `corral resume
@@ -69,22 +68,8 @@ func snapshotCommand(ctx context.Context, args []string, stdout, stderr io.Write
 // something that leaves it running or paused.
 func controlVM(ctx context.Context, q, cmd string, stdout, stderr io.Writer,
 	do func(context.Context, *control.Client) (control.State, error)) int {
-	vms, err := inventory.List(inventory.SearchDirs()...)
-	if err != nil {
-		fmt.Fprintf(stderr, "corral %s: %v\n", cmd, err)
-		return exitNotStopped
-	}
-	v, err := inventory.Resolve(vms, q)
-	if err != nil {
-		fmt.Fprintf(stderr, "corral %s: %v\n", cmd, err)
-		return exitNotStopped
-	}
-	label := v.ID
-	if n := v.Name(); n != "" {
-		label += " (" + n + ")"
-	}
-	if v.State != inventory.Running {
-		fmt.Fprintf(stderr, "corral %s: VM %s is %s, not running\n", cmd, label, v.State)
+	v, label, ok := findRunningVM(q, cmd, stderr)
+	if !ok {
 		return exitNotStopped
 	}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Minute)

@@ -61,30 +61,40 @@ func parseOneVMArg(fs *flag.FlagSet, args []string, cmd string) (q string, statu
 	return pos[0], 0, false
 }
 
-// endVM finds the VM q names and has its control socket end it with do.
-func endVM(ctx context.Context, q, cmd string, stdout, stderr io.Writer,
-	do func(context.Context, *control.Client) (control.Ended, error), timeout time.Duration) int {
+// findRunningVM resolves q to a running VM and a label for messages
+// ("ID (NAME)"); ok is false, with the reason on stderr, when there is
+// none.
+func findRunningVM(q, cmd string, stderr io.Writer) (v *inventory.VM, label string, ok bool) {
 	vms, err := inventory.List(inventory.SearchDirs()...)
 	if err != nil {
 		fmt.Fprintf(stderr, "corral %s: %v\n", cmd, err)
-		return exitNotStopped
+		return nil, "", false
 	}
-	v, err := inventory.Resolve(vms, q)
-	if err != nil {
+	if v, err = inventory.Resolve(vms, q); err != nil {
 		fmt.Fprintf(stderr, "corral %s: %v\n", cmd, err)
-		return exitNotStopped
+		return nil, "", false
 	}
-	label := v.ID
+	label = v.ID
 	if n := v.Name(); n != "" {
 		label += " (" + n + ")"
 	}
 	if v.State == inventory.Corrupt {
 		// Its record cannot be read, so neither can whether it runs: say why.
 		fmt.Fprintf(stderr, "corral %s: %v (corral gc removes it once its VMM has let go)\n", cmd, v.Err)
-		return exitNotStopped
+		return nil, "", false
 	}
 	if v.State != inventory.Running {
 		fmt.Fprintf(stderr, "corral %s: VM %s is %s, not running: nothing to %s\n", cmd, label, v.State, cmd)
+		return nil, "", false
+	}
+	return v, label, true
+}
+
+// endVM finds the VM q names and has its control socket end it with do.
+func endVM(ctx context.Context, q, cmd string, stdout, stderr io.Writer,
+	do func(context.Context, *control.Client) (control.Ended, error), timeout time.Duration) int {
+	v, label, ok := findRunningVM(q, cmd, stderr)
+	if !ok {
 		return exitNotStopped
 	}
 	// The stop answers once the VM has ended: allow the timeout, then
