@@ -66,27 +66,16 @@ func (s *Server) pauser(w http.ResponseWriter) (Pauser, bool) {
 }
 
 func (s *Server) handlePause(w http.ResponseWriter, r *http.Request) {
-	if !s.authorize(w, r) || !method(w, r, http.MethodPost) {
-		return
-	}
-	p, ok := s.pauser(w)
-	if !ok {
-		return
-	}
-	if err := DecodeEmpty(r.Body); err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	peer := peerFrom(r)
-	s.cfg.Logger.Info("control: pause", "peer_uid", peer.UID, "peer_pid", peer.PID)
-	if err := p.Pause(r.Context(), peer); err != nil {
-		writeError(w, http.StatusConflict, err.Error())
-		return
-	}
-	writeJSON(w, http.StatusOK, State{State: "paused"})
+	s.pauseOp(w, r, "pause", "paused", func(p Pauser, peer Peer) error { return p.Pause(r.Context(), peer) })
 }
 
 func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
+	s.pauseOp(w, r, "resume", "running", func(p Pauser, peer Peer) error { return p.Resume(peer) })
+}
+
+// pauseOp serves a bodiless POST that pauses or resumes the machine and
+// answers its new state.
+func (s *Server) pauseOp(w http.ResponseWriter, r *http.Request, name, state string, op func(Pauser, Peer) error) {
 	if !s.authorize(w, r) || !method(w, r, http.MethodPost) {
 		return
 	}
@@ -99,12 +88,12 @@ func (s *Server) handleResume(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	peer := peerFrom(r)
-	s.cfg.Logger.Info("control: resume", "peer_uid", peer.UID, "peer_pid", peer.PID)
-	if err := p.Resume(peer); err != nil {
+	s.cfg.Logger.Info("control: "+name, "peer_uid", peer.UID, "peer_pid", peer.PID)
+	if err := op(p, peer); err != nil {
 		writeError(w, http.StatusConflict, err.Error())
 		return
 	}
-	writeJSON(w, http.StatusOK, State{State: "running"})
+	writeJSON(w, http.StatusOK, State{State: state})
 }
 
 func (s *Server) handleSnapshot(w http.ResponseWriter, r *http.Request) {
