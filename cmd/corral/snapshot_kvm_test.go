@@ -80,6 +80,26 @@ func TestSnapshotRestoreCLI(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	// corral pause stops the count; corral resume lets it go on.
+	if code, out, errs := runCLI(t, "pause", "snapsrc"); code != exitOK || !strings.Contains(out, "paused") {
+		t.Fatalf("corral pause: status %d: %s %s", code, out, errs)
+	}
+	time.Sleep(300 * time.Millisecond) // output the guest wrote before the pause reaches us
+	held := lastCount(srcOut.String())
+	time.Sleep(time.Second)
+	if now := lastCount(srcOut.String()); now != held {
+		t.Errorf("the paused guest counted on: %d after %d", now, held)
+	}
+	if code, out, errs := runCLI(t, "resume", "snapsrc"); code != exitOK || !strings.Contains(out, "running") {
+		t.Fatalf("corral resume: status %d: %s %s", code, out, errs)
+	}
+	deadline = time.Now().Add(bootWait)
+	for lastCount(srcOut.String()) <= held {
+		if time.Now().After(deadline) {
+			t.Fatalf("no count after corral resume:\n%s", srcOut)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	dir := filepath.Join(snapDir, "s1")
 	code, out, errs := runCLI(t, "snapshot", "--resume", "snapsrc", dir)
 	if code != exitOK || !strings.Contains(out, "running: snapshot in "+dir) {
