@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -17,7 +18,10 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral/hostnet"
+	"github.com/vishvananda/netlink"
+
 	"github.com/corral-vmm/corral/internal/console"
+	"github.com/corral-vmm/corral/internal/netnstest"
 	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/snapshot"
 	"github.com/corral-vmm/corral/tests/guests"
@@ -410,4 +414,69 @@ func TestSnapshotRestoreNIC(t *testing.T) {
 	if e.Reason != ExitDebug || e.Code != guests.ExitOK || !strings.Contains(rout.String(), "net: rxcount 2 frames") {
 		t.Errorf("restored guest ended with %v; console:\n%s", e, rout)
 	}
+}
+
+// TestSnapshotRestoreNICTap: restored without RestoreConfig.Nets, a NIC
+// on a TAP gets a fresh TAP with the saved host address and host MAC (the
+// guest's router in its ARP cache), and the guest receives datagrams the
+// host sends through it.
+func TestSnapshotRestoreNICTap(t *testing.T) {
+	testenv.MustHaveKVM(t)
+	k := guests.BuildT(t, "net")
+	netnstest.Run(t, func() {
+		t.Setenv(hostnet.StateDirEnv, t.TempDir())
+		m, out := bootGuest(t, Config{Kernel: k, Cmdline: "rxcount=2 rxport=9 timeout=120000", Nets: []Net{{}}, NoInventory: true})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		if err := out.WaitFor(ctx, "net: rxcount ready on"); err != nil {
+			t.Fatalf("%v; console:\n%s", err, out)
+		}
+		before := m.Networks()[0]
+		_, hostMAC := hostnet.MACs(m.ID(), 0)
+		if err := m.Pause(ctx); err != nil {
+			t.Fatal(err)
+		}
+		dir := filepath.Join(t.TempDir(), "snap")
+		if err := m.Snapshot(ctx, dir); err != nil {
+			t.Fatal(err)
+		}
+		m.Close() // its TAP goes with it
+
+		rout := console.NewBuffer(0)
+		r, err := Restore(ctx, dir, RestoreConfig{Console: rout, NoInventory: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		after := r.Networks()[0]
+		if after.Tap == "" || after.MAC.String() != before.MAC.String() || after.Guest != before.Guest || after.Host != before.Host {
+			t.Fatalf("restored NIC %+v, want a TAP with MAC %s, guest %s, host %s", after, before.MAC, before.Guest, before.Host)
+		}
+		link, err := netlink.LinkByName(after.Tap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := link.Attrs().HardwareAddr.String(); got != hostMAC.String() {
+			t.Errorf("restored TAP %s has MAC %s, want the source's host MAC %s", after.Tap, got, hostMAC)
+		}
+		if err := r.Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+		c, err := net.DialUDP("udp4", nil, &net.UDPAddr{IP: after.Guest.AsSlice(), Port: 9})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		for seq := uint32(1); seq <= 2; seq++ {
+			var p [4]byte
+			binary.BigEndian.PutUint32(p[:], seq)
+			if _, err := c.Write(p[:]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		e := waitExit(t, r, rout)
+		if e.Reason != ExitDebug || e.Code != guests.ExitOK || !strings.Contains(rout.String(), "net: rxcount 2 frames") {
+			t.Errorf("restored guest ended with %v; console:\n%s", e, rout)
+		}
+	})
 }
