@@ -259,59 +259,51 @@ func TestOrderMSRs(t *testing.T) {
 	}
 }
 
-// FuzzVCPUStateUnmarshal: UnmarshalBinary never panics, and what it accepts
-// survives MarshalBinary and UnmarshalBinary unchanged.
+// stateCodec is a state type whose pointer has the binary codec.
+type stateCodec[T any] interface {
+	*T
+	MarshalBinary() ([]byte, error)
+	UnmarshalBinary([]byte) error
+}
+
+// fuzzRoundTrip checks one fuzz input: UnmarshalBinary never panics, its
+// errors wrap ErrBadState, and what it accepts survives MarshalBinary and
+// UnmarshalBinary unchanged.
+func fuzzRoundTrip[T any, P stateCodec[T]](t *testing.T, b []byte) {
+	var s T
+	if err := P(&s).UnmarshalBinary(b); err != nil {
+		if !errors.Is(err, ErrBadState) {
+			t.Fatalf("error %v does not wrap ErrBadState", err)
+		}
+		return
+	}
+	enc, err := P(&s).MarshalBinary()
+	if err != nil {
+		t.Fatalf("MarshalBinary of an accepted state: %v", err)
+	}
+	var s2 T
+	if err := P(&s2).UnmarshalBinary(enc); err != nil {
+		t.Fatalf("UnmarshalBinary of a re-encoded state: %v", err)
+	}
+	if !reflect.DeepEqual(s, s2) {
+		t.Fatal("state changed through MarshalBinary and UnmarshalBinary")
+	}
+}
+
+// FuzzVCPUStateUnmarshal: fuzzRoundTrip for the vCPU state.
 func FuzzVCPUStateUnmarshal(f *testing.F) {
 	if b, err := sampleVCPUState().MarshalBinary(); err == nil {
 		f.Add(b)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var s VCPUState
-		if err := s.UnmarshalBinary(b); err != nil {
-			if !errors.Is(err, ErrBadState) {
-				t.Fatalf("error %v does not wrap ErrBadState", err)
-			}
-			return
-		}
-		enc, err := s.MarshalBinary()
-		if err != nil {
-			t.Fatalf("MarshalBinary of an accepted state: %v", err)
-		}
-		var s2 VCPUState
-		if err := s2.UnmarshalBinary(enc); err != nil {
-			t.Fatalf("UnmarshalBinary of a re-encoded state: %v", err)
-		}
-		if !reflect.DeepEqual(s, s2) {
-			t.Fatal("state changed through MarshalBinary and UnmarshalBinary")
-		}
-	})
+	f.Fuzz(fuzzRoundTrip[VCPUState])
 }
 
-// FuzzVMStateUnmarshal: as FuzzVCPUStateUnmarshal, for the VM state.
+// FuzzVMStateUnmarshal: fuzzRoundTrip for the VM state.
 func FuzzVMStateUnmarshal(f *testing.F) {
 	if b, err := sampleVMState().MarshalBinary(); err == nil {
 		f.Add(b)
 	}
-	f.Fuzz(func(t *testing.T, b []byte) {
-		var s VMState
-		if err := s.UnmarshalBinary(b); err != nil {
-			if !errors.Is(err, ErrBadState) {
-				t.Fatalf("error %v does not wrap ErrBadState", err)
-			}
-			return
-		}
-		enc, err := s.MarshalBinary()
-		if err != nil {
-			t.Fatalf("MarshalBinary of an accepted state: %v", err)
-		}
-		var s2 VMState
-		if err := s2.UnmarshalBinary(enc); err != nil {
-			t.Fatalf("UnmarshalBinary of a re-encoded state: %v", err)
-		}
-		if s != s2 {
-			t.Fatal("state changed through MarshalBinary and UnmarshalBinary")
-		}
-	})
+	f.Fuzz(fuzzRoundTrip[VMState])
 }
 
 func TestClockAdvance(t *testing.T) {
