@@ -328,24 +328,8 @@ func TestSnapshotBlk(t *testing.T) {
 
 	// post makes a request available on mem and returns its status address.
 	post := func(mem *guestmem.Memory, typ uint32, sector uint64, data []byte, in uint64) (st, inAt uint64) {
-		hdr := d.Alloc(16, 16)
-		var hb [16]byte
-		binary.LittleEndian.PutUint32(hb[0:], typ)
-		binary.LittleEndian.PutUint64(hb[8:], sector)
-		mem.WriteAt(hb[:], hdr)
-		segs := []testdriver.Seg{{Addr: hdr, Len: 16}}
-		if len(data) > 0 {
-			a := d.Alloc(uint64(len(data)), 512)
-			mem.WriteAt(data, a)
-			segs = append(segs, testdriver.Seg{Addr: a, Len: uint32(len(data))})
-		}
-		if in > 0 {
-			inAt = d.Alloc(in, 512)
-			segs = append(segs, testdriver.Seg{Addr: inAt, Len: uint32(in), Write: true})
-		}
-		st = d.Alloc(1, 1)
+		segs, inAt, st := blkRequest(d, mem, typ, sector, data, in)
 		mem.WriteAt([]byte{0xee}, st)
-		segs = append(segs, testdriver.Seg{Addr: st, Len: 1, Write: true})
 		d.Add(segs...)
 		d.EnableInterrupts()
 		return st, inAt

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/blk"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
@@ -435,24 +436,7 @@ func TestBlkEndToEnd(t *testing.T) {
 	}
 	do := func(typ uint32, sector uint64, data []byte, in int) (byte, []byte) {
 		t.Helper()
-		hdr := d.Alloc(16, 16)
-		var hb [16]byte
-		binary.LittleEndian.PutUint32(hb[0:], typ)
-		binary.LittleEndian.PutUint64(hb[8:], sector)
-		mem.WriteAt(hb[:], hdr)
-		segs := []testdriver.Seg{{Addr: hdr, Len: 16}}
-		if len(data) > 0 {
-			a := d.Alloc(uint64(len(data)), 512)
-			mem.WriteAt(data, a)
-			segs = append(segs, testdriver.Seg{Addr: a, Len: uint32(len(data))})
-		}
-		var inAt uint64
-		if in > 0 {
-			inAt = d.Alloc(uint64(in), 512)
-			segs = append(segs, testdriver.Seg{Addr: inAt, Len: uint32(in), Write: true})
-		}
-		st := d.Alloc(1, 1)
-		segs = append(segs, testdriver.Seg{Addr: st, Len: 1, Write: true})
+		segs, inAt, st := blkRequest(d, mem, typ, sector, data, uint64(in))
 		before := ints.vecs[0].count()
 		old := d.AvailIdx()
 		d.AddIndirect(segs...)
@@ -517,4 +501,28 @@ func TestBlkEndToEnd(t *testing.T) {
 	if g.status()&virtio.StatusDeviceNeedsReset == 0 {
 		t.Fatal("DEVICE_NEEDS_RESET not set")
 	}
+}
+
+// blkRequest lays out a virtio-blk request in guest memory: the header,
+// the data to write (if any), in bytes to read (if any) and the status
+// byte. It returns the chain's segments and where the read data and the
+// status go.
+func blkRequest(d *testdriver.Driver, mem *guestmem.Memory, typ uint32, sector uint64, data []byte, in uint64) (segs []testdriver.Seg, inAt, st uint64) {
+	hdr := d.Alloc(16, 16)
+	var hb [16]byte
+	binary.LittleEndian.PutUint32(hb[0:], typ)
+	binary.LittleEndian.PutUint64(hb[8:], sector)
+	mem.WriteAt(hb[:], hdr)
+	segs = []testdriver.Seg{{Addr: hdr, Len: 16}}
+	if len(data) > 0 {
+		a := d.Alloc(uint64(len(data)), 512)
+		mem.WriteAt(data, a)
+		segs = append(segs, testdriver.Seg{Addr: a, Len: uint32(len(data))})
+	}
+	if in > 0 {
+		inAt = d.Alloc(in, 512)
+		segs = append(segs, testdriver.Seg{Addr: inAt, Len: uint32(in), Write: true})
+	}
+	st = d.Alloc(1, 1)
+	return append(segs, testdriver.Seg{Addr: st, Len: 1, Write: true}), inAt, st
 }
