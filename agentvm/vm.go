@@ -18,6 +18,7 @@ import (
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/agent/proto"
+	"github.com/corral-vmm/corral/virtio/vsock"
 )
 
 // Bounds of the agent conversations agentvm has itself.
@@ -129,9 +130,36 @@ func newVM(m *corral.Machine, ring *consoleRing, log *slog.Logger) *VM {
 		m:    m,
 		ring: ring,
 		log:  log,
-		dial: func(ctx context.Context) (net.Conn, error) { return m.DialVsock(ctx, agent.DefaultPort) },
+		dial: retryRefused(func(ctx context.Context) (net.Conn, error) { return m.DialVsock(ctx, agent.DefaultPort) }, refusedWindow),
 		done: m.Done(),
 		stop: m.Close,
+	}
+}
+
+// refusedWindow is how long a dial the guest refuses is retried: the
+// agent's listener can refuse for a moment while it is busy (a full accept
+// queue, a vsock transport reset after a restore being handled), and a
+// dial that was refused delivered nothing, so trying again is safe.
+const refusedWindow = 3 * time.Second
+
+// retryRefused wraps dial so that a connection the guest refuses
+// (vsock.ErrRefused) is dialled again, with backoff, for up to window.
+func retryRefused(dial func(context.Context) (net.Conn, error), window time.Duration) func(context.Context) (net.Conn, error) {
+	return func(ctx context.Context) (net.Conn, error) {
+		deadline := time.Now().Add(window)
+		backoff := minBackoff
+		for {
+			c, err := dial(ctx)
+			if err == nil || !errors.Is(err, vsock.ErrRefused) || time.Now().After(deadline) {
+				return c, err
+			}
+			select {
+			case <-time.After(backoff):
+			case <-ctx.Done():
+				return nil, err
+			}
+			backoff = min(2*backoff, maxBackoff)
+		}
 	}
 }
 
