@@ -2,7 +2,9 @@ package corral
 
 import (
 	"context"
+	"regexp"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -58,13 +60,22 @@ func TestCountGuestRunsOn(t *testing.T) {
 	if err := m.mem.WriteAt(b, gpa); err != nil {
 		t.Fatal(err)
 	}
-	if err := out.WaitFor(ctx, "mem BAD"); err != nil {
-		t.Fatal(err)
+	// A whole BAD line, checksum and newline included.
+	badLine := regexp.MustCompile(`mem BAD 0x[0-9a-f]+\n`)
+	for !badLine.MatchString(out.String()) {
+		if ctx.Err() != nil {
+			t.Fatalf("no whole 'mem BAD' line; console:\n%s", out)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	last := r.Counts[len(r.Counts)-1]
 	m.Stop()
 	waitExit(t, m, out)
-	r, err = guests.ParseCount(out.String())
+	// Stop can cut the guest's last line short ("count N mem BAD " without
+	// its checksum): only whole lines count.
+	text := out.String()
+	text = text[:strings.LastIndex(text, "\n")+1]
+	r, err = guests.ParseCount(text)
 	if err != nil {
 		t.Fatal(err)
 	}
