@@ -44,9 +44,10 @@ type initramfsSpec struct {
 	Agent       string // host path of a static guest agent, shipped as /linux/corral-agent; "" for none
 	L2Cmdline   string // CORRAL_TCGKVM_CMDLINE in the VM: workarounds Linux L2 guests add to their command line
 
-	LinuxBzImage string   // host path of the same kernel's bzImage, shipped as /linux/bzImage ($CORRAL_BZIMAGE); "" for none
-	HostFiles    []vmFile // -host-files: host tools (and their libraries) at their host paths
-	QEMU         string   // -l2-qemu: QEMU's path in the VM (among HostFiles), exported as $QEMU; "" for none
+	LinuxBzImage string      // host path of the same kernel's bzImage, shipped as /linux/bzImage ($CORRAL_BZIMAGE); "" for none
+	HostFiles    []vmFile    // -host-files: host tools (and their libraries) at their host paths
+	QEMU         string      // -l2-qemu: QEMU's path in the VM (among HostFiles), exported as $QEMU; "" for none
+	Env          [][2]string // -env: NAME, VALUE pairs exported before the tests run
 }
 
 // VM-side paths.
@@ -79,6 +80,9 @@ export ` + envTCGKVM + `=1 ` + envTCGKVMCmdline + `=` + shellQuote(s.L2Cmdline) 
 	}
 	if s.LinuxBzImage != "" {
 		b.WriteString("export " + envBzImage + "=" + vmBzImage + "\n")
+	}
+	for _, kv := range s.Env {
+		b.WriteString("export " + kv[0] + "=" + shellQuote(kv[1]) + "\n")
 	}
 	b.WriteString(`mount -t proc proc /proc
 mount -t sysfs sys /sys

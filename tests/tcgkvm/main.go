@@ -41,7 +41,7 @@ func main() {
 type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
 	linuxKernel, agent, l2Cmdline                                               string
-	hostFiles                                                                   string
+	hostFiles, env                                                              string
 	smp, nice, heartbeat, stallRetries                                          int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
@@ -73,6 +73,7 @@ func run() (int, error) {
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
 	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
 	flag.StringVar(&o.hostFiles, "host-files", "", "comma-separated host commands (PATH, /usr/sbin, /sbin) or files to ship at their host paths, with the libraries a dynamic executable needs (e.g. mkfs.ext4,debugfs,/etc/mke2fs.conf for tests/e2e)")
+	flag.StringVar(&o.env, "env", "", "comma-separated NAME=VALUE pairs to export in the VM before the tests run (e.g. CORRAL_SHIM=path for the shim's tests)")
 	flag.BoolVar(&o.l2QEMU, "l2-qemu", false, "ship the -qemu binary (with its libraries and firmware) into the VM as $QEMU, for benchmarks beside Corral (bench/agentvsqemu)")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work directory (initramfs, test binaries)")
 	flag.Usage = func() {
@@ -144,6 +145,9 @@ func run() (int, error) {
 	spec := initramfsSpec{Busybox: o.busybox, Kernel: k, Tests: tests, TestArgs: testArgs, Heartbeat: o.heartbeat, Require: requireKernel(o.require, linuxKernel),
 		LinuxKernel: linuxKernel, Agent: agent, L2Cmdline: o.l2Cmdline}
 	spec.LinuxBzImage, spec.HostFiles = bzImageBeside(linuxKernel), hostFiles
+	if spec.Env, err = parseEnv(o.env); err != nil {
+		return 2, err
+	}
 	if o.l2QEMU {
 		qf, bin, missing, err := qemuFiles(o.qemu)
 		if err != nil {
@@ -238,8 +242,14 @@ func splitArgs(args []string) (targets, testArgs []string) {
 
 // buildTests compiles each package pattern's tests statically into dir; an
 // existing *.test file is used as is (it must be static: the VM has no libc).
+// A path pattern inside a nested module (./shim/e2e) is built from that
+// module's directory.
 func buildTests(ctx context.Context, targets []string, dir string) ([]testBinary, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("tcgkvm: %w", err)
+	}
+	cwd, err := os.Getwd()
+	if err != nil {
 		return nil, fmt.Errorf("tcgkvm: %w", err)
 	}
 	var out []testBinary
@@ -248,8 +258,14 @@ func buildTests(ctx context.Context, targets []string, dir string) ([]testBinary
 			out = append(out, testBinary{Name: filepath.Base(t), Path: t})
 			continue
 		}
-		list, err := exec.CommandContext(ctx, "go", "list", "-f",
-			"{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}", t).Output()
+		modDir, pattern, err := moduleOf(cwd, t)
+		if err != nil {
+			return nil, err
+		}
+		lister := exec.CommandContext(ctx, "go", "list", "-f",
+			"{{.ImportPath}}\t{{.Dir}}\t{{len .TestGoFiles}}\t{{len .XTestGoFiles}}", pattern)
+		lister.Dir = modDir
+		list, err := lister.Output()
 		if err != nil {
 			return nil, fmt.Errorf("tcgkvm: go list %s: %w%s", t, err, exitStderr(err))
 		}
@@ -261,6 +277,7 @@ func buildTests(ctx context.Context, targets []string, dir string) ([]testBinary
 			bin := filepath.Join(dir, fmt.Sprintf("%d-%s.test", len(out), filepath.Base(f[0])))
 			cmd := exec.CommandContext(ctx, "go", "test", "-c", "-o", bin, f[0])
 			cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+			cmd.Dir = modDir
 			if b, err := cmd.CombinedOutput(); err != nil {
 				return nil, fmt.Errorf("tcgkvm: go test -c %s: %w\n%s", f[0], err, b)
 			}
