@@ -336,14 +336,16 @@ func (vm *VM) ConsoleTail(n int) []string { return vm.ring.tail(n) }
 // Later calls return the first call's result.
 func (vm *VM) Close() error {
 	vm.closeOnce.Do(func() {
+		steps := NewSteps(vm.log, "agentvm: close")
 		select {
 		case <-vm.done:
 		default:
-			if err := vm.powerOff(); err != nil {
+			if err := vm.powerOff(steps); err != nil {
 				vm.log.Warn("agentvm: power-off through the agent failed; stopping the machine", "err", err)
 			}
 		}
 		vm.closeErr = vm.stop()
+		steps.Step("released")
 	})
 	return vm.closeErr
 }
@@ -356,7 +358,7 @@ func (vm *VM) Kill() error {
 	return vm.closeErr
 }
 
-func (vm *VM) powerOff() error {
+func (vm *VM) powerOff(steps *Steps) error {
 	ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
 	defer cancel()
 	conn, err := vm.dial(ctx)
@@ -366,10 +368,12 @@ func (vm *VM) powerOff() error {
 	if err := client.PowerOff(ctx, conn); err != nil {
 		return fmt.Errorf("agentvm: %w", err)
 	}
+	steps.Step("power-off accepted")
 	t := time.NewTimer(powerOffTimeout)
 	defer t.Stop()
 	select {
 	case <-vm.done:
+		steps.Step("machine ended")
 		return nil
 	case <-t.C:
 		return fmt.Errorf("agentvm: the machine still ran %v after the agent accepted the power-off", powerOffTimeout)

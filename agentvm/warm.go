@@ -76,6 +76,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	steps := NewSteps(log, "warm")
 	if why := cfg.coldReason(); why != "" {
 		log.Info("warm: booting cold: " + why)
 		return Start(ctx, cfg)
@@ -125,7 +126,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	}
 	c := &warmCache{dir: dir, log: log}
 	vm, err := warmGet(ctx, c, key,
-		func(snap string) (*VM, error) { return cfg.restoreWarm(ctx, plan, snap, log) },
+		func(snap string) (*VM, error) { return cfg.restoreWarm(ctx, plan, snap, log, steps) },
 		func(tmp string, commit func() error) (*VM, error) {
 			return cfg.buildWarm(ctx, plan, tmp, commit, markCold, log)
 		})
@@ -139,6 +140,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 		vm.Kill()
 		return nil, fmt.Errorf("agentvm: warm machine: %w", err)
 	}
+	steps.Step("Setup done")
 	return vm, nil
 }
 
@@ -410,8 +412,9 @@ func (e *damagedError) Unwrap() error { return e.err }
 
 // restoreWarm restores the snapshot in snap with this exec's shares,
 // waits for the agent, then confines the process (paused).
-func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, log *slog.Logger) (*VM, error) {
+func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, log *slog.Logger, steps *Steps) (*VM, error) {
 	t0 := time.Now()
+	steps.Step("cache key and lock")
 	mc := &p.mc
 	ring := newConsoleRing(mc.Console, ConsoleLines)
 	m, err := corral.Restore(ctx, snap, corral.RestoreConfig{
@@ -425,6 +428,7 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 		}
 		return nil, &damagedError{fmt.Errorf("agentvm: %w", err)}
 	}
+	steps.Step("restored")
 	if err := m.Start(context.Background()); err != nil {
 		m.Close()
 		return nil, &damagedError{fmt.Errorf("agentvm: starting the restored machine: %w", err)}
@@ -437,6 +441,7 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 		}
 		return nil, &damagedError{err}
 	}
+	steps.Step("agent answered Hello")
 	if cfg.Confine != nil {
 		if err := m.Pause(ctx); err != nil {
 			vm.Kill()
@@ -450,6 +455,7 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 			vm.Kill()
 			return nil, fmt.Errorf("agentvm: resuming after confining: %w", err)
 		}
+		steps.Step("confined")
 	}
 	log.Info(fmt.Sprintf("warm: restored %s in %v", snap, time.Since(t0).Round(time.Millisecond)), "dir", snap)
 	return vm, nil

@@ -468,6 +468,8 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return exitVMMFailure
 	}
 	mc.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	steps := agentvm.NewSteps(mc.Logger, "exec")
+	defer steps.Step("done")
 	// Once confined, corral may remove files only in the directories its
 	// machine writes: the temporary console log goes in the state
 	// directory (Landlock's rules are set from mc, which names it).
@@ -555,12 +557,13 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 		return exitVMMFailure
 	}
+	steps.Step("VM ready")
 	// Stop the VM whenever ctx ends (timeout, signal): a command's Wait
 	// then returns.
 	stopVM := context.AfterFunc(ctx, func() { vm.Kill() })
 	defer stopVM()
 
-	status, failed := runExecCommand(ctx, vm, o, root, stdin, stdout, stderr, d, &running, say)
+	status, failed := runExecCommand(ctx, vm, o, root, stdin, stdout, stderr, d, &running, say, steps)
 	if failed {
 		keepConsole = true
 	}
@@ -569,13 +572,14 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	} else if err := vm.Close(); err != nil {
 		say("warning: releasing the VM: %v", err)
 	}
+	steps.Step("VM closed")
 	return status
 }
 
 // runExecCommand runs the command in the VM and returns corral exec's
 // status; failed is set when the failure is corral's, not the command's.
 func runExecCommand(ctx context.Context, vm guestVM, o *execOptions, root agentvm.Root, stdin io.Reader, stdout, stderr io.Writer,
-	d execDeps, running *atomic.Pointer[client.Cmd], say func(string, ...any)) (status int, failed bool) {
+	d execDeps, running *atomic.Pointer[client.Cmd], say func(string, ...any), steps *agentvm.Steps) (status int, failed bool) {
 	cmd := vm.Command(o.argv[0], o.argv[1:]...)
 	cmd.Env = execEnv(o.env, o.tty, d.lookupEnv)
 	cmd.Dir = execWorkdir(o.workdir, root == agentvm.RootHost(), d.getwd)
@@ -594,9 +598,11 @@ func runExecCommand(ctx context.Context, vm guestVM, o *execOptions, root agentv
 		}
 		return execStartStatus(err, say)
 	}
+	steps.Step("command started")
 	running.Store(cmd)
 	err := cmd.Wait()
 	running.Store(nil)
+	steps.Step("command ended")
 	var ee *client.ExitError
 	if err == nil || errors.As(err, &ee) {
 		if ee != nil {
