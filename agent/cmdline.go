@@ -6,15 +6,18 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/corral-vmm/corral/agent/proto"
 	"github.com/corral-vmm/corral/virtio/virtio9p/sharetag"
 )
 
 // Kernel command-line keys the agent reads as PID 1.
 const (
 	// RootPrefix names the guest's root: corral.root=9p:TAG (a virtio-9p
-	// share, read-only, under a tmpfs overlay), corral.root=blk:DEV (an ext4
-	// block device, likewise) or corral.root=initramfs (stay in the
-	// initramfs, as with no key). The last one on the line wins.
+	// share, read-only, under a tmpfs overlay), corral.root=9p:TAG:rw (the
+	// share itself, read-write, no overlay: writes reach the host),
+	// corral.root=blk:DEV (an ext4 block device, read-only under a tmpfs
+	// overlay) or corral.root=initramfs (stay in the initramfs, as with no
+	// key). The last one on the line wins.
 	RootPrefix = "corral.root="
 	// SharePrefix opens a kernel command-line parameter naming a 9p share:
 	// corral.share=TAG:PATH[:ro] mounts the virtio-9p device with mount tag
@@ -28,6 +31,15 @@ const (
 	SetupPrefix = "corral.setup="
 	// SetupDeferred is the value of SetupPrefix that defers setup.
 	SetupDeferred = "deferred"
+	// HostnamePrefix sets the guest's host name: corral.hostname=NAME
+	// (see CheckHostname). The last one on the line wins.
+	HostnamePrefix = "corral.hostname="
+	// TmpfsPrefix mounts a fresh tmpfs at PATH in the final root, after
+	// the root switch: corral.tmpfs=PATH, repeatable; paths follow the
+	// rules of share paths.
+	TmpfsPrefix = "corral.tmpfs="
+	// MaxHostname is the longest host name (the kernel's HOST_NAME_MAX).
+	MaxHostname = 64
 )
 
 // RootKind is where the guest's root file system comes from.
@@ -41,16 +53,21 @@ const (
 )
 
 // Root is the guest's root file system: Source is the 9p mount tag or the
-// block device's path, empty for RootInitramfs.
+// block device's path, empty for RootInitramfs. Writable (Root9P only)
+// mounts the share read-write as the root itself, without an overlay.
 type Root struct {
-	Kind   RootKind
-	Source string
+	Kind     RootKind
+	Source   string
+	Writable bool
 }
 
 // String returns the value of corral.root= that means r.
 func (r Root) String() string {
 	switch r.Kind {
 	case Root9P:
+		if r.Writable {
+			return "9p:" + r.Source + ":rw"
+		}
 		return "9p:" + r.Source
 	case RootBlock:
 		return "blk:" + r.Source
@@ -69,8 +86,13 @@ type Share struct {
 type BootConfig struct {
 	Root   Root
 	Shares []Share
-	// Deferred: corral.setup=deferred; Root and Shares come later, in a
-	// Setup request.
+	// Hostname, if set, is the guest's host name (corral.hostname=).
+	Hostname string
+	// Tmpfs are the clean absolute paths where a fresh tmpfs is mounted
+	// in the final root (corral.tmpfs=).
+	Tmpfs []string
+	// Deferred: corral.setup=deferred; Root, Shares, Hostname and Tmpfs
+	// come later, in a Setup request.
 	Deferred bool
 }
 
@@ -90,6 +112,12 @@ func (c BootConfig) Cmdline() string {
 			v += ":ro"
 		}
 		fields = append(fields, quoteParam(v))
+	}
+	if c.Hostname != "" {
+		fields = append(fields, quoteParam(HostnamePrefix+c.Hostname))
+	}
+	for _, p := range c.Tmpfs {
+		fields = append(fields, quoteParam(TmpfsPrefix+p))
 	}
 	return strings.Join(fields, " ")
 }
@@ -154,7 +182,8 @@ func splitCmdline(cmdline string) []string {
 // ParseCmdline returns what the corral.* parameters of a kernel command line
 // ask for; other parameters are ignored. Tags follow sharetag.Check (the
 // host's rule too), and no tag is used twice: a virtio-9p device serves one
-// mount at a time. Share paths are absolute, without ':' or '"', not "/".
+// mount at a time. Share and tmpfs paths are absolute, without ':' or '"',
+// not "/", and no two mounts share one. Host names follow CheckHostname.
 func ParseCmdline(cmdline string) (BootConfig, error) {
 	var c BootConfig
 	var rootOrShares bool
@@ -170,7 +199,8 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 			}
 			continue
 		}
-		if strings.HasPrefix(p, RootPrefix) || strings.HasPrefix(p, SharePrefix) {
+		if strings.HasPrefix(p, RootPrefix) || strings.HasPrefix(p, SharePrefix) ||
+			strings.HasPrefix(p, HostnamePrefix) || strings.HasPrefix(p, TmpfsPrefix) {
 			rootOrShares = true
 		}
 		if v, ok := strings.CutPrefix(p, RootPrefix); ok {
@@ -185,10 +215,21 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 				return BootConfig{}, err
 			}
 			c.Shares = append(c.Shares, s)
+		} else if v, ok := strings.CutPrefix(p, HostnamePrefix); ok {
+			if err := CheckHostname(v); err != nil {
+				return BootConfig{}, fmt.Errorf("agent: %s: %w", param(HostnamePrefix, v), err)
+			}
+			c.Hostname = v
+		} else if v, ok := strings.CutPrefix(p, TmpfsPrefix); ok {
+			t, err := parseTmpfs(v)
+			if err != nil {
+				return BootConfig{}, err
+			}
+			c.Tmpfs = append(c.Tmpfs, t)
 		}
 	}
 	if c.Deferred && rootOrShares {
-		return BootConfig{}, fmt.Errorf("agent: %s%s with %s or %s on the command line: a deferred setup takes the root and shares from the host's Setup request", SetupPrefix, SetupDeferred, RootPrefix, SharePrefix)
+		return BootConfig{}, fmt.Errorf("agent: %s%s with %s, %s, %s or %s on the command line: a deferred setup takes them from the host's Setup request", SetupPrefix, SetupDeferred, RootPrefix, SharePrefix, HostnamePrefix, TmpfsPrefix)
 	}
 	if err := c.checkTags(); err != nil {
 		return BootConfig{}, err
@@ -200,7 +241,15 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 // corral.root= ("" keeps the initramfs), each share one of corral.share=,
 // checked as ParseCmdline checks them; errors name the parameters.
 func SetupConfig(root string, shares []string) (BootConfig, error) {
+	return SetupRequestConfig(&proto.Setup{Root: root, Shares: shares})
+}
+
+// SetupRequestConfig returns what Setup request req asks for: its strings
+// are values of corral.root=, corral.share=, corral.hostname= ("" sets
+// none) and corral.tmpfs=, checked as ParseCmdline checks them.
+func SetupRequestConfig(req *proto.Setup) (BootConfig, error) {
 	var c BootConfig
+	root, shares := req.Root, req.Shares
 	if root != "" {
 		r, err := parseRoot(root)
 		if err != nil {
@@ -215,13 +264,27 @@ func SetupConfig(root string, shares []string) (BootConfig, error) {
 		}
 		c.Shares = append(c.Shares, s)
 	}
+	if req.Hostname != "" {
+		if err := CheckHostname(req.Hostname); err != nil {
+			return BootConfig{}, fmt.Errorf("agent: %s: %w", param(HostnamePrefix, req.Hostname), err)
+		}
+		c.Hostname = req.Hostname
+	}
+	for _, v := range req.Tmpfs {
+		t, err := parseTmpfs(v)
+		if err != nil {
+			return BootConfig{}, err
+		}
+		c.Tmpfs = append(c.Tmpfs, t)
+	}
 	if err := c.checkTags(); err != nil {
 		return BootConfig{}, err
 	}
 	return c, nil
 }
 
-// checkTags refuses a mount tag used twice and two shares at one path.
+// checkTags refuses a mount tag used twice and two mounts (shares or
+// tmpfs) at one path.
 func (c BootConfig) checkTags() error {
 	tags := map[string]string{}
 	if c.Root.Kind == Root9P {
@@ -238,7 +301,46 @@ func (c BootConfig) checkTags() error {
 		}
 		paths[s.Path] = true
 	}
+	for _, p := range c.Tmpfs {
+		if paths[p] {
+			return fmt.Errorf("agent: %s: %q already has a share or tmpfs", param(TmpfsPrefix, p), p)
+		}
+		paths[p] = true
+	}
 	return nil
+}
+
+// CheckHostname accepts a host name of at most MaxHostname bytes made of
+// dot-separated RFC 1123 labels: 1..63 of [A-Za-z0-9-], not starting or
+// ending with '-'.
+func CheckHostname(name string) error {
+	if name == "" || len(name) > MaxHostname {
+		return fmt.Errorf("host name %q is %d bytes, want 1..%d", name, len(name), MaxHostname)
+	}
+	for _, l := range strings.Split(name, ".") {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return fmt.Errorf("host name %q has label %q: want dot-separated labels of 1..63 of [A-Za-z0-9-], not starting or ending with '-'", name, l)
+		}
+		for i := 0; i < len(l); i++ {
+			if c := l[i]; !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return fmt.Errorf("host name %q has %q: want dot-separated labels of [A-Za-z0-9-]", name, c)
+			}
+		}
+	}
+	return nil
+}
+
+// parseTmpfs checks a corral.tmpfs= path as parseShare checks share
+// paths, and cleans it.
+func parseTmpfs(v string) (string, error) {
+	if !filepath.IsAbs(v) || strings.ContainsAny(v, `:"`) || strings.ContainsRune(v, 0) {
+		return "", fmt.Errorf("agent: %s: path %q, want an absolute path without ':' or '\"'", param(TmpfsPrefix, v), v)
+	}
+	p := filepath.Clean(v)
+	if p == "/" {
+		return "", fmt.Errorf("agent: %s: a tmpfs cannot be the root", param(TmpfsPrefix, v))
+	}
+	return p, nil
 }
 
 func parseRoot(v string) (Root, error) {
@@ -248,17 +350,18 @@ func parseRoot(v string) (Root, error) {
 	kind, src, _ := strings.Cut(v, ":")
 	switch kind {
 	case "9p":
-		if err := sharetag.Check(src); err != nil {
+		tag, rw := strings.CutSuffix(src, ":rw")
+		if err := sharetag.Check(tag); err != nil {
 			return Root{}, fmt.Errorf("agent: %s: %w", param(RootPrefix, v), err)
 		}
-		return Root{Root9P, src}, nil
+		return Root{Kind: Root9P, Source: tag, Writable: rw}, nil
 	case "blk":
 		if !strings.HasPrefix(src, "/dev/") || filepath.Clean(src) != src || !deviceName(src[len("/dev/"):]) {
 			return Root{}, fmt.Errorf("agent: %s: device %q, want a clean path under /dev/ of [A-Za-z0-9._-/]", param(RootPrefix, v), src)
 		}
-		return Root{RootBlock, src}, nil
+		return Root{Kind: RootBlock, Source: src}, nil
 	}
-	return Root{}, fmt.Errorf("agent: %s: want 9p:TAG, blk:/dev/DEVICE or initramfs", param(RootPrefix, v))
+	return Root{}, fmt.Errorf("agent: %s: want 9p:TAG[:rw], blk:/dev/DEVICE or initramfs", param(RootPrefix, v))
 }
 
 func parseShare(v string) (Share, error) {

@@ -16,12 +16,12 @@ func TestParseCmdline(t *testing.T) {
 	}{
 		{"", BootConfig{}},
 		{"console=ttyS0 quiet\n", BootConfig{}},
-		{"console=ttyS0 corral.root=9p:root corral.share=src:/src", BootConfig{Root: Root{Root9P, "root"}, Shares: []Share{{Tag: "src", Path: "/src"}}}},
-		{"corral.root=blk:/dev/vda", BootConfig{Root: Root{RootBlock, "/dev/vda"}}},
-		{"corral.root=blk:/dev/disk/by-id/virtio-x1", BootConfig{Root: Root{RootBlock, "/dev/disk/by-id/virtio-x1"}}},
+		{"console=ttyS0 corral.root=9p:root corral.share=src:/src", BootConfig{Root: Root{Kind: Root9P, Source: "root"}, Shares: []Share{{Tag: "src", Path: "/src"}}}},
+		{"corral.root=blk:/dev/vda", BootConfig{Root: Root{Kind: RootBlock, Source: "/dev/vda"}}},
+		{"corral.root=blk:/dev/disk/by-id/virtio-x1", BootConfig{Root: Root{Kind: RootBlock, Source: "/dev/disk/by-id/virtio-x1"}}},
 		// The last corral.root= wins, so $CORRAL_CMDLINE can override.
 		{"corral.root=9p:root corral.root=initramfs", BootConfig{}},
-		{"corral.root=initramfs corral.root=blk:/dev/vdb", BootConfig{Root: Root{RootBlock, "/dev/vdb"}}},
+		{"corral.root=initramfs corral.root=blk:/dev/vdb", BootConfig{Root: Root{Kind: RootBlock, Source: "/dev/vdb"}}},
 		{"corral.share=a:/mnt/a/:ro corral.share=b:/mnt/a/b", BootConfig{Shares: []Share{{"a", "/mnt/a", true}, {"b", "/mnt/a/b", false}}}},
 		// Quoted as the kernel unquotes: white space inside, quotes dropped.
 		{`corral.share="home:/home/my user" x`, BootConfig{Shares: []Share{{Tag: "home", Path: "/home/my user"}}}},
@@ -44,7 +44,7 @@ func TestParseCmdline(t *testing.T) {
 
 func TestParseCmdlineErrors(t *testing.T) {
 	for cmdline, want := range map[string]string{
-		"corral.root=":                                    "want 9p:TAG, blk:/dev/DEVICE or initramfs",
+		"corral.root=":                                    "want 9p:TAG[:rw], blk:/dev/DEVICE or initramfs",
 		"corral.root=ext4:/dev/vda":                       "want 9p:TAG",
 		"corral.root=9p:":                                 "is 0 bytes",
 		"corral.root=9p:a/b":                              `has '/'`,
@@ -73,7 +73,7 @@ func TestParseCmdlineErrors(t *testing.T) {
 }
 
 func TestCmdlineRoundTrip(t *testing.T) {
-	c := BootConfig{Root: Root{Root9P, "root"}, Shares: []Share{{"a", "/with space", true}, {"b", "/nb\xa0sp/x", false}, {"c", "/plain", false}}}
+	c := BootConfig{Root: Root{Kind: Root9P, Source: "root"}, Shares: []Share{{"a", "/with space", true}, {"b", "/nb\xa0sp/x", false}, {"c", "/plain", false}}}
 	line := "console=ttyS0 " + c.Cmdline() + " quiet"
 	got, err := ParseCmdline(line)
 	if err != nil || !reflect.DeepEqual(got, c) {

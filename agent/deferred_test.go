@@ -28,8 +28,10 @@ func TestDeferredCmdline(t *testing.T) {
 	}
 	for cmdline, want := range map[string]string{
 		"corral.setup=later":                        "agent: corral.setup=later: want boot or deferred",
-		"corral.setup=deferred corral.root=9p:root": "a deferred setup takes the root and shares from the host's Setup request",
-		"corral.share=a:/a corral.setup=deferred":   "a deferred setup takes the root and shares",
+		"corral.setup=deferred corral.root=9p:root": "a deferred setup takes them from the host's Setup request",
+		"corral.share=a:/a corral.setup=deferred":   "a deferred setup takes them",
+		"corral.hostname=h corral.setup=deferred":   "a deferred setup takes them",
+		"corral.setup=deferred corral.tmpfs=/s":     "a deferred setup takes them",
 	} {
 		if _, err := ParseCmdline(cmdline); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: err %v, want %q", cmdline, err, want)
@@ -39,7 +41,7 @@ func TestDeferredCmdline(t *testing.T) {
 
 func TestSetupConfig(t *testing.T) {
 	c, err := SetupConfig("9p:corral-root", []string{"corral-share0:/src", "corral-share1:/data/:ro"})
-	want := BootConfig{Root: Root{Root9P, "corral-root"}, Shares: []Share{{"corral-share0", "/src", false}, {"corral-share1", "/data", true}}}
+	want := BootConfig{Root: Root{Kind: Root9P, Source: "corral-root"}, Shares: []Share{{"corral-share0", "/src", false}, {"corral-share1", "/data", true}}}
 	if err != nil || !reflect.DeepEqual(c, want) {
 		t.Errorf("SetupConfig: %+v, %v; want %+v", c, err, want)
 	}

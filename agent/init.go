@@ -79,6 +79,7 @@ type sysOps interface {
 	Chroot(dir string) error
 	// XattrProbe sets and removes a trusted.* attribute on dir.
 	XattrProbe(dir string) error
+	Sethostname(name string) error
 }
 
 type realOps struct{}
@@ -108,8 +109,9 @@ func (realOps) Mkdir(dir string, mode os.FileMode, noLink bool) error {
 	return nil
 }
 
-func (realOps) Chdir(dir string) error  { return unix.Chdir(dir) }
-func (realOps) Chroot(dir string) error { return unix.Chroot(dir) }
+func (realOps) Chdir(dir string) error        { return unix.Chdir(dir) }
+func (realOps) Chroot(dir string) error       { return unix.Chroot(dir) }
+func (realOps) Sethostname(name string) error { return unix.Sethostname([]byte(name)) }
 
 // setup carries out PID 1's plan and collects its problems.
 type setup struct {
@@ -131,7 +133,8 @@ func (s *setup) err() error {
 // Init does what PID 1 must before serving: it mounts /proc, /sys, /dev
 // (devtmpfs), /dev/pts, /dev/shm, /tmp and /run; switches into the root
 // that corral.root= names (see SwitchRoot); mounts the 9p shares of
-// corral.share= in it; and sets PATH if the kernel gave none. A base file
+// corral.share= and the tmpfs of corral.tmpfs= in it; sets the host name
+// of corral.hostname=; and sets PATH if the kernel gave none. A base file
 // system that is already mounted is left alone. It returns a *SetupError
 // listing every failure, with the kernel options a missing file system
 // needs; what could be done stays done.
@@ -231,9 +234,18 @@ func (s *setup) baseMounts() (api []mount) {
 	return api
 }
 
-// apply switches root as cfg says, moving the api mounts along, then
-// mounts the shares.
+// tmpfsOptions are a corral.tmpfs= mount's: writable by every user with
+// the sticky bit, as /tmp, since the command may not run as root.
+const tmpfsOptions = "mode=1777"
+
+// apply sets the host name, switches root as cfg says, moving the api
+// mounts along, then mounts the shares and tmpfs in the new root.
 func (s *setup) apply(cfg BootConfig, api []mount) {
+	if cfg.Hostname != "" {
+		if err := s.sys.Sethostname(cfg.Hostname); err != nil {
+			s.fail(fmt.Errorf("setting the host name %q: %w", cfg.Hostname, err))
+		}
+	}
 	if cfg.Root.Kind != RootInitramfs {
 		if err := s.switchRoot(cfg.Root, api); err != nil {
 			s.fail(err)
@@ -241,31 +253,53 @@ func (s *setup) apply(cfg BootConfig, api []mount) {
 			s.log.Info("agent: switched root", "root", cfg.Root.String())
 		}
 	}
-	// Parents before children, so a share at /a does not hide one at /a/b.
-	shares := slices.Clone(cfg.Shares)
-	slices.SortStableFunc(shares, func(a, b Share) int {
-		return cmp.Compare(strings.Count(a.Path, "/"), strings.Count(b.Path, "/"))
-	})
-	for _, sh := range shares {
+	var mounts []mount
+	for _, sh := range cfg.Shares {
 		m := mount{source: sh.Tag, target: sh.Path, fstype: "9p", data: ninepOptions, mode: 0o755, what: fmt.Sprintf("9p share %q", sh.Tag)}
 		if sh.ReadOnly {
 			m.flags |= unix.MS_RDONLY
 		}
+		mounts = append(mounts, m)
+	}
+	for _, p := range cfg.Tmpfs {
+		mounts = append(mounts, mount{source: "tmpfs", target: p, fstype: "tmpfs", flags: unix.MS_NOSUID | unix.MS_NODEV,
+			data: tmpfsOptions, mode: 0o755, what: "tmpfs"})
+	}
+	// Parents before children, so a mount at /a does not hide one at
+	// /a/b; at one depth, shares before tmpfs.
+	slices.SortStableFunc(mounts, func(a, b mount) int {
+		return cmp.Compare(strings.Count(a.target, "/"), strings.Count(b.target, "/"))
+	})
+	for _, m := range mounts {
 		if err := s.mount(m); err != nil {
 			s.fail(err)
 			continue
 		}
-		s.log.Info("agent: mounted share", "tag", sh.Tag, "path", sh.Path, "ro", sh.ReadOnly)
+		if m.fstype == "tmpfs" {
+			s.log.Info("agent: mounted tmpfs", "path", m.target)
+		} else {
+			s.log.Info("agent: mounted share", "tag", m.source, "path", m.target, "ro", m.flags&unix.MS_RDONLY != 0)
+		}
 	}
 }
 
 // switchRoot makes root the system's root, as switch_root(8) does from an
 // initramfs: root's device read-only as the lower layer, a tmpfs upper, an
-// overlay of both; the api mounts (/dev, /proc...) move into it, the
-// overlay moves onto / and the agent chroots into it and changes to /.
+// overlay of both (a Writable root is mounted read-write as it is,
+// without them); the api mounts (/dev, /proc...) move into it, the new
+// root moves onto / and the agent chroots into it and changes to /.
 // The initramfs stays, hidden; commands start in the new root.
 func (s *setup) switchRoot(root Root, api []mount) error {
 	lower, rw, newRoot := s.staging+"/lower", s.staging+"/rw", s.staging+"/root"
+	if root.Writable {
+		if root.Kind != Root9P {
+			return fmt.Errorf("switching root: a writable root must be a 9p share, not %s", root)
+		}
+		if err := s.mount(mount{source: root.Source, target: newRoot, fstype: "9p", data: ninepOptions, mode: 0o755, what: fmt.Sprintf("the root's 9p share %q (read-write)", root.Source)}); err != nil {
+			return err
+		}
+		return s.enterRoot(newRoot, api)
+	}
 	var lm mount
 	switch root.Kind {
 	case Root9P:
@@ -295,6 +329,12 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 	if err := s.mount(ov); err != nil {
 		return err
 	}
+	return s.enterRoot(newRoot, api)
+}
+
+// enterRoot moves the api mounts into newRoot, newRoot onto / and
+// chroots there.
+func (s *setup) enterRoot(newRoot string, api []mount) error {
 	for _, m := range api {
 		d := m.target
 		if err := s.sys.Mkdir(newRoot+d, m.mode, true); err != nil {

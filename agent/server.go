@@ -214,6 +214,9 @@ func (ss *session) run(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("agent: host Setup: %w", err)
 		}
+		if v := req.NeedsVersion(); ss.version < v {
+			return fmt.Errorf("agent: host sent a Setup of protocol version %d (host name, tmpfs or read-write root) in a version %d session: %w", v, ss.version, proto.ErrProtocol)
+		}
 		return ss.setup(req)
 	case proto.TypeExec:
 		e, err := proto.ParseExec(f.Payload)
@@ -253,7 +256,7 @@ func (ss *session) setup(req *proto.Setup) error {
 		ss.sendError(proto.CodeRefused, "agent: Setup refused: the system was set up at boot (the kernel command line has no "+SetupPrefix+SetupDeferred+")")
 		return nil
 	}
-	cfg, err := SetupConfig(req.Root, req.Shares)
+	cfg, err := SetupRequestConfig(req)
 	if err != nil {
 		ss.sendError(proto.CodeStart, err.Error())
 		return nil

@@ -61,6 +61,11 @@ func (r *recOps) Chroot(dir string) error {
 	return r.fail["chroot "+dir]
 }
 
+func (r *recOps) Sethostname(name string) error {
+	r.calls = append(r.calls, "sethostname "+name)
+	return r.fail["sethostname "+name]
+}
+
 // mounts returns the mount and move calls only.
 func (r *recOps) mounts() []string {
 	var out []string
@@ -135,7 +140,7 @@ func slicesContainsPrefix(list []string, prefix string) bool {
 
 func TestBlockRootPlan(t *testing.T) {
 	s, r := newRecSetup(nil)
-	s.apply(BootConfig{Root: Root{RootBlock, "/dev/vda"}}, nil)
+	s.apply(BootConfig{Root: Root{Kind: RootBlock, Source: "/dev/vda"}}, nil)
 	if err := s.err(); err != nil {
 		t.Fatal(err)
 	}
@@ -308,7 +313,7 @@ func TestNoTmpfsXattr(t *testing.T) {
 	s, _ := newRecSetup(map[string]error{"xattr /st/rw/upper": unix.EOPNOTSUPP})
 	var log strings.Builder
 	s.log = slog.New(slog.NewTextHandler(&log, nil))
-	s.apply(BootConfig{Root: Root{Root9P, "root"}}, nil)
+	s.apply(BootConfig{Root: Root{Kind: Root9P, Source: "root"}}, nil)
 	if err := s.err(); err != nil {
 		t.Errorf("err %v", err)
 	}

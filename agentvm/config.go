@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent"
 )
 
 // DefaultAgentTimeout bounds the wait for the agent when
@@ -29,8 +30,8 @@ const (
 
 // Command-line keys the agent reads as PID 1 (see agent).
 const (
-	rootKey  = "corral.root="
-	shareKey = "corral.share="
+	rootKey  = agent.RootPrefix
+	shareKey = agent.SharePrefix
 )
 
 // RootDisk is the guest device of a RootImage: agentvm puts the image
@@ -49,6 +50,7 @@ const (
 	rootHost
 	rootDir
 	rootImage
+	rootDirRW
 )
 
 // Root is what the guest sees as /. The zero value is RootInitrd.
@@ -56,6 +58,10 @@ type Root struct {
 	kind rootKind
 	path string
 }
+
+// writable reports whether the root's share is the guest's root,
+// read-write, with no overlay.
+func (r Root) writable() bool { return r.kind == rootDirRW }
 
 // RootInitrd keeps the initramfs as the root: the agent, the user's
 // initrd (Config.Machine.Initrd) if any, and the mounts PID 1 makes.
@@ -70,6 +76,12 @@ func RootHost() Root { return Root{kind: rootHost, path: "/"} }
 // read-only over 9p, under a tmpfs overlay.
 func RootDir(dir string) Root { return Root{kind: rootDir, path: dir} }
 
+// RootDirRW is the host directory dir served read-write over 9p as the
+// guest's root itself, with no overlay: the guest's writes land in dir
+// (a container's bundle rootfs, say). The 9p server runs in this
+// process, with this process's rights.
+func RootDirRW(dir string) Root { return Root{kind: rootDirRW, path: dir} }
+
 // RootImage is an ext4 image on a read-only virtio-blk disk (RootDisk),
 // under a tmpfs overlay.
 func RootImage(path string) Root { return Root{kind: rootImage, path: path} }
@@ -81,6 +93,8 @@ func (r Root) String() string {
 		return "the host's / (read-only, tmpfs overlay)"
 	case rootDir:
 		return fmt.Sprintf("directory %s (read-only, tmpfs overlay)", r.path)
+	case rootDirRW:
+		return fmt.Sprintf("directory %s (read-write)", r.path)
 	case rootImage:
 		return fmt.Sprintf("image %s (read-only, tmpfs overlay)", r.path)
 	}
@@ -114,6 +128,14 @@ type Config struct {
 	Root Root
 	// Shares are host directories to mount in the guest.
 	Shares []Share
+	// Hostname, if set, is the guest's host name, set by the agent during
+	// its setup: dot-separated RFC 1123 labels, at most 64 bytes
+	// (agent.CheckHostname).
+	Hostname string
+	// Tmpfs are absolute guest paths where the agent mounts a fresh tmpfs
+	// (mode 1777, nosuid, nodev) in the final root, creating the
+	// directory first; the path rules of Share.Guest apply.
+	Tmpfs []string
 	// AgentTimeout bounds the wait for the agent to answer after the
 	// machine starts; 0 means DefaultAgentTimeout.
 	AgentTimeout time.Duration
@@ -157,12 +179,13 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 	var keys []string
 	switch cfg.Root.kind {
 	case rootInitrd:
-	case rootHost, rootDir:
+	case rootHost, rootDir, rootDirRW:
 		if cfg.Root.path == "" {
 			return corral.Config{}, fmt.Errorf("%w: root directory: no path", ErrConfig)
 		}
-		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Root.path, Tag: rootTag, ReadOnly: true})
-		keys = append(keys, rootKey+"9p:"+rootTag)
+		rw := cfg.Root.writable()
+		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Root.path, Tag: rootTag, ReadOnly: !rw})
+		keys = append(keys, rootKey+agent.Root{Kind: agent.Root9P, Source: rootTag, Writable: rw}.String())
 	case rootImage:
 		if cfg.Root.path == "" {
 			return corral.Config{}, fmt.Errorf("%w: root image: no path", ErrConfig)
@@ -186,8 +209,53 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 		}
 		keys = append(keys, k)
 	}
+	sys, err := cfg.system()
+	if err != nil {
+		return corral.Config{}, err
+	}
+	if sys.Hostname != "" {
+		keys = append(keys, agent.HostnamePrefix+sys.Hostname)
+	}
+	for _, p := range sys.Tmpfs {
+		keys = append(keys, agent.TmpfsPrefix+p)
+	}
 	mc.Cmdline = appendCmdline(mc.Cmdline, keys...)
 	return mc, nil
+}
+
+// system checks cfg's Hostname and Tmpfs and returns them as the agent
+// gets them (tmpfs paths cleaned); errors wrap ErrConfig.
+func (cfg *Config) system() (agent.BootConfig, error) {
+	var c agent.BootConfig
+	if cfg.Hostname != "" {
+		if err := agent.CheckHostname(cfg.Hostname); err != nil {
+			return c, fmt.Errorf("%w: %v", ErrConfig, err)
+		}
+		c.Hostname = cfg.Hostname
+	}
+	seen := map[string]bool{}
+	for _, s := range cfg.Shares {
+		g := s.Guest
+		if g == "" {
+			g = s.Host
+		}
+		seen[filepath.Clean(g)] = true
+	}
+	for i, p := range cfg.Tmpfs {
+		if err := checkGuestPath(p); err != nil {
+			return c, fmt.Errorf("%w: tmpfs %d: %v", ErrConfig, i, err)
+		}
+		p = filepath.Clean(p)
+		if p == "/" {
+			return c, fmt.Errorf("%w: tmpfs %d: a tmpfs cannot be the root", ErrConfig, i)
+		}
+		if seen[p] {
+			return c, fmt.Errorf("%w: tmpfs %d: %s already has a share or tmpfs", ErrConfig, i, p)
+		}
+		seen[p] = true
+		c.Tmpfs = append(c.Tmpfs, p)
+	}
+	return c, nil
 }
 
 // checkGuestPath accepts an absolute path that survives the kernel

@@ -136,7 +136,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := vm.setup(ctx, plan.setupRoot, plan.setupShares); err != nil {
+	if err := vm.setup(ctx, &plan.setup); err != nil {
 		vm.Kill()
 		return nil, fmt.Errorf("agentvm: warm machine: %w", err)
 	}
@@ -166,11 +166,11 @@ func (cfg *Config) coldReason() string {
 
 // warmPlan is a warm machine: its configuration (the root share and
 // WarmSlots share slots, a vsock device, deferred setup) and what it is
-// told in Setup.
+// told in Setup: root, shares, host name and tmpfs, none of which is in
+// the snapshot (a writable root's share is, through the key's Modes).
 type warmPlan struct {
-	mc          corral.Config
-	setupRoot   string
-	setupShares []string
+	mc    corral.Config
+	setup proto.Setup
 }
 
 // warmPlan lays cfg out on a warm machine's fixed devices; empty is the
@@ -181,14 +181,14 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 	p.mc.Shares = nil
 	rootPath := empty
 	switch cfg.Root.kind {
-	case rootHost, rootDir:
+	case rootHost, rootDir, rootDirRW:
 		if cfg.Root.path == "" {
 			return nil, fmt.Errorf("%w: root directory: no path", ErrConfig)
 		}
 		rootPath = cfg.Root.path
-		p.setupRoot = "9p:" + rootTag
+		p.setup.Root = agent.Root{Kind: agent.Root9P, Source: rootTag, Writable: cfg.Root.writable()}.String()
 	}
-	p.mc.Shares = append(p.mc.Shares, corral.Share{Path: rootPath, Tag: rootTag, ReadOnly: true})
+	p.mc.Shares = append(p.mc.Shares, corral.Share{Path: rootPath, Tag: rootTag, ReadOnly: !cfg.Root.writable()})
 	for i := range WarmSlots {
 		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
 		if i >= len(cfg.Shares) {
@@ -208,8 +208,13 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 		if s.ReadOnly {
 			v += ":ro"
 		}
-		p.setupShares = append(p.setupShares, v)
+		p.setup.Shares = append(p.setup.Shares, v)
 	}
+	sys, err := cfg.system()
+	if err != nil {
+		return nil, err
+	}
+	p.setup.Hostname, p.setup.Tmpfs = sys.Hostname, sys.Tmpfs
 	p.mc.Cmdline = appendCmdline(p.mc.Cmdline, agent.SetupPrefix+agent.SetupDeferred)
 	return p, nil
 }
@@ -462,12 +467,12 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 }
 
 // setup sends the agent its Setup request.
-func (vm *VM) setup(ctx context.Context, root string, shares []string) error {
+func (vm *VM) setup(ctx context.Context, req *proto.Setup) error {
 	conn, err := vm.dial(ctx)
 	if err != nil {
 		return fmt.Errorf("dialing the agent for its setup: %w", err)
 	}
-	return client.Setup(ctx, conn, root, shares)
+	return client.SetupRequest(ctx, conn, req)
 }
 
 // warmCache is the snapshot cache: a directory per key, a lock file per

@@ -186,12 +186,12 @@ func TestWarmPlan(t *testing.T) {
 	if p.mc.Cmdline != "console=ttyS0 corral.setup=deferred" || p.mc.Vsock == nil {
 		t.Errorf("cmdline %q, vsock %v", p.mc.Cmdline, p.mc.Vsock)
 	}
-	if p.setupRoot != "9p:corral-root" || fmt.Sprint(p.setupShares) != fmt.Sprint([]string{"corral-share0:/a", "corral-share1:" + b + ":ro"}) {
-		t.Errorf("setup %q %q", p.setupRoot, p.setupShares)
+	if p.setup.Root != "9p:corral-root" || fmt.Sprint(p.setup.Shares) != fmt.Sprint([]string{"corral-share0:/a", "corral-share1:" + b + ":ro"}) {
+		t.Errorf("setup %q %q", p.setup.Root, p.setup.Shares)
 	}
 	cfg.Root = RootInitrd()
-	if p, _ := cfg.warmPlan(empty); p.setupRoot != "" || p.mc.Shares[0].Path != empty {
-		t.Errorf("initramfs root: setup %q, root share %+v", p.setupRoot, p.mc.Shares[0])
+	if p, _ := cfg.warmPlan(empty); p.setup.Root != "" || p.mc.Shares[0].Path != empty {
+		t.Errorf("initramfs root: setup %q, root share %+v", p.setup.Root, p.mc.Shares[0])
 	}
 	cfg.Shares[0].Guest = "/a b"
 	if _, err := cfg.warmPlan(empty); !errors.Is(err, ErrConfig) {

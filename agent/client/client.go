@@ -336,10 +336,17 @@ func negotiate(conn net.Conn) (uint16, error) {
 // at boot or already had its Setup; ErrVersion for an agent older than
 // proto.SetupVersion.
 func Setup(ctx context.Context, conn net.Conn, root string, shares []string) error {
+	return SetupRequest(ctx, conn, &proto.Setup{Root: root, Shares: shares})
+}
+
+// SetupRequest is Setup with the whole request: a host name, tmpfs
+// mounts and a read-write root too, which need an agent of
+// proto.SetupSystemVersion (ErrVersion otherwise).
+func SetupRequest(ctx context.Context, conn net.Conn, req *proto.Setup) error {
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err := setup(conn, &proto.Setup{Root: root, Shares: shares})
+	err := setup(conn, req)
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("client: setup: %w", ctx.Err())
 	}
@@ -355,8 +362,8 @@ func setup(conn net.Conn, req *proto.Setup) error {
 	if err != nil {
 		return err
 	}
-	if v < proto.SetupVersion {
-		return fmt.Errorf("client: the agent speaks protocol version %d, Setup needs %d (update the guest agent): %w", v, proto.SetupVersion, ErrVersion)
+	if need := req.NeedsVersion(); v < need {
+		return fmt.Errorf("client: the agent speaks protocol version %d, this Setup needs %d (update the guest agent): %w", v, need, ErrVersion)
 	}
 	if err := proto.NewWriter(conn).Send(proto.TypeSetup, 0, p); err != nil {
 		return fmt.Errorf("client: sending Setup: %w", err)

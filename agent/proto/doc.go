@@ -94,5 +94,7 @@
 // host offers a range; the agent picks the highest version both speak or
 // refuses with ErrVersion, naming both ranges. Version 2 added Setup; a
 // host that negotiated version 1 does not send it, and an agent refuses it
-// in a version 1 session as a protocol error.
+// in a version 1 session as a protocol error. Version 3 added Setup's host
+// name and tmpfs paths (flag SetupSystem) and the read-write root
+// ("9p:TAG:rw"); a version 2 session carries neither.
 package proto

@@ -210,22 +210,41 @@ func ParseExec(p []byte) (*Exec, error) {
 }
 
 // Setup payload layout: fixed fields, then the strings Root and Shares...,
-// each as a u32 length and its bytes.
+// each as a u32 length and its bytes; with SetupSystem in the flags, then
+// the string Hostname, a u32 count and the Tmpfs strings.
 const (
-	offSetupFlags  = 0 // reserved, must be 0
+	offSetupFlags  = 0 // SetupSystem, or 0
 	offSetupShares = 4 // number of shares
 	setupFixed     = 8
 )
+
+// SetupSystem is the Setup flag saying that Hostname and Tmpfs follow the
+// shares (version 3, SetupSystemVersion). Append sets it exactly when
+// either is set, so a Setup without them reads as in version 2.
+const SetupSystem = 1
 
 // Setup asks an agent whose setup was deferred (corral.setup=deferred on
 // the kernel command line) for the root switch and share mounts it would
 // have made at boot. The strings are the values of the kernel parameters:
 // Root that of corral.root= ("" keeps the initramfs), each of Shares that
-// of one corral.share= (TAG:PATH[:ro]); the agent checks them as it checks
-// its command line.
+// of one corral.share= (TAG:PATH[:ro]), Hostname that of corral.hostname=
+// ("" leaves it), each of Tmpfs that of one corral.tmpfs=; the agent
+// checks them as it checks its command line.
 type Setup struct {
-	Root   string
-	Shares []string
+	Root     string
+	Shares   []string
+	Hostname string
+	Tmpfs    []string
+}
+
+// NeedsVersion returns the first protocol version that carries s: a root
+// mounted read-write (":rw"), a host name or a tmpfs need
+// SetupSystemVersion.
+func (s *Setup) NeedsVersion() uint16 {
+	if s.Hostname != "" || len(s.Tmpfs) > 0 || strings.HasSuffix(s.Root, ":rw") {
+		return SetupSystemVersion
+	}
+	return SetupVersion
 }
 
 // Append appends s's payload to b.
@@ -233,16 +252,45 @@ func (s *Setup) Append(b []byte) ([]byte, error) {
 	start := len(b)
 	var f [setupFixed]byte
 	binary.LittleEndian.PutUint32(f[offSetupShares:], uint32(len(s.Shares)))
+	system := s.Hostname != "" || len(s.Tmpfs) > 0
+	if system {
+		binary.LittleEndian.PutUint32(f[offSetupFlags:], SetupSystem)
+	}
 	b = append(b, f[:]...)
-	for _, v := range append([]string{s.Root}, s.Shares...) {
+	var err error
+	str := func(v string) {
+		if err != nil {
+			return
+		}
 		if strings.IndexByte(v, 0) >= 0 {
-			return b[:start], fmt.Errorf("proto: Setup string %q holds a NUL byte", v)
+			err = fmt.Errorf("proto: Setup string %q holds a NUL byte", v)
+			return
 		}
 		if len(b)-start+4+len(v) > MaxSetupPayload {
-			return b[:start], fmt.Errorf("proto: Setup over the limit of %d bytes", MaxSetupPayload)
+			err = fmt.Errorf("proto: Setup over the limit of %d bytes", MaxSetupPayload)
+			return
 		}
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(v)))
 		b = append(b, v...)
+	}
+	str(s.Root)
+	for _, v := range s.Shares {
+		str(v)
+	}
+	if system {
+		str(s.Hostname)
+		if err == nil && len(b)-start+4 > MaxSetupPayload {
+			err = fmt.Errorf("proto: Setup over the limit of %d bytes", MaxSetupPayload)
+		}
+		if err == nil {
+			b = binary.LittleEndian.AppendUint32(b, uint32(len(s.Tmpfs)))
+		}
+		for _, v := range s.Tmpfs {
+			str(v)
+		}
+	}
+	if err != nil {
+		return b[:start], err
 	}
 	return b, nil
 }
@@ -256,8 +304,9 @@ func ParseSetup(p []byte) (*Setup, error) {
 	if len(p) > MaxSetupPayload {
 		return nil, protoErr("Setup of %d bytes, limit %d", len(p), MaxSetupPayload)
 	}
-	if f := binary.LittleEndian.Uint32(p[offSetupFlags:]); f != 0 {
-		return nil, protoErr("Setup with unknown flags %#x", f)
+	flags := binary.LittleEndian.Uint32(p[offSetupFlags:])
+	if flags&^SetupSystem != 0 {
+		return nil, protoErr("Setup with unknown flags %#x", flags)
 	}
 	n := binary.LittleEndian.Uint32(p[offSetupShares:])
 	rest := p[setupFixed:]
@@ -293,6 +342,32 @@ func ParseSetup(p []byte) (*Setup, error) {
 	for i := range s.Shares {
 		if s.Shares[i], err = next("share"); err != nil {
 			return nil, err
+		}
+	}
+	if flags&SetupSystem != 0 {
+		if s.Hostname, err = next("host name"); err != nil {
+			return nil, err
+		}
+		if len(rest) < 4 {
+			return nil, protoErr("Setup ends before its tmpfs count")
+		}
+		nt := binary.LittleEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(nt) > uint64(len(rest)/4) {
+			return nil, protoErr("Setup claims %d tmpfs paths in %d bytes", nt, len(rest))
+		}
+		if nt > 0 {
+			s.Tmpfs = make([]string, nt)
+		}
+		for i := range s.Tmpfs {
+			if s.Tmpfs[i], err = next("tmpfs path"); err != nil {
+				return nil, err
+			}
+		}
+		if s.Hostname == "" && len(s.Tmpfs) == 0 {
+			// Append sets the flag only for something to carry: one
+			// encoding per Setup.
+			return nil, protoErr("Setup has flag SetupSystem with neither host name nor tmpfs")
 		}
 	}
 	if len(rest) != 0 {

@@ -9,15 +9,22 @@ import (
 )
 
 // Version is the protocol version this package speaks; MinVersion the
-// oldest it accepts from a peer. Version 2 added Setup (SetupVersion).
+// oldest it accepts from a peer. Version 2 added Setup (SetupVersion),
+// version 3 its SetupSystem part and the read-write root
+// (SetupSystemVersion).
 const (
-	Version    = 2
+	Version    = 3
 	MinVersion = 1
 )
 
 // SetupVersion is the first version with the Setup message: a session
 // that negotiated less must not send it.
 const SetupVersion = 2
+
+// SetupSystemVersion is the first version whose Setup may carry a host
+// name, tmpfs mounts (SetupSystem) and a read-write root ("9p:TAG:rw"):
+// a session that negotiated less must not send them (Setup.NeedsVersion).
+const SetupSystemVersion = 3
 
 // Magic opens every Hello payload, so a peer speaking something else is
 // recognised at once.
