@@ -4,23 +4,26 @@
 # TCG with emulated SVM: the only KVM on hosts without /dev/kvm). The
 # first exec, which boots and builds the snapshot, is reported apart.
 #
-#   bench/warm-exec.sh [-n RUNS] [-k]
+#   bench/warm-exec.sh [-n RUNS] [-k] [-d]
 #
 # -n  rounds (default 5): one warm and one cold exec each
 # -k  keep going without flock (you hold /tmp/tcgkvm.lock yourself)
+# -d  each exec runs with --log debug and its log (step timings) goes into
+#     the console
 #
 # Output: the table on stdout; the whole console in $OUT/console.txt
 # ($OUT defaults to ~/.cache/corral/bench-warm-exec; not under /tmp, which
 # the VM mounts a tmpfs over, because corral is shipped at its host path).
 set -euo pipefail
 
-runs=5 lock=1
-while getopts "n:kh" opt; do
+runs=5 lock=1 execlog=info
+while getopts "n:kdh" opt; do
 	case $opt in
 	n) runs=$OPTARG ;;
 	k) lock= ;;
+	d) execlog=debug ;;
 	*)
-		sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
@@ -35,7 +38,7 @@ go build -o "$out/tcgkvm" ./tests/tcgkvm
 
 tcgkvm=("$out/tcgkvm" -stall-retries 2 -timeout 60m -host-files "$out/corral"
 	-console "$out/console.txt" ./bench/agentvsqemu --
-	-test.run 'TestWarmExec$' -test.timeout 55m -corral "$out/corral" -runs "$runs")
+	-test.run 'TestWarmExec$' -test.timeout 55m -corral "$out/corral" -runs "$runs" -execlog "$execlog")
 status=0
 if [ -n "$lock" ]; then
 	flock /tmp/tcgkvm.lock "${tcgkvm[@]}" >"$out/stdout.txt" || status=$?

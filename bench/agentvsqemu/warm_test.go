@@ -3,6 +3,7 @@ package agentvsqemu
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +17,10 @@ import (
 	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 )
+
+// flagExecLog is corral exec's --log level in TestWarmExec; at debug its
+// log (the step timings of agentvm.Steps) goes into the test log.
+var flagExecLog = flag.String("execlog", "info", "TestWarmExec: corral exec's --log level; at debug each exec's log is in the test log")
 
 // needWarmSetup is needSetup without QEMU and busybox: TestWarmExec runs
 // only corral.
@@ -107,7 +112,7 @@ func TestWarmExec(t *testing.T) {
 // restored", or "" for --cold: neither).
 func (s setup) warmExec(t *testing.T, want string, args ...string) (result, error) {
 	con := filepath.Join(t.TempDir(), "console")
-	all := []string{"exec", "--console", con, "--log", "info", "--kernel", s.kernel}
+	all := []string{"exec", "--console", con, "--log", *flagExecLog, "--kernel", s.kernel}
 	if s.extra != "" {
 		all = append(all, "--cmdline", s.extra)
 	}
@@ -130,6 +135,9 @@ func (s setup) warmExec(t *testing.T, want string, args ...string) (result, erro
 		return r, fmt.Errorf("corral exec: %w; stderr: %s\nconsole ends:\n%s", err, tail(stderr.Bytes(), 8), tail(r.console, 15))
 	}
 	log := stderr.String()
+	if *flagExecLog == "debug" {
+		t.Logf("corral exec %q (%v):\n%s", args, r.wall.Round(time.Millisecond), log)
+	}
 	built, restored := strings.Contains(log, "warm: built"), strings.Contains(log, "warm: restored")
 	if (want == "" && (built || restored)) || (want != "" && !strings.Contains(log, want)) {
 		return r, fmt.Errorf("corral exec %q: want %q in its log (built %v, restored %v):\n%s", args, want, built, restored, tail(stderr.Bytes(), 8))
