@@ -23,7 +23,7 @@ while getopts "n:kdh" opt; do
 	k) lock= ;;
 	d) execlog=debug ;;
 	*)
-		sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
