@@ -346,6 +346,7 @@ func (vm *VM) Close() error {
 		}
 		vm.closeErr = vm.stop()
 		steps.Step("released")
+		logCounters(vm.log, vm.m)
 	})
 	return vm.closeErr
 }
