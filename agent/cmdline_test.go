@@ -89,6 +89,7 @@ func TestCmdlineRoundTrip(t *testing.T) {
 func FuzzParseCmdline(f *testing.F) {
 	f.Add("console=ttyS0 corral.root=9p:root corral.share=src:/src:ro")
 	f.Add(`corral.share="t:/a b" corral.root=blk:/dev/vda -- corral.share=x:/y`)
+	f.Add(`corral.root=9p:r:rw corral.hostname=h-1.x corral.tmpfs="/a b" corral.tmpfs=/c/ corral.share=s:/c/d`)
 	f.Fuzz(func(t *testing.T, cmdline string) {
 		c, err := ParseCmdline(cmdline)
 		if err != nil {
@@ -105,11 +106,14 @@ func FuzzParseCmdline(f *testing.F) {
 			}
 			tags[c.Root.Source] = true
 		case RootBlock:
+			if c.Root.Writable {
+				t.Fatalf("writable block root %q", c.Root.Source)
+			}
 			if !strings.HasPrefix(c.Root.Source, "/dev/") || slices.Contains(strings.Split(c.Root.Source, "/"), "..") || strings.ContainsFunc(c.Root.Source, func(r rune) bool { return r <= ' ' || r > '~' }) {
 				t.Fatalf("bad root device %q", c.Root.Source)
 			}
 		case RootInitramfs:
-			if c.Root.Source != "" {
+			if c.Root.Source != "" || c.Root.Writable {
 				t.Fatalf("initramfs root with source %q", c.Root.Source)
 			}
 		default:
@@ -124,11 +128,25 @@ func FuzzParseCmdline(f *testing.F) {
 				t.Fatalf("bad share path %q", s.Path)
 			}
 		}
+		paths := map[string]bool{}
+		for _, s := range c.Shares {
+			paths[s.Path] = true
+		}
+		for _, p := range c.Tmpfs {
+			if !strings.HasPrefix(p, "/") || p == "/" || strings.ContainsAny(p, ":\"\x00") || strings.Contains(p+"/", "/../") || strings.Contains(p+"/", "/./") || strings.Contains(p, "//") || paths[p] {
+				t.Fatalf("bad or repeated tmpfs path %q", p)
+			}
+			paths[p] = true
+		}
+		if c.Hostname != "" && CheckHostname(c.Hostname) != nil {
+			t.Fatalf("bad host name %q", c.Hostname)
+		}
 		again, err := ParseCmdline(c.Cmdline())
 		if err != nil {
 			t.Fatalf("reparsing %q: %v", c.Cmdline(), err)
 		}
-		if !reflect.DeepEqual(again, c) && !(len(c.Shares) == 0 && len(again.Shares) == 0 && again.Root == c.Root) {
+		if !reflect.DeepEqual(again, c) && !(len(c.Shares) == 0 && len(again.Shares) == 0 && again.Root == c.Root &&
+			again.Hostname == c.Hostname && reflect.DeepEqual(again.Tmpfs, c.Tmpfs)) {
 			t.Fatalf("reparse of %q = %+v, want %+v", c.Cmdline(), again, c)
 		}
 	})

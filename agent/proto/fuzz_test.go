@@ -92,7 +92,8 @@ func FuzzHostReader(f *testing.F) {
 // FuzzParseSetup decodes Setup payloads: an error wraps ErrProtocol, and a
 // decoded Setup encodes back to the same bytes.
 func FuzzParseSetup(f *testing.F) {
-	for _, s := range []*Setup{{}, {Root: "9p:corral-root", Shares: []string{"corral-share0:/src", "corral-share1:/data:ro"}}} {
+	for _, s := range []*Setup{{}, {Root: "9p:corral-root", Shares: []string{"corral-share0:/src", "corral-share1:/data:ro"}},
+		{Root: "9p:corral-root:rw", Shares: []string{"corral-share0:/src"}, Hostname: "t1", Tmpfs: []string{"/scratch", "/run/x"}}} {
 		p, err := s.Append(nil)
 		if err != nil {
 			f.Fatal(err)

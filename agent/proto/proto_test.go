@@ -224,6 +224,9 @@ func TestSetupRoundTrip(t *testing.T) {
 		{},
 		{Root: "9p:corral-root"},
 		{Root: "blk:/dev/vda", Shares: []string{"corral-share0:/src", "corral-share1:/a b:ro"}},
+		{Root: "9p:corral-root:rw", Hostname: "t1"},
+		{Tmpfs: []string{"/scratch"}},
+		{Root: "9p:r:rw", Shares: []string{"s:/s"}, Hostname: "h", Tmpfs: []string{"/a", "/b"}},
 	} {
 		var b bytes.Buffer
 		p, err := s.Append(nil)
@@ -248,7 +251,19 @@ func TestParseSetupRejects(t *testing.T) {
 	badCount := bytes.Clone(ok)
 	binary.LittleEndian.PutUint32(badCount[offSetupShares:], 1<<30)
 	flags := bytes.Clone(ok)
-	flags[offSetupFlags] = 1
+	flags[offSetupFlags] = 2
+	// The system part: flagged but absent, flagged but empty (Append
+	// never writes that), a tmpfs count beyond the payload, cut short.
+	noSystem := bytes.Clone(ok)
+	noSystem[offSetupFlags] = SetupSystem
+	emptySystem := binary.LittleEndian.AppendUint32(binary.LittleEndian.AppendUint32(bytes.Clone(noSystem), 0), 0)
+	sys, err := (&Setup{Root: "9p:r", Hostname: "h", Tmpfs: []string{"/t"}}).Append(nil)
+	must(t, err)
+	if sys[offSetupFlags] != SetupSystem {
+		t.Errorf("flags %#x, want SetupSystem", sys[offSetupFlags])
+	}
+	tmpfsCount := bytes.Clone(sys)
+	binary.LittleEndian.PutUint32(tmpfsCount[len(sys)-4-2-4:], 1<<30)
 	long := bytes.Clone(ok)
 	binary.LittleEndian.PutUint32(long[setupFixed:], 1000)
 	nul := bytes.Clone(ok)
@@ -256,6 +271,9 @@ func TestParseSetupRejects(t *testing.T) {
 	for name, p := range map[string][]byte{
 		"short": ok[:5], "count": badCount, "flags": flags, "length": long, "nul": nul,
 		"trailing": append(bytes.Clone(ok), 0, 0, 0, 0), "empty": nil,
+		"no system": noSystem, "empty system": emptySystem, "tmpfs count": tmpfsCount,
+		"system short": sys[:len(sys)-1], "system no count": sys[:len(sys)-6-4],
+		"system trailing": append(bytes.Clone(sys), 0),
 	} {
 		if _, err := ParseSetup(p); !errors.Is(err, ErrProtocol) {
 			t.Errorf("%s: err %v, want ErrProtocol", name, err)
@@ -266,5 +284,31 @@ func TestParseSetupRejects(t *testing.T) {
 	}
 	if _, err := (&Setup{Shares: []string{strings.Repeat("x", MaxSetupPayload)}}).Append(nil); err == nil {
 		t.Error("Setup over MaxSetupPayload encoded")
+	}
+	if _, err := (&Setup{Tmpfs: []string{strings.Repeat("x", MaxSetupPayload)}}).Append(nil); err == nil {
+		t.Error("Setup with a tmpfs over MaxSetupPayload encoded")
+	}
+	if _, err := (&Setup{Hostname: "a\x00"}).Append(nil); err == nil {
+		t.Error("Setup with a NUL in the host name encoded")
+	}
+}
+
+func TestSetupNeedsVersion(t *testing.T) {
+	for _, tc := range []struct {
+		s    Setup
+		want uint16
+	}{
+		{Setup{}, SetupVersion},
+		{Setup{Root: "9p:r", Shares: []string{"a:/a:ro"}}, SetupVersion},
+		{Setup{Root: "9p:r:rw"}, SetupSystemVersion},
+		{Setup{Hostname: "h"}, SetupSystemVersion},
+		{Setup{Tmpfs: []string{"/t"}}, SetupSystemVersion},
+	} {
+		if got := tc.s.NeedsVersion(); got != tc.want {
+			t.Errorf("%+v: NeedsVersion %d, want %d", tc.s, got, tc.want)
+		}
+	}
+	if Version < SetupSystemVersion {
+		t.Errorf("Version %d speaks no SetupSystem", Version)
 	}
 }
