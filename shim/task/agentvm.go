@@ -1,0 +1,174 @@
+package task
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent/client"
+	"github.com/corral-vmm/corral/agentvm"
+)
+
+// CloseTimeout bounds the power-off through the agent in Delete; the
+// machine is stopped when it passes.
+const CloseTimeout = 5 * time.Second
+
+// machineName is the inventory name of task ns/id: printable, no spaces
+// (containerd ids are [A-Za-z0-9_.-]+, namespaces alike), at most 128
+// bytes.
+func machineName(ns, id string) string {
+	n := "containerd-" + ns + "-" + id
+	if len(n) > 128 {
+		n = n[:128]
+	}
+	return strings.Map(func(r rune) rune {
+		if r <= ' ' || r == 0x7f {
+			return '_'
+		}
+		return r
+	}, n)
+}
+
+// AgentLauncher boots a task's VM with agentvm (cold: every task boots
+// its kernel), with its console and logs going to log.
+func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
+	return func(ctx context.Context, req LaunchRequest) (VM, error) {
+		mc := corral.Config{
+			Name:     machineName(req.Namespace, req.ID),
+			Labels:   map[string]string{LabelNamespace: req.Namespace, LabelID: req.ID},
+			StateDir: req.Options.StateDir,
+			Kernel:   req.Options.Kernel,
+			Cmdline:  req.Options.cmdline(),
+			Console:  console,
+			Logger:   log,
+		}
+		cfg := req.Plan.AgentConfig(mc, req.Options.Agent)
+		vm, err := agentvm.Start(ctx, cfg)
+		if err != nil {
+			return nil, err
+		}
+		return &agentVM{vm: vm, ns: req.Namespace, id: req.ID, stateDir: req.Options.StateDir, log: log}, nil
+	}
+}
+
+// agentVM is a VM on agentvm.
+type agentVM struct {
+	vm       *agentvm.VM
+	ns, id   string
+	stateDir string
+	log      *slog.Logger
+}
+
+func (v *agentVM) Start(p ProcSpec) (Proc, error) {
+	cmd := v.vm.Command(p.Args[0], p.Args[1:]...)
+	cmd.Args = p.Args
+	cmd.Env = p.Env
+	cmd.Dir = p.Cwd
+	cmd.Credential = &client.Credential{UID: p.UID, GID: p.GID}
+	cmd.TTY, cmd.Rows, cmd.Cols = p.Terminal, p.Rows, p.Cols
+	if p.Stdin != nil {
+		cmd.Stdin = p.Stdin
+	}
+	if p.Stdout != nil {
+		cmd.Stdout = p.Stdout
+	}
+	if p.Stderr != nil {
+		cmd.Stderr = p.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return agentProc{cmd}, nil
+}
+
+// Close powers the machine off through the agent, stops it when that
+// takes longer than CloseTimeout, and removes its inventory entry.
+func (v *agentVM) Close() error {
+	done := make(chan error, 1)
+	go func() { done <- v.vm.Close() }()
+	var err error
+	select {
+	case err = <-done:
+	case <-time.After(CloseTimeout):
+		v.log.Warn("shim: the VM did not power off in time; stopping it", "timeout", CloseTimeout)
+		v.vm.Machine().Stop()
+		err = <-done
+	}
+	if cerr := collectTask(v.ns, v.id, v.stateDir, v.vm.Machine().ID()); cerr != nil {
+		err = errors.Join(err, fmt.Errorf("shim: removing the inventory entry: %w", cerr))
+	}
+	return err
+}
+
+func (v *agentVM) Kill() error { v.vm.Machine().Stop(); return nil }
+
+func (v *agentVM) Done() <-chan struct{} { return v.vm.Done() }
+
+// Stats: the VMM runs in this process, one VM per shim, so the process's
+// CPU time (vCPU threads included) and resident memory are the VM's.
+func (v *agentVM) Stats() VMStats {
+	var st VMStats
+	var ru unix.Rusage
+	if unix.Getrusage(unix.RUSAGE_SELF, &ru) == nil {
+		st.CPUUsec = uint64(ru.Utime.Nano()/1000 + ru.Stime.Nano()/1000)
+	}
+	st.MemoryUsage = residentBytes()
+	st.MemoryLimit = v.vm.Machine().Config().Memory
+	if st.MemoryLimit == 0 {
+		st.MemoryLimit = corral.DefaultMemory
+	}
+	return st
+}
+
+// residentBytes reads this process's resident set from /proc/self/statm.
+func residentBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
+}
+
+// agentProc is a Proc on a client.Cmd.
+type agentProc struct{ cmd *client.Cmd }
+
+func (p agentProc) Pid() int { return p.cmd.Pid() }
+
+func (p agentProc) Wait() (int, error) {
+	err := p.cmd.Wait()
+	var ee *client.ExitError
+	switch {
+	case err == nil:
+		return 0, nil
+	case errors.As(err, &ee):
+		return ee.ShellStatus(), nil
+	}
+	return 0, lostErr(err)
+}
+
+func (p agentProc) Signal(sig syscall.Signal, group bool) error {
+	if group {
+		return p.cmd.SignalGroup(sig)
+	}
+	return p.cmd.Signal(sig)
+}
+
+func (p agentProc) Resize(rows, cols uint16) error { return p.cmd.Resize(rows, cols) }

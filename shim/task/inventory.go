@@ -1,0 +1,61 @@
+package task
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+
+	"github.com/corral-vmm/corral/audit"
+	"github.com/corral-vmm/corral/inventory"
+)
+
+// Inventory labels of a task's VM.
+const (
+	LabelNamespace = "containerd.namespace"
+	LabelID        = "containerd.id"
+)
+
+// collectTask removes from the inventory in stateDir ("" means
+// inventory.StateDir()) the VMs of containerd task ns/id that no longer
+// run, each audited vm.collected first (as `corral gc` does); vmID, when
+// set, limits it to that machine. A task's VM ends with the task, so its
+// entry goes with it rather than waiting for `corral gc`.
+func collectTask(ns, id, stateDir, vmID string) error {
+	if stateDir == "" {
+		stateDir = inventory.StateDir()
+	}
+	vms, err := inventory.List(stateDir)
+	if err != nil {
+		return err
+	}
+	var alog *audit.Log
+	var errs []error
+	for i := range vms {
+		v := &vms[i]
+		if v.Record == nil || v.State == inventory.Running {
+			continue
+		}
+		if vmID != "" && v.ID != vmID {
+			continue
+		}
+		if v.Record.Labels[LabelNamespace] != ns || v.Record.Labels[LabelID] != id {
+			continue
+		}
+		if alog == nil {
+			if alog, err = audit.Open(audit.DefaultPath(stateDir), audit.Options{}); err != nil {
+				return fmt.Errorf("shim: %w", err)
+			}
+		}
+		err := inventory.Collect(v, func() error {
+			e := audit.ForRecord(v.Record, "vm.collected")
+			e.PID, e.UID, e.BootID = v.Record.PID, v.Record.UID, v.Record.BootID
+			return alog.Append(e, slog.String("dir", v.Dir), slog.String("state", string(v.State)),
+				slog.Int("reported_by_pid", os.Getpid()), slog.Int("reported_by_uid", os.Geteuid()))
+		})
+		if err != nil && !errors.Is(err, inventory.ErrRunning) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}

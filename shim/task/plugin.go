@@ -1,0 +1,47 @@
+package task
+
+import (
+	"log/slog"
+
+	"github.com/containerd/containerd/namespaces"
+	"github.com/containerd/containerd/pkg/shutdown"
+	"github.com/containerd/containerd/plugin"
+	"github.com/containerd/containerd/runtime/v2/shim"
+	"github.com/containerd/log"
+)
+
+// RegisterPlugin registers the task service as the shim's ttrpc plugin,
+// as runc's shim does, for shim.RunManager to serve. Its logs go to the
+// shim's log (containerd's log FIFO in the bundle), and so does the guest's
+// console.
+func RegisterPlugin() {
+	plugin.Register(&plugin.Registration{
+		Type:     plugin.TTRPCPlugin,
+		ID:       "task",
+		Requires: []plugin.Type{plugin.EventPlugin, plugin.InternalPlugin},
+		InitFn: func(ic *plugin.InitContext) (interface{}, error) {
+			pp, err := ic.GetByID(plugin.EventPlugin, "publisher")
+			if err != nil {
+				return nil, err
+			}
+			ss, err := ic.GetByID(plugin.InternalPlugin, "shutdown")
+			if err != nil {
+				return nil, err
+			}
+			ns, err := namespaces.NamespaceRequired(ic.Context)
+			if err != nil {
+				return nil, err
+			}
+			out := log.G(ic.Context).Logger.Out
+			lg := slog.New(slog.NewTextHandler(out, nil))
+			pub := pp.(shim.Publisher)
+			return NewService(ic.Context, Config{
+				Namespace: ns,
+				Publisher: pub,
+				Launch:    AgentLauncher(lg, out),
+				Shutdown:  ss.(shutdown.Service).Shutdown,
+				Log:       lg,
+			}), nil
+		},
+	})
+}
