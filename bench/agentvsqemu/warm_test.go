@@ -136,7 +136,7 @@ func (s setup) warmExec(t *testing.T, want string, args ...string) (result, erro
 	}
 	log := stderr.String()
 	if *flagExecLog == "debug" {
-		t.Logf("corral exec %q (%v):\n%s", args, r.wall.Round(time.Millisecond), log)
+		t.Logf("corral exec %q (%v):\n%s\nits console ends:\n%s", args, r.wall.Round(time.Millisecond), log, tail(r.console, 12))
 	}
 	built, restored := strings.Contains(log, "warm: built"), strings.Contains(log, "warm: restored")
 	if (want == "" && (built || restored)) || (want != "" && !strings.Contains(log, want)) {
