@@ -34,6 +34,7 @@ import (
 
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
+	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent"
 )
 
@@ -243,7 +244,11 @@ func (p *Plan) size(r *specs.LinuxResources) error {
 		if c.Period != nil && *c.Period > 0 {
 			period = *c.Period
 		}
-		n := (uint64(*c.Quota) + period - 1) / period
+		q := uint64(*c.Quota)
+		n := q / period
+		if q%period != 0 {
+			n++
+		}
 		if n > MaxCPUs {
 			return fmt.Errorf("%w: linux.resources.cpu: quota %d / period %d asks for %d vCPUs, more than %d", ErrSpec, *c.Quota, period, n, MaxCPUs)
 		}
@@ -252,6 +257,9 @@ func (p *Plan) size(r *specs.LinuxResources) error {
 	if m := r.Memory; m != nil && m.Limit != nil && *m.Limit > 0 {
 		const mib = 1 << 20
 		lim := (uint64(*m.Limit) + mib - 1) / mib * mib
+		if lim > corral.MaxMemory {
+			return fmt.Errorf("%w: linux.resources.memory: limit %d is more than a VM's %d", ErrSpec, *m.Limit, uint64(corral.MaxMemory))
+		}
 		p.Memory = max(lim, MinMemory)
 	}
 	return nil
