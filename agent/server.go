@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corral-vmm/corral/agent/proto"
 )
 
@@ -33,6 +35,10 @@ type Config struct {
 	// PowerOff powers the machine off; nil refuses power-off requests (an
 	// agent that is not PID 1 must not).
 	PowerOff func() error
+	// Sync flushes the guest's file systems before a power-off request is
+	// acked (the host may stop the machine on the Ack:
+	// proto.SyncedPowerOffVersion); nil means sync(2).
+	Sync func()
 	// Reaper, when set, collects the exit status of every command: required
 	// when the agent reaps all children (PID 1), which would otherwise
 	// steal the statuses. Its Run must be running. Nil waits by pid.
@@ -280,6 +286,13 @@ func (ss *session) powerOff() error {
 	if ss.s.cfg.PowerOff == nil {
 		ss.sendError(proto.CodeRefused, "power-off refused: the agent is not PID 1")
 		return nil
+	}
+	// The Ack promises the sync (SyncedPowerOffVersion): a host may stop
+	// the machine as soon as it reads it.
+	if ss.s.cfg.Sync != nil {
+		ss.s.cfg.Sync()
+	} else {
+		unix.Sync()
 	}
 	if err := ss.w.Send(proto.TypeAck, 0, nil); err != nil {
 		return fmt.Errorf("agent: sending power-off Ack: %w", err)

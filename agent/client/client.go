@@ -729,34 +729,45 @@ func (e *ExitError) Error() string {
 // conn. It returns once the agent has accepted; ErrRefused when the agent
 // is not PID 1.
 func PowerOff(ctx context.Context, conn net.Conn) error {
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	err := powerOff(conn)
-	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("client: power-off: %w", ctx.Err())
-	}
+	_, err := PowerOffSynced(ctx, conn)
 	return err
 }
 
-func powerOff(conn net.Conn) error {
-	if err := handshake(conn); err != nil {
-		return err
+// PowerOffSynced is PowerOff, and reports whether the agent synced the
+// guest's file systems before it accepted (protocol version 4,
+// proto.SyncedPowerOffVersion): the host may then stop the machine at once
+// rather than wait for the guest's power-off, unless a device holds guest
+// writes the sync only handed to it (a writable disk).
+func PowerOffSynced(ctx context.Context, conn net.Conn) (synced bool, err error) {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	synced, err = powerOff(conn)
+	if err != nil && ctx.Err() != nil {
+		return false, fmt.Errorf("client: power-off: %w", ctx.Err())
+	}
+	return synced, err
+}
+
+func powerOff(conn net.Conn) (synced bool, err error) {
+	v, err := negotiate(conn)
+	if err != nil {
+		return false, err
 	}
 	if err := proto.NewWriter(conn).Send(proto.TypePowerOff, 0, nil); err != nil {
-		return fmt.Errorf("client: sending PowerOff: %w", err)
+		return false, fmt.Errorf("client: sending PowerOff: %w", err)
 	}
 	f, err := proto.NewReader(conn, proto.FromAgent).Next()
 	if err != nil {
-		return fmt.Errorf("client: waiting for the power-off Ack: %w", eofErr(err))
+		return false, fmt.Errorf("client: waiting for the power-off Ack: %w", eofErr(err))
 	}
 	switch f.Type {
 	case proto.TypeAck:
-		return nil
+		return v >= proto.SyncedPowerOffVersion, nil
 	case proto.TypeError:
-		return agentError(f.Payload)
+		return false, agentError(f.Payload)
 	}
-	return fmt.Errorf("client: agent sent %s, want Ack: %w", f.Type, proto.ErrProtocol)
+	return false, fmt.Errorf("client: agent sent %s, want Ack: %w", f.Type, proto.ErrProtocol)
 }
 
 // capWriter keeps the first max bytes.

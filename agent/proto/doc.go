@@ -36,7 +36,8 @@
 //
 //	Hello    magic "CRLA", u16 min version, u16 max version (8 bytes)
 //	Exec     the command (see Exec); first message after Hello
-//	PowerOff empty; instead of Exec: sync and power the machine off
+//	PowerOff empty; instead of Exec: sync and power the machine off (from
+//	         version 4 the Ack comes after the sync: SyncedPowerOffVersion)
 //	Setup    (version 2) instead of Exec: the root switch and share mounts
 //	         an agent started with corral.setup=deferred left for the host
 //	         (see Setup); answered by Ack, or Error
@@ -59,7 +60,8 @@
 //	         ExitOOM), u16 reserved, i32 exit code or signal number
 //	Error    u16 code, u16 reserved, message (at most MaxErrorMessage bytes);
 //	         ends the session
-//	Ack      empty: the power-off request was accepted, or Setup done
+//	Ack      empty: the power-off request was accepted (version 4: and the
+//	         file systems synced), or Setup done
 //
 // # Session
 //

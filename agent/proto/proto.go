@@ -11,9 +11,10 @@ import (
 // Version is the protocol version this package speaks; MinVersion the
 // oldest it accepts from a peer. Version 2 added Setup (SetupVersion),
 // version 3 its SetupSystem part and the read-write root
-// (SetupSystemVersion).
+// (SetupSystemVersion), version 4 the synced power-off Ack
+// (SyncedPowerOffVersion).
 const (
-	Version    = 3
+	Version    = 4
 	MinVersion = 1
 )
 
@@ -25,6 +26,13 @@ const SetupVersion = 2
 // name, tmpfs mounts (SetupSystem) and a read-write root ("9p:TAG:rw"):
 // a session that negotiated less must not send them (Setup.NeedsVersion).
 const SetupSystemVersion = 3
+
+// SyncedPowerOffVersion is the first version whose agent syncs the
+// guest's file systems before it acks PowerOff: the host may stop the
+// machine on the Ack instead of waiting for the guest's power-off (when
+// no device of its holds guest writes: a writable disk keeps the guest's
+// orderly path).
+const SyncedPowerOffVersion = 4
 
 // Magic opens every Hello payload, so a peer speaking something else is
 // recognised at once.
