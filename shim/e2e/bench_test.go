@@ -1,0 +1,120 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/corral-vmm/corral/shim/internal/ctrdtest"
+)
+
+// bench/containerd.sh sets these; without -bench-rounds the benchmark
+// test skips.
+var (
+	flagBenchRounds = flag.Int("bench-rounds", 0, "TestBenchCtrRun: rounds of ctr run --rm vs corral exec (0: skip the benchmark)")
+	flagCorral      = flag.String("corral", "", "TestBenchCtrRun: static corral binary for corral exec")
+)
+
+// TestBenchCtrRun measures issue 14's overhead: `ctr run --rm IMAGE id
+// true` through the shim against `corral exec -- true` (cold: --cold, as
+// the shim boots; and warm, from a snapshot) on the same kernel, process
+// start to exit, rounds alternating their order. It prints "ctrbench:"
+// lines that bench/containerd.sh collects.
+func TestBenchCtrRun(t *testing.T) {
+	if *flagBenchRounds <= 0 {
+		t.Skip("a benchmark: bench/containerd.sh runs it (-bench-rounds N -corral PATH)")
+	}
+	if *flagCorral == "" {
+		t.Fatal("-corral: no corral binary")
+	}
+	e := setup(t, ns)
+	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // corral exec's warm snapshots
+	execArgs := []string{"exec"}
+	if c := os.Getenv("CORRAL_TCGKVM_CMDLINE"); c != "" {
+		execArgs = append(execArgs, "--cmdline", c)
+	}
+	corralExec := func(extra ...string) (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), bootTimeout)
+		defer cancel()
+		args := append(append(slices.Clone(execArgs), extra...), "--", "true")
+		cmd := exec.CommandContext(ctx, *flagCorral, args...)
+		start := time.Now()
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			return 0, fmt.Errorf("corral %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return time.Since(start), nil
+	}
+	n := 0
+	ctrRun := func() (time.Duration, error) {
+		n++
+		r := e.ctr(t, bootTimeout, "run", "--rm", "--runtime", ctrdtest.RuntimeType, ctrdtest.ImageRef, fmt.Sprintf("b%d", n), "true")
+		if r.code != 0 {
+			return 0, fmt.Errorf("ctr run --rm: exit %d: %s", r.code, r.stderr)
+		}
+		return r.took, nil
+	}
+	// Warm-ups, not counted: the first of each pages its binaries in, and
+	// the first warm exec boots and builds the snapshot.
+	for _, f := range []func() (time.Duration, error){ctrRun, func() (time.Duration, error) { return corralExec("--cold") }, func() (time.Duration, error) { return corralExec() }} {
+		if d, err := f(); err != nil {
+			t.Fatalf("warm-up: %v", err)
+		} else {
+			fmt.Printf("ctrbench: warm-up %d ms\n", d.Milliseconds())
+		}
+	}
+	rows := map[string][]float64{}
+	kinds := []string{"ctr run --rm", "corral exec --cold", "corral exec (warm)"}
+	steps := map[string]func() (time.Duration, error){
+		kinds[0]: ctrRun,
+		kinds[1]: func() (time.Duration, error) { return corralExec("--cold") },
+		kinds[2]: func() (time.Duration, error) { return corralExec() },
+	}
+	for i := 0; i < *flagBenchRounds; i++ {
+		order := slices.Clone(kinds)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		var line []string
+		for _, k := range order {
+			d, err := steps[k]()
+			if err != nil {
+				t.Errorf("round %d: %v", i, err)
+				continue
+			}
+			rows[k] = append(rows[k], float64(d.Milliseconds()))
+			line = append(line, fmt.Sprintf("%s %d ms", k, d.Milliseconds()))
+		}
+		fmt.Printf("ctrbench: round %d: %s\n", i, strings.Join(line, ", "))
+	}
+	med := map[string]float64{}
+	for _, k := range kinds {
+		med[k] = median(rows[k])
+		fmt.Printf("ctrbench: median %s: %.0f ms (n=%d, min %.0f, max %.0f)\n", k, med[k], len(rows[k]), slices.Min(append(rows[k], med[k])), slices.Max(append(rows[k], med[k])))
+	}
+	if c := med[kinds[1]]; c > 0 {
+		r := med[kinds[0]] / c
+		fmt.Printf("ctrbench: ratio ctr run --rm / corral exec --cold: %.2fx (shim overhead %+.0f%%; issue 14's target: at most +10%%)\n", r, (r-1)*100)
+	}
+	if w := med[kinds[2]]; w > 0 {
+		fmt.Printf("ctrbench: ratio ctr run --rm / corral exec (warm): %.2fx\n", med[kinds[0]]/w)
+	}
+}
+
+func median(v []float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}

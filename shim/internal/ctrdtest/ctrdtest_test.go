@@ -1,0 +1,209 @@
+package ctrdtest
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
+)
+
+func TestRequired(t *testing.T) {
+	for _, c := range []struct {
+		env  []string
+		need string
+		want bool
+	}{
+		{nil, NeedKVM, false},
+		{[]string{"CORRAL_REQUIRE=kvm,root"}, NeedKVM, true},
+		{[]string{"CORRAL_REQUIRE=kvm, root"}, NeedRoot, true},
+		{[]string{"CORRAL_REQUIRE=kvmx"}, NeedKVM, false},
+		{[]string{"CORRAL_REQUIRE=tools"}, NeedContainerd, true},
+		{[]string{"CORRAL_REQUIRE=containerd"}, NeedContainerd, true},
+		{[]string{"CORRAL_REQUIRE=containerd"}, NeedTools, false},
+		{[]string{"XCORRAL_REQUIRE=kvm"}, NeedKVM, false},
+	} {
+		if got := Required(c.env, c.need); got != c.want {
+			t.Errorf("Required(%q, %s) = %v, want %v", c.env, c.need, got, c.want)
+		}
+	}
+}
+
+func TestDaemonEnv(t *testing.T) {
+	got := DaemonEnv([]string{"A=1", "PATH=/bin:/usr/bin", "CORRAL_STATE_DIR=/old"}, "/shim", "/st")
+	want := []string{"A=1", "PATH=/shim:/bin:/usr/bin", "CORRAL_STATE_DIR=/st"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("DaemonEnv = %q, want %q", got, want)
+	}
+}
+
+// readTar returns the regular files and the symlinks of a tar stream.
+func readTar(t *testing.T, r io.Reader) (files map[string][]byte, links map[string]string) {
+	t.Helper()
+	files, links = map[string][]byte{}, map[string]string{}
+	tr := tar.NewReader(r)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files, links
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch h.Typeflag {
+		case tar.TypeReg:
+			b, err := io.ReadAll(tr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			files[h.Name] = b
+		case tar.TypeSymlink:
+			links[h.Name] = h.Linkname
+		}
+	}
+}
+
+func blob(t *testing.T, files map[string][]byte, d ocispec.Descriptor) []byte {
+	t.Helper()
+	b, ok := files[blobPath(d)]
+	if !ok {
+		t.Fatalf("no blob %s", d.Digest)
+	}
+	sum := sha256.Sum256(b)
+	if "sha256:"+hex.EncodeToString(sum[:]) != d.Digest.String() || int64(len(b)) != d.Size {
+		t.Fatalf("blob %s: digest or size (%d, want %d) wrong", d.Digest, len(b), d.Size)
+	}
+	return b
+}
+
+// TestWriteImage reads the image layout back: index, manifest, config and
+// layer chain by digest, the name is annotated, and the layer holds
+// busybox with its applets and /etc/passwd.
+func TestWriteImage(t *testing.T) {
+	bb := []byte("\x7fELF not really busybox")
+	var buf bytes.Buffer
+	if err := WriteImage(&buf, ImageRef, bb); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := readTar(t, bytes.NewReader(buf.Bytes()))
+	if !strings.Contains(string(files["oci-layout"]), `"imageLayoutVersion":"1.0.0"`) {
+		t.Fatalf("oci-layout = %q", files["oci-layout"])
+	}
+	var idx ocispec.Index
+	if err := json.Unmarshal(files["index.json"], &idx); err != nil || len(idx.Manifests) != 1 {
+		t.Fatalf("index.json: %v, %d manifests", err, len(idx.Manifests))
+	}
+	md := idx.Manifests[0]
+	if md.Annotations[ocispec.AnnotationRefName] != ImageRef || md.Platform == nil || md.Platform.Architecture != "amd64" {
+		t.Fatalf("manifest descriptor %+v", md)
+	}
+	var man ocispec.Manifest
+	if err := json.Unmarshal(blob(t, files, md), &man); err != nil || len(man.Layers) != 1 {
+		t.Fatalf("manifest: %v, %+v", err, man)
+	}
+	var cfg ocispec.Image
+	if err := json.Unmarshal(blob(t, files, man.Config), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.OS != "linux" || !slices.Equal(cfg.Config.Cmd, DefaultCmd) || len(cfg.RootFS.DiffIDs) != 1 {
+		t.Fatalf("config %+v", cfg)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(blob(t, files, man.Layers[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sum := sha256.Sum256(raw); "sha256:"+hex.EncodeToString(sum[:]) != cfg.RootFS.DiffIDs[0].String() {
+		t.Fatalf("diff ID %s is not the uncompressed layer's digest", cfg.RootFS.DiffIDs[0])
+	}
+	lf, links := readTar(t, bytes.NewReader(raw))
+	if !bytes.Equal(lf["bin/busybox"], bb) || links["bin/sh"] != "busybox" || links["bin/sleep"] != "busybox" {
+		t.Fatalf("layer: busybox %q, sh -> %q", lf["bin/busybox"], links["bin/sh"])
+	}
+	if !strings.HasPrefix(string(lf["etc/passwd"]), "root:x:0:0:") {
+		t.Fatalf("etc/passwd = %q", lf["etc/passwd"])
+	}
+	var again bytes.Buffer
+	if err := WriteImage(&again, ImageRef, bb); err != nil || !bytes.Equal(again.Bytes(), buf.Bytes()) {
+		t.Fatalf("a second image of the same busybox differs (%v)", err)
+	}
+}
+
+// TestDaemonImportImage proves the harness without the shim: a private
+// containerd starts, the image imports into two namespaces and is listed
+// and unpacked, the CRI plugin and the native snapshotter loaded, and
+// nothing is left after the daemon stops.
+func TestDaemonImportImage(t *testing.T) {
+	MustHaveRoot(t)
+	tools := MustHaveContainerd(t)
+	MustHaveFile(t, BusyboxPath)
+	var dir, sock string
+	t.Run("daemon", func(t *testing.T) {
+		d := Start(t, Options{Tools: tools})
+		dir, sock = d.Dir, d.Address
+		if fi, err := os.Stat(d.Address); err != nil || fi.Mode()&os.ModeSocket == 0 {
+			t.Fatalf("no socket at %s: %v", d.Address, err)
+		}
+		for _, ns := range []string{"ctrdtest", "k8s.io"} {
+			d.ImportImage(t, ns, ImageRef)
+			if ls := d.MustCtr(t, ns, "images", "ls", "-q"); !slices.Contains(strings.Fields(ls), ImageRef) {
+				t.Fatalf("ctr -n %s images ls -q = %q, want %s", ns, ls, ImageRef)
+			}
+			if ls := d.MustCtr(t, ns, "snapshots", "--snapshotter", "native", "ls"); len(strings.Split(strings.TrimSpace(ls), "\n")) < 2 {
+				t.Fatalf("ctr -n %s snapshots ls: no snapshot after the import:\n%s", ns, ls)
+			}
+		}
+		plugins := d.MustCtr(t, "default", "plugins", "ls")
+		for _, want := range []string{"io.containerd.grpc.v1 cri ok", "io.containerd.snapshotter.v1 native ok"} {
+			if !containsFields(plugins, want) {
+				t.Errorf("ctr plugins ls has no line %q:\n%s", want, plugins)
+			}
+		}
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		_, err := os.Stat(dir)
+		if os.IsNotExist(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (socket %s) still there after the daemon stopped: %v", dir, sock, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// containsFields reports whether some line of ctr plugins ls has want's
+// "TYPE ID STATUS" (the platforms column between ID and STATUS ignored).
+func containsFields(text, want string) bool {
+	w := strings.Fields(want)
+	for _, l := range strings.Split(text, "\n") {
+		f := strings.Fields(l)
+		if len(f) >= 3 && f[0] == w[0] && f[1] == w[1] && f[len(f)-1] == w[2] {
+			return true
+		}
+	}
+	return false
+}
+
+func TestDaemonConfigPaths(t *testing.T) {
+	c := Config("/x/d", "img:1")
+	for _, want := range []string{`root = "/x/d/root"`, `address = "/x/d/containerd.sock"`, `sandbox_image = "img:1"`,
+		`runtimes.corral]`, `runtime_type = "io.containerd.corral.v2"`, `snapshotter = "native"`, `conf_dir = "/x/d/cni/conf"`} {
+		if !strings.Contains(c, want) {
+			t.Errorf("config lacks %s:\n%s", want, c)
+		}
+	}
+}

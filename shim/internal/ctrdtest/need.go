@@ -1,0 +1,162 @@
+// Package ctrdtest is the containerd test harness of the shim's tests: it
+// starts a private containerd (its own root, state, socket and config;
+// never the system's), builds a small OCI image from Debian's
+// busybox-static and imports it with ctr. The tests' needs (KVM, root,
+// containerd, the shim binary, a guest kernel) skip a test with a reason
+// when missing, or fail it when CORRAL_REQUIRE names them, as the core
+// module's internal/testenv does (which this module cannot import).
+package ctrdtest
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/corral-vmm/corral/kvm"
+)
+
+// RequireEnv lists the needs that fail rather than skip, comma-separated.
+const RequireEnv = "CORRAL_REQUIRE"
+
+// The needs CORRAL_REQUIRE may name. Containerd is also required by Tools
+// (scripts/setup.sh installs it).
+const (
+	NeedKVM        = "kvm"
+	NeedRoot       = "root"
+	NeedTools      = "tools"
+	NeedContainerd = "containerd"
+	NeedKernel     = "kernel"
+)
+
+// ShimEnv names the containerd-shim-corral-v2 binary the tests run; unset,
+// it is looked up on PATH. tests/tcgkvm runs set it (-env).
+const ShimEnv = "CORRAL_SHIM"
+
+// ShimBinary is the name containerd looks up on PATH for runtime type
+// io.containerd.corral.v2.
+const ShimBinary = "containerd-shim-corral-v2"
+
+// Required reports whether CORRAL_REQUIRE (in env, as os.Environ) names
+// need, or a need that implies it (tools implies containerd).
+func Required(env []string, need string) bool {
+	var list string
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, RequireEnv+"="); ok {
+			list = v
+		}
+	}
+	names := strings.Split(list, ",")
+	for i := range names {
+		names[i] = strings.TrimSpace(names[i])
+	}
+	return slices.Contains(names, need) || (need == NeedContainerd && slices.Contains(names, NeedTools))
+}
+
+// Missing ends the test because the host lacks need: it skips with the
+// reason, or fails when CORRAL_REQUIRE names need.
+func Missing(t testing.TB, need, format string, args ...any) {
+	t.Helper()
+	msg := fmt.Sprintf(format, args...)
+	if Required(os.Environ(), need) {
+		t.Fatalf("%s (required: %s=%s)", msg, RequireEnv, os.Getenv(RequireEnv))
+	}
+	t.Skip(msg)
+}
+
+// MustHaveKVM needs a usable /dev/kvm.
+func MustHaveKVM(t testing.TB) {
+	t.Helper()
+	s, err := kvm.Open(kvm.DevicePath)
+	if errors.Is(err, kvm.ErrUnavailable) {
+		Missing(t, NeedKVM, "needs %s: %v", kvm.DevicePath, err)
+	}
+	if err != nil {
+		t.Fatalf("KVM is present but Corral cannot use it: %v", err)
+	}
+	s.Close()
+}
+
+// MustHaveRoot needs an effective user ID of 0: containerd and the shim
+// mount file systems.
+func MustHaveRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		Missing(t, NeedRoot, "needs root (containerd mounts snapshots)")
+	}
+}
+
+// Tools are the containerd commands a test runs.
+type Tools struct {
+	Containerd, Ctr string
+}
+
+// MustHaveContainerd needs containerd and ctr (Debian's containerd
+// package) on PATH.
+func MustHaveContainerd(t testing.TB) Tools {
+	t.Helper()
+	var tl Tools
+	for _, c := range []struct {
+		name string
+		p    *string
+	}{{"containerd", &tl.Containerd}, {"ctr", &tl.Ctr}} {
+		p, err := exec.LookPath(c.name)
+		if err != nil {
+			Missing(t, NeedContainerd, "%s not on PATH (apt-get install -y containerd)", c.name)
+		}
+		*c.p = p
+	}
+	return tl
+}
+
+// MustHaveShim returns the absolute path of the shim binary: $CORRAL_SHIM,
+// else containerd-shim-corral-v2 on PATH. Its base name must be
+// ShimBinary, since containerd finds it by that name.
+func MustHaveShim(t testing.TB) string {
+	t.Helper()
+	p := os.Getenv(ShimEnv)
+	if p == "" {
+		var err error
+		if p, err = exec.LookPath(ShimBinary); err != nil {
+			Missing(t, NeedTools, "no shim binary: set %s or put %s on PATH (cd shim && go build ./cmd/%s)", ShimEnv, ShimBinary, ShimBinary)
+		}
+	}
+	p, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatalf("ctrdtest: %s: %v", ShimEnv, err)
+	}
+	if filepath.Base(p) != ShimBinary {
+		t.Fatalf("ctrdtest: %s=%s: containerd finds the shim by the name %s", ShimEnv, p, ShimBinary)
+	}
+	if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o111 == 0 {
+		t.Fatalf("ctrdtest: shim %s is not an executable: %v", p, err)
+	}
+	return p
+}
+
+// MustHaveKernel needs $CORRAL_KERNEL, the guest kernel the shim boots
+// when containerd's runtime options name none.
+func MustHaveKernel(t testing.TB) string {
+	t.Helper()
+	k := os.Getenv("CORRAL_KERNEL")
+	if k == "" {
+		Missing(t, NeedKernel, "needs a Linux guest kernel in $CORRAL_KERNEL (tests/linux/build-kernel.sh --no-patches)")
+	}
+	if _, err := os.Stat(k); err != nil {
+		Missing(t, NeedKernel, "CORRAL_KERNEL: %v", err)
+	}
+	return k
+}
+
+// MustHaveFile needs the file at path (a tool's data from a Debian
+// package scripts/setup.sh installs).
+func MustHaveFile(t testing.TB, path string) {
+	t.Helper()
+	if _, err := os.Stat(path); err != nil {
+		Missing(t, NeedTools, "%v (scripts/setup.sh installs it)", err)
+	}
+}
