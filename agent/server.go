@@ -201,9 +201,12 @@ func (ss *session) run(ctx context.Context) error {
 		return fmt.Errorf("agent: sending Hello: %w", err)
 	}
 	if f, err = ss.r.Next(); err != nil {
-		if err == io.EOF {
+		if err == io.EOF || errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNRESET) {
 			// A readiness probe (agentvm.Start greets until the agent
-			// answers) hangs up after the Hello: not a failure.
+			// answers) hangs up after the Hello: not a failure. A vsock
+			// peer that closes at once can leave the socket reset rather
+			// than shut down (ENOTCONN, seen on every restored warm
+			// machine): no warning on the console for that either.
 			return nil
 		}
 		return fmt.Errorf("agent: reading the request: %w", err)
