@@ -87,6 +87,8 @@ type Config struct {
 	UnmountRootfs func(target string) error
 	// Log receives the service's logs; nil discards them.
 	Log *slog.Logger
+	// KillGrace overrides the package's KillGrace when positive.
+	KillGrace time.Duration
 }
 
 // Service implements containerd's task API v2 for one task.
@@ -125,6 +127,9 @@ func NewService(ctx context.Context, cfg Config) *Service {
 	}
 	if cfg.Shutdown == nil {
 		cfg.Shutdown = func() {}
+	}
+	if cfg.KillGrace <= 0 {
+		cfg.KillGrace = KillGrace
 	}
 	return &Service{cfg: cfg, ctx: ctx, execs: map[string]*process{}}
 }
@@ -367,7 +372,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 	}
 	if r.ExecID == "" && sig == syscall.SIGKILL {
 		done, vm := p.done, s.vm
-		time.AfterFunc(KillGrace, func() {
+		time.AfterFunc(s.cfg.KillGrace, func() {
 			select {
 			case <-done:
 				return
@@ -376,7 +381,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 			s.mu.Lock()
 			s.vmStopped = true
 			s.mu.Unlock()
-			s.cfg.Log.Warn("shim: the init process outlived SIGKILL; stopping the VM", "task", r.ID, "grace", KillGrace)
+			s.cfg.Log.Warn("shim: the init process outlived SIGKILL; stopping the VM", "task", r.ID, "grace", s.cfg.KillGrace)
 			vm.Kill()
 		})
 	}
