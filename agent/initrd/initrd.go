@@ -84,7 +84,13 @@ func Write(w io.Writer, user io.Reader, agent []byte) error {
 // CheckAgent checks that agent is a static x86-64 Linux executable: a
 // dynamic one would find no loader in a bare initrd.
 func CheckAgent(agent []byte) error {
-	f, err := elf.NewFile(bytesReaderAt(agent))
+	return CheckAgentAt(bytesReaderAt(agent))
+}
+
+// CheckAgentAt is CheckAgent reading only the ELF headers from r, not the
+// whole (15 MB for corral) executable.
+func CheckAgentAt(r io.ReaderAt) error {
+	f, err := elf.NewFile(r)
 	if err != nil {
 		return fmt.Errorf("initrd: the agent is not an ELF executable: %w", err)
 	}
