@@ -1,0 +1,140 @@
+package agentvm
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent/initrd"
+	"github.com/corral-vmm/corral/internal/testenv"
+	"github.com/corral-vmm/corral/tests/linux/kernel"
+	"github.com/corral-vmm/corral/tests/linux/rootfs"
+)
+
+// lockedBuffer keeps a guest's console for failure messages.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// linuxGuest returns the test kernel, its command line and the agent for
+// a Linux guest, or skips: $CORRAL_KERNEL and $CORRAL_AGENT (set in
+// tests/tcgkvm), else the built test kernel and an agent built now.
+func linuxGuest(t *testing.T) (vmlinux, cmdline, agentPath string) {
+	testenv.MustHaveKVM(t)
+	vmlinux = os.Getenv("CORRAL_KERNEL")
+	if vmlinux == "" {
+		_, vm, err := kernel.Find(false)
+		if err != nil {
+			testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
+		}
+		vmlinux = vm
+	}
+	agentPath = os.Getenv(AgentEnv)
+	if agentPath == "" {
+		testenv.MustHaveCommand(t, "go", "golang-go")
+		var err error
+		if agentPath, err = initrd.BuildAgent(context.Background(), t.TempDir()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE holds what that emulator
+	// needs (README there).
+	cmdline = strings.TrimSpace(kernel.CmdlinePlain + " " + os.Getenv("CORRAL_TCGKVM_CMDLINE"))
+	return vmlinux, cmdline, agentPath
+}
+
+// busyboxRoot writes a root of Debian's static busybox and its applets'
+// links into a new directory.
+func busyboxRoot(t *testing.T) string {
+	testenv.MustHaveFile(t, rootfs.DefaultBusybox, "busybox-static")
+	bb, err := os.ReadFile(rootfs.DefaultBusybox)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin/busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range rootfs.Applets() {
+		if err := os.Symlink("busybox", filepath.Join(root, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return root
+}
+
+// TestAgentCommandRootDirRW boots a Linux guest whose root is a host
+// directory, read-write (RootDirRW), with a host name and a tmpfs, as the
+// containerd shim does: cold (set up at boot) and warm (set up by Setup
+// after the snapshot). The command sees its host name and the tmpfs, and
+// its write to / is in the host directory once the machine is closed.
+func TestAgentCommandRootDirRW(t *testing.T) {
+	vmlinux, cmdline, agentPath := linuxGuest(t)
+	for _, warm := range []bool{false, true} {
+		name := map[bool]string{false: "cold", true: "warm"}[warm]
+		t.Run(name, func(t *testing.T) {
+			root := busyboxRoot(t)
+			var cons lockedBuffer
+			cfg := Config{
+				Machine:  corral.Config{Kernel: vmlinux, Cmdline: cmdline, NoInventory: true, Console: &cons},
+				Agent:    agentPath,
+				Root:     RootDirRW(root),
+				Hostname: "t1-" + name,
+				Tmpfs:    []string{"/scratch"},
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			t0 := time.Now()
+			var vm *VM
+			var err error
+			if warm {
+				vm, err = StartWarm(ctx, cfg, Warm{Dir: t.TempDir(), Version: "test"})
+			} else {
+				vm, err = Start(ctx, cfg)
+			}
+			if err != nil {
+				t.Fatalf("start: %v; console:\n%s", err, cons.String())
+			}
+			defer vm.Kill()
+			t.Logf("agent up %.1f s after start", time.Since(t0).Seconds())
+			var stdout, stderr bytes.Buffer
+			cmd := vm.CommandContext(ctx, "/bin/sh", "-c", "hostname; echo hi > /f; mount | grep scratch")
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("command: %v, stdout %q, stderr %q; console:\n%s", err, stdout.String(), stderr.String(), cons.String())
+			}
+			lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
+			if len(lines) != 2 || lines[0] != cfg.Hostname || !strings.HasPrefix(lines[1], "tmpfs on /scratch type tmpfs ") {
+				t.Errorf("stdout %q, want the host name %q and a tmpfs on /scratch", stdout.String(), cfg.Hostname)
+			}
+			if err := vm.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+			if b, err := os.ReadFile(filepath.Join(root, "f")); err != nil || string(b) != "hi\n" {
+				t.Errorf("the guest's /f on the host: %q, %v; want \"hi\\n\"", b, err)
+			}
+		})
+	}
+}
