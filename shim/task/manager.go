@@ -100,7 +100,8 @@ func (m manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 		return "", fmt.Errorf("shim start: %w", err)
 	}
 	go cmd.Wait()
-	socket.Close()
+	// The listener stays open: closing a UnixListener unlinks its socket,
+	// which the serving shim listens on (this process exits soon anyway).
 	return address, nil
 }
 

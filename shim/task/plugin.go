@@ -8,7 +8,17 @@ import (
 	"github.com/containerd/containerd/plugin"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/log"
+	"github.com/containerd/ttrpc"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 )
+
+// RegisterTTRPC serves the task API on server (the shim library looks
+// for this method on a ttrpc plugin).
+func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
+	taskAPI.RegisterTaskService(server, s)
+	return nil
+}
 
 // RegisterPlugin registers the task service as the shim's ttrpc plugin,
 // as runc's shim does, for shim.RunManager to serve. Its logs go to the
