@@ -19,6 +19,9 @@ import (
 // container in it running sh -c 'exit 5', its exit code read back, and the
 // pod removed with nothing left in the inventory or running.
 func TestCRI(t *testing.T) {
+	// The CRI plugin copies these into a host-network pod.
+	ctrdtest.MustHaveFile(t, "/etc/hosts")
+	ctrdtest.MustHaveFile(t, "/etc/resolv.conf")
 	e := setup(t, "k8s.io")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
