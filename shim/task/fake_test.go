@@ -20,10 +20,13 @@ type fakeVM struct {
 	procs    []*fakeProc
 	nextPid  int
 	startErr error
-	closed   int
-	killed   int
-	done     chan struct{}
-	stats    VMStats
+	// gate, when set, holds Start until closed; entered is signalled as
+	// Start waits.
+	gate, entered chan struct{}
+	closed        int
+	killed        int
+	done          chan struct{}
+	stats         VMStats
 }
 
 func newFakeVM(t *testing.T) *fakeVM { return &fakeVM{t: t, nextPid: 100, done: make(chan struct{})} }
@@ -49,6 +52,10 @@ type sigRec struct {
 }
 
 func (v *fakeVM) Start(p ProcSpec) (Proc, error) {
+	if v.gate != nil {
+		v.entered <- struct{}{}
+		<-v.gate
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.startErr != nil {

@@ -1,6 +1,7 @@
 package task
 
 import (
+	"io"
 	"log/slog"
 
 	"github.com/containerd/containerd/namespaces"
@@ -23,7 +24,8 @@ func (s *Service) RegisterTTRPC(server *ttrpc.Server) error {
 // RegisterPlugin registers the task service as the shim's ttrpc plugin,
 // as runc's shim does, for shim.RunManager to serve. Its logs go to the
 // shim's log (containerd's log FIFO in the bundle), and so does the guest's
-// console.
+// console when containerd runs the shim with -debug (its debug level); the
+// console's last lines are in a failed boot's error either way.
 func RegisterPlugin() {
 	plugin.Register(&plugin.Registration{
 		Type:     plugin.TTRPCPlugin,
@@ -43,12 +45,17 @@ func RegisterPlugin() {
 				return nil, err
 			}
 			out := log.G(ic.Context).Logger.Out
-			lg := slog.New(slog.NewTextHandler(out, nil))
+			level, console := slog.LevelInfo, io.Writer(nil)
+			if o, ok := ic.Context.Value(shim.OptsKey{}).(shim.Opts); ok && o.Debug {
+				// containerd's debug level: the guest's console too.
+				level, console = slog.LevelDebug, out
+			}
+			lg := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 			pub := pp.(shim.Publisher)
 			return NewService(ic.Context, Config{
 				Namespace: ns,
 				Publisher: pub,
-				Launch:    AgentLauncher(lg, out),
+				Launch:    AgentLauncher(lg, console),
 				Shutdown:  ss.(shutdown.Service).Shutdown,
 				Log:       lg,
 			}), nil

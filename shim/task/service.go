@@ -143,6 +143,7 @@ type process struct {
 
 	// Guarded by Service.mu.
 	status     task.Status
+	starting   bool // Start is asking the agent
 	proc       Proc
 	pid        int
 	exitStatus int
@@ -254,20 +255,30 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 // Start runs the init process or an exec.
 func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.StartResponse, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	p, err := s.get(r.ID, r.ExecID)
 	if err != nil {
+		s.mu.Unlock()
 		return nil, err
 	}
-	if p.status != task.Status_CREATED {
+	if p.status != task.Status_CREATED || p.starting {
+		s.mu.Unlock()
 		return nil, errf(errdefs.ErrFailedPrecondition, "process %q of task %q is %s, not created", r.ExecID, r.ID, statusName(p.status))
 	}
 	if r.ExecID != "" && s.init.status == task.Status_STOPPED {
+		s.mu.Unlock()
 		return nil, errf(errdefs.ErrFailedPrecondition, "exec %q: task %q has stopped", r.ExecID, r.ID)
 	}
-	proc, err := s.vm.Start(ProcSpec{Process: p.spec, Stdin: p.io.stdin, Stdout: p.io.stdout, Stderr: p.io.stderr})
+	// The agent is not asked under the lock: a slow guest must not hold
+	// up Kill, State or the other processes.
+	p.starting = true
+	spec, vm := p.spec, s.vm
+	s.mu.Unlock()
+	proc, err := vm.Start(ProcSpec{Process: spec, Stdin: p.io.stdin, Stdout: p.io.stdout, Stderr: p.io.stderr})
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p.starting = false
 	if err != nil {
-		return nil, errdefs.ToGRPC(fmt.Errorf("shim: starting %q of task %q: %w", p.spec.Args[0], r.ID, err))
+		return nil, errdefs.ToGRPC(fmt.Errorf("shim: starting %q of task %q: %w", spec.Args[0], r.ID, err))
 	}
 	p.proc, p.pid, p.status = proc, proc.Pid(), task.Status_RUNNING
 	go s.reap(p)
@@ -349,6 +360,9 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 	sig := syscall.Signal(r.Signal)
 	if sig <= 0 || sig > 64 {
 		return nil, errf(errdefs.ErrInvalidArgument, "signal %d", r.Signal)
+	}
+	if p.starting {
+		return nil, errf(errdefs.ErrFailedPrecondition, "process %q of task %q is starting", r.ExecID, r.ID)
 	}
 	switch p.status {
 	case task.Status_CREATED:
@@ -436,7 +450,7 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 		s.mu.Unlock()
 		return nil, err
 	}
-	if p.status == task.Status_RUNNING {
+	if p.status == task.Status_RUNNING || p.starting {
 		s.mu.Unlock()
 		return nil, errf(errdefs.ErrFailedPrecondition, "process %q of task %q is running", r.ExecID, r.ID)
 	}

@@ -652,3 +652,41 @@ func sortStrings(s []string) []string {
 }
 
 type runtimeOptions = runtimeoptions.Options
+
+func TestSlowStartHoldsNothingUp(t *testing.T) {
+	h := newHarness(t, testSpec)
+	h.create(stdio{})
+	h.vm.gate, h.vm.entered = make(chan struct{}), make(chan struct{}, 1)
+	started := make(chan error, 1)
+	go func() {
+		_, err := h.svc.Start(context.Background(), &taskAPI.StartRequest{ID: "t1"})
+		started <- err
+	}()
+	<-h.vm.entered
+	answered := make(chan error, 1)
+	go func() {
+		_, err := h.svc.State(context.Background(), &taskAPI.StateRequest{ID: "t1"})
+		if err == nil {
+			_, err = h.svc.Kill(context.Background(), &taskAPI.KillRequest{ID: "t1", Signal: 9})
+			if errdefs.IsFailedPrecondition(errdefs.FromGRPC(err)) {
+				err = nil
+			}
+		}
+		answered <- err
+	}()
+	select {
+	case err := <-answered:
+		if err != nil {
+			t.Errorf("State or Kill while starting: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Error("State blocked while the agent was starting the process")
+	}
+	close(h.vm.gate)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	if st := h.state(""); st.Status != task.Status_RUNNING {
+		t.Errorf("state %v", st.Status)
+	}
+}
