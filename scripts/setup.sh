@@ -10,6 +10,7 @@ packages=(
   busybox-static e2fsprogs cpio  # Linux guest root file systems
   iproute2                       # network namespaces in tests
   acpica-tools                   # iasl: checks the ACPI tables
+  containerd                     # the containerd shim's tests (shim/e2e); no daemon is started
   # the test kernel (tests/linux/build-kernel.sh): Debian's linux-source
   linux-source-6.1 build-essential bc bison flex libelf-dev libssl-dev lz4 xz-utils
 )
@@ -25,3 +26,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 go mod download
+# The containerd shim is a module of its own (shim/go.mod).
+if [ -f shim/go.mod ]; then (cd shim && go mod download); fi
