@@ -45,8 +45,14 @@ func baseMounts() []mount {
 // cache=loose for the root: it keys inodes by QID, and a server that
 // exports several host file systems (QEMU's without multidevs=remap)
 // repeats QIDs, so /proc and /sys of the host's root became one directory
-// and its mounts stacked (seen under QEMU).
-const ninepOptions = "trans=virtio,version=9p2000.L,msize=524288"
+// and its mounts stacked (seen under QEMU). cache=mmap caches no more
+// than cache=none (no dentries, attributes or read(2) data; new inodes
+// per lookup), but Linux turns readahead off for cache=none (ra_pages 0
+// in v9fs_fill_super): every page of an mmap'd executable or library was
+// a 4 KiB Tread of its own, about 80 round trips to start `true` (a warm
+// corral exec's largest part under TCG). It also allows writable shared
+// mappings, written back on msync, munmap and sync.
+const ninepOptions = "trans=virtio,version=9p2000.L,msize=524288,cache=mmap"
 
 // SetupError is what went wrong while PID 1 set the system up. The agent
 // still serves, but answers every command with it: a command must not run
