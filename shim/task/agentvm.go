@@ -39,8 +39,14 @@ func machineName(ns, id string) string {
 	}, n)
 }
 
-// AgentLauncher boots a task's VM with agentvm (cold: every task boots
-// its kernel), with its console and logs going to log.
+// warmVersion is the shim's part of the warm cache key (the cache also
+// keys on this executable's identity).
+const warmVersion = "containerd-shim-corral-v2"
+
+// AgentLauncher boots a task's VM with agentvm, with its console going to
+// console and its logs to log: warm (agentvm.StartWarm, restoring a
+// snapshot of a booted kernel and agent) unless Options.Cold is set or no
+// cache directory can be found, which boots cold.
 func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
 	return func(ctx context.Context, req LaunchRequest) (VM, error) {
 		mc := corral.Config{
@@ -53,12 +59,34 @@ func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
 			Logger:   log,
 		}
 		cfg := req.Plan.AgentConfig(mc, req.Options.Agent)
-		vm, err := agentvm.Start(ctx, cfg)
+		var vm *agentvm.VM
+		var err error
+		if dir, ok := warmDir(req.Options, log); ok {
+			vm, err = agentvm.StartWarm(ctx, cfg, agentvm.Warm{Dir: dir, Version: warmVersion})
+		} else {
+			vm, err = agentvm.Start(ctx, cfg)
+		}
 		if err != nil {
 			return nil, err
 		}
 		return &agentVM{vm: vm, ns: req.Namespace, id: req.ID, stateDir: req.Options.StateDir, log: log}, nil
 	}
+}
+
+// warmDir is the snapshot cache to use, if any.
+func warmDir(o Options, log *slog.Logger) (string, bool) {
+	if o.Cold {
+		return "", false
+	}
+	if o.WarmDir != "" {
+		return o.WarmDir, true
+	}
+	d, err := agentvm.DefaultWarmDir()
+	if err != nil {
+		log.Info("shim: booting cold", "err", err)
+		return "", false
+	}
+	return d, true
 }
 
 // agentVM is a VM on agentvm.

@@ -32,9 +32,10 @@ const BaseCmdline = "console=ttyS0 panic=-1"
 //	  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.corral.options]
 //	    ConfigPath = "/etc/corral/shim.toml"   # or the keys below inline
 //
-// with keys Kernel, Cmdline, Agent, StateDir. A key left out falls back
-// to $CORRAL_KERNEL, $CORRAL_CMDLINE and $CORRAL_AGENT in the shim's
-// environment (containerd's); StateDir to Corral's default inventory.
+// with keys Kernel, Cmdline, Agent, StateDir, WarmDir, Cold. A key left
+// out falls back to $CORRAL_KERNEL, $CORRAL_CMDLINE and $CORRAL_AGENT in
+// the shim's environment (containerd's); StateDir to Corral's default
+// inventory; WarmDir to agentvm.DefaultWarmDir.
 type Options struct {
 	// Kernel is the guest kernel.
 	Kernel string `toml:"Kernel"`
@@ -44,6 +45,12 @@ type Options struct {
 	Agent string `toml:"Agent"`
 	// StateDir is the inventory's state directory.
 	StateDir string `toml:"StateDir"`
+	// WarmDir is the warm-start snapshot cache (agentvm.StartWarm): the
+	// first task for a kernel, agent, size and command line boots and is
+	// snapshotted there, later ones restore it.
+	WarmDir string `toml:"WarmDir"`
+	// Cold boots every task's kernel (no snapshot cache).
+	Cold bool `toml:"Cold"`
 }
 
 // ParseOptions decodes a TOML options document.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -569,9 +570,9 @@ func TestOptions(t *testing.T) {
 	if got := o.cmdline(); got != "console=ttyS0 panic=-1 quiet" {
 		t.Errorf("cmdline %q", got)
 	}
-	body := []byte("Kernel = \"/opt/k\"\nCmdline = \"loglevel=3\"\nStateDir = \"/run/x\"\n")
+	body := []byte("Kernel = \"/opt/k\"\nCmdline = \"loglevel=3\"\nStateDir = \"/run/x\"\nWarmDir = \"/var/cache/w\"\nCold = true\n")
 	o, err = optionsFrom(anyOf(&runtimeOptions{ConfigBody: body}), lookup)
-	if err != nil || o != (Options{Kernel: "/opt/k", Cmdline: "loglevel=3", Agent: "/env/agent", StateDir: "/run/x"}) {
+	if err != nil || o != (Options{Kernel: "/opt/k", Cmdline: "loglevel=3", Agent: "/env/agent", StateDir: "/run/x", WarmDir: "/var/cache/w", Cold: true}) {
 		t.Errorf("config body: %+v %v", o, err)
 	}
 	path := filepath.Join(t.TempDir(), "shim.toml")
@@ -688,5 +689,24 @@ func TestSlowStartHoldsNothingUp(t *testing.T) {
 	}
 	if st := h.state(""); st.Status != task.Status_RUNNING {
 		t.Errorf("state %v", st.Status)
+	}
+}
+
+func TestWarmDir(t *testing.T) {
+	log := slog.New(slog.DiscardHandler)
+	if d, ok := warmDir(Options{WarmDir: "/w"}, log); !ok || d != "/w" {
+		t.Errorf("WarmDir: %q %v", d, ok)
+	}
+	if _, ok := warmDir(Options{WarmDir: "/w", Cold: true}, log); ok {
+		t.Error("Cold still warm")
+	}
+	t.Setenv("XDG_CACHE_HOME", "/cache")
+	if d, ok := warmDir(Options{}, log); !ok || d != "/cache/corral/warm" {
+		t.Errorf("default: %q %v", d, ok)
+	}
+	t.Setenv("XDG_CACHE_HOME", "")
+	t.Setenv("HOME", "")
+	if d, ok := warmDir(Options{}, log); ok {
+		t.Errorf("no cache directory, yet warm in %q", d)
 	}
 }
