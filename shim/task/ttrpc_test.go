@@ -2,6 +2,7 @@ package task
 
 import (
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,9 @@ import (
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/runtime/v2/shim"
 	"github.com/containerd/ttrpc"
+
+	"github.com/corral-vmm/corral/audit"
+	"github.com/corral-vmm/corral/inventory"
 )
 
 func TestMain(m *testing.M) {
@@ -88,5 +92,40 @@ func TestManagerStartKeepsSocket(t *testing.T) {
 	}
 	if b, err := os.ReadFile(filepath.Join(dir, "address")); err != nil || string(b) != addr {
 		t.Errorf("address file %q %v, want %q", b, err, addr)
+	}
+}
+
+// TestManagerStopCleansUp: `shim delete` after a shim died removes the
+// task's ended VM from the inventory and reports it killed.
+func TestManagerStopCleansUp(t *testing.T) {
+	bundle, stateDir := t.TempDir(), t.TempDir()
+	t.Setenv(inventory.StateDirEnv, stateDir)
+	t.Setenv(audit.Env, filepath.Join(t.TempDir(), "audit.jsonl"))
+	for i, task := range []string{"t1", "other"} {
+		e, err := inventory.Register(stateDir, inventory.Record{ID: fmt.Sprintf("%016x", i+1), PID: os.Getpid(),
+			Labels: map[string]string{LabelNamespace: "ns1", LabelID: task}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		e.Close() // the VMM died with its shim
+	}
+	wd, _ := os.Getwd()
+	if err := os.Chdir(bundle); err != nil {
+		t.Fatal(err)
+	}
+	defer os.Chdir(wd)
+	st, err := NewManager(RuntimeName).Stop(namespaces.WithNamespace(context.Background(), "ns1"), "t1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.ExitStatus != 137 {
+		t.Errorf("exit status %d, want 137", st.ExitStatus)
+	}
+	vms, err := inventory.List(stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(vms) != 1 || vms[0].Record.Labels[LabelID] != "other" {
+		t.Errorf("left %+v, want only the other task's VM", vms)
 	}
 }
