@@ -52,8 +52,10 @@ func TestBenchCtrRun(t *testing.T) {
 		return time.Since(start), nil
 	}
 	n := 0
+	var lastStart time.Time
 	ctrRun := func() (time.Duration, error) {
 		n++
+		lastStart = time.Now()
 		r := e.ctr(t, bootTimeout, "run", "--rm", "--runtime", ctrdtest.RuntimeType, ctrdtest.ImageRef, fmt.Sprintf("b%d", n), "true")
 		if r.code != 0 {
 			return 0, fmt.Errorf("ctr run --rm: exit %d: %s", r.code, r.stderr)
@@ -93,10 +95,16 @@ func TestBenchCtrRun(t *testing.T) {
 		}
 		fmt.Printf("ctrbench: round %d: %s\n", i, strings.Join(line, ", "))
 	}
+	// Where the last ctr run's time went: containerd's events for it.
+	for _, ev := range events(t, e.d.LogPath, ns, lastStart) {
+		fmt.Printf("ctrbench: last ctr run: +%d ms %s\n", ev.at.Milliseconds(), ev.topic)
+	}
 	med := map[string]float64{}
 	for _, k := range kinds {
 		med[k] = median(rows[k])
-		fmt.Printf("ctrbench: median %s: %.0f ms (n=%d, min %.0f, max %.0f)\n", k, med[k], len(rows[k]), slices.Min(append(rows[k], med[k])), slices.Max(append(rows[k], med[k])))
+		if len(rows[k]) > 0 {
+			fmt.Printf("ctrbench: median %s: %.0f ms (n=%d, min %.0f, max %.0f)\n", k, med[k], len(rows[k]), slices.Min(rows[k]), slices.Max(rows[k]))
+		}
 	}
 	if c := med[kinds[1]]; c > 0 {
 		r := med[kinds[0]] / c
@@ -117,4 +125,52 @@ func median(v []float64) float64 {
 		return s[len(s)/2]
 	}
 	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+type event struct {
+	at    time.Duration // after the ctr run started
+	topic string
+}
+
+// events returns the events containerd's debug log says it published in
+// namespace ns from since on, with their times after since.
+func events(t *testing.T, logPath, ns string, since time.Time) []event {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Errorf("containerd log: %v", err)
+		return nil
+	}
+	var out []event
+	for _, l := range strings.Split(string(b), "\n") {
+		if !strings.Contains(l, `msg="event published"`) || !strings.Contains(l, " ns="+ns+" ") {
+			continue
+		}
+		ts, topic := logField(l, "time"), logField(l, "topic")
+		at, err := time.Parse(time.RFC3339Nano, ts)
+		if err != nil || at.Before(since) {
+			continue
+		}
+		out = append(out, event{at.Sub(since), topic})
+	}
+	return out
+}
+
+// logField returns key's value in a logrus text line (quoted or bare).
+func logField(line, key string) string {
+	i := strings.Index(line, key+"=")
+	if i < 0 || (i > 0 && line[i-1] != ' ') {
+		return ""
+	}
+	v := line[i+len(key)+1:]
+	if strings.HasPrefix(v, `"`) {
+		if j := strings.Index(v[1:], `"`); j >= 0 {
+			return v[1 : j+1]
+		}
+		return ""
+	}
+	if j := strings.IndexByte(v, ' '); j >= 0 {
+		return v[:j]
+	}
+	return v
 }

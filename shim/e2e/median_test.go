@@ -1,6 +1,11 @@
 package e2e
 
-import "testing"
+import (
+	"os"
+	"slices"
+	"testing"
+	"time"
+)
 
 func TestMedian(t *testing.T) {
 	for _, c := range []struct {
@@ -10,5 +15,23 @@ func TestMedian(t *testing.T) {
 		if got := median(c.in); got != c.want {
 			t.Errorf("median(%v) = %v, want %v", c.in, got, c.want)
 		}
+	}
+}
+
+func TestEvents(t *testing.T) {
+	log := t.TempDir() + "/log"
+	lines := `time="2026-12-06T11:39:24.504873645Z" level=debug msg="event published" ns=corraltest topic=/containers/create type=containerd.events.ContainerCreate
+time="2026-12-06T11:39:25.000000000Z" level=debug msg="event published" ns=other topic=/tasks/create type=x
+time="2026-12-06T11:39:26.004873645Z" level=debug msg="event published" ns=corraltest topic=/tasks/exit type=containerd.events.TaskExit
+time="2026-12-06T11:39:20.004873645Z" level=debug msg="event published" ns=corraltest topic=/old type=x
+`
+	if err := os.WriteFile(log, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	since, _ := time.Parse(time.RFC3339Nano, "2026-12-06T11:39:24.004873645Z")
+	got := events(t, log, "corraltest", since)
+	want := []event{{500 * time.Millisecond, "/containers/create"}, {2 * time.Second, "/tasks/exit"}}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events = %v, want %v", got, want)
 	}
 }
