@@ -47,6 +47,13 @@ type VM struct {
 	// guest writes to; Close then waits for the guest's own power-off.
 	writableDisk bool
 
+	// keepProbe: waitAgent keeps the connection its Hello went on
+	// (probe, at probeVersion) for setup, saving a dial and a Hello.
+	keepProbe    bool
+	probeMu      sync.Mutex
+	probe        net.Conn
+	probeVersion uint16
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -266,44 +273,71 @@ func (vm *VM) waitAgent(ctx context.Context, timeout time.Duration, exit func() 
 	}
 }
 
-// hello dials the agent and exchanges Hellos on a connection of its own.
+// hello dials the agent and exchanges Hellos on a connection of its own,
+// which it closes, or keeps as vm.probe with keepProbe.
 func (vm *VM) hello(ctx context.Context) error {
 	conn, err := vm.dial(ctx)
 	if err != nil {
 		return err
 	}
-	defer conn.Close()
+	v, err := vm.greet(ctx, conn)
+	if err != nil || !vm.keepProbe {
+		conn.Close()
+		return err
+	}
+	conn.SetDeadline(time.Time{})
+	vm.probeMu.Lock()
+	if vm.probe != nil {
+		vm.probe.Close()
+	}
+	vm.probe, vm.probeVersion = conn, v
+	vm.probeMu.Unlock()
+	return nil
+}
+
+// takeProbe returns the kept probe connection and its protocol version,
+// or nil; the caller owns it.
+func (vm *VM) takeProbe() (net.Conn, uint16) {
+	vm.probeMu.Lock()
+	defer vm.probeMu.Unlock()
+	c, v := vm.probe, vm.probeVersion
+	vm.probe = nil
+	return c, v
+}
+
+// greet exchanges Hellos on conn and returns the protocol version.
+func (vm *VM) greet(ctx context.Context, conn net.Conn) (uint16, error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	conn.SetDeadline(time.Now().Add(helloTimeout))
 	if err := proto.NewWriter(conn).Send(proto.TypeHello, 0, proto.Hello{Min: proto.MinVersion, Max: proto.Version}.Append(nil)); err != nil {
-		return fmt.Errorf("sending Hello: %w", err)
+		return 0, fmt.Errorf("sending Hello: %w", err)
 	}
 	f, err := proto.NewReader(conn, proto.FromAgent).Next()
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("waiting for the agent's Hello: %w", err)
+		return 0, fmt.Errorf("waiting for the agent's Hello: %w", err)
 	}
 	switch f.Type {
 	case proto.TypeHello:
 		h, err := proto.ParseHello(f.Payload)
 		if err != nil {
-			return fmt.Errorf("agent Hello: %w", err)
+			return 0, fmt.Errorf("agent Hello: %w", err)
 		}
 		if h.Min != h.Max || h.Max < proto.MinVersion || h.Max > proto.Version {
-			return fmt.Errorf("agent chose protocol versions %d..%d, this side speaks %d..%d: %w", h.Min, h.Max, proto.MinVersion, proto.Version, client.ErrVersion)
+			return 0, fmt.Errorf("agent chose protocol versions %d..%d, this side speaks %d..%d: %w", h.Min, h.Max, proto.MinVersion, proto.Version, client.ErrVersion)
 		}
-		return nil
+		return h.Max, nil
 	case proto.TypeError:
 		e, err := proto.ParseError(f.Payload)
 		if err != nil {
-			return fmt.Errorf("agent Error: %w", err)
+			return 0, fmt.Errorf("agent Error: %w", err)
 		}
-		return e
+		return 0, e
 	}
-	return fmt.Errorf("agent sent %s, want Hello: %w", f.Type, proto.ErrProtocol)
+	return 0, fmt.Errorf("agent sent %s, want Hello: %w", f.Type, proto.ErrProtocol)
 }
 
 // Command returns a Cmd that runs name with args in the guest. It dials
@@ -343,6 +377,9 @@ func (vm *VM) ConsoleTail(n int) []string { return vm.ring.tail(n) }
 // Later calls return the first call's result.
 func (vm *VM) Close() error {
 	vm.closeOnce.Do(func() {
+		if c, _ := vm.takeProbe(); c != nil {
+			c.Close()
+		}
 		steps := NewSteps(vm.log, "agentvm: close")
 		select {
 		case <-vm.done:
@@ -362,7 +399,12 @@ func (vm *VM) Close() error {
 // synced in the guest), and releases it. Later calls, and Close after it,
 // return the first result.
 func (vm *VM) Kill() error {
-	vm.closeOnce.Do(func() { vm.closeErr = vm.stop() })
+	vm.closeOnce.Do(func() {
+		if c, _ := vm.takeProbe(); c != nil {
+			c.Close()
+		}
+		vm.closeErr = vm.stop()
+	})
 	return vm.closeErr
 }
 

@@ -439,8 +439,9 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 		return nil, &damagedError{fmt.Errorf("agentvm: starting the restored machine: %w", err)}
 	}
 	vm := newVM(m, ring, mc.Logger)
+	vm.keepProbe = true // Setup goes on the readiness probe's connection
 	if err := vm.waitAgent(ctx, min(cfg.agentTimeout(), restoredAgentTimeout), func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
-		m.Close()
+		vm.Kill()
 		if ctx.Err() != nil {
 			return nil, err
 		}
@@ -466,8 +467,12 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 	return vm, nil
 }
 
-// setup sends the agent its Setup request.
+// setup sends the agent its Setup request: on the readiness probe's
+// connection when waitAgent kept it (keepProbe), else on a new one.
 func (vm *VM) setup(ctx context.Context, req *proto.Setup) error {
+	if conn, v := vm.takeProbe(); conn != nil {
+		return client.SetupAfterHello(ctx, conn, v, req)
+	}
 	conn, err := vm.dial(ctx)
 	if err != nil {
 		return fmt.Errorf("dialing the agent for its setup: %w", err)

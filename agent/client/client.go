@@ -353,14 +353,35 @@ func SetupRequest(ctx context.Context, conn net.Conn, req *proto.Setup) error {
 	return err
 }
 
+// SetupAfterHello is SetupRequest on a connection whose Hellos were
+// exchanged already, at protocol version v (a readiness probe's: a warm
+// machine's Setup then costs no dial and Hello of its own).
+func SetupAfterHello(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) error {
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	err := setupNegotiated(conn, v, req)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("client: setup: %w", ctx.Err())
+	}
+	return err
+}
+
 func setup(conn net.Conn, req *proto.Setup) error {
-	p, err := req.Append(nil)
-	if err != nil {
+	if _, err := req.Append(nil); err != nil {
 		return fmt.Errorf("client: %w", err)
 	}
 	v, err := negotiate(conn)
 	if err != nil {
 		return err
+	}
+	return setupNegotiated(conn, v, req)
+}
+
+func setupNegotiated(conn net.Conn, v uint16, req *proto.Setup) error {
+	p, err := req.Append(nil)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
 	}
 	if need := req.NeedsVersion(); v < need {
 		return fmt.Errorf("client: the agent speaks protocol version %d, this Setup needs %d (update the guest agent): %w", v, need, ErrVersion)
