@@ -152,11 +152,11 @@ func MustHaveKernel(t testing.TB) string {
 	return k
 }
 
-// MustHaveFile needs the file at path (a tool's data from a Debian
-// package scripts/setup.sh installs).
+// MustHaveFile needs the file at path (busybox from a package
+// scripts/setup.sh installs, or a host file such as /etc/hosts).
 func MustHaveFile(t testing.TB, path string) {
 	t.Helper()
 	if _, err := os.Stat(path); err != nil {
-		Missing(t, NeedTools, "%v (scripts/setup.sh installs it)", err)
+		Missing(t, NeedTools, "%v (on a host: scripts/setup.sh; in tests/tcgkvm: ship it with -host-files)", err)
 	}
 }
