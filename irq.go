@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"golang.org/x/sys/unix"
 
@@ -34,6 +35,13 @@ type msiRouter struct {
 	mu     sync.Mutex
 	routes map[uint32]kvm.Route // MSI routes by GSI
 	used   map[uint32]bool      // GSIs held by live vectors
+
+	// dying: the VM is being released and its fd closed next, which tears
+	// down every irqfd, ioeventfd and route at once. Closing vectors and
+	// notify bindings then skips their own ioctls: each deassign or route
+	// rewrite waits for an SRCU grace period (14 vectors and 8 notify
+	// bindings of a warm machine took ~30-55 ms of its stop under TCG).
+	dying atomic.Bool
 }
 
 func newMSIRouter(vm *kvm.VM) *msiRouter {
@@ -116,10 +124,17 @@ func (v *msiVector) Trigger() error {
 	return nil
 }
 
-// Close unbinds and frees the vector.
+// Close unbinds and frees the vector; while the router is dying only the
+// eventfd is closed (the VM's release unbinds it).
 func (v *msiVector) Close() error {
 	v.r.mu.Lock()
 	defer v.r.mu.Unlock()
+	if v.r.dying.Load() {
+		unix.Close(v.efd)
+		delete(v.r.used, v.gsi)
+		delete(v.r.routes, v.gsi)
+		return nil
+	}
 	err := v.r.vm.IRQFD(v.efd, v.gsi, true)
 	unix.Close(v.efd)
 	delete(v.r.used, v.gsi)

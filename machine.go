@@ -258,7 +258,9 @@ func (m *Machine) Start(ctx context.Context) error {
 		m.final = *m.exit
 		m.mu.Unlock()
 		m.log.Info("vm.ended", "id", m.id, "exit", m.final.String(), "unclaimed_accesses", m.unclaimed.snapshot().Total())
+		t0 := time.Now()
 		m.unregister(m.final)
+		m.log.Debug("vm.unregistered", "id", m.id, "took", time.Since(t0).Round(time.Microsecond))
 		close(m.done)
 	}()
 	m.startControl()
@@ -358,13 +360,27 @@ func (m *Machine) release() {
 	}
 	m.released = true
 	m.mu.Unlock()
+	// How long each part took, at debug level: a warm exec waits for all
+	// of it (bench/results' warm-exec figures).
+	t0 := time.Now()
+	var took []any
+	lap := func(what string) {
+		now := time.Now()
+		took = append(took, what, now.Sub(t0).Round(time.Microsecond))
+		t0 = now
+	}
 	var errs []error
 	if m.plat != nil {
+		if m.vm != nil {
+			m.plat.router.dying.Store(true) // m.vm is closed below
+		}
 		errs = append(errs, m.plat.close())
 	}
+	lap("platform")
 	for _, v := range m.vcpus {
 		errs = append(errs, v.Close())
 	}
+	lap("vcpus")
 	closeIf := func(c io.Closer) {
 		if c != nil {
 			errs = append(errs, c.Close())
@@ -373,12 +389,15 @@ func (m *Machine) release() {
 	if m.vm != nil {
 		closeIf(m.vm)
 	}
+	lap("vm")
 	if m.sys != nil {
 		closeIf(m.sys)
 	}
 	if m.mem != nil {
 		closeIf(m.mem)
 	}
+	lap("memory")
+	m.log.Debug("vm.release", append([]any{"id", m.id}, took...)...)
 	err := errors.Join(errs...)
 	if err != nil {
 		m.log.Error("vm.release", "id", m.id, "err", err)

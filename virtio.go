@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 
 	"github.com/corral-vmm/corral/devices"
 	"github.com/corral-vmm/corral/devices/pci"
@@ -64,7 +65,10 @@ func (v virtioInterrupts) INTx() devices.IRQLine                      { return v
 
 // notifyBinder binds a queue's notify register to an eventfd through
 // KVM_IOEVENTFD, so a guest kick does not exit to a vCPU thread.
-type notifyBinder struct{ vm *kvm.VM }
+type notifyBinder struct {
+	vm    *kvm.VM
+	dying *atomic.Bool // msiRouter.dying: the VM's release unbinds it
+}
 
 func (b notifyBinder) BindNotify(gpa uint64, length uint32, q uint16, fd int) (func() error, error) {
 	dm := uint64(q)
@@ -72,7 +76,12 @@ func (b notifyBinder) BindNotify(gpa uint64, length uint32, q uint16, fd int) (f
 	if err := b.vm.IOEventFD(ev, false); err != nil {
 		return nil, err
 	}
-	return func() error { return b.vm.IOEventFD(ev, true) }, nil
+	return func() error {
+		if b.dying.Load() {
+			return nil
+		}
+		return b.vm.IOEventFD(ev, true)
+	}, nil
 }
 
 // addVirtio puts a virtio device on the PCI bus behind the virtio PCI
@@ -86,7 +95,7 @@ func (m *Machine) addVirtio(name string, dev virtio.Device) error {
 		Device:        dev,
 		Mem:           m.mem,
 		Interrupts:    virtioInterrupts{router: p.router, intx: irqLine{m.vm, uint32(pciINTxGSI + (slot-1)%8)}},
-		Notify:        notifyBinder{m.vm},
+		Notify:        notifyBinder{vm: m.vm, dying: &p.router.dying},
 		OnBARChange:   func(ch pci.BARChange) { mapper.Update(ch) },
 		InterruptLine: uint8(pciINTxGSI + (slot-1)%8),
 		Logger:        m.log.With("device", name),
