@@ -39,7 +39,7 @@ CGO_ENABLED=0 go build -o "$out/corral" ./cmd/corral
 go build -o "$out/tcgkvm" ./tests/tcgkvm
 
 tcgkvm=("$out/tcgkvm" -stall-retries 2 -timeout 60m
-	-host-files "containerd,ctr,$out/corral,$out/containerd-shim-corral-v2"
+	-host-files "containerd,ctr,/etc/hosts,/etc/resolv.conf,$out/corral,$out/containerd-shim-corral-v2"
 	-env "CORRAL_SHIM=$out/containerd-shim-corral-v2" -require kvm,root,tools
 	-console "$out/console.txt" ./shim/e2e --
 	-test.run 'TestBenchCtrRun$' -test.timeout 55m -corral "$out/corral" -bench-rounds "$runs")
