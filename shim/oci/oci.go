@@ -13,9 +13,10 @@
 //   - hostname.
 //   - mounts: tmpfs mounts become fresh tmpfs in the guest; bind mounts of
 //     host directories become virtio-9p shares (read-only with "ro"); the
-//     kernel file systems (proc, sysfs, devpts, mqueue, cgroup) and /dev
-//     are the agent's own; bind mounts of files and other types are
-//     skipped and listed in Plan.Skipped.
+//     kernel file systems (proc, sysfs, devpts, mqueue, cgroup) and all of
+//     /dev (with its shm tmpfs) are the agent's own; bind mounts of files
+//     and other types are skipped and listed in Plan.Skipped, and so is a
+//     mount hidden by a later one at the same destination.
 //   - linux.resources: vCPUs = ceil(cpu.quota / cpu.period), else
 //     DefaultCPUs; memory = memory.limit rounded up to a MiB, at least
 //     MinMemory, else DefaultMemory.
@@ -136,7 +137,17 @@ func Translate(spec *specs.Spec, bundle string) (*Plan, error) {
 	if err := checkHostname(spec.Hostname); err != nil {
 		return nil, err
 	}
+	// A later mount at the same destination hides an earlier one, as in
+	// runc: CRI's sandbox spec has both a tmpfs and a bind at /dev/shm.
+	last := make(map[string]int, len(spec.Mounts))
 	for i, m := range spec.Mounts {
+		last[filepath.Clean(m.Destination)] = i
+	}
+	for i, m := range spec.Mounts {
+		if j := last[filepath.Clean(m.Destination)]; j != i {
+			p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s): hidden by mounts[%d]", filepath.Clean(m.Destination), m.Type, j))
+			continue
+		}
 		if err := p.addMount(i, m); err != nil {
 			return nil, err
 		}
@@ -215,7 +226,7 @@ func (p *Plan) addMount(i int, m specs.Mount) error {
 	switch {
 	case agentFS[m.Type]:
 		return skip("the agent mounts it")
-	case dst == "/dev" || dst == "/proc" || dst == "/sys" || strings.HasPrefix(dst, "/proc/") || strings.HasPrefix(dst, "/sys/"):
+	case dst == "/dev" || dst == "/proc" || dst == "/sys" || strings.HasPrefix(dst, "/dev/") || strings.HasPrefix(dst, "/proc/") || strings.HasPrefix(dst, "/sys/"):
 		return skip("the agent's")
 	case m.Type == "tmpfs":
 		p.Tmpfs = append(p.Tmpfs, dst)

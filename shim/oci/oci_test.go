@@ -25,7 +25,7 @@ func TestLoadBundle(t *testing.T) {
 	want := &Plan{
 		RootDir:  filepath.Join("testdata/bundle", "rootfs"),
 		Hostname: "t1",
-		Tmpfs:    []string{"/dev/shm", "/run"},
+		Tmpfs:    []string{"/run"},
 		CPUs:     2,
 		Memory:   512 << 20,
 		NetNS:    "/var/run/netns/cni-1234",
@@ -38,6 +38,7 @@ func TestLoadBundle(t *testing.T) {
 			"/proc (proc): the agent mounts it",
 			"/dev (tmpfs): the agent's",
 			"/dev/pts (devpts): the agent mounts it",
+			"/dev/shm (tmpfs): the agent's",
 			"/dev/mqueue (mqueue): the agent mounts it",
 			"/sys (sysfs): the agent mounts it",
 			"/sys/fs/cgroup (cgroup): the agent mounts it",
@@ -133,6 +134,22 @@ func TestTranslate(t *testing.T) {
 			}
 			if len(p.Skipped) != 2 || !strings.Contains(p.Skipped[0], "/etc/hosts") || !strings.Contains(p.Skipped[1], "/mnt/nfs (nfs)") {
 				t.Errorf("skipped %q", p.Skipped)
+			}
+		}},
+		{"CRI sandbox: /dev/shm twice, a later mount hides an earlier one", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{
+				{Destination: "/dev/shm", Type: "tmpfs", Source: "shm"},
+				{Destination: "/scratch", Type: "tmpfs", Source: "tmpfs"},
+				{Destination: "/dev/shm", Type: "bind", Source: dir, Options: []string{"rbind"}},
+				{Destination: "/scratch/", Type: "bind", Source: dir, Options: []string{"rbind"}},
+			}
+		}, func(t *testing.T, p *Plan) {
+			if want := []Share{{Host: dir, Guest: "/scratch"}}; !reflect.DeepEqual(p.Shares, want) || len(p.Tmpfs) != 0 {
+				t.Errorf("shares %+v tmpfs %q, want shares %+v and no tmpfs", p.Shares, p.Tmpfs, want)
+			}
+			want := []string{"/dev/shm (tmpfs): hidden by mounts[2]", "/scratch (tmpfs): hidden by mounts[3]", "/dev/shm (bind): the agent's"}
+			if !reflect.DeepEqual(p.Skipped, want) {
+				t.Errorf("skipped %q, want %q", p.Skipped, want)
 			}
 		}},
 		{"read-only root, relative root path", func(s *specs.Spec) {
