@@ -128,6 +128,20 @@ type setup struct {
 	log      *slog.Logger
 	staging  string
 	problems []error
+	// deferred: a host's Setup request, which hears the outcome in its
+	// Ack; what went well is then logged at debug level, not on the
+	// console (each line there cost a restored warm exec tens of ms of
+	// emulated UART under TCG). At boot the console is the only witness.
+	deferred bool
+}
+
+// done logs a step that went well.
+func (s *setup) done(msg string, args ...any) {
+	if s.deferred {
+		s.log.Debug(msg, args...)
+		return
+	}
+	s.log.Info(msg, args...)
 }
 
 func (s *setup) fail(err error) { s.problems = append(s.problems, err) }
@@ -208,6 +222,7 @@ func (d *Deferred) Apply(cfg BootConfig) error {
 		return ErrSetupDone
 	}
 	d.applied = true
+	d.s.deferred = true
 	d.s.apply(cfg, d.api)
 	d.err = d.s.err()
 	return d.err
@@ -259,7 +274,7 @@ func (s *setup) apply(cfg BootConfig, api []mount) {
 		if err := s.switchRoot(cfg.Root, api); err != nil {
 			s.fail(err)
 		} else {
-			s.log.Info("agent: switched root", "root", cfg.Root.String())
+			s.done("agent: switched root", "root", cfg.Root.String())
 		}
 	}
 	var mounts []mount
@@ -285,9 +300,9 @@ func (s *setup) apply(cfg BootConfig, api []mount) {
 			continue
 		}
 		if m.fstype == "tmpfs" {
-			s.log.Info("agent: mounted tmpfs", "path", m.target)
+			s.done("agent: mounted tmpfs", "path", m.target)
 		} else {
-			s.log.Info("agent: mounted share", "tag", m.source, "path", m.target, "ro", m.flags&unix.MS_RDONLY != 0)
+			s.done("agent: mounted share", "tag", m.source, "path", m.target, "ro", m.flags&unix.MS_RDONLY != 0)
 		}
 	}
 }

@@ -62,3 +62,24 @@ func TestProbeHangUp(t *testing.T) {
 		}
 	}
 }
+
+// TestResetBeforeHello: a connection reset before its Hello was read (one
+// the host gave up on, caught by a warm snapshot and reset by the restore)
+// ends quietly; other read errors before the Hello are still failures.
+func TestResetBeforeHello(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		fail bool
+	}{
+		{&os.PathError{Op: "read", Path: "vsock", Err: syscall.ENOTCONN}, false},
+		{&os.PathError{Op: "read", Path: "vsock", Err: syscall.ECONNRESET}, false},
+		{&os.PathError{Op: "read", Path: "vsock", Err: syscall.EIO}, true},
+		{&os.PathError{Op: "read", Path: "vsock", Err: os.ErrDeadlineExceeded}, true},
+	} {
+		srv := NewServer(Config{})
+		err := srv.ServeConn(context.Background(), &hangUpConn{in: bytes.NewReader(nil), err: tc.err})
+		if (err != nil) != tc.fail {
+			t.Errorf("read before the Hello failed with %v: ServeConn = %v, want failure %v", tc.err, err, tc.fail)
+		}
+	}
+}
