@@ -14,3 +14,19 @@ func hasWritableDisk(c corral.Config) bool {
 	}
 	return false
 }
+
+// writesReachHost reports whether anything the guest writes can end up on
+// the host: a writable disk or a writable share. Without either, a sync
+// in the guest hands nothing over (its tmpfs and overlay go with it), so
+// Close stops the machine without asking the agent.
+func writesReachHost(c corral.Config) bool {
+	if hasWritableDisk(c) {
+		return true
+	}
+	for _, s := range c.Shares {
+		if !s.ReadOnly {
+			return true
+		}
+	}
+	return false
+}

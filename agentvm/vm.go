@@ -46,6 +46,10 @@ type VM struct {
 	// writableDisk: a disk the guest may write, which a sync only hands
 	// guest writes to; Close then waits for the guest's own power-off.
 	writableDisk bool
+	// noHostWrites: nothing the guest writes reaches the host (no
+	// writable disk or share), so Close has nothing to sync and stops the
+	// machine without a power-off request (a dial and two round trips).
+	noHostWrites bool
 
 	// keepProbe: waitAgent keeps the connection its Hello went on
 	// (probe, at probeVersion) for setup, saving a dial and a Hello.
@@ -145,6 +149,7 @@ func newVM(m *corral.Machine, ring *consoleRing, log *slog.Logger) *VM {
 		stop: m.Close,
 
 		writableDisk: hasWritableDisk(m.Config()),
+		noHostWrites: !writesReachHost(m.Config()),
 	}
 }
 
@@ -370,7 +375,9 @@ func (vm *VM) ConsoleTail(n int) []string { return vm.ring.tail(n) }
 
 // Close asks the agent to power the machine off (which syncs the guest's
 // file systems), waits a bounded time for that, then stops the machine if
-// it still runs and releases it. An agent that acks only after its sync
+// it still runs and releases it. A machine none of whose guest writes can
+// reach the host (no writable share or disk) is stopped without asking:
+// there is nothing to sync. An agent that acks only after its sync
 // (proto.SyncedPowerOffVersion) is not waited for past the Ack unless the
 // machine has a writable disk. It returns what releasing failed at; a
 // refused or failed power-off is logged, as the machine is stopped anyway.
@@ -384,6 +391,10 @@ func (vm *VM) Close() error {
 		select {
 		case <-vm.done:
 		default:
+			if vm.noHostWrites {
+				steps.Step("nothing to sync (stopping the machine)")
+				break
+			}
 			if err := vm.powerOff(steps); err != nil {
 				vm.log.Warn("agentvm: power-off through the agent failed; stopping the machine", "err", err)
 			}
