@@ -6,34 +6,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent/initrd"
+	"github.com/corral-vmm/corral/internal/syncbuf"
 	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 	"github.com/corral-vmm/corral/tests/linux/rootfs"
 )
-
-// lockedBuffer keeps a guest's console for failure messages.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // linuxGuest returns the test kernel, its command line and the agent for
 // a Linux guest, or skips: $CORRAL_KERNEL and $CORRAL_AGENT (set in
@@ -96,7 +78,7 @@ func TestAgentCommandRootDirRW(t *testing.T) {
 		name := map[bool]string{false: "cold", true: "warm"}[warm]
 		t.Run(name, func(t *testing.T) {
 			root := busyboxRoot(t)
-			var cons lockedBuffer
+			var cons syncbuf.Buffer
 			cfg := Config{
 				Machine:  corral.Config{Kernel: vmlinux, Cmdline: cmdline, NoInventory: true, Console: &cons},
 				Agent:    agentPath,

@@ -9,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/corral-vmm/corral/agent"
 	"github.com/corral-vmm/corral/agent/client"
+	"github.com/corral-vmm/corral/internal/syncbuf"
 )
 
 func TestInvoked(t *testing.T) {
@@ -40,28 +40,10 @@ func TestInvoked(t *testing.T) {
 	}
 }
 
-// syncBuffer is a console many goroutines write.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // testEnv is a PID-1 env that serves on a unix socket and counts
 // power-offs.
-func testEnv(t *testing.T, pid1 bool) (*env, *syncBuffer, string, *atomic.Int32) {
-	console := &syncBuffer{}
+func testEnv(t *testing.T, pid1 bool) (*env, *syncbuf.Buffer, string, *atomic.Int32) {
+	console := &syncbuf.Buffer{}
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	var offs atomic.Int32
 	e := &env{

@@ -9,13 +9,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/internal/netnstest"
+	"github.com/corral-vmm/corral/internal/syncbuf"
 	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 	"github.com/corral-vmm/corral/tests/linux/rootfs"
@@ -24,24 +24,6 @@ import (
 // qemuBootTimeout bounds one boot of the test kernel under QEMU's TCG (a
 // few seconds on an idle machine).
 const qemuBootTimeout = 3 * time.Minute
-
-// lockedBuffer is a console QEMU writes while the test reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // pid1Setup is what every boot of TestPID1UnderQEMU shares.
 type pid1Setup struct {
@@ -165,7 +147,7 @@ func TestPID1UnderQEMU(t *testing.T) {
 	t.Run("no vsock", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), qemuBootTimeout)
 		defer cancel()
-		console := &lockedBuffer{}
+		console := &syncbuf.Buffer{}
 		cmd := exec.CommandContext(ctx, s.qemu, s.args("", nil)...)
 		cmd.Stdout, cmd.Stderr = console, console
 		start := time.Now()
@@ -204,7 +186,7 @@ func (s pid1Setup) runTCP(t *testing.T, params string, extra []string, script st
 		ctx, cancel := context.WithTimeout(context.Background(), qemuBootTimeout)
 		defer cancel()
 		extra = append(extra, "-netdev", "user,id=n0,hostfwd=tcp:127.0.0.1:10240-:1024", "-device", "virtio-net-pci,netdev=n0")
-		con := &lockedBuffer{}
+		con := &syncbuf.Buffer{}
 		cmd := exec.CommandContext(ctx, s.qemu, s.args("ip=dhcp "+params, extra, "-listen", "tcp:0.0.0.0:1024")...)
 		cmd.Stdout, cmd.Stderr = con, con
 		if err := cmd.Start(); err != nil {

@@ -10,29 +10,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/syncbuf"
 	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/tests/guests"
 )
-
-// syncBuffer is a bytes.Buffer safe to read while a child writes it.
-type syncBuffer struct {
-	mu chan struct{}
-	b  bytes.Buffer
-}
-
-func newSyncBuffer() *syncBuffer { return &syncBuffer{mu: make(chan struct{}, 1)} }
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu <- struct{}{}
-	defer func() { <-s.mu }()
-	return s.b.String()
-}
 
 var cliCountLine = regexp.MustCompile(`(?m)^count (\d+) mem ok\r?$`)
 
@@ -61,7 +42,7 @@ func TestSnapshotRestoreCLI(t *testing.T) {
 	k := guests.BuildT(t, "count")
 	src := sandboxedCorralIn(t, state, "run", "--name", "snapsrc", "--snapshot-dir", snapDir, "--seccomp=on", "--log=info",
 		"--kernel", k, "--cmdline", fmt.Sprintf("step=%d limit=%d", step, limit))
-	srcOut, srcErr := newSyncBuffer(), newSyncBuffer()
+	srcOut, srcErr := new(syncbuf.Buffer), new(syncbuf.Buffer)
 	src.Stdout, src.Stderr = srcOut, srcErr
 	if err := src.Start(); err != nil {
 		t.Fatal(err)

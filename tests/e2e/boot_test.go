@@ -14,6 +14,7 @@ import (
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/internal/console"
+	"github.com/corral-vmm/corral/internal/syncbuf"
 )
 
 // consoleTail is how much of a failed boot's console goes into the test log.
@@ -71,29 +72,11 @@ func (c *markConsole) mark(w string) (time.Duration, bool) {
 	return d, ok
 }
 
-// lockedBuffer collects Corral's logs.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // vmRun is one Linux boot under Corral.
 type vmRun struct {
 	m       *corral.Machine
 	console *markConsole
-	logs    *lockedBuffer
+	logs    *syncbuf.Buffer
 	started time.Time
 	watch   []string
 	exit    corral.Exit
@@ -114,7 +97,7 @@ func startLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
 // console and Corral's log are added to the failure output.
 func newLinux(t *testing.T, cfg corral.Config, watch ...string) *vmRun {
 	t.Helper()
-	r := &vmRun{logs: &lockedBuffer{}, watch: watch}
+	r := &vmRun{logs: &syncbuf.Buffer{}, watch: watch}
 	r.console = newMarkConsole(watch)
 	cfg.Console = r.console
 	cfg.Logger = slog.New(slog.NewTextHandler(r.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
