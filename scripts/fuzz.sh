@@ -8,18 +8,19 @@ fuzztime=${1:-10s}
 status=0
 targets=0
 # Only packages whose tests define a fuzz target: listing every package's
-# tests would build each test binary once more.
+# tests would build each test binary once more. Go runs in each package's
+# directory (go -C), so the nested shim module's targets run too.
 dirs=$(grep -rl --include='*_test.go' '^func Fuzz' . | xargs -r -n1 dirname | sort -u)
 for dir in $dirs; do
-  pkg=$(go list "$dir")
-  for target in $(go test -list '^Fuzz' "$dir" | grep '^Fuzz' || true); do
+  pkg=$(go -C "$dir" list .)
+  for target in $(go -C "$dir" test -list '^Fuzz' . | grep '^Fuzz' || true); do
     targets=$((targets + 1))
     echo "fuzz: $pkg $target ($fuzztime)"
     log=$(mktemp)
     corpus="$dir/testdata/fuzz/$target"
     for try in 1 2; do
       before=$(ls "$corpus" 2>/dev/null | sort || true)
-      if go test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 200x "$dir" >"$log" 2>&1; then
+      if go -C "$dir" test -run '^$' -fuzz "^${target}\$" -fuzztime "$fuzztime" -fuzzminimizetime 200x . >"$log" 2>&1; then
         break
       fi
       after=$(ls "$corpus" 2>/dev/null | sort || true)
