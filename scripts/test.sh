@@ -88,7 +88,7 @@ build_shim() {
   mkdir -p "$shim_dir" &&
     (cd shim && CGO_ENABLED=0 go build -o "$shim_dir/containerd-shim-corral-v2" ./cmd/containerd-shim-corral-v2)
 }
-# On the host: vet, unit tests (ctrdtest starts a private containerd), and
+# On the host: vet, unit tests under -race (ctrdtest starts a private containerd), and
 # shim/e2e, which needs KVM and so runs here only on a host with /dev/kvm
 # (with the plain test kernel and a static agent; elsewhere it skips here
 # and runs in shim-in-tcg).
@@ -102,7 +102,7 @@ shim_unit() {
   [ -n "${CORRAL_AGENT:-}" ] || CGO_ENABLED=0 go build -o "$agent" ./cmd/corral-agent || return 1
   (cd shim && go vet ./... &&
     CORRAL_SHIM="$shim_dir/containerd-shim-corral-v2" CORRAL_KERNEL="$k" CORRAL_AGENT="$agent" \
-      go test -count=1 -timeout 15m ./...)
+      CGO_ENABLED=1 go test -race -count=1 -timeout 15m ./...)
 }
 # shim/e2e in a tcgkvm run of its own: the shim, containerd and ctr go in
 # at their host paths, and CORRAL_SHIM names the shim; containerd, ctr and
