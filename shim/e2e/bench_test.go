@@ -99,6 +99,11 @@ func TestBenchCtrRun(t *testing.T) {
 	for _, ev := range events(t, e.d.LogPath, ns, lastStart) {
 		fmt.Printf("ctrbench: last ctr run: +%d ms %s\n", ev.at.Milliseconds(), ev.topic)
 	}
+	// And the shim's own step timings (its log at containerd's debug
+	// level: shim/task's and agentvm's "step" lines).
+	for _, l := range shimSteps(t, e.d.LogPath, lastStart) {
+		fmt.Printf("ctrbench: last ctr run: shim: %s\n", l)
+	}
 	med := map[string]float64{}
 	for _, k := range kinds {
 		med[k] = median(rows[k])
@@ -173,4 +178,32 @@ func logField(line, key string) string {
 		return v[:j]
 	}
 	return v
+}
+
+// shimSteps returns the shim's timing lines (slog text lines whose
+// message starts "shim:", "warm:" or "agentvm:") in containerd's log
+// from since on, each prefixed with its time after since.
+func shimSteps(t *testing.T, logPath string, since time.Time) []string {
+	t.Helper()
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Errorf("containerd log: %v", err)
+		return nil
+	}
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		msg := logField(l, "msg")
+		if !strings.HasPrefix(msg, "shim:") && !strings.HasPrefix(msg, "warm:") && !strings.HasPrefix(msg, "agentvm:") {
+			continue
+		}
+		at, err := time.Parse(time.RFC3339Nano, logField(l, "time"))
+		if err != nil || at.Before(since) {
+			continue
+		}
+		if i := strings.Index(l, "msg="); i >= 0 {
+			l = l[i:]
+		}
+		out = append(out, fmt.Sprintf("+%d ms %s", at.Sub(since).Milliseconds(), l))
+	}
+	return out
 }

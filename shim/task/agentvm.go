@@ -122,6 +122,7 @@ func (v *agentVM) Start(p ProcSpec) (Proc, error) {
 // Close powers the machine off through the agent, stops it when that
 // takes longer than CloseTimeout, and removes its inventory entry.
 func (v *agentVM) Close() error {
+	steps := agentvm.NewSteps(v.log, "shim: vm close")
 	done := make(chan error, 1)
 	go func() { done <- v.vm.Close() }()
 	var err error
@@ -132,9 +133,11 @@ func (v *agentVM) Close() error {
 		v.vm.Machine().Stop()
 		err = <-done
 	}
+	steps.Step("powered off")
 	if cerr := collectTask(v.ns, v.id, v.stateDir, v.vm.Machine().ID()); cerr != nil {
 		err = errors.Join(err, fmt.Errorf("shim: removing the inventory entry: %w", cerr))
 	}
+	steps.Step("inventory entry removed")
 	return err
 }
 

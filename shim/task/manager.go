@@ -7,6 +7,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +40,7 @@ func (m manager) Name() string { return m.name }
 // and 2.x accept). One shim serves one task: its VM runs in the shim's
 // process, so a shim that is killed takes its VM with it.
 func (m manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ string, retErr error) {
+	begun := ProcessBegun()
 	ns, err := namespaces.NamespaceRequired(ctx)
 	if err != nil {
 		return "", err
@@ -93,7 +96,8 @@ func (m manager) Start(ctx context.Context, id string, opts shim.StartOpts) (_ s
 	defer f.Close()
 	cmd := exec.Command(self, args...)
 	cmd.Dir = cwd
-	cmd.Env = os.Environ()
+	cmd.Env = append(slices.DeleteFunc(os.Environ(), func(kv string) bool { return strings.HasPrefix(kv, EnvStartTimes+"=") }),
+		EnvStartTimes+"="+startTimes(begun, time.Now()))
 	cmd.ExtraFiles = []*os.File{f} // fd 3, which the shim library serves on
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {

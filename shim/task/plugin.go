@@ -3,6 +3,8 @@ package task
 import (
 	"io"
 	"log/slog"
+	"os"
+	"time"
 
 	"github.com/containerd/containerd/namespaces"
 	"github.com/containerd/containerd/pkg/shutdown"
@@ -51,6 +53,15 @@ func RegisterPlugin() {
 				level, console = slog.LevelDebug, out
 			}
 			lg := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
+			begun := ProcessBegun()
+			if sb, sp, ok := parseStartTimes(os.Getenv(EnvStartTimes)); ok {
+				// Where a task's first milliseconds go: the start
+				// process (containerd waits for it), this process's exec
+				// and Go init, and the plugin graph up to here.
+				lg.Debug("shim: serving", "start_process", sp.Sub(sb).Round(time.Millisecond),
+					"spawn_to_begun", begun.Sub(sp).Round(time.Millisecond),
+					"begun_to_plugin_init", time.Since(begun).Round(time.Millisecond))
+			}
 			pub := pp.(shim.Publisher)
 			return NewService(ic.Context, Config{
 				Namespace: ns,
@@ -58,6 +69,7 @@ func RegisterPlugin() {
 				Launch:    AgentLauncher(lg, console),
 				Shutdown:  ss.(shutdown.Service).Shutdown,
 				Log:       lg,
+				Begun:     begun,
 			}), nil
 		},
 	})

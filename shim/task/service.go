@@ -47,6 +47,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/corral-vmm/corral/agentvm"
 	"github.com/corral-vmm/corral/shim/oci"
 )
 
@@ -89,12 +90,17 @@ type Config struct {
 	Log *slog.Logger
 	// KillGrace overrides the package's KillGrace when positive.
 	KillGrace time.Duration
+	// Begun is when the serving shim's process began (ProcessBegun); the
+	// first Create logs its time since then at debug level. Zero: not
+	// logged.
+	Begun time.Time
 }
 
 // Service implements containerd's task API v2 for one task.
 type Service struct {
-	cfg Config
-	ctx context.Context
+	cfg    Config
+	ctx    context.Context
+	events *eventQueue
 
 	mu      sync.Mutex
 	id      string
@@ -131,7 +137,8 @@ func NewService(ctx context.Context, cfg Config) *Service {
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = KillGrace
 	}
-	return &Service{cfg: cfg, ctx: ctx, execs: map[string]*process{}}
+	return &Service{cfg: cfg, ctx: ctx, execs: map[string]*process{},
+		events: &eventQueue{pub: cfg.Publisher, ctx: ctx, log: cfg.Log}}
 }
 
 // process is the init process or an exec.
@@ -151,14 +158,9 @@ type process struct {
 	done       chan struct{} // closed once stopped
 }
 
-func (s *Service) publish(topic string, ev events.Event) {
-	if s.cfg.Publisher == nil {
-		return
-	}
-	if err := s.cfg.Publisher.Publish(s.ctx, topic, ev); err != nil {
-		s.cfg.Log.Warn("shim: publishing event", "topic", topic, "err", err)
-	}
-}
+// publish queues an event for containerd; they go in order, off the
+// caller's path (eventQueue).
+func (s *Service) publish(topic string, ev events.Event) { s.events.publish(topic, ev) }
 
 // errf wraps a containerd error class (errdefs) for the ttrpc reply.
 func errf(class error, format string, a ...any) error {
@@ -182,6 +184,10 @@ func (s *Service) get(id, execID string) (*process, error) {
 
 // Create boots the task's VM; the process starts in Start.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
+	steps := agentvm.NewSteps(s.cfg.Log, "shim: create")
+	if !s.cfg.Begun.IsZero() {
+		s.cfg.Log.Debug("shim: create called", "since_process_begun", time.Since(s.cfg.Begun).Round(time.Millisecond))
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.init != nil {
@@ -211,6 +217,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 				s.cfg.UnmountRootfs(rootfs)
 			}
 		}()
+		steps.Step("rootfs mounted")
 	}
 	spec, err := oci.Load(r.Bundle)
 	if err != nil {
@@ -226,11 +233,13 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if plan.NetNS != "" {
 		s.cfg.Log.Info("shim: the spec's network namespace is not plumbed into the VM; it has no network", "task", r.ID, "netns", plan.NetNS)
 	}
+	steps.Step("spec translated")
 	st := stdio{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal}
 	pio, err := openIO(st)
 	if err != nil {
 		return nil, errdefs.ToGRPC(err)
 	}
+	steps.Step("stdio opened")
 	bctx, cancel := context.WithTimeout(ctx, BootTimeout)
 	defer cancel()
 	vm, err := s.cfg.Launch(bctx, LaunchRequest{Namespace: s.cfg.Namespace, ID: r.ID, Plan: plan, Options: opts})
@@ -238,6 +247,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		pio.Close()
 		return nil, errdefs.ToGRPC(fmt.Errorf("shim: task %q: booting the VM: %w", r.ID, err))
 	}
+	steps.Step("VM started")
 	s.id, s.bundle, s.vm = r.ID, r.Bundle, vm
 	if len(r.Rootfs) > 0 {
 		s.mounted = rootfs
@@ -249,6 +259,7 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		ContainerID: r.ID, Bundle: r.Bundle, Rootfs: r.Rootfs,
 		IO: &eventstypes.TaskIO{Stdin: r.Stdin, Stdout: r.Stdout, Stderr: r.Stderr, Terminal: r.Terminal},
 	})
+	steps.Step("TaskCreate published")
 	return &taskAPI.CreateTaskResponse{}, nil
 }
 
@@ -273,6 +284,7 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	p.starting = true
 	spec, vm := p.spec, s.vm
 	s.mu.Unlock()
+	steps := agentvm.NewSteps(s.cfg.Log, "shim: start")
 	proc, err := vm.Start(ProcSpec{Process: spec, Stdin: p.io.stdin, Stdout: p.io.stdout, Stderr: p.io.stderr})
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -281,12 +293,14 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 		return nil, errdefs.ToGRPC(fmt.Errorf("shim: starting %q of task %q: %w", spec.Args[0], r.ID, err))
 	}
 	p.proc, p.pid, p.status = proc, proc.Pid(), task.Status_RUNNING
+	steps.Step("command started")
 	go s.reap(p)
 	if r.ExecID == "" {
 		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: uint32(p.pid)})
 	} else {
 		s.publish(runtime.TaskExecStartedEventTopic, &eventstypes.TaskExecStarted{ContainerID: r.ID, ExecID: r.ExecID, Pid: uint32(p.pid)})
 	}
+	steps.Step("TaskStart published")
 	return &taskAPI.StartResponse{Pid: uint32(p.pid)}, nil
 }
 
@@ -294,7 +308,9 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 // delivered, records its status and publishes TaskExit.
 func (s *Service) reap(p *process) {
 	status, err := p.proc.Wait()
+	steps := agentvm.NewSteps(s.cfg.Log, "shim: exit")
 	p.io.Close()
+	steps.Step("stdio closed")
 	s.mu.Lock()
 	if err != nil {
 		if s.vmStopped {
@@ -305,6 +321,7 @@ func (s *Service) reap(p *process) {
 		}
 	}
 	s.stop(p, status)
+	steps.Step("TaskExit published")
 	var others []*process
 	if p.execID == "" {
 		for _, e := range s.execs {
@@ -470,15 +487,19 @@ func (s *Service) Delete(ctx context.Context, r *taskAPI.DeleteRequest) (*taskAP
 	vm, mounted := s.vm, s.mounted
 	s.mu.Unlock()
 
+	steps := agentvm.NewSteps(s.cfg.Log, "shim: delete")
 	if err := vm.Close(); err != nil {
 		s.cfg.Log.Warn("shim: releasing the VM", "task", r.ID, "err", err)
 	}
+	steps.Step("VM closed")
 	if mounted != "" {
 		if err := s.cfg.UnmountRootfs(mounted); err != nil {
 			s.cfg.Log.Warn("shim: unmounting the rootfs", "task", r.ID, "err", err)
 		}
+		steps.Step("rootfs unmounted")
 	}
 	s.publish(runtime.TaskDeleteEventTopic, &eventstypes.TaskDelete{ContainerID: r.ID, Pid: resp.Pid, ExitStatus: resp.ExitStatus, ExitedAt: resp.ExitedAt})
+	steps.Step("TaskDelete published")
 	return resp, nil
 }
 
@@ -589,6 +610,14 @@ func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*em
 	}
 	if busy {
 		s.vm.Kill()
+	}
+	// The queued events (TaskExit, TaskDelete) must reach containerd
+	// before the shim exits.
+	if !s.events.flush(FlushTimeout) {
+		s.cfg.Log.Warn("shim: events not sent before shutting down", "timeout", FlushTimeout)
+	}
+	if !s.cfg.Begun.IsZero() {
+		s.cfg.Log.Debug("shim: shutting down", "since_process_begun", time.Since(s.cfg.Begun).Round(time.Millisecond))
 	}
 	s.cfg.Shutdown()
 	return &emptypb.Empty{}, nil

@@ -1,0 +1,88 @@
+package task
+
+import (
+	"context"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/containerd/containerd/events"
+)
+
+// FlushTimeout bounds how long Shutdown waits for queued events to reach
+// containerd before the shim exits.
+const FlushTimeout = 5 * time.Second
+
+// eventQueue sends events to a Publisher in order, off the caller's path:
+// each Publish is a round trip to containerd (which handles the event
+// before it answers), and a task call or the exit of a process should not
+// wait for it, as runc's shim does not. One sender goroutine runs while
+// events are pending.
+type eventQueue struct {
+	pub Publisher
+	ctx context.Context
+	log *slog.Logger
+
+	mu      sync.Mutex
+	pending []queuedEvent
+	sending bool
+	idle    chan struct{} // closed when pending empties; nil while idle
+}
+
+type queuedEvent struct {
+	topic string
+	ev    events.Event
+}
+
+// publish queues ev for topic.
+func (q *eventQueue) publish(topic string, ev events.Event) {
+	if q.pub == nil {
+		return
+	}
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	q.pending = append(q.pending, queuedEvent{topic, ev})
+	if q.idle == nil {
+		q.idle = make(chan struct{})
+	}
+	if !q.sending {
+		q.sending = true
+		go q.send()
+	}
+}
+
+func (q *eventQueue) send() {
+	for {
+		q.mu.Lock()
+		if len(q.pending) == 0 {
+			q.sending = false
+			close(q.idle)
+			q.idle = nil
+			q.mu.Unlock()
+			return
+		}
+		e := q.pending[0]
+		q.pending = q.pending[1:]
+		q.mu.Unlock()
+		if err := q.pub.Publish(q.ctx, e.topic, e.ev); err != nil {
+			q.log.Warn("shim: publishing event", "topic", e.topic, "err", err)
+		}
+	}
+}
+
+// flush waits until the events queued so far are sent, or timeout; false
+// when it timed out.
+func (q *eventQueue) flush(timeout time.Duration) bool {
+	q.mu.Lock()
+	idle := q.idle
+	q.mu.Unlock()
+	if idle == nil {
+		return true
+	}
+	select {
+	case <-idle:
+		return true
+	case <-time.After(timeout):
+		return false
+	}
+}

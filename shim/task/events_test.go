@@ -1,0 +1,106 @@
+package task
+
+import (
+	"context"
+	"reflect"
+	"sync"
+	"testing"
+	"time"
+
+	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
+	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/runtime"
+)
+
+// gatedPublisher is a containerd that does not answer a Forward until
+// the test opens the gate.
+type gatedPublisher struct {
+	gate chan struct{}
+	mu   sync.Mutex
+	sent []string
+}
+
+func (g *gatedPublisher) Publish(ctx context.Context, topic string, ev events.Event) error {
+	<-g.gate
+	g.mu.Lock()
+	g.sent = append(g.sent, topic)
+	g.mu.Unlock()
+	return nil
+}
+
+func (g *gatedPublisher) topics() []string {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return append([]string(nil), g.sent...)
+}
+
+// TestSlowPublisherHoldsNothingUp: Create, Start, Wait and Delete answer
+// while containerd has not taken a single event (each Publish is a round
+// trip to it), the events go in order once it does, and Shutdown ends the
+// shim only after they are sent.
+func TestSlowPublisherHoldsNothingUp(t *testing.T) {
+	h := newHarness(t, testSpec)
+	pub := &gatedPublisher{gate: make(chan struct{})}
+	h.svc.cfg.Publisher = pub
+	h.svc.events.pub = pub
+	s, _, _, _ := h.fifos("init")
+	calls := make(chan uint32, 1)
+	go func() {
+		h.create(s)
+		h.start("")
+		h.vm.proc(0).exit(3)
+		st := h.wait("")
+		if _, err := h.svc.Delete(context.Background(), &taskAPI.DeleteRequest{ID: "t1"}); err != nil {
+			t.Errorf("Delete: %v", err)
+		}
+		calls <- st
+	}()
+	select {
+	case st := <-calls:
+		if st != 3 {
+			t.Errorf("Wait: status %d, want 3", st)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the task calls waited for containerd to take the events")
+	}
+	shut := make(chan struct{})
+	go func() {
+		h.svc.Shutdown(context.Background(), &taskAPI.ShutdownRequest{ID: "t1"})
+		close(shut)
+	}()
+	select {
+	case <-shut:
+		t.Fatal("Shutdown returned with the events unsent")
+	case <-time.After(100 * time.Millisecond):
+	}
+	h.mu.Lock()
+	n := h.shutdown
+	h.mu.Unlock()
+	if n != 0 {
+		t.Fatal("the shim was shut down with the events unsent")
+	}
+	close(pub.gate)
+	<-shut
+	if h.shutdown != 1 {
+		t.Errorf("shut down %d times", h.shutdown)
+	}
+	want := []string{runtime.TaskCreateEventTopic, runtime.TaskStartEventTopic, runtime.TaskExitEventTopic, runtime.TaskDeleteEventTopic}
+	if got := pub.topics(); !reflect.DeepEqual(got, want) {
+		t.Errorf("events %v, want %v", got, want)
+	}
+}
+
+// TestFlushTimesOut: a containerd that never takes the events does not
+// keep the shim up past the timeout.
+func TestFlushTimesOut(t *testing.T) {
+	pub := &gatedPublisher{gate: make(chan struct{})}
+	defer close(pub.gate)
+	q := &eventQueue{pub: pub, ctx: context.Background()}
+	if !q.flush(time.Millisecond) {
+		t.Error("flush of an empty queue timed out")
+	}
+	q.publish(runtime.TaskExitEventTopic, nil)
+	if q.flush(20 * time.Millisecond) {
+		t.Error("flush returned true with an event unsent")
+	}
+}
