@@ -49,8 +49,9 @@ func RegisterPlugin() {
 			out := log.G(ic.Context).Logger.Out
 			level, console := slog.LevelInfo, io.Writer(nil)
 			if o, ok := ic.Context.Value(shim.OptsKey{}).(shim.Opts); ok && o.Debug {
-				// containerd's debug level: the guest's console too.
-				level, console = slog.LevelDebug, out
+				// containerd's debug level: the guest's console too, a
+				// line a write (lineWriter).
+				level, console = slog.LevelDebug, newLineWriter(out)
 			}
 			lg := slog.New(slog.NewTextHandler(out, &slog.HandlerOptions{Level: level}))
 			begun := ProcessBegun()

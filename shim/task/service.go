@@ -228,7 +228,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errf(errdefs.ErrInvalidArgument, "task %q: %v", r.ID, err)
 	}
 	for _, sk := range plan.Skipped {
-		s.cfg.Log.Info("shim: mount skipped", "task", r.ID, "mount", sk)
+		// Every spec has some (/proc, /dev, /sys: the agent's own);
+		// not worth a line at info level for every task.
+		s.cfg.Log.Debug("shim: mount skipped", "task", r.ID, "mount", sk)
 	}
 	if plan.NetNS != "" {
 		s.cfg.Log.Info("shim: the spec's network namespace is not plumbed into the VM; it has no network", "task", r.ID, "netns", plan.NetNS)
