@@ -2,11 +2,13 @@ package task
 
 import (
 	"context"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/pkg/shutdown"
 )
 
 // FlushTimeout bounds how long Shutdown waits for queued events to reach
@@ -85,4 +87,18 @@ func (q *eventQueue) flush(timeout time.Duration) bool {
 	case <-time.After(timeout):
 		return false
 	}
+}
+
+// CloseOnShutdown has sd's shutdown send the queued events (bounded by
+// FlushTimeout) and then close pub. The shim library waits up to 5 s for
+// its publisher to be closed before the serving shim exits, and exits 1
+// ("publisher not closed") if nobody did; runc's shim closes it the same
+// way.
+func (s *Service) CloseOnShutdown(sd shutdown.Service, pub io.Closer) {
+	sd.RegisterCallback(func(context.Context) error {
+		if !s.events.flush(FlushTimeout) {
+			s.cfg.Log.Warn("shim: events not sent before shutting down", "timeout", FlushTimeout)
+		}
+		return pub.Close()
+	})
 }

@@ -9,6 +9,7 @@ import (
 
 	taskAPI "github.com/containerd/containerd/api/runtime/task/v2"
 	"github.com/containerd/containerd/events"
+	"github.com/containerd/containerd/pkg/shutdown"
 	"github.com/containerd/containerd/runtime"
 )
 
@@ -102,5 +103,45 @@ func TestFlushTimesOut(t *testing.T) {
 	q.publish(runtime.TaskExitEventTopic, nil)
 	if q.flush(20 * time.Millisecond) {
 		t.Error("flush returned true with an event unsent")
+	}
+}
+
+// closeRecorder is a publisher that records its Close after the events.
+type closeRecorder struct {
+	gatedPublisher
+	closed bool
+}
+
+func (c *closeRecorder) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.sent = append(c.sent, "close")
+	c.closed = true
+	return nil
+}
+
+// TestShutdownClosesPublisher: the library's shutdown (here the real
+// shutdown service) sends the queued events, then closes the publisher,
+// which the library waits for before the shim exits.
+func TestShutdownClosesPublisher(t *testing.T) {
+	pub := &closeRecorder{gatedPublisher: gatedPublisher{gate: make(chan struct{})}}
+	svc := NewService(context.Background(), Config{Publisher: pub})
+	_, sd := shutdown.WithShutdown(context.Background())
+	svc.CloseOnShutdown(sd, pub)
+	svc.publish(runtime.TaskExitEventTopic, nil)
+	sd.Shutdown()
+	select {
+	case <-sd.Done():
+		t.Fatal("shut down with an event unsent")
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(pub.gate)
+	select {
+	case <-sd.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown did not finish")
+	}
+	if got, want := pub.topics(), []string{runtime.TaskExitEventTopic, "close"}; !reflect.DeepEqual(got, want) {
+		t.Errorf("publisher saw %v, want %v", got, want)
 	}
 }

@@ -64,14 +64,17 @@ func RegisterPlugin() {
 					"begun_to_plugin_init", time.Since(begun).Round(time.Millisecond))
 			}
 			pub := pp.(shim.Publisher)
-			return NewService(ic.Context, Config{
+			sd := ss.(shutdown.Service)
+			svc := NewService(ic.Context, Config{
 				Namespace: ns,
 				Publisher: pub,
 				Launch:    AgentLauncher(lg, console),
-				Shutdown:  ss.(shutdown.Service).Shutdown,
+				Shutdown:  sd.Shutdown,
 				Log:       lg,
 				Begun:     begun,
-			}), nil
+			})
+			svc.CloseOnShutdown(sd, pub)
+			return svc, nil
 		},
 	})
 }
