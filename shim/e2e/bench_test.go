@@ -59,7 +59,7 @@ func TestBenchCtrRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	n := 0
-	var lastStart, lastColdStart, lastColdEnd time.Time
+	var lastStart, lastEnd, lastColdStart, lastColdEnd time.Time
 	run := func(cold bool) (time.Duration, error) {
 		n++
 		args := []string{"run", "--rm", "--runtime", ctrdtest.RuntimeType}
@@ -72,6 +72,8 @@ func TestBenchCtrRun(t *testing.T) {
 		r := e.ctr(t, bootTimeout, append(args, ctrdtest.ImageRef, fmt.Sprintf("b%d", n), "true")...)
 		if cold {
 			lastColdEnd = time.Now()
+		} else {
+			lastEnd = time.Now()
 		}
 		if r.code != 0 {
 			return 0, fmt.Errorf("ctr %s: exit %d: %s", strings.Join(args, " "), r.code, r.stderr)
@@ -119,7 +121,7 @@ func TestBenchCtrRun(t *testing.T) {
 	}
 	// And the shim's own step timings (its log at containerd's debug
 	// level: shim/task's and agentvm's "step" lines).
-	for _, l := range shimSteps(t, e.d.LogPath, lastStart, time.Time{}) {
+	for _, l := range shimSteps(t, e.d.LogPath, lastStart, lastEnd) {
 		fmt.Printf("ctrbench: last ctr run: shim: %s\n", l)
 	}
 	for _, l := range shimSteps(t, e.d.LogPath, lastColdStart, lastColdEnd) {
