@@ -24,16 +24,18 @@ const clockTicks = 100
 // runtime's and packages' init), to 10 ms, from /proc/self/stat's
 // starttime; time.Now() when that cannot be read.
 func ProcessBegun() time.Time {
-	now := time.Now()
 	b, err := os.ReadFile("/proc/self/stat")
 	if err != nil {
-		return now
+		return time.Now()
 	}
 	ticks, err := parseStartTicks(b)
 	if err != nil {
-		return now
+		return time.Now()
 	}
+	// The two clocks are read together: the read above takes tens of
+	// milliseconds under TCG.
 	var ts unix.Timespec
+	now := time.Now()
 	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
 		return now
 	}
