@@ -127,6 +127,18 @@ func TestBenchCtrRun(t *testing.T) {
 	for _, l := range shimSteps(t, e.d.LogPath, lastColdStart, lastColdEnd) {
 		fmt.Printf("ctrbench: last cold ctr run: shim: %s\n", l)
 	}
+	// A warm corral exec's own steps, for the same parts (not counted:
+	// --log debug writes to stderr).
+	if out, err := exec.Command(*flagCorral, append(slices.Clone(execArgs), "--log", "debug", "--", "true")...).CombinedOutput(); err != nil {
+		t.Errorf("corral exec --log debug: %v: %s", err, out)
+	} else {
+		for _, l := range strings.Split(string(out), "\n") {
+			msg := logField(l, "msg")
+			if strings.HasPrefix(msg, "exec:") || strings.HasPrefix(msg, "warm:") || strings.HasPrefix(msg, "agentvm:") {
+				fmt.Printf("ctrbench: corral exec --log debug: %s\n", l[strings.Index(l, "msg="):])
+			}
+		}
+	}
 	med := map[string]float64{}
 	for _, k := range kinds {
 		med[k] = median(rows[k])
