@@ -165,6 +165,11 @@ func TestDaemonImportImage(t *testing.T) {
 				t.Fatalf("ctr -n %s snapshots ls: no snapshot after the import:\n%s", ns, ls)
 			}
 		}
+		// The daemon is the one MustHaveContainerd chose
+		// ($CORRAL_CONTAINERD_BIN_DIR's), and it took its config.
+		if v := serverVersion(d.MustCtr(t, "default", "version")); v != tools.Version {
+			t.Errorf("ctr version: server %q, want %q (%s)", v, tools.Version, tools.Containerd)
+		}
 		plugins := d.MustCtr(t, "default", "plugins", "ls")
 		for _, want := range []string{"io.containerd.grpc.v1 cri ok", "io.containerd.snapshotter.v1 native ok"} {
 			if !containsFields(plugins, want) {
@@ -185,6 +190,17 @@ func TestDaemonImportImage(t *testing.T) {
 	}
 }
 
+// serverVersion returns the Version line of ctr version's Server part.
+func serverVersion(out string) string {
+	_, server, _ := strings.Cut(out, "Server:")
+	for _, l := range strings.Split(server, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(l), "Version:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
 // containsFields reports whether some line of ctr plugins ls has want's
 // "TYPE ID STATUS" (the platforms column between ID and STATUS ignored).
 func containsFields(text, want string) bool {
@@ -199,11 +215,50 @@ func containsFields(text, want string) bool {
 }
 
 func TestDaemonConfigPaths(t *testing.T) {
-	c := Config("/x/d", "img:1")
-	for _, want := range []string{`root = "/x/d/root"`, `address = "/x/d/containerd.sock"`, `sandbox_image = "img:1"`,
-		`runtimes.corral]`, `runtime_type = "io.containerd.corral.v2"`, `snapshotter = "native"`, `conf_dir = "/x/d/cni/conf"`} {
-		if !strings.Contains(c, want) {
-			t.Errorf("config lacks %s:\n%s", want, c)
+	common := []string{`root = "/x/d/root"`, `address = "/x/d/containerd.sock"`, `runtimes.corral]`,
+		`runtime_type = "io.containerd.corral.v2"`, `snapshotter = "native"`, `conf_dir = "/x/d/cni/conf"`}
+	for _, tc := range []struct {
+		major         int
+		want, notWant []string
+	}{
+		{1, []string{"version = 2\n", `sandbox_image = "img:1"`, `[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.corral]`},
+			[]string{"io.containerd.cri.v1."}},
+		{2, []string{"version = 3\n", "[plugins.\"io.containerd.cri.v1.images\".pinned_images]\n    sandbox = \"img:1\"",
+			`[plugins."io.containerd.cri.v1.runtime".containerd.runtimes.corral]`, `bin_dirs = ["/x/d/cni/bin"]`,
+			"[[plugins.\"io.containerd.transfer.v1.local\".unpack_config]]\n    platform = \"linux/amd64\"\n    snapshotter = \"native\""},
+			[]string{"sandbox_image", `"io.containerd.grpc.v1.cri".containerd`, "aufs"}},
+	} {
+		c := ConfigFor(tc.major, "/x/d", "img:1")
+		for _, want := range append(common, tc.want...) {
+			if !strings.Contains(c, want) {
+				t.Errorf("containerd %d.x config lacks %s:\n%s", tc.major, want, c)
+			}
+		}
+		for _, bad := range tc.notWant {
+			if strings.Contains(c, bad) {
+				t.Errorf("containerd %d.x config has %s:\n%s", tc.major, bad, c)
+			}
+		}
+	}
+}
+
+func TestParseVersion(t *testing.T) {
+	for _, tc := range []struct {
+		out, version string
+		major        int
+	}{
+		{"containerd github.com/containerd/containerd 1.6.20~ds1 1.6.20~ds1-1+deb12u3\n", "1.6.20~ds1", 1},
+		{"containerd github.com/containerd/containerd v1.7.35 corral-build\n", "v1.7.35", 1},
+		{"containerd github.com/containerd/containerd/v2 v2.2.9 abc\n", "v2.2.9", 2},
+		{"containerd github.com/containerd/containerd/v2 2.2.9\n", "2.2.9", 2},
+		{"", "", 0},
+		{"runc version 1.1.5\n", "", 0},
+		{"containerd x vX.1 y", "", 0},
+		{"containerd x 0.9.1", "", 0},
+	} {
+		v, m, err := ParseVersion(tc.out)
+		if v != tc.version || m != tc.major || (err != nil) != (tc.major == 0) {
+			t.Errorf("ParseVersion(%q) = %q, %d, %v; want %q, %d", tc.out, v, m, err, tc.version, tc.major)
 		}
 	}
 }

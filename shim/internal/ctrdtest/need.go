@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -90,27 +91,69 @@ func MustHaveRoot(t testing.TB) {
 	}
 }
 
-// Tools are the containerd commands a test runs.
+// BinDirEnv names a directory holding the containerd and ctr the tests
+// run (build-containerd.sh's output, e.g. containerd 1.7 or 2.x); unset,
+// they are looked up on PATH (Debian's 1.6).
+const BinDirEnv = "CORRAL_CONTAINERD_BIN_DIR"
+
+// Tools are the containerd commands a test runs, and the daemon's version.
 type Tools struct {
 	Containerd, Ctr string
+	// Version is containerd's, as `containerd --version` gives it
+	// ("1.6.20~ds1", "v2.2.9"); Major its major number, which picks the
+	// config format (Config, ConfigV3).
+	Version string
+	Major   int
 }
 
-// MustHaveContainerd needs containerd and ctr (Debian's containerd
-// package) on PATH.
+// MustHaveContainerd needs containerd and ctr: in $CORRAL_CONTAINERD_BIN_DIR
+// when set (a missing one there fails the test), else on PATH (Debian's
+// containerd package).
 func MustHaveContainerd(t testing.TB) Tools {
 	t.Helper()
 	var tl Tools
+	dir := os.Getenv(BinDirEnv)
 	for _, c := range []struct {
 		name string
 		p    *string
 	}{{"containerd", &tl.Containerd}, {"ctr", &tl.Ctr}} {
+		if dir != "" {
+			p := filepath.Join(dir, c.name)
+			if fi, err := os.Stat(p); err != nil || fi.Mode().Perm()&0o111 == 0 {
+				t.Fatalf("ctrdtest: %s=%s: no executable %s there (shim/internal/ctrdtest/build-containerd.sh VERSION): %v", BinDirEnv, dir, c.name, err)
+			}
+			*c.p = p
+			continue
+		}
 		p, err := exec.LookPath(c.name)
 		if err != nil {
 			Missing(t, NeedContainerd, "%s not on PATH (apt-get install -y containerd)", c.name)
 		}
 		*c.p = p
 	}
+	out, err := exec.Command(tl.Containerd, "--version").Output()
+	if err != nil {
+		t.Fatalf("ctrdtest: %s --version: %v", tl.Containerd, err)
+	}
+	if tl.Version, tl.Major, err = ParseVersion(string(out)); err != nil {
+		t.Fatalf("ctrdtest: %v", err)
+	}
 	return tl
+}
+
+// ParseVersion reads the version and its major number from the output of
+// `containerd --version`: "containerd PACKAGE VERSION [REVISION]", VERSION
+// "v1.7.35", "1.6.20~ds1" (Debian) or "2.2.9".
+func ParseVersion(out string) (version string, major int, err error) {
+	f := strings.Fields(out)
+	if len(f) < 3 || f[0] != "containerd" {
+		return "", 0, fmt.Errorf("containerd --version gave %q, want \"containerd PACKAGE VERSION ...\"", strings.TrimSpace(out))
+	}
+	m, _, ok := strings.Cut(strings.TrimPrefix(f[2], "v"), ".")
+	if n, err := strconv.Atoi(m); ok && err == nil && n > 0 {
+		return f[2], n, nil
+	}
+	return "", 0, fmt.Errorf("containerd --version gave version %q, want MAJOR.MINOR...", f[2])
 }
 
 // MustHaveShim returns the absolute path of the shim binary: $CORRAL_SHIM,
