@@ -37,6 +37,7 @@ func setup(t *testing.T, namespaces ...string) env {
 	ctrdtest.MustHaveKVM(t)
 	ctrdtest.MustHaveRoot(t)
 	tools := ctrdtest.MustHaveContainerd(t)
+	t.Logf("containerd %s (%s)", tools.Version, tools.Containerd)
 	ctrdtest.MustHaveFile(t, ctrdtest.BusyboxPath)
 	ctrdtest.MustHaveKernel(t)
 	shim := ctrdtest.MustHaveShim(t)
