@@ -116,7 +116,7 @@ func TestBenchCtrRun(t *testing.T) {
 		fmt.Printf("ctrbench: round %d: %s\n", i, strings.Join(line, ", "))
 	}
 	// Where the last ctr run's time went: containerd's events for it.
-	for _, ev := range events(t, e.d.LogPath, ns, lastStart) {
+	for _, ev := range events(t, e.d.LogPath, ns, lastStart, lastEnd) {
 		fmt.Printf("ctrbench: last ctr run: +%d ms %s\n", ev.at.Milliseconds(), ev.topic)
 	}
 	// And the shim's own step timings (its log at containerd's debug
@@ -127,15 +127,19 @@ func TestBenchCtrRun(t *testing.T) {
 	for _, l := range shimSteps(t, e.d.LogPath, lastColdStart, lastColdEnd) {
 		fmt.Printf("ctrbench: last cold ctr run: shim: %s\n", l)
 	}
-	// A warm corral exec's own steps, for the same parts (not counted:
-	// --log debug writes to stderr).
-	if out, err := exec.Command(*flagCorral, append(slices.Clone(execArgs), "--log", "debug", "--", "true")...).CombinedOutput(); err != nil {
-		t.Errorf("corral exec --log debug: %v: %s", err, out)
-	} else {
+	// corral exec's own steps, warm and cold, for the same parts (not
+	// counted: --log debug writes to stderr).
+	for _, extra := range [][]string{nil, {"--cold"}} {
+		args := append(append(slices.Clone(execArgs), extra...), "--log", "debug", "--", "true")
+		out, err := exec.Command(*flagCorral, args...).CombinedOutput()
+		if err != nil {
+			t.Errorf("corral %s: %v: %s", strings.Join(args, " "), err, out)
+			continue
+		}
 		for _, l := range strings.Split(string(out), "\n") {
 			msg := logField(l, "msg")
 			if strings.HasPrefix(msg, "exec:") || strings.HasPrefix(msg, "warm:") || strings.HasPrefix(msg, "agentvm:") {
-				fmt.Printf("ctrbench: corral exec --log debug: %s\n", l[strings.Index(l, "msg="):])
+				fmt.Printf("ctrbench: corral exec %s--log debug: %s\n", strings.Join(extra, " ")+" ", l[strings.Index(l, "msg="):])
 			}
 		}
 	}
@@ -174,8 +178,8 @@ type event struct {
 }
 
 // events returns the events containerd's debug log says it published in
-// namespace ns from since on, with their times after since.
-func events(t *testing.T, logPath, ns string, since time.Time) []event {
+// namespace ns from since to until, with their times after since.
+func events(t *testing.T, logPath, ns string, since, until time.Time) []event {
 	t.Helper()
 	b, err := os.ReadFile(logPath)
 	if err != nil {
@@ -189,7 +193,7 @@ func events(t *testing.T, logPath, ns string, since time.Time) []event {
 		}
 		ts, topic := logField(l, "time"), logField(l, "topic")
 		at, err := time.Parse(time.RFC3339Nano, ts)
-		if err != nil || at.Before(since) {
+		if err != nil || at.Before(since) || at.After(until) {
 			continue
 		}
 		out = append(out, event{at.Sub(since), topic})
