@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # bench/containerd.sh: issue 14's shim overhead: `ctr run --rm IMAGE id
-# true` through containerd-shim-corral-v2 against `corral exec -- true`
-# (--cold, as the shim boots, and warm) on the same kernel, process start
-# to exit, alternating, in tests/tcgkvm (QEMU TCG with emulated SVM: the
+# true` through containerd-shim-corral-v2 (warm, and with its Cold option)
+# against `corral exec -- true` (warm, and --cold) on the same kernel,
+# process start to exit, alternating, plus the shim's and corral exec's
+# step timings for the last run of each, in tests/tcgkvm (QEMU TCG with emulated SVM: the
 # only KVM on hosts without /dev/kvm). A private containerd (shim/e2e's
 # TestBenchCtrRun, shim/internal/ctrdtest) runs the shim; nothing touches
 # a system containerd.
