@@ -25,7 +25,7 @@ while getopts "n:kh" opt; do
 	n) runs=$OPTARG ;;
 	k) lock= ;;
 	*)
-		sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
