@@ -29,7 +29,7 @@ if [ -x "$out/containerd" ] && [ -x "$out/ctr" ] &&
 fi
 mkdir -p "$out"
 tags="no_btrfs no_devmapper no_zfs static_build urfave_cli_no_docs"
-ldflags="-s -w -X $mod/version.Version=v$v -X $mod/version.Package=github.com/containerd/containerd -X $mod/version.Revision=corral-build"
+ldflags="-s -w -X $mod/version.Version=v$v -X $mod/version.Package=$mod -X $mod/version.Revision=corral-build"
 # Built in containerd's own module, as its Makefile does: `go install
 # PKG@VERSION` refuses a go.mod with exclude directives (1.7's has). The
 # source comes from the module proxy into the module cache (read-only;
