@@ -132,8 +132,11 @@ func (l *vsockListener) Accept() (net.Conn, error) {
 	var sa unix.Sockaddr
 	var aerr error
 	err = rc.Read(func(fd uintptr) bool {
-		nfd, sa, aerr = unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
-		return aerr != unix.EAGAIN
+		var again bool
+		nfd, sa, aerr, again = acceptOnce(func() (int, unix.Sockaddr, error) {
+			return unix.Accept4(int(fd), unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC)
+		})
+		return !again
 	})
 	if err != nil {
 		return nil, err
@@ -166,3 +169,23 @@ func (c *vsockConn) RemoteAddr() net.Addr { return c.remote }
 func (c *vsockConn) SetDeadline(t time.Time) error      { return c.File.SetDeadline(t) }
 func (c *vsockConn) SetReadDeadline(t time.Time) error  { return c.File.SetReadDeadline(t) }
 func (c *vsockConn) SetWriteDeadline(t time.Time) error { return c.File.SetWriteDeadline(t) }
+
+// acceptOnce calls accept until it gives a connection, an error, or
+// EAGAIN (again: wait for the socket to be readable). EINTR is retried:
+// vsock's accept returns it, not EAGAIN, to a non-blocking caller with a
+// signal pending, and the agent as PID 1 gets SIGCHLD (and Go's
+// preemption signals) all the time; one such EINTR used to end the
+// agent's server. ECONNABORTED (a peer gone before it was accepted) is
+// retried too, as Go's net package does.
+func acceptOnce(accept func() (int, unix.Sockaddr, error)) (nfd int, sa unix.Sockaddr, err error, again bool) {
+	for {
+		nfd, sa, err = accept()
+		switch err {
+		case unix.EINTR, unix.ECONNABORTED:
+			continue
+		case unix.EAGAIN:
+			return -1, nil, nil, true
+		}
+		return nfd, sa, err, false
+	}
+}
