@@ -58,36 +58,41 @@ type Daemon struct {
 	exited   chan struct{}
 }
 
+// configHead is the part of a containerd config that is the same in
+// versions 2 and 3: the daemon's directories and sockets under dir, debug
+// logging, and the snapshotters (by short name) that cannot work here (or
+// in tests/tcgkvm's VM): the tests use native, which needs no kernel
+// support.
+func configHead(dir string, version int, disabled ...string) string {
+	q := strconv.Quote
+	var b strings.Builder
+	fmt.Fprintf(&b, "version = %d\nroot = %s\nstate = %s\ndisabled_plugins = [\n", version, q(filepath.Join(dir, "root")), q(filepath.Join(dir, "state")))
+	for _, d := range disabled {
+		fmt.Fprintf(&b, "  %s,\n", q("io.containerd.snapshotter.v1."+d))
+	}
+	fmt.Fprintf(&b, `]
+
+[grpc]
+  address = %s
+
+[ttrpc]
+  address = %s
+
+[debug]
+  address = %s
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = %s
+`, q(filepath.Join(dir, "containerd.sock")), q(filepath.Join(dir, "containerd.sock.ttrpc")), q(filepath.Join(dir, "debug.sock")), q(filepath.Join(dir, "opt")))
+	return b.String()
+}
+
 // Config returns the containerd config (version 2, containerd 1.6 and
 // 1.7) for a daemon under dir.
 func Config(dir, sandboxImage string) string {
 	q := strconv.Quote
-	return `version = 2
-root = ` + q(filepath.Join(dir, "root")) + `
-state = ` + q(filepath.Join(dir, "state")) + `
-# Snapshotters that cannot work here (or in tests/tcgkvm's VM): the tests
-# use native, which needs no kernel support.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.aufs",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = ` + q(filepath.Join(dir, "containerd.sock")) + `
-
-[ttrpc]
-  address = ` + q(filepath.Join(dir, "containerd.sock.ttrpc")) + `
-
-[debug]
-  address = ` + q(filepath.Join(dir, "debug.sock")) + `
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = ` + q(filepath.Join(dir, "opt")) + `
-
+	return configHead(dir, 2, "aufs", "btrfs", "devmapper", "overlayfs", "zfs") + `
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = ` + q(sandboxImage) + `
   stream_server_address = "127.0.0.1"
@@ -117,33 +122,7 @@ disabled_plugins = [
 // otherwise, and fails to load when that snapshotter is disabled.
 func ConfigV3(dir, sandboxImage string) string {
 	q := strconv.Quote
-	return `version = 3
-root = ` + q(filepath.Join(dir, "root")) + `
-state = ` + q(filepath.Join(dir, "state")) + `
-# Snapshotters that cannot work here (or in tests/tcgkvm's VM): the tests
-# use native, which needs no kernel support.
-disabled_plugins = [
-  "io.containerd.snapshotter.v1.blockfile",
-  "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.erofs",
-  "io.containerd.snapshotter.v1.overlayfs",
-  "io.containerd.snapshotter.v1.zfs",
-]
-
-[grpc]
-  address = ` + q(filepath.Join(dir, "containerd.sock")) + `
-
-[ttrpc]
-  address = ` + q(filepath.Join(dir, "containerd.sock.ttrpc")) + `
-
-[debug]
-  address = ` + q(filepath.Join(dir, "debug.sock")) + `
-  level = "debug"
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = ` + q(filepath.Join(dir, "opt")) + `
-
+	return configHead(dir, 3, "blockfile", "btrfs", "devmapper", "erofs", "overlayfs", "zfs") + `
 [plugins."io.containerd.transfer.v1.local"]
   [[plugins."io.containerd.transfer.v1.local".unpack_config]]
     platform = "linux/amd64"
