@@ -95,8 +95,9 @@ func TestCtrRunRm(t *testing.T) {
 	e.noneLeft(t, "t1", nil)
 }
 
-// TestDetachedTask: a task started with ctr run -d is listed running, an
-// exec in it returns its own status, and kill -s KILL then delete finish
+// TestDetachedTask: a task started with ctr run -d is listed running, is
+// listed paused between ctr task pause and resume, an exec in it returns
+// its own status, and kill -s KILL then delete finish
 // within 10 s leaving no shim, VM, mount, state directory, network
 // interface or inventory entry.
 func TestDetachedTask(t *testing.T) {
@@ -109,15 +110,26 @@ func TestDetachedTask(t *testing.T) {
 		e.ctr(t, time.Minute, "task", "delete", "--force", "t2")
 		e.ctr(t, time.Minute, "containers", "delete", "t2")
 	})
-	waitFor(t, time.Minute, "ctr task ls to show t2 RUNNING", func() (bool, string) {
-		out := e.ctr(t, time.Minute, "task", "ls").stdout
-		for _, l := range strings.Split(out, "\n") {
-			if f := strings.Fields(l); len(f) == 3 && f[0] == "t2" && f[2] == "RUNNING" {
-				return true, out
+	taskStatus := func(want string) {
+		t.Helper()
+		waitFor(t, time.Minute, "ctr task ls to show t2 "+want, func() (bool, string) {
+			out := e.ctr(t, time.Minute, "task", "ls").stdout
+			for _, l := range strings.Split(out, "\n") {
+				if f := strings.Fields(l); len(f) == 3 && f[0] == "t2" && f[2] == want {
+					return true, out
+				}
 			}
+			return false, out
+		})
+	}
+	taskStatus("RUNNING")
+	// Pause freezes the VM; the task reads PAUSED until resumed.
+	for _, step := range [][2]string{{"pause", "PAUSED"}, {"resume", "RUNNING"}} {
+		if r := e.ctr(t, time.Minute, "task", step[0], "t2"); r.code != 0 {
+			t.Fatalf("ctr task %s: exit %d (stderr %q)", step[0], r.code, r.stderr)
 		}
-		return false, out
-	})
+		taskStatus(step[1])
+	}
 	vms := e.inventory(t, "t2")
 	if len(vms) != 1 {
 		t.Fatalf("inventory: %d machines labelled containerd.namespace=%s containerd.id=t2, want 1", len(vms), ns)

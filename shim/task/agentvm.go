@@ -145,6 +145,10 @@ func (v *agentVM) Kill() error { v.vm.Machine().Stop(); return nil }
 
 func (v *agentVM) Done() <-chan struct{} { return v.vm.Done() }
 
+func (v *agentVM) Pause(ctx context.Context) error { return v.vm.Machine().Pause(ctx) }
+
+func (v *agentVM) Resume() error { return v.vm.Machine().Resume() }
+
 // Stats: the VMM runs in this process, one VM per shim, so the process's
 // CPU time (vCPU threads included) and resident memory are the VM's.
 func (v *agentVM) Stats() VMStats {

@@ -25,6 +25,7 @@ type fakeVM struct {
 	gate, entered chan struct{}
 	closed        int
 	killed        int
+	paused        bool
 	done          chan struct{}
 	stats         VMStats
 }
@@ -100,6 +101,26 @@ func (v *fakeVM) end() {
 	default:
 		close(v.done)
 	}
+}
+
+func (v *fakeVM) Pause(ctx context.Context) error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if v.paused {
+		v.t.Error("Pause of a paused VM")
+	}
+	v.paused = true
+	return nil
+}
+
+func (v *fakeVM) Resume() error {
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	if !v.paused {
+		v.t.Error("Resume of a running VM")
+	}
+	v.paused = false
+	return nil
 }
 
 func (v *fakeVM) Done() <-chan struct{} { return v.done }

@@ -21,7 +21,11 @@
 //   - Shutdown ends the shim once the task is deleted.
 //
 // Events: TaskCreate, TaskStart, TaskExecAdded, TaskExecStarted, TaskExit,
-// TaskDelete. Pause, Resume, Checkpoint and Update are not implemented.
+// TaskDelete, TaskPaused, TaskResumed. Pause freezes the whole VM (its
+// vCPUs and devices: what a cgroup freezer does to a runc container) and
+// Resume thaws it; processes are reported PAUSED meanwhile, and Start of
+// an exec waits for Resume (it is refused). Checkpoint and Update are not
+// implemented.
 package task
 
 import (
@@ -113,6 +117,8 @@ type Service struct {
 	// vmStopped is set when the shim stopped the VM after a SIGKILL: the
 	// processes it took are reported killed.
 	vmStopped bool
+	// paused is set between Pause and Resume.
+	paused bool
 }
 
 var _ taskAPI.TaskService = (*Service)(nil)
@@ -280,6 +286,10 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	if r.ExecID != "" && s.init.status == task.Status_STOPPED {
 		s.mu.Unlock()
 		return nil, errf(errdefs.ErrFailedPrecondition, "exec %q: task %q has stopped", r.ExecID, r.ID)
+	}
+	if s.paused {
+		s.mu.Unlock()
+		return nil, errf(errdefs.ErrFailedPrecondition, "process %q of task %q: the task is paused", r.ExecID, r.ID)
 	}
 	// The agent is not asked under the lock: a slow guest must not hold
 	// up Kill, State or the other processes.
@@ -513,7 +523,11 @@ func (s *Service) State(ctx context.Context, r *taskAPI.StateRequest) (*taskAPI.
 	if err != nil {
 		return nil, err
 	}
-	resp := &taskAPI.StateResponse{ID: r.ID, ExecID: r.ExecID, Bundle: s.bundle, Pid: uint32(p.pid), Status: p.status,
+	status := p.status
+	if s.paused && status == task.Status_RUNNING {
+		status = task.Status_PAUSED
+	}
+	resp := &taskAPI.StateResponse{ID: r.ID, ExecID: r.ExecID, Bundle: s.bundle, Pid: uint32(p.pid), Status: status,
 		Stdin: p.stdio.Stdin, Stdout: p.stdio.Stdout, Stderr: p.stdio.Stderr, Terminal: p.stdio.Terminal,
 		ExitStatus: uint32(p.exitStatus)}
 	if p.status == task.Status_STOPPED {
@@ -641,14 +655,44 @@ func (s *Service) Stats(ctx context.Context, r *taskAPI.StatsRequest) (*taskAPI.
 	return &taskAPI.StatsResponse{Stats: protobuf.FromAny(a)}, nil
 }
 
-// Pause is not implemented.
+// Pause freezes the task's VM; see the package comment.
 func (s *Service) Pause(ctx context.Context, r *taskAPI.PauseRequest) (*emptypb.Empty, error) {
-	return nil, errf(errdefs.ErrNotImplemented, "pause")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	p, err := s.get(r.ID, "")
+	if err != nil {
+		return nil, err
+	}
+	if p.status != task.Status_RUNNING || p.starting {
+		return nil, errf(errdefs.ErrFailedPrecondition, "pause: task %q is %s, not running", r.ID, statusName(p.status))
+	}
+	if s.paused {
+		return nil, errf(errdefs.ErrFailedPrecondition, "pause: task %q is already paused", r.ID)
+	}
+	if err := s.vm.Pause(ctx); err != nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("shim: pausing task %q: %w", r.ID, err))
+	}
+	s.paused = true
+	s.publish(runtime.TaskPausedEventTopic, &eventstypes.TaskPaused{ContainerID: r.ID})
+	return &emptypb.Empty{}, nil
 }
 
-// Resume is not implemented.
+// Resume lets a paused task's VM run on.
 func (s *Service) Resume(ctx context.Context, r *taskAPI.ResumeRequest) (*emptypb.Empty, error) {
-	return nil, errf(errdefs.ErrNotImplemented, "resume")
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, err := s.get(r.ID, ""); err != nil {
+		return nil, err
+	}
+	if !s.paused {
+		return nil, errf(errdefs.ErrFailedPrecondition, "resume: task %q is not paused", r.ID)
+	}
+	if err := s.vm.Resume(); err != nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("shim: resuming task %q: %w", r.ID, err))
+	}
+	s.paused = false
+	s.publish(runtime.TaskResumedEventTopic, &eventstypes.TaskResumed{ContainerID: r.ID})
+	return &emptypb.Empty{}, nil
 }
 
 // Checkpoint is not implemented.

@@ -710,3 +710,52 @@ func TestWarmDir(t *testing.T) {
 		t.Errorf("no cache directory, yet warm in %q", d)
 	}
 }
+
+// TestPauseResume: Pause freezes the VM and the task reads PAUSED (the
+// exec's state too) until Resume; Pause twice, Resume of a running task,
+// Pause of a task not running and Start while paused are refused; the
+// events go out.
+func TestPauseResume(t *testing.T) {
+	h := newHarness(t, testSpec)
+	ctx := context.Background()
+	h.create(stdio{})
+	_, err := h.svc.Pause(ctx, &taskAPI.PauseRequest{ID: "t1"})
+	wantErr(t, "Pause of a created task", err, errdefs.IsFailedPrecondition)
+	h.start("")
+	h.exec("e1", "sleep", "9")
+	h.start("e1")
+	h.exec("e2", "true")
+	if _, err := h.svc.Pause(ctx, &taskAPI.PauseRequest{ID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	if !h.vm.paused {
+		t.Error("Pause did not pause the VM")
+	}
+	if st := h.state(""); st.Status != task.Status_PAUSED {
+		t.Errorf("init %s while paused, want PAUSED", st.Status)
+	}
+	if st := h.state("e1"); st.Status != task.Status_PAUSED {
+		t.Errorf("exec %s while paused, want PAUSED", st.Status)
+	}
+	if st := h.state("e2"); st.Status != task.Status_CREATED {
+		t.Errorf("created exec %s while paused, want CREATED", st.Status)
+	}
+	_, err = h.svc.Pause(ctx, &taskAPI.PauseRequest{ID: "t1"})
+	wantErr(t, "second Pause", err, errdefs.IsFailedPrecondition)
+	_, err = h.svc.Start(ctx, &taskAPI.StartRequest{ID: "t1", ExecID: "e2"})
+	wantErr(t, "Start of an exec while paused", err, errdefs.IsFailedPrecondition)
+	h.rec.waitTopic(t, runtime.TaskPausedEventTopic, 1)
+	if _, err := h.svc.Resume(ctx, &taskAPI.ResumeRequest{ID: "t1"}); err != nil {
+		t.Fatal(err)
+	}
+	if h.vm.paused {
+		t.Error("Resume did not resume the VM")
+	}
+	if st := h.state(""); st.Status != task.Status_RUNNING {
+		t.Errorf("init %s after Resume, want RUNNING", st.Status)
+	}
+	_, err = h.svc.Resume(ctx, &taskAPI.ResumeRequest{ID: "t1"})
+	wantErr(t, "Resume of a running task", err, errdefs.IsFailedPrecondition)
+	h.rec.waitTopic(t, runtime.TaskResumedEventTopic, 1)
+	h.start("e2")
+}

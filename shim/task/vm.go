@@ -22,6 +22,11 @@ type VM interface {
 	Kill() error
 	// Done is closed when the machine has ended.
 	Done() <-chan struct{}
+	// Pause freezes the machine (vCPUs and devices) until Resume; ctx
+	// bounds the wait for the vCPUs to stop.
+	Pause(ctx context.Context) error
+	// Resume lets a paused machine run on.
+	Resume() error
 	// Stats returns the machine's counters.
 	Stats() VMStats
 }
