@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,6 +28,12 @@ import (
 // share slots (unused ones serve an empty directory). A Config with more
 // shares boots cold.
 const WarmSlots = 4
+
+// WarmKeep is how many snapshots the warm cache keeps: building a new one
+// removes the least recently used beyond it (each is the guest memory the
+// agent's boot touched, tens of MiB), so a cache that sees new kernels,
+// agents or corral versions does not grow without bound.
+const WarmKeep = 4
 
 // warmFormat names how warm machines are built and cached; it is part of
 // the cache key, so a change here invalidates every cached snapshot.
@@ -548,6 +555,10 @@ func warmGet[T any](ctx context.Context, c *warmCache, key string,
 			v, err := restore(snap)
 			unlock(lf)
 			if err == nil {
+				// Most recently used first when the cache is trimmed: the
+				// order of modification times, not the date, counts.
+				now := time.Now()
+				os.Chtimes(snap, now, now)
 				return v, nil
 			}
 			var d *damagedError
@@ -595,7 +606,63 @@ func warmGet[T any](ctx context.Context, c *warmCache, key string,
 			return nil
 		})
 		unlock(lf)
+		if err == nil {
+			c.trim(key, WarmKeep)
+		}
 		return v, err
 	}
 	return zero, fmt.Errorf("agentvm: warm: the snapshot %s was refused again after it was rebuilt", snap)
+}
+
+// trim removes the least recently used snapshots (by the modification
+// time a restore or build gave their directory) beyond keep, never the
+// one named key. A snapshot another corral is restoring holds its lock
+// shared and is skipped; a machine already restored from one maps its
+// memory file, which stays readable after the removal. Lock files stay:
+// removing one could let two callers lock different files for one key.
+func (c *warmCache) trim(key string, keep int) {
+	entries, err := os.ReadDir(c.dir)
+	if err != nil {
+		return
+	}
+	type snap struct {
+		key  string
+		used time.Time
+	}
+	var snaps []snap
+	for _, e := range entries {
+		k, ok := strings.CutSuffix(e.Name(), ".lock")
+		if !ok {
+			continue
+		}
+		if fi, err := os.Stat(filepath.Join(c.dir, k)); err == nil && fi.IsDir() {
+			snaps = append(snaps, snap{k, fi.ModTime()})
+		}
+	}
+	if len(snaps) <= keep {
+		return
+	}
+	slices.SortFunc(snaps, func(a, b snap) int { return b.used.Compare(a.used) })
+	kept := 0
+	for _, s := range snaps {
+		if s.key == key || kept < keep-1 {
+			if s.key != key {
+				kept++
+			}
+			continue
+		}
+		lf, err := os.OpenFile(filepath.Join(c.dir, s.key+".lock"), os.O_RDWR|unix.O_CLOEXEC, 0)
+		if err != nil {
+			continue
+		}
+		if unix.Flock(int(lf.Fd()), unix.LOCK_EX|unix.LOCK_NB) == nil {
+			if err := os.RemoveAll(filepath.Join(c.dir, s.key)); err != nil {
+				c.log.Warn("warm: removing an old snapshot", "dir", filepath.Join(c.dir, s.key), "err", err)
+			} else {
+				c.log.Info("warm: removed the least recently used snapshot", "dir", filepath.Join(c.dir, s.key), "keep", keep)
+			}
+			unix.Flock(int(lf.Fd()), unix.LOCK_UN)
+		}
+		lf.Close()
+	}
 }

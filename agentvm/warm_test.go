@@ -375,3 +375,63 @@ func TestWarmGetWaitCanceled(t *testing.T) {
 		t.Errorf("err %v, %d builds", err, f.builds.Load())
 	}
 }
+
+// TestWarmTrim: building a snapshot removes the least recently used ones
+// beyond WarmKeep, keeping the new one, one another corral is restoring
+// (its lock held shared) and the lock files; a restore counts as a use.
+func TestWarmTrim(t *testing.T) {
+	c, log := testCache(t)
+	base := time.Unix(1_000_000, 0) // any times: only their order counts
+	// Five snapshots as builds leave them, oldest first.
+	for i, k := range []string{"a", "b", "c", "d", "e"} {
+		dir := filepath.Join(c.dir, k)
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(dir, "marker"), []byte(k), 0o600)
+		os.WriteFile(dir+".lock", nil, 0o600)
+		at := base.Add(time.Duration(i) * time.Hour)
+		os.Chtimes(dir, at, at)
+	}
+	// a is the oldest, but in use: another corral restores it.
+	lf, err := os.Open(filepath.Join(c.dir, "a.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	if err := unix.Flock(int(lf.Fd()), unix.LOCK_SH); err != nil {
+		t.Fatal(err)
+	}
+	// A restore of b makes it the most recently used.
+	f := &fakeBuilder{}
+	if r, err := warmGet(context.Background(), c, "b", f.restore, f.build); err != nil || r.restored != "b" {
+		t.Fatalf("restore of b: %+v, %v", r, err)
+	}
+	// Building f trims to WarmKeep: f, b, e, d stay; c goes; a is in use.
+	if _, err := warmGet(context.Background(), c, "f", (&fakeBuilder{marker: "f"}).restore, (&fakeBuilder{marker: "f"}).build); err != nil {
+		t.Fatal(err)
+	}
+	for k, want := range map[string]bool{"a": true, "b": true, "c": false, "d": true, "e": true, "f": true} {
+		_, err := os.Stat(filepath.Join(c.dir, k))
+		if got := err == nil; got != want {
+			t.Errorf("snapshot %s kept %v, want %v", k, got, want)
+		}
+		if _, err := os.Stat(filepath.Join(c.dir, k+".lock")); err != nil {
+			t.Errorf("lock file of %s: %v", k, err)
+		}
+	}
+	if !strings.Contains(log.String(), "removed the least recently used snapshot") {
+		t.Errorf("log lacks the removal:\n%s", log)
+	}
+	// Once a is no longer in use, the next build removes it.
+	unix.Flock(int(lf.Fd()), unix.LOCK_UN)
+	if _, err := warmGet(context.Background(), c, "g", (&fakeBuilder{marker: "g"}).restore, (&fakeBuilder{marker: "g"}).build); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(filepath.Join(c.dir, "a")); err == nil {
+		t.Error("a kept after its user let go and another build")
+	}
+	if n, _ := filepath.Glob(filepath.Join(c.dir, "[a-g]")); len(n) != WarmKeep {
+		t.Errorf("%d snapshots left (%q), want WarmKeep=%d", len(n), n, WarmKeep)
+	}
+}
