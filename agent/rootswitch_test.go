@@ -70,19 +70,7 @@ func rootSwitchParent(t *testing.T, test string) {
 	if err := os.MkdirAll(filepath.Join(dir, "share-rw"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	before, _ := os.ReadFile("/proc/self/mountinfo")
-
-	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
-	cmd.Env = append(os.Environ(), rootSwitchChild+"="+dir)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNS}
-	out, err := cmd.CombinedOutput()
-	t.Logf("child:\n%s", out)
-	if err != nil {
-		t.Fatalf("child: %v", err)
-	}
-	if !bytes.Contains(out, []byte("root switched")) {
-		t.Fatal("the child did not get to the end")
-	}
+	runChild(t, test, rootSwitchChild+"="+dir, syscall.CLONE_NEWNS, "root switched")
 	// The guest's writes: in the read-write share, nowhere in the lower
 	// layer or the read-only share.
 	if b, err := os.ReadFile(filepath.Join(dir, "share-rw/from-guest.txt")); err != nil || string(b) != "written in the guest\n" {
@@ -95,6 +83,26 @@ func rootSwitchParent(t *testing.T, test string) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, "lower/hello.txt")); string(b) != "from lower\n" {
 		t.Errorf("lower/hello.txt is now %q", b)
+	}
+}
+
+// runChild runs test again in a child process with env added and new
+// namespaces (cloneflags), where the child does the real mounts; it fails
+// t unless the child passed and logged done, and checks that the host's
+// mounts did not change.
+func runChild(t *testing.T, test, env string, cloneflags uintptr, done string) {
+	t.Helper()
+	before, _ := os.ReadFile("/proc/self/mountinfo")
+	cmd := exec.Command(os.Args[0], "-test.run=^"+test+"$", "-test.count=1", "-test.v")
+	cmd.Env = append(os.Environ(), env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: cloneflags}
+	out, err := cmd.CombinedOutput()
+	t.Logf("child:\n%s", out)
+	if err != nil {
+		t.Fatalf("child: %v", err)
+	}
+	if !bytes.Contains(out, []byte(done)) {
+		t.Fatal("the child did not get to the end")
 	}
 	after, _ := os.ReadFile("/proc/self/mountinfo")
 	if !bytes.Equal(before, after) {
