@@ -49,7 +49,7 @@ const (
 	// hold the guest kernel and the agent.
 	MinMemory = 128 << 20
 	// MaxCPUs bounds the vCPU count a quota asks for (Corral's limit).
-	MaxCPUs = 254
+	MaxCPUs = corral.MaxCPUs
 )
 
 // ConfigFile is the spec's name in a bundle.

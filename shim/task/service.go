@@ -33,8 +33,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -51,6 +54,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"google.golang.org/protobuf/types/known/emptypb"
 
+	"github.com/corral-vmm/corral/agent/proto"
 	"github.com/corral-vmm/corral/agentvm"
 	"github.com/corral-vmm/corral/shim/oci"
 )
@@ -103,7 +107,6 @@ type Config struct {
 // Service implements containerd's task API v2 for one task.
 type Service struct {
 	cfg    Config
-	ctx    context.Context
 	events *eventQueue
 
 	mu      sync.Mutex
@@ -143,7 +146,7 @@ func NewService(ctx context.Context, cfg Config) *Service {
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = KillGrace
 	}
-	return &Service{cfg: cfg, ctx: ctx, execs: map[string]*process{},
+	return &Service{cfg: cfg, execs: map[string]*process{},
 		events: &eventQueue{pub: cfg.Publisher, ctx: ctx, log: cfg.Log}}
 }
 
@@ -306,6 +309,11 @@ func (s *Service) Start(ctx context.Context, r *taskAPI.StartRequest) (*taskAPI.
 	}
 	p.proc, p.pid, p.status = proc, proc.Pid(), task.Status_RUNNING
 	steps.Step("command started")
+	if r.ExecID != "" && s.init.status == task.Status_STOPPED {
+		// The init ended while the agent started this exec: reap's sweep
+		// did not see it running, so it goes the way the others went.
+		proc.Signal(syscall.SIGKILL, true)
+	}
 	go s.reap(p)
 	if r.ExecID == "" {
 		s.publish(runtime.TaskStartEventTopic, &eventstypes.TaskStart{ContainerID: r.ID, Pid: uint32(p.pid)})
@@ -387,7 +395,7 @@ func (s *Service) Kill(ctx context.Context, r *taskAPI.KillRequest) (*emptypb.Em
 		return nil, err
 	}
 	sig := syscall.Signal(r.Signal)
-	if sig <= 0 || sig > 64 {
+	if sig <= 0 || sig > proto.MaxSignal {
 		return nil, errf(errdefs.ErrInvalidArgument, "signal %d", r.Signal)
 	}
 	if p.starting {
@@ -554,15 +562,8 @@ func (s *Service) Pids(ctx context.Context, r *taskAPI.PidsRequest) (*taskAPI.Pi
 
 // sortedExecs returns the execs by exec id; s.mu held.
 func (s *Service) sortedExecs() []*process {
-	var out []*process
-	for _, p := range s.execs {
-		out = append(out, p)
-	}
-	for i := 1; i < len(out); i++ {
-		for j := i; j > 0 && out[j].execID < out[j-1].execID; j-- {
-			out[j], out[j-1] = out[j-1], out[j]
-		}
-	}
+	out := slices.Collect(maps.Values(s.execs))
+	slices.SortFunc(out, func(a, b *process) int { return strings.Compare(a.execID, b.execID) })
 	return out
 }
 

@@ -390,7 +390,6 @@ func TestInitExitKillsExecs(t *testing.T) {
 	h.exec("e1", "sleep", "100")
 	h.start("e1")
 	e := h.vm.proc(1)
-	e.exitOn = syscall.SIGKILL
 	h.vm.proc(0).exit(0)
 	if st := h.wait("e1"); st != 137 {
 		t.Errorf("exec status %d after the init ended, want 137", st)
@@ -758,4 +757,30 @@ func TestPauseResume(t *testing.T) {
 	wantErr(t, "Resume of a running task", err, errdefs.IsFailedPrecondition)
 	h.rec.waitTopic(t, runtime.TaskResumedEventTopic, 1)
 	h.start("e2")
+}
+
+// TestExecStartedAsInitEnds: an exec whose start the agent was still
+// answering when the init ended is killed too, as the running ones are.
+func TestExecStartedAsInitEnds(t *testing.T) {
+	h := newHarness(t, testSpec)
+	h.create(stdio{})
+	h.start("")
+	h.exec("e1", "sleep", "100")
+	h.vm.gate, h.vm.entered = make(chan struct{}), make(chan struct{}, 1)
+	started := make(chan error, 1)
+	go func() {
+		_, err := h.svc.Start(context.Background(), &taskAPI.StartRequest{ID: "t1", ExecID: "e1"})
+		started <- err
+	}()
+	<-h.vm.entered
+	h.vm.proc(0).exit(0)
+	h.wait("")
+	close(h.vm.gate)
+	if err := <-started; err != nil {
+		t.Fatal(err)
+	}
+	e := h.vm.proc(1)
+	if got := e.gotSignals(); !reflect.DeepEqual(got, []sigRec{{syscall.SIGKILL, true}}) {
+		t.Errorf("the late exec got %v, want a SIGKILL to its group", got)
+	}
 }

@@ -2,12 +2,13 @@ package task
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"strconv"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/corral-vmm/corral/inventory"
 )
 
 // EnvStartTimes carries the `start` process's begin and the serving
@@ -22,13 +23,9 @@ const clockTicks = 100
 
 // ProcessBegun returns when this process began (exec, before the Go
 // runtime's and packages' init), to 10 ms, from /proc/self/stat's
-// starttime; time.Now() when that cannot be read.
+// starttime (inventory.ProcStart); time.Now() when that cannot be read.
 func ProcessBegun() time.Time {
-	b, err := os.ReadFile("/proc/self/stat")
-	if err != nil {
-		return time.Now()
-	}
-	ticks, err := parseStartTicks(b)
+	ticks, err := inventory.ProcStart(os.Getpid())
 	if err != nil {
 		return time.Now()
 	}
@@ -44,29 +41,6 @@ func ProcessBegun() time.Time {
 		return now
 	}
 	return now.Add(-age)
-}
-
-// statStartField is starttime's position in /proc/PID/stat counted from
-// the state field (field 3), which follows the command's closing ')'.
-const statStartField = 22 - 3
-
-// parseStartTicks returns the starttime field of a /proc/PID/stat line.
-// The command name may hold spaces and parentheses, so fields are counted
-// after its last ')'.
-func parseStartTicks(b []byte) (uint64, error) {
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, fmt.Errorf("shim: /proc stat: no ')'")
-	}
-	f := bytes.Fields(b[i+1:])
-	if len(f) <= statStartField {
-		return 0, fmt.Errorf("shim: /proc stat: %d fields after the command, want more than %d", len(f), statStartField)
-	}
-	v, err := strconv.ParseUint(string(f[statStartField]), 10, 64)
-	if err != nil {
-		return 0, fmt.Errorf("shim: /proc stat: starttime: %w", err)
-	}
-	return v, nil
 }
 
 // startTimes formats EnvStartTimes's value.

@@ -5,19 +5,6 @@ import (
 	"time"
 )
 
-func TestParseStartTicks(t *testing.T) {
-	// A command name with spaces and a ')' of its own; starttime 4242.
-	line := "123 (a) b (c)) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 4242 1000 10 18446744073709551615\n"
-	if v, err := parseStartTicks([]byte(line)); err != nil || v != 4242 {
-		t.Errorf("parseStartTicks = %d, %v; want 4242", v, err)
-	}
-	for _, bad := range []string{"", "123 (x S 1", "123 (x) S 1 2 3", "123 (x) S 1 123 123 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 -5 1"} {
-		if v, err := parseStartTicks([]byte(bad)); err == nil {
-			t.Errorf("parseStartTicks(%q) = %d, want an error", bad, v)
-		}
-	}
-}
-
 func TestProcessBegun(t *testing.T) {
 	b := ProcessBegun()
 	now := time.Now()
