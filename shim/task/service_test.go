@@ -390,6 +390,7 @@ func TestInitExitKillsExecs(t *testing.T) {
 	h.exec("e1", "sleep", "100")
 	h.start("e1")
 	e := h.vm.proc(1)
+	e.exitOn = syscall.SIGKILL
 	h.vm.proc(0).exit(0)
 	if st := h.wait("e1"); st != 137 {
 		t.Errorf("exec status %d after the init ended, want 137", st)
