@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/testenv"
 	"github.com/corral-vmm/corral/inventory"
 	"github.com/corral-vmm/corral/shim/internal/ctrdtest"
 )
@@ -34,8 +35,8 @@ type env struct {
 // the shim, with the test image imported into the given namespaces.
 func setup(t *testing.T, namespaces ...string) env {
 	t.Helper()
-	ctrdtest.MustHaveKVM(t)
-	ctrdtest.MustHaveRoot(t)
+	testenv.MustHaveKVM(t)
+	testenv.MustHaveRoot(t)
 	tools := ctrdtest.MustHaveContainerd(t)
 	t.Logf("containerd %s (%s)", tools.Version, tools.Containerd)
 	ctrdtest.MustHaveFile(t, ctrdtest.BusyboxPath)

@@ -14,29 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/testenv"
 	ocispec "github.com/opencontainers/image-spec/specs-go/v1"
 )
-
-func TestRequired(t *testing.T) {
-	for _, c := range []struct {
-		env  []string
-		need string
-		want bool
-	}{
-		{nil, NeedKVM, false},
-		{[]string{"CORRAL_REQUIRE=kvm,root"}, NeedKVM, true},
-		{[]string{"CORRAL_REQUIRE=kvm, root"}, NeedRoot, true},
-		{[]string{"CORRAL_REQUIRE=kvmx"}, NeedKVM, false},
-		{[]string{"CORRAL_REQUIRE=tools"}, NeedContainerd, true},
-		{[]string{"CORRAL_REQUIRE=containerd"}, NeedContainerd, true},
-		{[]string{"CORRAL_REQUIRE=containerd"}, NeedTools, false},
-		{[]string{"XCORRAL_REQUIRE=kvm"}, NeedKVM, false},
-	} {
-		if got := Required(c.env, c.need); got != c.want {
-			t.Errorf("Required(%q, %s) = %v, want %v", c.env, c.need, got, c.want)
-		}
-	}
-}
 
 func TestDaemonEnv(t *testing.T) {
 	got := DaemonEnv([]string{"A=1", "PATH=/bin:/usr/bin", "CORRAL_STATE_DIR=/old"}, "/shim", "/st")
@@ -146,7 +126,7 @@ func TestWriteImage(t *testing.T) {
 // and unpacked, the CRI plugin and the native snapshotter loaded, and
 // nothing is left after the daemon stops.
 func TestDaemonImportImage(t *testing.T) {
-	MustHaveRoot(t)
+	testenv.MustHaveRoot(t)
 	tools := MustHaveContainerd(t)
 	MustHaveFile(t, BusyboxPath)
 	var dir, sock string

@@ -3,35 +3,31 @@
 // never the system's), builds a small OCI image from Debian's
 // busybox-static and imports it with ctr. The tests' needs (KVM, root,
 // containerd, the shim binary, a guest kernel) skip a test with a reason
-// when missing, or fail it when CORRAL_REQUIRE names them, as the core
-// module's internal/testenv does (which this module cannot import).
+// when missing, or fail it when CORRAL_REQUIRE names them, through the
+// core module's internal/testenv (this module's path is under the core's,
+// so Go lets it import that).
 package ctrdtest
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/corral-vmm/corral/kvm"
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
-// RequireEnv lists the needs that fail rather than skip, comma-separated.
-const RequireEnv = "CORRAL_REQUIRE"
-
-// The needs CORRAL_REQUIRE may name. Containerd is also required by Tools
-// (scripts/setup.sh installs it).
+// The needs CORRAL_REQUIRE may name, as internal/testenv spells them.
+// containerd and ctr are among the tools scripts/setup.sh installs.
 const (
-	NeedKVM        = "kvm"
-	NeedRoot       = "root"
-	NeedTools      = "tools"
-	NeedContainerd = "containerd"
-	NeedKernel     = "kernel"
+	NeedKVM        = testenv.KVM
+	NeedRoot       = testenv.Root
+	NeedTools      = testenv.Tools
+	NeedContainerd = testenv.Tools
+	NeedKernel     = testenv.Kernel
 )
 
 // ShimEnv names the containerd-shim-corral-v2 binary the tests run; unset,
@@ -42,53 +38,11 @@ const ShimEnv = "CORRAL_SHIM"
 // io.containerd.corral.v2.
 const ShimBinary = "containerd-shim-corral-v2"
 
-// Required reports whether CORRAL_REQUIRE (in env, as os.Environ) names
-// need, or a need that implies it (tools implies containerd).
-func Required(env []string, need string) bool {
-	var list string
-	for _, kv := range env {
-		if v, ok := strings.CutPrefix(kv, RequireEnv+"="); ok {
-			list = v
-		}
-	}
-	names := strings.Split(list, ",")
-	for i := range names {
-		names[i] = strings.TrimSpace(names[i])
-	}
-	return slices.Contains(names, need) || (need == NeedContainerd && slices.Contains(names, NeedTools))
-}
-
 // Missing ends the test because the host lacks need: it skips with the
-// reason, or fails when CORRAL_REQUIRE names need.
+// reason, or fails when CORRAL_REQUIRE names need (testenv.Missing).
 func Missing(t testing.TB, need, format string, args ...any) {
 	t.Helper()
-	msg := fmt.Sprintf(format, args...)
-	if Required(os.Environ(), need) {
-		t.Fatalf("%s (required: %s=%s)", msg, RequireEnv, os.Getenv(RequireEnv))
-	}
-	t.Skip(msg)
-}
-
-// MustHaveKVM needs a usable /dev/kvm.
-func MustHaveKVM(t testing.TB) {
-	t.Helper()
-	s, err := kvm.Open(kvm.DevicePath)
-	if errors.Is(err, kvm.ErrUnavailable) {
-		Missing(t, NeedKVM, "needs %s: %v", kvm.DevicePath, err)
-	}
-	if err != nil {
-		t.Fatalf("KVM is present but Corral cannot use it: %v", err)
-	}
-	s.Close()
-}
-
-// MustHaveRoot needs an effective user ID of 0: containerd and the shim
-// mount file systems.
-func MustHaveRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		Missing(t, NeedRoot, "needs root (containerd mounts snapshots)")
-	}
+	testenv.Missing(t, need, format, args...)
 }
 
 // BinDirEnv names a directory holding the containerd and ctr the tests
