@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 
 	"github.com/corral-vmm/corral/audit"
 	"github.com/corral-vmm/corral/inventory"
@@ -58,4 +59,27 @@ func collectTask(ns, id, stateDir, vmID string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stateDirFile, in the bundle, names the inventory directory the runtime
+// options chose, for `shim delete` after the serving shim died: it runs
+// without the options.
+const stateDirFile = "corral-state-dir"
+
+// saveStateDir records dir (when the options name one) in bundle.
+func saveStateDir(bundle, dir string) error {
+	if dir == "" {
+		return nil
+	}
+	return os.WriteFile(filepath.Join(bundle, stateDirFile), []byte(dir), 0o600)
+}
+
+// savedStateDir returns what saveStateDir recorded in bundle, or "" (the
+// default state directory).
+func savedStateDir(bundle string) string {
+	b, err := os.ReadFile(filepath.Join(bundle, stateDirFile))
+	if err != nil {
+		return ""
+	}
+	return string(b)
 }

@@ -126,7 +126,7 @@ func (m manager) Stop(ctx context.Context, id string) (shim.StopStatus, error) {
 	if err := mount.UnmountAll(filepath.Join(bundle, "rootfs"), 0); err != nil {
 		log.Warn("shim delete: unmounting the rootfs", "err", err)
 	}
-	if err := collectTask(ns, id, "", ""); err != nil {
+	if err := collectTask(ns, id, savedStateDir(bundle), ""); err != nil {
 		log.Warn("shim delete: removing inventory entries", "err", err)
 	}
 	return shim.StopStatus{ExitedAt: time.Now(), ExitStatus: 128 + int(syscall.SIGKILL)}, nil

@@ -209,6 +209,9 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 	if err != nil {
 		return nil, errf(errdefs.ErrInvalidArgument, "task %q: %v", r.ID, err)
 	}
+	if err := saveStateDir(r.Bundle, opts.StateDir); err != nil {
+		return nil, errdefs.ToGRPC(fmt.Errorf("shim: task %q: %w", r.ID, err))
+	}
 	rootfs := filepath.Join(r.Bundle, "rootfs")
 	if len(r.Rootfs) > 0 {
 		ms := make([]mount.Mount, len(r.Rootfs))

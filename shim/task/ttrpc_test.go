@@ -100,6 +100,22 @@ func TestManagerStartKeepsSocket(t *testing.T) {
 func TestManagerStopCleansUp(t *testing.T) {
 	bundle, stateDir := t.TempDir(), t.TempDir()
 	t.Setenv(inventory.StateDirEnv, stateDir)
+	testManagerStop(t, bundle, stateDir)
+}
+
+// TestManagerStopOptionsStateDir: shim delete finds the VMs in the state
+// directory the runtime options chose, which Create recorded in the
+// bundle, not in the default one.
+func TestManagerStopOptionsStateDir(t *testing.T) {
+	bundle, stateDir := t.TempDir(), t.TempDir()
+	t.Setenv(inventory.StateDirEnv, t.TempDir())
+	if err := saveStateDir(bundle, stateDir); err != nil {
+		t.Fatal(err)
+	}
+	testManagerStop(t, bundle, stateDir)
+}
+
+func testManagerStop(t *testing.T, bundle, stateDir string) {
 	t.Setenv(audit.Env, filepath.Join(t.TempDir(), "audit.jsonl"))
 	for i, task := range []string{"t1", "other"} {
 		e, err := inventory.Register(stateDir, inventory.Record{ID: fmt.Sprintf("%016x", i+1), PID: os.Getpid(),
