@@ -42,11 +42,34 @@ cache="${CORRAL_CACHE:-$HOME/.cache/corral}"
 export CORRAL_BUILD_KERNEL=1
 
 failed=()
+# Each step's output is kept too, so that the end of the output can say
+# why a step failed: CI shows only the output's tail.
+steplogs=$(mktemp -d)
+trap 'rm -rf "$steplogs"' EXIT
 step() { # step NAME COMMAND...: run it, remember a failure, go on
   local name=$1
   shift
   echo "test: $name: $*"
-  "$@" || failed+=("$name")
+  "$@" 2>&1 | tee "$steplogs/$name.log" || failed+=("$name")
+}
+# why_failed: for each failed step, what its output says failed: each
+# failed top-level test's last 30 lines (from its === RUN on), panics, and
+# tcgkvm's and the scripts' error lines; at most 150 lines a step.
+why_failed() {
+  local name
+  for name in "${failed[@]}"; do
+    echo "test: why $name failed (from its output):"
+    awk '
+      /^=== RUN   [^\/]+$/ { n = 0 }
+      { buf[n % 30] = $0; n++ }
+      /^--- FAIL: / && !/\// {
+        for (i = (n > 30 ? n - 30 : 0); i < n; i++) print buf[i % 30]
+        next
+      }
+      /^(panic:|fatal error:|FAIL)/ || /^tcgkvm: .*(exit [1-9]|did not finish|failed|stopped|error)/ ||
+        /^[a-z][a-z0-9-]*: .*(error|failed|FAIL|cannot|not found)/ { print }
+    ' "$steplogs/$name.log" | head -150 | sed 's/^/test:   /'
+  done
 }
 step check-repo scripts/check-repo.sh
 step vet go vet ./...
@@ -162,7 +185,8 @@ echo "test: race: go test -race ./... except tests/e2e"
 status=0
 CGO_ENABLED=1 go test -race -count=1 -timeout 45m $(go list ./... | grep -v '/tests/e2e$') || status=$?
 if [ ${#failed[@]} -gt 0 ]; then
-  echo "test: FAILED: ${failed[*]} (see above)"
+  why_failed
+  echo "test: FAILED: ${failed[*]}"
   exit 1
 fi
 exit $status
