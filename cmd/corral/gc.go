@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 
 	"github.com/corral-vmm/corral/inventory"
 )
@@ -35,14 +34,9 @@ func gcCommand(args []string, stdout, stderr io.Writer) int {
 	status := exitOK
 	for i := range vms {
 		v := &vms[i]
-		if v.State == inventory.Running {
-			continue
-		}
-		err := inventory.Collect(v, func() error {
-			return auditVM(alog, v, "vm.collected", slog.String("dir", v.Dir))
-		})
+		err := alog.CollectVM(v)
 		if errors.Is(err, inventory.ErrRunning) {
-			continue // it was starting, or another gc has it
+			continue // running, starting, or another gc has it
 		}
 		if err != nil {
 			fmt.Fprintf(stderr, "corral gc: %v\n", err)

@@ -7,8 +7,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
-	"os"
 	"os/user"
 	"path/filepath"
 	"slices"
@@ -90,7 +88,7 @@ func listVMs(stderr io.Writer, cmd string) ([]inventory.VM, error) {
 			}
 		}
 		if v.ClaimCrashReport() {
-			if err := auditVM(alog, v, "vm.crashed"); err != nil {
+			if err := alog.AppendVM(v, "vm.crashed"); err != nil {
 				fmt.Fprintf(stderr, "corral %s: warning: %v\n", cmd, err)
 			}
 		}
@@ -100,19 +98,6 @@ func listVMs(stderr io.Writer, cmd string) ([]inventory.VM, error) {
 
 func openAudit() (*audit.Log, error) {
 	return audit.Open(audit.DefaultPath(inventory.StateDir()), audit.Options{})
-}
-
-// auditVM appends event about v, found by this process: pid, uid and boot
-// ID are the VMM's, who found it is reported_by_pid/uid.
-func auditVM(l *audit.Log, v *inventory.VM, event string, attrs ...slog.Attr) error {
-	e := audit.Event{Event: event, VMID: v.ID}
-	if r := v.Record; r != nil {
-		e = audit.ForRecord(r, event)
-		e.PID, e.UID, e.BootID = r.PID, r.UID, r.BootID
-		attrs = append(attrs, slog.String("vmm_host", r.Host))
-	}
-	attrs = append(attrs, slog.String("state", string(v.State)), slog.Int("reported_by_pid", os.Getpid()), slog.Int("reported_by_uid", os.Geteuid()))
-	return l.Append(e, attrs...)
 }
 
 // findVM resolves an ID, name or ID prefix among the VMs this user sees.

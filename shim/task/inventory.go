@@ -3,7 +3,6 @@ package task
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 
@@ -19,9 +18,10 @@ const (
 
 // collectTask removes from the inventory in stateDir ("" means
 // inventory.StateDir()) the VMs of containerd task ns/id that no longer
-// run, each audited vm.collected first (as `corral gc` does); vmID, when
-// set, limits it to that machine. A task's VM ends with the task, so its
-// entry goes with it rather than waiting for `corral gc`.
+// run, each audited vm.collected first by the same code as `corral gc`
+// (audit.Log.CollectVM); vmID, when set, limits it to that machine. A
+// task's VM ends with the task, so its entry goes with it rather than
+// waiting for `corral gc`.
 func collectTask(ns, id, stateDir, vmID string) error {
 	if stateDir == "" {
 		stateDir = inventory.StateDir()
@@ -48,13 +48,7 @@ func collectTask(ns, id, stateDir, vmID string) error {
 				return fmt.Errorf("shim: %w", err)
 			}
 		}
-		err := inventory.Collect(v, func() error {
-			e := audit.ForRecord(v.Record, "vm.collected")
-			e.PID, e.UID, e.BootID = v.Record.PID, v.Record.UID, v.Record.BootID
-			return alog.Append(e, slog.String("dir", v.Dir), slog.String("state", string(v.State)),
-				slog.Int("reported_by_pid", os.Getpid()), slog.Int("reported_by_uid", os.Geteuid()))
-		})
-		if err != nil && !errors.Is(err, inventory.ErrRunning) {
+		if err := alog.CollectVM(v); err != nil && !errors.Is(err, inventory.ErrRunning) {
 			errs = append(errs, err)
 		}
 	}

@@ -607,7 +607,7 @@ func TestMachineName(t *testing.T) {
 func TestCollectTask(t *testing.T) {
 	dir := t.TempDir()
 	mk := func(id, ns, task string) {
-		e, err := inventory.Register(dir, inventory.Record{ID: id, PID: os.Getpid(), Labels: map[string]string{LabelNamespace: ns, LabelID: task}})
+		e, err := inventory.Register(dir, inventory.Record{ID: id, PID: os.Getpid(), Host: "vmm-host", Labels: map[string]string{LabelNamespace: ns, LabelID: task}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -638,7 +638,8 @@ func TestCollectTask(t *testing.T) {
 		t.Errorf("left %v, want %v", left, want)
 	}
 	trail, err := os.ReadFile(trailPath)
-	if err != nil || !strings.Contains(string(trail), `"vm.collected"`) || !strings.Contains(string(trail), "0000000000000001") {
+	if err != nil || !strings.Contains(string(trail), `"vm.collected"`) || !strings.Contains(string(trail), "0000000000000001") ||
+		!strings.Contains(string(trail), `"vmm_host":"vmm-host"`) {
 		t.Errorf("audit trail %q %v", trail, err)
 	}
 }
