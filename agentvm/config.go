@@ -198,7 +198,7 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 		if guest == "" {
 			guest = s.Host
 		}
-		if err := checkGuestPath(guest); err != nil {
+		if err := CheckGuestPath(guest); err != nil {
 			return corral.Config{}, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
 		}
 		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
@@ -242,7 +242,7 @@ func (cfg *Config) system() (agent.BootConfig, error) {
 		seen[filepath.Clean(g)] = true
 	}
 	for i, p := range cfg.Tmpfs {
-		if err := checkGuestPath(p); err != nil {
+		if err := CheckGuestPath(p); err != nil {
 			return c, fmt.Errorf("%w: tmpfs %d: %v", ErrConfig, i, err)
 		}
 		p = filepath.Clean(p)
@@ -258,9 +258,11 @@ func (cfg *Config) system() (agent.BootConfig, error) {
 	return c, nil
 }
 
-// checkGuestPath accepts an absolute path that survives the kernel
-// command line and the agent's TAG:PATH[:ro] syntax as one word.
-func checkGuestPath(p string) error {
+// CheckGuestPath accepts an absolute path that survives the kernel
+// command line and the agent's TAG:PATH[:ro] syntax as one word: what a
+// Share's Guest or a Tmpfs path must be (the containerd shim checks an
+// OCI spec's mount destinations with it before booting).
+func CheckGuestPath(p string) error {
 	if !filepath.IsAbs(p) {
 		return fmt.Errorf("guest path %q is not absolute", p)
 	}

@@ -207,7 +207,7 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 		if guest == "" {
 			guest = s.Host
 		}
-		if err := checkGuestPath(guest); err != nil {
+		if err := CheckGuestPath(guest); err != nil {
 			return nil, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
 		}
 		p.mc.Shares = append(p.mc.Shares, corral.Share{Path: s.Host, Tag: tag, ReadOnly: s.ReadOnly})
