@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"errors"
 	"fmt"
 	"path/filepath"
 	"strconv"
@@ -182,8 +183,8 @@ func splitCmdline(cmdline string) []string {
 // ParseCmdline returns what the corral.* parameters of a kernel command line
 // ask for; other parameters are ignored. Tags follow sharetag.Check (the
 // host's rule too), and no tag is used twice: a virtio-9p device serves one
-// mount at a time. Share and tmpfs paths are absolute, without ':' or '"',
-// not "/", and no two mounts share one. Host names follow CheckHostname.
+// mount at a time. Share and tmpfs paths follow CheckMountPath, and no two
+// mounts share one (Check). Host names follow CheckHostname.
 func ParseCmdline(cmdline string) (BootConfig, error) {
 	var c BootConfig
 	var rootOrShares bool
@@ -199,42 +200,55 @@ func ParseCmdline(cmdline string) (BootConfig, error) {
 			}
 			continue
 		}
-		if strings.HasPrefix(p, RootPrefix) || strings.HasPrefix(p, SharePrefix) ||
-			strings.HasPrefix(p, HostnamePrefix) || strings.HasPrefix(p, TmpfsPrefix) {
-			rootOrShares = true
+		ok, err := c.set(p)
+		if err != nil {
+			return BootConfig{}, err
 		}
-		if v, ok := strings.CutPrefix(p, RootPrefix); ok {
-			r, err := parseRoot(v)
-			if err != nil {
-				return BootConfig{}, err
-			}
-			c.Root = r
-		} else if v, ok := strings.CutPrefix(p, SharePrefix); ok {
-			s, err := parseShare(v)
-			if err != nil {
-				return BootConfig{}, err
-			}
-			c.Shares = append(c.Shares, s)
-		} else if v, ok := strings.CutPrefix(p, HostnamePrefix); ok {
-			if err := CheckHostname(v); err != nil {
-				return BootConfig{}, fmt.Errorf("agent: %s: %w", param(HostnamePrefix, v), err)
-			}
-			c.Hostname = v
-		} else if v, ok := strings.CutPrefix(p, TmpfsPrefix); ok {
-			t, err := parseTmpfs(v)
-			if err != nil {
-				return BootConfig{}, err
-			}
-			c.Tmpfs = append(c.Tmpfs, t)
-		}
+		rootOrShares = rootOrShares || ok
 	}
 	if c.Deferred && rootOrShares {
 		return BootConfig{}, fmt.Errorf("agent: %s%s with %s, %s, %s or %s on the command line: a deferred setup takes them from the host's Setup request", SetupPrefix, SetupDeferred, RootPrefix, SharePrefix, HostnamePrefix, TmpfsPrefix)
 	}
-	if err := c.checkTags(); err != nil {
+	if err := c.Check(); err != nil {
 		return BootConfig{}, err
 	}
 	return c, nil
+}
+
+// set reads parameter p into c when it is corral.root=, corral.share=,
+// corral.hostname= or corral.tmpfs= (ok), the one reading of them for the
+// command line and Setup requests alike; errors name the parameter.
+func (c *BootConfig) set(p string) (ok bool, err error) {
+	if v, ok := strings.CutPrefix(p, RootPrefix); ok {
+		r, err := parseRoot(v)
+		if err != nil {
+			return true, err
+		}
+		c.Root = r
+	} else if v, ok := strings.CutPrefix(p, SharePrefix); ok {
+		s, err := parseShare(v)
+		if err != nil {
+			return true, err
+		}
+		c.Shares = append(c.Shares, s)
+	} else if v, ok := strings.CutPrefix(p, HostnamePrefix); ok {
+		if err := CheckHostname(v); err != nil {
+			return true, fmt.Errorf("agent: %s: %w", param(HostnamePrefix, v), err)
+		}
+		c.Hostname = v
+	} else if v, ok := strings.CutPrefix(p, TmpfsPrefix); ok {
+		t, err := CheckMountPath(v)
+		if errors.Is(err, ErrRootMount) {
+			return true, fmt.Errorf("agent: %s: a tmpfs cannot be the root", param(TmpfsPrefix, v))
+		}
+		if err != nil {
+			return true, fmt.Errorf("agent: %s: %w", param(TmpfsPrefix, v), err)
+		}
+		c.Tmpfs = append(c.Tmpfs, t)
+	} else {
+		return false, nil
+	}
+	return true, nil
 }
 
 // SetupConfig returns what a Setup request asks for: root is the value of
@@ -245,47 +259,39 @@ func SetupConfig(root string, shares []string) (BootConfig, error) {
 }
 
 // SetupRequestConfig returns what Setup request req asks for: its strings
-// are values of corral.root=, corral.share=, corral.hostname= ("" sets
-// none) and corral.tmpfs=, checked as ParseCmdline checks them.
+// are values of corral.root= ("" keeps the initramfs), corral.share=,
+// corral.hostname= ("" sets none) and corral.tmpfs=, read and checked as
+// ParseCmdline reads and checks them.
 func SetupRequestConfig(req *proto.Setup) (BootConfig, error) {
-	var c BootConfig
-	root, shares := req.Root, req.Shares
-	if root != "" {
-		r, err := parseRoot(root)
-		if err != nil {
-			return BootConfig{}, err
-		}
-		c.Root = r
+	params := make([]string, 0, 2+len(req.Shares)+len(req.Tmpfs))
+	if req.Root != "" {
+		params = append(params, RootPrefix+req.Root)
 	}
-	for _, v := range shares {
-		s, err := parseShare(v)
-		if err != nil {
-			return BootConfig{}, err
-		}
-		c.Shares = append(c.Shares, s)
+	for _, v := range req.Shares {
+		params = append(params, SharePrefix+v)
 	}
 	if req.Hostname != "" {
-		if err := CheckHostname(req.Hostname); err != nil {
-			return BootConfig{}, fmt.Errorf("agent: %s: %w", param(HostnamePrefix, req.Hostname), err)
-		}
-		c.Hostname = req.Hostname
+		params = append(params, HostnamePrefix+req.Hostname)
 	}
 	for _, v := range req.Tmpfs {
-		t, err := parseTmpfs(v)
-		if err != nil {
+		params = append(params, TmpfsPrefix+v)
+	}
+	var c BootConfig
+	for _, p := range params {
+		if _, err := c.set(p); err != nil {
 			return BootConfig{}, err
 		}
-		c.Tmpfs = append(c.Tmpfs, t)
 	}
-	if err := c.checkTags(); err != nil {
+	if err := c.Check(); err != nil {
 		return BootConfig{}, err
 	}
 	return c, nil
 }
 
-// checkTags refuses a mount tag used twice and two mounts (shares or
-// tmpfs) at one path.
-func (c BootConfig) checkTags() error {
+// Check refuses a mount tag used twice and two mounts (shares or tmpfs)
+// at one path, as the agent does before it mounts anything; the host
+// checks its configuration with it before the boot.
+func (c BootConfig) Check() error {
 	tags := map[string]string{}
 	if c.Root.Kind == Root9P {
 		tags[c.Root.Source] = "the root"
@@ -330,15 +336,20 @@ func CheckHostname(name string) error {
 	return nil
 }
 
-// parseTmpfs checks a corral.tmpfs= path as parseShare checks share
-// paths, and cleans it.
-func parseTmpfs(v string) (string, error) {
-	if !filepath.IsAbs(v) || strings.ContainsAny(v, `:"`) || strings.ContainsRune(v, 0) {
-		return "", fmt.Errorf("agent: %s: path %q, want an absolute path without ':' or '\"'", param(TmpfsPrefix, v), v)
+// ErrRootMount is CheckMountPath's error for a path that is the root
+// itself, which a share or tmpfs cannot be.
+var ErrRootMount = errors.New("a mount cannot be the root")
+
+// CheckMountPath checks the guest path of a share or tmpfs as the agent
+// does, and returns it cleaned: absolute, without ':', '"' or NUL (the
+// parameters' syntax), and not "/" (ErrRootMount).
+func CheckMountPath(p string) (string, error) {
+	if !filepath.IsAbs(p) || strings.ContainsAny(p, `:"`) || strings.ContainsRune(p, 0) {
+		return "", fmt.Errorf("path %q, want an absolute path without ':' or '\"'", p)
 	}
-	p := filepath.Clean(v)
+	p = filepath.Clean(p)
 	if p == "/" {
-		return "", fmt.Errorf("agent: %s: a tmpfs cannot be the root", param(TmpfsPrefix, v))
+		return "", ErrRootMount
 	}
 	return p, nil
 }
@@ -376,13 +387,14 @@ func parseShare(v string) (Share, error) {
 	if err := sharetag.Check(tag); err != nil {
 		return Share{}, fmt.Errorf("agent: %s: %w", param(SharePrefix, v), err)
 	}
-	if !filepath.IsAbs(s.Path) || strings.ContainsAny(s.Path, `:"`) || strings.ContainsRune(s.Path, 0) {
-		return Share{}, fmt.Errorf("agent: %s: path %q, want an absolute path without ':' or '\"'", param(SharePrefix, v), s.Path)
-	}
-	s.Path = filepath.Clean(s.Path)
-	if s.Path == "/" {
+	p, err := CheckMountPath(s.Path)
+	if errors.Is(err, ErrRootMount) {
 		return Share{}, fmt.Errorf("agent: %s: a share cannot be the root (use %s9p:%s)", param(SharePrefix, v), RootPrefix, tag)
 	}
+	if err != nil {
+		return Share{}, fmt.Errorf("agent: %s: %w", param(SharePrefix, v), err)
+	}
+	s.Path = p
 	return s, nil
 }
 
