@@ -16,9 +16,6 @@ func (p *Plan) AgentConfig(mc corral.Config, agent string) agentvm.Config {
 		root = agentvm.RootDir(p.RootDir)
 	}
 	cfg := agentvm.Config{Machine: mc, Agent: agent, Root: root, Hostname: p.Hostname,
-		Tmpfs: append([]string(nil), p.Tmpfs...)}
-	for _, s := range p.Shares {
-		cfg.Shares = append(cfg.Shares, agentvm.Share{Host: s.Host, Guest: s.Guest, ReadOnly: s.ReadOnly})
-	}
+		Tmpfs: append([]string(nil), p.Tmpfs...), Shares: append([]agentvm.Share(nil), p.Shares...)}
 	return cfg
 }

@@ -17,6 +17,9 @@
 //     /dev (with its shm tmpfs) are the agent's own; bind mounts of files
 //     and other types are skipped and listed in Plan.Skipped, and so is a
 //     mount hidden by a later one at the same destination.
+//     Every destination must be absolute, and a tmpfs or share one a path
+//     the agent can be told of (agentvm.CheckGuestPath), other than /;
+//     Translate refuses the spec otherwise, so Create fails before a boot.
 //   - linux.resources: vCPUs = ceil(cpu.quota / cpu.period), else
 //     DefaultCPUs; memory = memory.limit rounded up to a MiB, at least
 //     MinMemory, else DefaultMemory.
@@ -37,6 +40,7 @@ import (
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent"
+	"github.com/corral-vmm/corral/agentvm"
 )
 
 // Sizes of a task's VM.
@@ -71,12 +75,6 @@ type Process struct {
 	Rows, Cols uint16
 }
 
-// Share is a host directory bind-mounted into the container.
-type Share struct {
-	Host, Guest string
-	ReadOnly    bool
-}
-
 // Plan is a bundle translated: the VM to boot and the process to run.
 type Plan struct {
 	// RootDir is the host directory that is the guest's root.
@@ -85,8 +83,9 @@ type Plan struct {
 	ReadOnlyRoot bool
 	Hostname     string
 	// Tmpfs are guest paths that get a fresh tmpfs.
-	Tmpfs  []string
-	Shares []Share
+	Tmpfs []string
+	// Shares are the host directories bind-mounted into the container.
+	Shares []agentvm.Share
 	CPUs   int
 	Memory uint64
 	// NetNS is the spec's network namespace path, if any: not plumbed
@@ -139,8 +138,12 @@ func Translate(spec *specs.Spec, bundle string) (*Plan, error) {
 	}
 	// A later mount at the same destination hides an earlier one, as in
 	// runc: CRI's sandbox spec has both a tmpfs and a bind at /dev/shm.
+	// Every destination must be absolute, hidden or not.
 	last := make(map[string]int, len(spec.Mounts))
 	for i, m := range spec.Mounts {
+		if !filepath.IsAbs(m.Destination) {
+			return nil, fmt.Errorf("%w: mounts[%d]: destination %q is not absolute", ErrSpec, i, m.Destination)
+		}
 		last[filepath.Clean(m.Destination)] = i
 	}
 	for i, m := range spec.Mounts {
@@ -212,14 +215,23 @@ func checkHostname(h string) error {
 // agentFS are the file systems the agent mounts itself as PID 1.
 var agentFS = map[string]bool{"proc": true, "sysfs": true, "devpts": true, "mqueue": true, "cgroup": true, "cgroup2": true}
 
-// addMount takes mount i, or records why it is skipped.
+// addMount takes mount i (its destination absolute), or records why it
+// is skipped.
 func (p *Plan) addMount(i int, m specs.Mount) error {
-	if !filepath.IsAbs(m.Destination) {
-		return fmt.Errorf("%w: mounts[%d]: destination %q is not absolute", ErrSpec, i, m.Destination)
-	}
 	dst := filepath.Clean(m.Destination)
 	skip := func(why string) error {
 		p.Skipped = append(p.Skipped, fmt.Sprintf("%s (%s): %s", dst, m.Type, why))
+		return nil
+	}
+	// A mount the agent makes must be one it can be told of: checked here
+	// with agentvm's own rule, so a bad spec fails Create, not the boot.
+	guestPath := func() error {
+		if err := agentvm.CheckGuestPath(dst); err != nil {
+			return fmt.Errorf("%w: mounts[%d]: destination: %v", ErrSpec, i, err)
+		}
+		if dst == "/" {
+			return fmt.Errorf("%w: mounts[%d] (%s): destination / is the container's root (root.path)", ErrSpec, i, m.Type)
+		}
 		return nil
 	}
 	bind := m.Type == "bind" || slices.Contains(m.Options, "bind") || slices.Contains(m.Options, "rbind")
@@ -229,6 +241,9 @@ func (p *Plan) addMount(i int, m specs.Mount) error {
 	case dst == "/dev" || dst == "/proc" || dst == "/sys" || strings.HasPrefix(dst, "/dev/") || strings.HasPrefix(dst, "/proc/") || strings.HasPrefix(dst, "/sys/"):
 		return skip("the agent's")
 	case m.Type == "tmpfs":
+		if err := guestPath(); err != nil {
+			return err
+		}
 		p.Tmpfs = append(p.Tmpfs, dst)
 		return nil
 	case bind:
@@ -242,7 +257,10 @@ func (p *Plan) addMount(i int, m specs.Mount) error {
 		if !st.IsDir() {
 			return skip("a bind mount of a file cannot be shared over 9p")
 		}
-		p.Shares = append(p.Shares, Share{Host: m.Source, Guest: dst, ReadOnly: slices.Contains(m.Options, "ro")})
+		if err := guestPath(); err != nil {
+			return err
+		}
+		p.Shares = append(p.Shares, agentvm.Share{Host: m.Source, Guest: dst, ReadOnly: slices.Contains(m.Options, "ro")})
 		return nil
 	}
 	return skip("not supported in a VM")

@@ -11,6 +11,8 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent"
+	"github.com/corral-vmm/corral/agentvm"
 )
 
 func TestLoadBundle(t *testing.T) {
@@ -128,7 +130,7 @@ func TestTranslate(t *testing.T) {
 				{Destination: "/mnt/nfs", Type: "nfs", Source: "srv:/x"},
 			}
 		}, func(t *testing.T, p *Plan) {
-			want := []Share{{Host: dir, Guest: "/data", ReadOnly: true}, {Host: dir, Guest: "/rw"}}
+			want := []agentvm.Share{{Host: dir, Guest: "/data", ReadOnly: true}, {Host: dir, Guest: "/rw"}}
 			if !reflect.DeepEqual(p.Shares, want) {
 				t.Errorf("shares %+v, want %+v", p.Shares, want)
 			}
@@ -144,7 +146,7 @@ func TestTranslate(t *testing.T) {
 				{Destination: "/scratch/", Type: "bind", Source: dir, Options: []string{"rbind"}},
 			}
 		}, func(t *testing.T, p *Plan) {
-			if want := []Share{{Host: dir, Guest: "/scratch"}}; !reflect.DeepEqual(p.Shares, want) || len(p.Tmpfs) != 0 {
+			if want := []agentvm.Share{{Host: dir, Guest: "/scratch"}}; !reflect.DeepEqual(p.Shares, want) || len(p.Tmpfs) != 0 {
 				t.Errorf("shares %+v tmpfs %q, want shares %+v and no tmpfs", p.Shares, p.Tmpfs, want)
 			}
 			want := []string{"/dev/shm (tmpfs): hidden by mounts[2]", "/scratch (tmpfs): hidden by mounts[3]", "/dev/shm (bind): the agent's"}
@@ -182,6 +184,7 @@ func TestTranslate(t *testing.T) {
 }
 
 func TestTranslateBad(t *testing.T) {
+	dir := t.TempDir()
 	tests := []struct {
 		name string
 		edit func(s *specs.Spec)
@@ -199,6 +202,28 @@ func TestTranslateBad(t *testing.T) {
 		{"relative destination", func(s *specs.Spec) {
 			s.Mounts = []specs.Mount{{Destination: "tmp", Type: "tmpfs"}}
 		}, `mounts[0]: destination "tmp" is not absolute`},
+		{"relative destination hidden by a later mount", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "data", Type: "bind", Source: dir}, {Destination: "/data", Type: "tmpfs"}, {Destination: "data/", Type: "tmpfs"}}
+		}, `mounts[0]: destination "data" is not absolute`},
+		{"relative destination of a mount the agent makes itself", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "proc", Type: "proc"}}
+		}, `mounts[0]: destination "proc" is not absolute`},
+		{"tmpfs destination with ':'", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/run", Type: "tmpfs"}, {Destination: "/a:b", Type: "tmpfs"}}
+		}, `mounts[1]: destination: guest path "/a:b"`},
+		{"bind destination with a space", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/my data", Type: "bind", Source: dir}}
+		}, `mounts[0]: destination: guest path "/my data"`},
+		{"bind destination with a quote", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: `/"x`, Source: dir, Options: []string{"rbind"}}}
+		}, `mounts[0]: destination: guest path`},
+		{"tmpfs at the root", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/", Type: "tmpfs"}}
+		}, "mounts[0] (tmpfs): destination / is the container's root"},
+		{"bind at the root", func(s *specs.Spec) {
+			s.Mounts = []specs.Mount{{Destination: "/.", Type: "bind", Source: dir}}
+		}, "mounts[0] (bind): destination / is the container's root"},
+		{"hostname with an underscore", func(s *specs.Spec) { s.Hostname = "my_box" }, "hostname"},
 		{"missing bind source", func(s *specs.Spec) {
 			s.Mounts = []specs.Mount{{Destination: "/d", Type: "bind", Source: "/nonexistent/corral-shim-test"}}
 		}, "mounts[0] (/d)"},
@@ -239,7 +264,7 @@ func TestParseBad(t *testing.T) {
 
 func TestAgentConfig(t *testing.T) {
 	p := &Plan{RootDir: "/b/rootfs", Hostname: "h", Tmpfs: []string{"/run"}, CPUs: 2, Memory: 300 << 20,
-		Shares: []Share{{Host: "/srv", Guest: "/data", ReadOnly: true}}}
+		Shares: []agentvm.Share{{Host: "/srv", Guest: "/data", ReadOnly: true}}}
 	cfg := p.AgentConfig(corral.Config{Kernel: "/k", Memory: 1 << 30, Name: "n"}, "/agent")
 	if cfg.Machine.CPUs != 2 || cfg.Machine.Memory != 300<<20 || cfg.Machine.Kernel != "/k" || cfg.Machine.Name != "n" {
 		t.Errorf("machine %+v", cfg.Machine)
@@ -281,9 +306,20 @@ func FuzzTranslate(f *testing.F) {
 		if p.CPUs < 1 || p.CPUs > MaxCPUs || p.Memory < MinMemory || len(p.Process.Args) == 0 || !filepath.IsAbs(p.Process.Cwd) {
 			t.Fatalf("plan out of bounds: %+v", p)
 		}
+		// Whatever Translate accepts, the agent is told of without error.
 		for _, d := range p.Tmpfs {
-			if !filepath.IsAbs(d) {
-				t.Fatalf("tmpfs %q not absolute", d)
+			if err := agentvm.CheckGuestPath(d); err != nil || d == "/" {
+				t.Fatalf("tmpfs %q: %v", d, err)
+			}
+		}
+		for _, sh := range p.Shares {
+			if err := agentvm.CheckGuestPath(sh.Guest); err != nil || sh.Guest == "/" {
+				t.Fatalf("share %+v: %v", sh, err)
+			}
+		}
+		if p.Hostname != "" {
+			if err := agent.CheckHostname(p.Hostname); err != nil {
+				t.Fatalf("hostname: %v", err)
 			}
 		}
 	})
