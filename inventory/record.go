@@ -133,15 +133,18 @@ func ValidID(id string) bool {
 	return true
 }
 
-// ValidateName checks a machine name: 1 to 128 bytes of printable UTF-8
-// without spaces (a test's name, "ci-42/web"). A name that is also an ID
-// prefix of another VM makes Resolve report both.
+// MaxNameLen bounds a machine name's length in bytes.
+const MaxNameLen = 128
+
+// ValidateName checks a machine name: 1 to MaxNameLen bytes of printable
+// UTF-8 without spaces (a test's name, "ci-42/web"). A name that is also
+// an ID prefix of another VM makes Resolve report both.
 func ValidateName(n string) error {
 	if n == "" {
 		return nil
 	}
-	if len(n) > 128 {
-		return fmt.Errorf("name %q is longer than 128 bytes", n)
+	if len(n) > MaxNameLen {
+		return fmt.Errorf("name %q is longer than %d bytes", n, MaxNameLen)
 	}
 	if !utf8.ValidString(n) {
 		return fmt.Errorf("name %q is not UTF-8", n)
