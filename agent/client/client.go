@@ -343,47 +343,51 @@ func Setup(ctx context.Context, conn net.Conn, root string, shares []string) err
 // mounts and a read-write root too, which need an agent of
 // proto.SetupSystemVersion (ErrVersion otherwise).
 func SetupRequest(ctx context.Context, conn net.Conn, req *proto.Setup) error {
-	defer conn.Close()
-	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
-	err := setup(conn, req)
-	if err != nil && ctx.Err() != nil {
-		return fmt.Errorf("client: setup: %w", ctx.Err())
-	}
-	return err
+	return runSetup(ctx, conn, 0, req)
 }
 
 // SetupAfterHello is SetupRequest on a connection whose Hellos were
 // exchanged already, at protocol version v (a readiness probe's: a warm
-// machine's Setup then costs no dial and Hello of its own).
+// machine's Setup then costs no dial and Hello of its own). A deadline
+// the Hello left on conn is cleared: ctx alone bounds the Setup.
 func SetupAfterHello(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) error {
+	return runSetup(ctx, conn, v, req)
+}
+
+// runSetup sends req on conn, greeting the agent first unless v (the
+// version negotiated already) is set, waits for its answer and closes conn.
+func runSetup(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) error {
 	defer conn.Close()
+	// Encoded once, before any Hello: a request that cannot be sent costs
+	// no session.
+	p, err := req.Append(nil)
+	if err != nil {
+		return fmt.Errorf("client: %w", err)
+	}
+	if v != 0 {
+		// The probe's Hello deadline may have passed by now (the machine
+		// was confined meanwhile, or a restored guest's clock jumped).
+		conn.SetDeadline(time.Time{})
+	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	err := setupNegotiated(conn, v, req)
+	err = setupOn(conn, v, req.NeedsVersion(), p)
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("client: setup: %w", ctx.Err())
 	}
 	return err
 }
 
-func setup(conn net.Conn, req *proto.Setup) error {
-	if _, err := req.Append(nil); err != nil {
-		return fmt.Errorf("client: %w", err)
+// setupOn sends the Setup payload p, which needs protocol version need,
+// and reads the agent's answer; v is the negotiated version, 0 to greet.
+func setupOn(conn net.Conn, v, need uint16, p []byte) error {
+	if v == 0 {
+		var err error
+		if v, err = negotiate(conn); err != nil {
+			return err
+		}
 	}
-	v, err := negotiate(conn)
-	if err != nil {
-		return err
-	}
-	return setupNegotiated(conn, v, req)
-}
-
-func setupNegotiated(conn net.Conn, v uint16, req *proto.Setup) error {
-	p, err := req.Append(nil)
-	if err != nil {
-		return fmt.Errorf("client: %w", err)
-	}
-	if need := req.NeedsVersion(); v < need {
+	if v < need {
 		return fmt.Errorf("client: the agent speaks protocol version %d, this Setup needs %d (update the guest agent): %w", v, need, ErrVersion)
 	}
 	if err := proto.NewWriter(conn).Send(proto.TypeSetup, 0, p); err != nil {

@@ -241,18 +241,22 @@ type Setup struct {
 // mounted read-write (":rw"), a host name or a tmpfs need
 // SetupSystemVersion.
 func (s *Setup) NeedsVersion() uint16 {
-	if s.Hostname != "" || len(s.Tmpfs) > 0 || strings.HasSuffix(s.Root, ":rw") {
+	if s.system() || strings.HasSuffix(s.Root, ":rw") {
 		return SetupSystemVersion
 	}
 	return SetupVersion
 }
+
+// system reports whether s carries the SetupSystem part: a host name or
+// a tmpfs (a read-write root is a value of Root).
+func (s *Setup) system() bool { return s.Hostname != "" || len(s.Tmpfs) > 0 }
 
 // Append appends s's payload to b.
 func (s *Setup) Append(b []byte) ([]byte, error) {
 	start := len(b)
 	var f [setupFixed]byte
 	binary.LittleEndian.PutUint32(f[offSetupShares:], uint32(len(s.Shares)))
-	system := s.Hostname != "" || len(s.Tmpfs) > 0
+	system := s.system()
 	if system {
 		binary.LittleEndian.PutUint32(f[offSetupFlags:], SetupSystem)
 	}
