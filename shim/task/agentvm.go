@@ -2,6 +2,8 @@ package task
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -12,31 +14,42 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/containerd/identifiers"
 	"golang.org/x/sys/unix"
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/inventory"
 )
 
 // CloseTimeout bounds the power-off through the agent in Delete; the
 // machine is stopped when it passes.
 const CloseTimeout = 5 * time.Second
 
-// machineName is the inventory name of task ns/id: printable, no spaces
-// (containerd ids are [A-Za-z0-9_.-]+, namespaces alike), at most 128
-// bytes.
-func machineName(ns, id string) string {
-	n := "containerd-" + ns + "-" + id
-	if len(n) > 128 {
-		n = n[:128]
+// machineName is the inventory name of task ns/id: "containerd-NS-ID",
+// or, when that is longer than inventory.MaxNameLen, its start, '-' and
+// 16 hex digits of the SHA-256 of the whole: deterministic, and two long
+// ids that differ only past the cut get different names. ns and id must
+// be containerd identifiers ([A-Za-z0-9] with single [._-] between,
+// at most 76 bytes), which containerd itself requires of them.
+func machineName(ns, id string) (string, error) {
+	if err := identifiers.Validate(ns); err != nil {
+		return "", fmt.Errorf("namespace: %w", err)
 	}
-	return strings.Map(func(r rune) rune {
-		if r <= ' ' || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, n)
+	if err := identifiers.Validate(id); err != nil {
+		return "", fmt.Errorf("task id: %w", err)
+	}
+	n := "containerd-" + ns + "-" + id
+	if len(n) > inventory.MaxNameLen {
+		const hashLen = 16
+		sum := sha256.Sum256([]byte(n))
+		n = n[:inventory.MaxNameLen-1-hashLen] + "-" + hex.EncodeToString(sum[:])[:hashLen]
+	}
+	if err := inventory.ValidateName(n); err != nil {
+		return "", fmt.Errorf("shim: machine name: %w", err)
+	}
+	return n, nil
 }
 
 // warmVersion is the shim's part of the warm cache key (the cache also
@@ -49,8 +62,12 @@ const warmVersion = "containerd-shim-corral-v2"
 // cache directory can be found, which boots cold.
 func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
 	return func(ctx context.Context, req LaunchRequest) (VM, error) {
+		name, err := machineName(req.Namespace, req.ID)
+		if err != nil {
+			return nil, err
+		}
 		mc := corral.Config{
-			Name:     machineName(req.Namespace, req.ID),
+			Name:     name,
 			Labels:   map[string]string{LabelNamespace: req.Namespace, LabelID: req.ID},
 			StateDir: req.Options.StateDir,
 			Kernel:   req.Options.Kernel,
@@ -60,7 +77,6 @@ func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
 		}
 		cfg := req.Plan.AgentConfig(mc, req.Options.Agent)
 		var vm *agentvm.VM
-		var err error
 		if dir, ok := warmDir(req.Options, log); ok {
 			vm, err = agentvm.StartWarm(ctx, cfg, agentvm.Warm{Dir: dir, Version: warmVersion})
 		} else {

@@ -596,10 +596,33 @@ func TestOptions(t *testing.T) {
 }
 
 func TestMachineName(t *testing.T) {
-	for _, id := range []string{"t1", "a.b_c-d", strings.Repeat("x", 200), "with space\x01"} {
-		n := machineName("k8s.io", id)
-		if err := inventory.ValidateName(n); err != nil || !strings.HasPrefix(n, "containerd-k8s.io-") {
-			t.Errorf("id %q: name %q: %v", id, n, err)
+	if n, err := machineName("k8s.io", "t1"); err != nil || n != "containerd-k8s.io-t1" {
+		t.Errorf("short name %q %v", n, err)
+	}
+	// Two longest ids in a longest namespace that differ only in their
+	// last byte: the names are cut, yet differ, and are the same each time.
+	ns := strings.Repeat("n", 76)
+	a, b := strings.Repeat("a", 75)+"1", strings.Repeat("a", 75)+"2"
+	na, errA := machineName(ns, a)
+	nb, errB := machineName(ns, b)
+	if errA != nil || errB != nil {
+		t.Fatalf("long ids: %v, %v", errA, errB)
+	}
+	if na == nb {
+		t.Errorf("ids %q and %q have one name %q", a, b, na)
+	}
+	for _, n := range []string{na, nb} {
+		if err := inventory.ValidateName(n); err != nil || !strings.HasPrefix(n, "containerd-"+ns+"-aaa") {
+			t.Errorf("long name %q: %v", n, err)
+		}
+	}
+	if again, _ := machineName(ns, a); again != na {
+		t.Errorf("name of %q changed: %q, then %q", a, na, again)
+	}
+	for _, tc := range [][2]string{{"k8s.io", "with space"}, {"k8s.io", "a\x01"}, {"k8s.io", ""}, {"", "t1"},
+		{"k8s.io", strings.Repeat("x", 77)}, {"k8s.io", "a/b"}} {
+		if n, err := machineName(tc[0], tc[1]); err == nil {
+			t.Errorf("namespace %q id %q: name %q, want an error", tc[0], tc[1], n)
 		}
 	}
 }
