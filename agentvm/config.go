@@ -193,25 +193,17 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 		mc.Disks = append([]corral.Disk{{Path: cfg.Root.path, ReadOnly: true, Serial: "corral-root"}}, mc.Disks...)
 		keys = append(keys, rootKey+"blk:"+RootDisk)
 	}
-	for i, s := range cfg.Shares {
-		guest := s.Guest
-		if guest == "" {
-			guest = s.Host
-		}
-		if err := CheckGuestPath(guest); err != nil {
-			return corral.Config{}, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
-		}
-		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
-		mc.Shares = append(mc.Shares, corral.Share{Path: s.Host, Tag: tag, ReadOnly: s.ReadOnly})
-		k := shareKey + tag + ":" + filepath.Clean(guest)
+	sys, err := cfg.system()
+	if err != nil {
+		return corral.Config{}, err
+	}
+	for i, s := range sys.Shares {
+		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Shares[i].Host, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		k := shareKey + s.Tag + ":" + s.Path
 		if s.ReadOnly {
 			k += ":ro"
 		}
 		keys = append(keys, k)
-	}
-	sys, err := cfg.system()
-	if err != nil {
-		return corral.Config{}, err
 	}
 	if sys.Hostname != "" {
 		keys = append(keys, agent.HostnamePrefix+sys.Hostname)
@@ -223,8 +215,11 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 	return mc, nil
 }
 
-// system checks cfg's Hostname and Tmpfs and returns them as the agent
-// gets them (tmpfs paths cleaned); errors wrap ErrConfig.
+// system checks cfg's share guest paths, Hostname and Tmpfs by the
+// agent's rules (agent.CheckMountPath, agent.CheckHostname,
+// agent.BootConfig.Check: no two mounts at one path), so that what the
+// agent would refuse after the boot is refused before it, with ErrConfig;
+// it returns them as the agent gets them (tags set, paths cleaned).
 func (cfg *Config) system() (agent.BootConfig, error) {
 	var c agent.BootConfig
 	if cfg.Hostname != "" {
@@ -233,29 +228,41 @@ func (cfg *Config) system() (agent.BootConfig, error) {
 		}
 		c.Hostname = cfg.Hostname
 	}
-	seen := map[string]bool{}
-	for _, s := range cfg.Shares {
+	for i, s := range cfg.Shares {
 		g := s.Guest
 		if g == "" {
 			g = s.Host
 		}
-		seen[filepath.Clean(g)] = true
+		p, err := mountPath("share", g)
+		if err != nil {
+			return c, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
+		}
+		c.Shares = append(c.Shares, agent.Share{Tag: fmt.Sprintf("%sshare%d", TagPrefix, i), Path: p, ReadOnly: s.ReadOnly})
 	}
 	for i, p := range cfg.Tmpfs {
-		if err := CheckGuestPath(p); err != nil {
+		p, err := mountPath("tmpfs", p)
+		if err != nil {
 			return c, fmt.Errorf("%w: tmpfs %d: %v", ErrConfig, i, err)
 		}
-		p = filepath.Clean(p)
-		if p == "/" {
-			return c, fmt.Errorf("%w: tmpfs %d: a tmpfs cannot be the root", ErrConfig, i)
-		}
-		if seen[p] {
-			return c, fmt.Errorf("%w: tmpfs %d: %s already has a share or tmpfs", ErrConfig, i, p)
-		}
-		seen[p] = true
 		c.Tmpfs = append(c.Tmpfs, p)
 	}
+	if err := c.Check(); err != nil {
+		return c, fmt.Errorf("%w: %v", ErrConfig, err)
+	}
 	return c, nil
+}
+
+// mountPath checks the guest path p of a share or tmpfs (what) as
+// CheckGuestPath and the agent do, and returns it cleaned.
+func mountPath(what, p string) (string, error) {
+	if err := CheckGuestPath(p); err != nil {
+		return "", err
+	}
+	c, err := agent.CheckMountPath(p)
+	if errors.Is(err, agent.ErrRootMount) {
+		return "", fmt.Errorf("a %s cannot be the root", what)
+	}
+	return c, err
 }
 
 // CheckGuestPath accepts an absolute path that survives the kernel

@@ -59,8 +59,8 @@ func TestSystemConfigErrors(t *testing.T) {
 		{Config{Tmpfs: []string{"rel"}}, `tmpfs 0: guest path "rel" is not absolute`},
 		{Config{Tmpfs: []string{"/a b"}}, "tmpfs 0: guest path \"/a b\" has a space"},
 		{Config{Tmpfs: []string{"/x/.."}}, "tmpfs 0: a tmpfs cannot be the root"},
-		{Config{Tmpfs: []string{"/x", "/x/"}}, "tmpfs 1: /x already has a share or tmpfs"},
-		{Config{Shares: []Share{{Host: "/srv"}}, Tmpfs: []string{"/srv"}}, "tmpfs 0: /srv already has a share or tmpfs"},
+		{Config{Tmpfs: []string{"/x", "/x/"}}, `corral.tmpfs=/x: "/x" already has a share or tmpfs`},
+		{Config{Shares: []Share{{Host: "/srv"}}, Tmpfs: []string{"/srv"}}, `corral.tmpfs=/srv: "/srv" already has a share or tmpfs`},
 		{Config{Root: RootDirRW("")}, "root directory: no path"},
 	} {
 		if _, err := tc.cfg.machineConfig(); !errors.Is(err, ErrConfig) || !strings.Contains(err.Error(), tc.want) {
