@@ -33,7 +33,7 @@ func (vm *VM) lazyConn(ctx context.Context) *lazyConn {
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	return &lazyConn{dial: vm.dial, ctx: ctx}
+	return &lazyConn{dial: vm.Dial, ctx: ctx}
 }
 
 // get returns the connection, dialing it on first use.

@@ -40,6 +40,8 @@ type VM struct {
 	ring *consoleRing
 	log  *slog.Logger
 
+	// dial dials the agent once; waitAgent retries it in its own loop,
+	// sessions through Dial, which retries a refusal.
 	dial func(ctx context.Context) (net.Conn, error)
 	done <-chan struct{} // closed when the machine has ended
 	stop func() error    // stops and releases the machine
@@ -137,20 +139,19 @@ func boot(ctx context.Context, cfg Config, mc corral.Config, agentBytes []byte, 
 
 // newVM wraps a started machine.
 func newVM(m *corral.Machine, ring *consoleRing, log *slog.Logger) *VM {
+	vm := newAgentVM(func(ctx context.Context) (net.Conn, error) { return m.DialVsock(ctx, agent.DefaultPort) }, m.Done(), m.Close, ring, log)
+	vm.m = m
+	vm.writableDisk = hasWritableDisk(m.Config())
+	vm.noHostWrites = !writesReachHost(m.Config())
+	return vm
+}
+
+// newAgentVM wraps a machine's agent dialer, done channel and stop.
+func newAgentVM(dial func(context.Context) (net.Conn, error), done <-chan struct{}, stop func() error, ring *consoleRing, log *slog.Logger) *VM {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &VM{
-		m:    m,
-		ring: ring,
-		log:  log,
-		dial: retryRefused(func(ctx context.Context) (net.Conn, error) { return m.DialVsock(ctx, agent.DefaultPort) }, refusedWindow),
-		done: m.Done(),
-		stop: m.Close,
-
-		writableDisk: hasWritableDisk(m.Config()),
-		noHostWrites: !writesReachHost(m.Config()),
-	}
+	return &VM{ring: ring, log: log, dial: dial, done: done, stop: stop}
 }
 
 // refusedWindow is how long a dial the guest refuses is retried: the
@@ -213,7 +214,9 @@ func buildInitrd(userPath string, agentBytes []byte) (*os.File, error) {
 	return f, nil
 }
 
-// waitAgent greets the agent until it answers, with a growing backoff.
+// waitAgent greets the agent until it answers, with a growing backoff: the
+// one retry loop of the wait (each try dials once, refused or not), ended
+// by timeout or ctx.
 func (vm *VM) waitAgent(ctx context.Context, timeout time.Duration, exit func() corral.Exit) error {
 	t0 := time.Now()
 	tctx, cancel := context.WithTimeout(ctx, timeout)
@@ -358,9 +361,10 @@ func (vm *VM) CommandContext(ctx context.Context, name string, args ...string) *
 }
 
 // Dial opens a connection to the agent, for a session the caller runs
-// itself (client.PowerOff, say).
+// itself (client.PowerOff, say); a dial the guest refuses is tried again
+// for a moment (refusedWindow).
 func (vm *VM) Dial(ctx context.Context) (net.Conn, error) {
-	return vm.dial(ctx)
+	return retryRefused(vm.dial, refusedWindow)(ctx)
 }
 
 // Machine returns the machine.
@@ -422,7 +426,7 @@ func (vm *VM) Kill() error {
 func (vm *VM) powerOff(steps *Steps) error {
 	ctx, cancel := context.WithTimeout(context.Background(), powerOffTimeout)
 	defer cancel()
-	conn, err := vm.dial(ctx)
+	conn, err := vm.Dial(ctx)
 	if err != nil {
 		return fmt.Errorf("agentvm: dialing the agent: %w", err)
 	}

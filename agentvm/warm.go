@@ -480,7 +480,7 @@ func (vm *VM) setup(ctx context.Context, req *proto.Setup) error {
 	if conn, v := vm.takeProbe(); conn != nil {
 		return client.SetupAfterHello(ctx, conn, v, req)
 	}
-	conn, err := vm.dial(ctx)
+	conn, err := vm.Dial(ctx)
 	if err != nil {
 		return fmt.Errorf("dialing the agent for its setup: %w", err)
 	}
