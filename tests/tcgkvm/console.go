@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -17,6 +18,7 @@ type binaryResult struct {
 	Seconds            float64 // by the VM's clock
 	Pass, Fail, Skip   int     // top-level tests only
 	FailedTests, Skips []string
+	Ended              bool // the binary printed its final PASS or FAIL line
 }
 
 // consoleLog follows the VM's serial console line by line.
@@ -50,6 +52,9 @@ func (c *consoleLog) Line(line string) {
 		c.Results = append(c.Results, binaryResult{Name: strings.Fields(line)[2], Exit: -1})
 		c.cur = &c.Results[len(c.Results)-1]
 	}
+	if (line == "PASS" || line == "FAIL") && c.cur != nil {
+		c.cur.Ended = true
+	}
 	if m := testLine.FindStringSubmatch(line); m != nil && c.cur != nil {
 		switch m[1] {
 		case "PASS":
@@ -73,6 +78,35 @@ func (c *consoleLog) Line(line string) {
 		c.Done = true
 		c.Status, _ = strconv.Atoi(m[1])
 	}
+}
+
+// merge takes the results of a boot that ran failed tests again (r). A
+// binary whose failed tests all ran and passed there passes, and those
+// tests are returned as flaky ("binary: Test"); any other outcome keeps
+// its failure.
+func (c *consoleLog) merge(r *consoleLog) (flaky []string) {
+	for _, n := range r.Results {
+		i := slices.IndexFunc(c.Results, func(o binaryResult) bool { return o.Name == n.Name })
+		if i < 0 {
+			continue
+		}
+		o := &c.Results[i]
+		o.Seconds += n.Seconds
+		if n.Exit != 0 || n.Fail > 0 || n.Pass < len(o.FailedTests) {
+			continue
+		}
+		for _, t := range o.FailedTests {
+			flaky = append(flaky, o.Name+": "+t)
+		}
+		o.Exit, o.Pass, o.Fail, o.FailedTests = 0, o.Pass+n.Pass, 0, nil
+	}
+	c.Status = 0
+	for _, x := range c.Results {
+		if x.Exit != 0 {
+			c.Status = 1
+		}
+	}
+	return flaky
 }
 
 // Err says why the run failed, or nil if every binary ran and passed.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 
@@ -16,9 +17,10 @@ import (
 
 // testBinary is one test binary to run inside the VM.
 type testBinary struct {
-	Name     string // label in the console markers, e.g. github.com/corral-vmm/corral/kvm
-	Path     string // on the host
-	Testdata string // host testdata directory to ship beside it, or ""
+	Name     string   // label in the console markers, e.g. github.com/corral-vmm/corral/kvm
+	Path     string   // on the host
+	Testdata string   // host testdata directory to ship beside it, or ""
+	Args     []string // after the common test flags (a later -test.run wins)
 }
 
 // guestELF is a prebuilt test guest at its content-addressed cache path
@@ -115,7 +117,7 @@ status=0
 		dir := fmt.Sprintf("/pkg/%d", i)
 		fmt.Fprintf(&b, "cd %s\necho \"tcgkvm: run %s at $(up)s\"\nt0=$(up)\n", dir, t.Name)
 		fmt.Fprintf(&b, "./%s", path.Base(t.Path))
-		for _, a := range args {
+		for _, a := range append(slices.Clip(args), t.Args...) {
 			b.WriteString(" " + shellQuote(a))
 		}
 		fmt.Fprintf(&b, "\nrc=$?\n[ $rc -ne 0 ] && status=1\n")

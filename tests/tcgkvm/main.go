@@ -22,6 +22,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -42,7 +44,7 @@ type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
 	linuxKernel, agent, l2Cmdline                                               string
 	hostFiles, env                                                              string
-	smp, nice, heartbeat, stallRetries                                          int
+	smp, nice, heartbeat, stallRetries, failRetries                             int
 	timeout                                                                     time.Duration
 	keep                                                                        bool
 	l2QEMU                                                                      bool
@@ -68,6 +70,7 @@ func run() (int, error) {
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
 	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
 	flag.IntVar(&o.stallRetries, "stall-retries", 4, "when the L1 kernel stops (QEMU 7.2's nested SVM, README), boot again up to N times for the binaries that had not finished")
+	flag.IntVar(&o.failRetries, "fail-retries", 0, "run a binary's failed tests again in a fresh boot, up to N times; a test that then passes is reported as flaky (TCG timing, README), one that fails every time fails the run")
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
@@ -161,29 +164,28 @@ func run() (int, error) {
 	}
 	logf("%d prebuilt test guests", len(spec.Guests))
 
-	var c *consoleLog
-	var finished []binaryResult // from boots the L1 kernel did not finish
-	for attempt := 0; ; attempt++ {
-		initrd := filepath.Join(work, "initramfs.cpio")
-		if err := writeInitramfsFile(initrd, spec); err != nil {
-			return 2, err
-		}
-		logf("booting the VM (cpu %s, %d cpus, %s)", o.cpu, o.smp, o.mem)
-		c, err = boot(ctx, o, k.Vmlinuz, initrd)
-		fmt.Fprint(os.Stderr, c.Summary())
-		logf("VM ended")
-		if !errors.Is(err, errStalled) || attempt >= o.stallRetries {
-			break
-		}
-		done, left := splitFinished(spec.Tests, c)
-		finished = append(finished, done...)
-		logf("the L1 kernel stopped (%v); booting again for the %d binaries that had not finished (retry %d of %d)", err, len(left), attempt+1, o.stallRetries)
-		spec.Tests = left
-	}
+	c, err := bootAll(ctx, o, logf, k.Vmlinuz, filepath.Join(work, "initramfs.cpio"), spec)
 	if err != nil {
 		return 2, err
 	}
-	c.Results = append(finished, c.Results...)
+	var flaky []string
+	for round := 1; round <= o.failRetries && c.Done && c.Status != statusNoKVM; round++ {
+		retry := failedTests(spec.Tests, c)
+		if len(retry) == 0 {
+			break
+		}
+		logf("running the failed tests of %d binaries again (fail retry %d of %d)", len(retry), round, o.failRetries)
+		rs := spec
+		rs.Tests = retry
+		rc, err := bootAll(ctx, o, logf, k.Vmlinuz, filepath.Join(work, "initramfs.cpio"), rs)
+		if err != nil {
+			return 2, err
+		}
+		flaky = append(flaky, c.merge(rc)...)
+	}
+	for _, f := range flaky {
+		logf("FLAKY: %s failed, then passed when run again", f)
+	}
 	if err := c.Err(); err != nil {
 		if c.Done && c.Status != statusNoKVM {
 			return 1, err
@@ -191,6 +193,59 @@ func run() (int, error) {
 		return 2, err
 	}
 	return 0, nil
+}
+
+// bootAll boots the VM for spec's tests, and again (up to o.stallRetries
+// times) for the binaries that had not finished when the L1 kernel
+// stopped; the console log it returns has every binary's result.
+func bootAll(ctx context.Context, o options, logf func(string, ...any), kernel, initrd string, spec initramfsSpec) (*consoleLog, error) {
+	var finished []binaryResult // from boots the L1 kernel did not finish
+	for attempt := 0; ; attempt++ {
+		if err := writeInitramfsFile(initrd, spec); err != nil {
+			return nil, err
+		}
+		logf("booting the VM (cpu %s, %d cpus, %s)", o.cpu, o.smp, o.mem)
+		c, err := boot(ctx, o, kernel, initrd)
+		fmt.Fprint(os.Stderr, c.Summary())
+		logf("VM ended")
+		if errors.Is(err, errStalled) && attempt < o.stallRetries {
+			done, left := splitFinished(spec.Tests, c)
+			finished = append(finished, done...)
+			logf("the L1 kernel stopped (%v); booting again for the %d binaries that had not finished (retry %d of %d)", err, len(left), attempt+1, o.stallRetries)
+			spec.Tests = left
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		c.Results = append(finished, c.Results...)
+		return c, nil
+	}
+}
+
+// failedTests is the binaries of tests whose run ended normally with
+// failed tests, each to run only those again. A binary that did not get to
+// its final FAIL line (a panic, a timeout, an os.Exit: later tests may
+// never have run) is not run again: its failure stands.
+func failedTests(tests []testBinary, c *consoleLog) []testBinary {
+	failed := map[string][]string{}
+	for _, r := range c.Results {
+		if r.Exit == 1 && r.Ended && len(r.FailedTests) > 0 {
+			failed[r.Name] = r.FailedTests
+		}
+	}
+	var retry []testBinary
+	for _, t := range tests {
+		if names, ok := failed[t.Name]; ok {
+			quoted := make([]string, len(names))
+			for i, n := range names {
+				quoted[i] = regexp.QuoteMeta(n)
+			}
+			t.Args = append(slices.Clip(t.Args), "-test.run=^("+strings.Join(quoted, "|")+")$")
+			retry = append(retry, t)
+		}
+	}
+	return retry
 }
 
 // writeInitramfsFile writes the VM's initramfs for spec to path.

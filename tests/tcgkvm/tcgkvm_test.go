@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -274,5 +275,78 @@ tcgkvm: done status=0`)
 	r.Results = append(done, r.Results...)
 	if err := r.Err(); err == nil || !strings.Contains(err.Error(), "example.com/b") {
 		t.Errorf("Err after a retry: %v, want b's failure", err)
+	}
+}
+
+func TestFailRetry(t *testing.T) {
+	c := feed(`tcgkvm: run example.com/a at 3.26s
+--- PASS: TestA (0.00s)
+--- FAIL: TestB (0.00s)
+--- FAIL: TestC.x (0.00s)
+FAIL
+tcgkvm: result example.com/a exit=1 start=3.26s end=5.76s
+tcgkvm: run example.com/b at 5.80s
+--- FAIL: TestD (0.00s)
+panic: test timed out after 20m0s
+tcgkvm: result example.com/b exit=2 start=5.80s end=6.00s
+tcgkvm: run example.com/c at 6.10s
+--- FAIL: TestE (0.00s)
+FAIL
+tcgkvm: result example.com/c exit=1 start=6.10s end=7.00s
+tcgkvm: done status=1`)
+	tests := []testBinary{{Name: "example.com/a", Args: []string{"-x"}}, {Name: "example.com/b"}, {Name: "example.com/c"}}
+	retry := failedTests(tests, c)
+	// b panicked: tests after TestD may never have run, so its failure
+	// stands without a retry.
+	if len(retry) != 2 || retry[0].Name != "example.com/a" || retry[1].Name != "example.com/c" {
+		t.Fatalf("retry = %+v, want a and c", retry)
+	}
+	if want := []string{"-x", `-test.run=^(TestB|TestC\.x)$`}; !slices.Equal(retry[0].Args, want) {
+		t.Errorf("a's args = %q, want %q", retry[0].Args, want)
+	}
+	if tests[0].Args[0] != "-x" || len(tests[0].Args) != 1 {
+		t.Errorf("failedTests changed its input: %q", tests[0].Args)
+	}
+	init := initScript(initramfsSpec{Tests: retry, TestArgs: []string{"-test.run=A"}})
+	if !strings.Contains(init, `'-test.v' '-test.run=A' '-x' '-test.run=^(TestB|TestC\.x)$'`) {
+		t.Errorf("init does not run a's failed tests last:\n%s", init)
+	}
+	// a's failed tests pass this time; c's fails again.
+	r := feed(`tcgkvm: run example.com/a at 3.00s
+--- PASS: TestB (0.00s)
+--- PASS: TestC.x (0.00s)
+PASS
+tcgkvm: result example.com/a exit=0 start=3.00s end=4.00s
+tcgkvm: run example.com/c at 4.10s
+--- FAIL: TestE (0.00s)
+FAIL
+tcgkvm: result example.com/c exit=1 start=4.10s end=5.00s
+tcgkvm: done status=1`)
+	flaky := c.merge(r)
+	if want := []string{"example.com/a: TestB", "example.com/a: TestC.x"}; !slices.Equal(flaky, want) {
+		t.Errorf("flaky = %q, want %q", flaky, want)
+	}
+	if a := c.Results[0]; a.Exit != 0 || a.Pass != 3 || a.Fail != 0 {
+		t.Errorf("a after the retry = %+v, want passed (3 passed)", a)
+	}
+	err := c.Err()
+	if err == nil || strings.Contains(err.Error(), "example.com/a") || !strings.Contains(err.Error(), "example.com/b") || !strings.Contains(err.Error(), "example.com/c") {
+		t.Errorf("Err() = %v, want b's and c's failures only", err)
+	}
+	// A retry that ran fewer tests than had failed (a name that matched
+	// nothing) does not pass the binary.
+	c2 := feed(`tcgkvm: run example.com/a at 3.26s
+--- FAIL: TestB (0.00s)
+--- FAIL: TestC (0.00s)
+FAIL
+tcgkvm: result example.com/a exit=1 start=3.26s end=5.76s
+tcgkvm: done status=1`)
+	r2 := feed(`tcgkvm: run example.com/a at 3.00s
+--- PASS: TestB (0.00s)
+PASS
+tcgkvm: result example.com/a exit=0 start=3.00s end=4.00s
+tcgkvm: done status=0`)
+	if flaky := c2.merge(r2); len(flaky) != 0 || c2.Err() == nil {
+		t.Errorf("partial retry: flaky %q, Err %v; want none and a failure", flaky, c2.Err())
 	}
 }
