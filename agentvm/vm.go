@@ -313,10 +313,17 @@ func (vm *VM) takeProbe() (net.Conn, uint16) {
 	return c, v
 }
 
-// greet exchanges Hellos on conn and returns the protocol version.
-func (vm *VM) greet(ctx context.Context, conn net.Conn) (uint16, error) {
+// greet exchanges Hellos on conn and returns the protocol version. A
+// greeting ctx ended fails even if the Hello came: the deadline that ends
+// it may land on conn after greet returns, too late for hello to clear it
+// from a kept probe (whose Setup would then fail at once).
+func (vm *VM) greet(ctx context.Context, conn net.Conn) (v uint16, err error) {
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
+	defer func() {
+		if !stop() && err == nil {
+			v, err = 0, fmt.Errorf("greeting the agent: %w", ctx.Err())
+		}
+	}()
 	conn.SetDeadline(time.Now().Add(helloTimeout))
 	if err := proto.NewWriter(conn).Send(proto.TypeHello, 0, proto.Hello{Min: proto.MinVersion, Max: proto.Version}.Append(nil)); err != nil {
 		return 0, fmt.Errorf("sending Hello: %w", err)
