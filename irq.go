@@ -89,9 +89,10 @@ func (r *msiRouter) NewMSIVector() (*msiVector, error) {
 // msiVector is one MSI(-X) vector: a GSI whose route the guest programs and
 // an irqfd the device signals from any goroutine without a vCPU exit.
 type msiVector struct {
-	r   *msiRouter
-	gsi uint32
-	efd int
+	r      *msiRouter
+	gsi    uint32
+	efd    int
+	closed bool // Close ran; guarded by r.mu
 }
 
 // Update reprograms the vector's message; masked removes its route so
@@ -125,23 +126,27 @@ func (v *msiVector) Trigger() error {
 }
 
 // Close unbinds and frees the vector; while the router is dying only the
-// eventfd is closed (the VM's release unbinds it).
+// eventfd is closed (the VM's release unbinds it). Later calls do nothing.
 func (v *msiVector) Close() error {
 	v.r.mu.Lock()
 	defer v.r.mu.Unlock()
-	if v.r.dying.Load() {
-		unix.Close(v.efd)
-		delete(v.r.used, v.gsi)
-		delete(v.r.routes, v.gsi)
+	if v.closed {
 		return nil
 	}
-	err := v.r.vm.IRQFD(v.efd, v.gsi, true)
+	v.closed = true
+	dying := v.r.dying.Load()
+	var err error
+	if !dying {
+		err = v.r.vm.IRQFD(v.efd, v.gsi, true)
+	}
 	unix.Close(v.efd)
 	delete(v.r.used, v.gsi)
-	if _, ok := v.r.routes[v.gsi]; ok {
+	if _, routed := v.r.routes[v.gsi]; routed {
 		delete(v.r.routes, v.gsi)
-		if cerr := v.r.commit(); err == nil {
-			err = cerr
+		if !dying {
+			if cerr := v.r.commit(); err == nil {
+				err = cerr
+			}
 		}
 	}
 	return err
