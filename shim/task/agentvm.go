@@ -159,8 +159,6 @@ func (v *agentVM) Close() error {
 
 func (v *agentVM) Kill() error { v.vm.Machine().Stop(); return nil }
 
-func (v *agentVM) Done() <-chan struct{} { return v.vm.Done() }
-
 func (v *agentVM) Pause(ctx context.Context) error { return v.vm.Machine().Pause(ctx) }
 
 func (v *agentVM) Resume() error { return v.vm.Machine().Resume() }

@@ -11,9 +11,11 @@ import (
 	"github.com/containerd/containerd/pkg/shutdown"
 )
 
-// FlushTimeout bounds how long Shutdown waits for queued events to reach
-// containerd before the shim exits.
-const FlushTimeout = 5 * time.Second
+// FlushTimeout bounds how long the shim's shutdown waits for queued
+// events to reach containerd before it closes the publisher: less than
+// the 5 s the shim library then waits for that close, or it exits 1
+// ("publisher not closed") with the events half sent.
+const FlushTimeout = 4 * time.Second
 
 // eventQueue sends events to a Publisher in order, off the caller's path:
 // each Publish is a round trip to containerd (which handles the event
@@ -90,14 +92,15 @@ func (q *eventQueue) flush(timeout time.Duration) bool {
 }
 
 // CloseOnShutdown has sd's shutdown send the queued events (bounded by
-// FlushTimeout) and then close pub. The shim library waits up to 5 s for
+// FlushTimeout) and then close pub: the one flush at shutdown, whether a
+// Shutdown call or a signal ended the shim. The shim library waits up to 5 s for
 // its publisher to be closed before the serving shim exits, and exits 1
 // ("publisher not closed") if nobody did; runc's shim closes it the same
 // way.
 func (s *Service) CloseOnShutdown(sd shutdown.Service, pub io.Closer) {
 	sd.RegisterCallback(func(context.Context) error {
-		if !s.events.flush(FlushTimeout) {
-			s.cfg.Log.Warn("shim: events not sent before shutting down", "timeout", FlushTimeout)
+		if !s.events.flush(s.flushTimeout) {
+			s.cfg.Log.Warn("shim: events not sent before shutting down", "timeout", s.flushTimeout)
 		}
 		return pub.Close()
 	})

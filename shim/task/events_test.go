@@ -2,7 +2,9 @@ package task
 
 import (
 	"context"
+	"log/slog"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -35,15 +37,18 @@ func (g *gatedPublisher) topics() []string {
 	return append([]string(nil), g.sent...)
 }
 
-// TestSlowPublisherHoldsNothingUp: Create, Start, Wait and Delete answer
-// while containerd has not taken a single event (each Publish is a round
-// trip to it), the events go in order once it does, and Shutdown ends the
-// shim only after they are sent.
+// TestSlowPublisherHoldsNothingUp: Create, Start, Wait, Delete and
+// Shutdown answer while containerd has not taken a single event (each
+// Publish is a round trip to it), the events go in order once it does,
+// and the shim's shutdown closes the publisher only after they are sent.
 func TestSlowPublisherHoldsNothingUp(t *testing.T) {
 	h := newHarness(t, testSpec)
-	pub := &gatedPublisher{gate: make(chan struct{})}
+	pub := &closeRecorder{gatedPublisher: gatedPublisher{gate: make(chan struct{})}}
 	h.svc.cfg.Publisher = pub
 	h.svc.events.pub = pub
+	_, sd := shutdown.WithShutdown(context.Background())
+	h.svc.cfg.Shutdown = sd.Shutdown
+	h.svc.CloseOnShutdown(sd, pub)
 	s, _, _, _ := h.fifos("init")
 	calls := make(chan uint32, 1)
 	go func() {
@@ -53,6 +58,9 @@ func TestSlowPublisherHoldsNothingUp(t *testing.T) {
 		st := h.wait("")
 		if _, err := h.svc.Delete(context.Background(), &taskAPI.DeleteRequest{ID: "t1"}); err != nil {
 			t.Errorf("Delete: %v", err)
+		}
+		if _, err := h.svc.Shutdown(context.Background(), &taskAPI.ShutdownRequest{ID: "t1"}); err != nil {
+			t.Errorf("Shutdown: %v", err)
 		}
 		calls <- st
 	}()
@@ -64,30 +72,75 @@ func TestSlowPublisherHoldsNothingUp(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("the task calls waited for containerd to take the events")
 	}
-	shut := make(chan struct{})
-	go func() {
-		h.svc.Shutdown(context.Background(), &taskAPI.ShutdownRequest{ID: "t1"})
-		close(shut)
-	}()
 	select {
-	case <-shut:
-		t.Fatal("Shutdown returned with the events unsent")
+	case <-sd.Done():
+		t.Fatal("the shim ended with the events unsent")
 	case <-time.After(100 * time.Millisecond):
 	}
-	h.mu.Lock()
-	n := h.shutdown
-	h.mu.Unlock()
-	if n != 0 {
-		t.Fatal("the shim was shut down with the events unsent")
-	}
 	close(pub.gate)
-	<-shut
-	if h.shutdown != 1 {
-		t.Errorf("shut down %d times", h.shutdown)
+	select {
+	case <-sd.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("shutdown did not finish")
 	}
-	want := []string{runtime.TaskCreateEventTopic, runtime.TaskStartEventTopic, runtime.TaskExitEventTopic, runtime.TaskDeleteEventTopic}
+	want := []string{runtime.TaskCreateEventTopic, runtime.TaskStartEventTopic, runtime.TaskExitEventTopic, runtime.TaskDeleteEventTopic, "close"}
 	if got := pub.topics(); !reflect.DeepEqual(got, want) {
-		t.Errorf("events %v, want %v", got, want)
+		t.Errorf("publisher saw %v, want %v", got, want)
+	}
+}
+
+// syncBuffer is a log sink for concurrent writers.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *syncBuffer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}
+
+func (w *syncBuffer) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.String()
+}
+
+// TestEventsFlushedOnceAtShutdown: with a containerd that never takes an
+// event, the Shutdown call answers at once and the shutdown waits for the
+// events once (one flush timeout, one warning), then closes the publisher.
+func TestEventsFlushedOnceAtShutdown(t *testing.T) {
+	pub := &closeRecorder{gatedPublisher: gatedPublisher{gate: make(chan struct{})}}
+	defer close(pub.gate)
+	var logs syncBuffer
+	svc := NewService(context.Background(), Config{Publisher: pub, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+	const timeout = time.Second
+	svc.flushTimeout = timeout
+	_, sd := shutdown.WithShutdown(context.Background())
+	svc.cfg.Shutdown = sd.Shutdown
+	svc.CloseOnShutdown(sd, pub)
+	svc.publish(runtime.TaskExitEventTopic, nil)
+	begun := time.Now()
+	if _, err := svc.Shutdown(context.Background(), &taskAPI.ShutdownRequest{}); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(begun); d >= timeout {
+		t.Errorf("the Shutdown call took %v: it waited for the events itself", d)
+	}
+	select {
+	case <-sd.Done():
+	case <-time.After(10 * timeout):
+		t.Fatal("shutdown did not finish")
+	}
+	if n := strings.Count(logs.String(), "events not sent"); n != 1 {
+		t.Errorf("%d flushes timed out, want 1; log:\n%s", n, logs.String())
+	}
+	pub.mu.Lock()
+	closed := pub.closed
+	pub.mu.Unlock()
+	if !closed {
+		t.Error("publisher not closed")
 	}
 }
 

@@ -123,8 +123,7 @@ func (v *fakeVM) Resume() error {
 	return nil
 }
 
-func (v *fakeVM) Done() <-chan struct{} { return v.done }
-func (v *fakeVM) Stats() VMStats        { return v.stats }
+func (v *fakeVM) Stats() VMStats { return v.stats }
 
 func (p *fakeProc) Pid() int { return p.pid }
 

@@ -6,7 +6,9 @@
 //   - Create reads the bundle (mounting the request's rootfs mounts at
 //     bundle/rootfs first, as runc's shim does), translates the spec
 //     (package oci), opens the stdio FIFOs and boots the VM, so that Start
-//     is quick; the guest's root is bundle/rootfs over virtio-9p.
+//     is quick; the guest's root is bundle/rootfs over virtio-9p. The boot
+//     holds no lock: other calls are answered meanwhile, those about the
+//     task refused as premature (FailedPrecondition).
 //   - Start runs the process through the agent; the pid reported (events,
 //     State, Pids) is the process's pid in the guest.
 //   - An exit status is the process's own, or 128+n when signal n ended
@@ -18,7 +20,10 @@
 //     killed (a container's processes end with its init).
 //   - Delete of the init process powers the VM off (bounded, then
 //     stopped), removes its inventory entry and unmounts the rootfs.
-//   - Shutdown ends the shim once the task is deleted.
+//   - Shutdown ends the shim once the task is deleted; with Now at once,
+//     after stopping the VM (one Create is booting is cancelled, or closed
+//     if it came up). The queued events are sent, then the publisher
+//     closed, by the shutdown callback (CloseOnShutdown).
 //
 // Events: TaskCreate, TaskStart, TaskExecAdded, TaskExecStarted, TaskExit,
 // TaskDelete, TaskPaused, TaskResumed. Pause freezes the whole VM (its
@@ -122,6 +127,17 @@ type Service struct {
 	vmStopped bool
 	// paused is set between Pause and Resume.
 	paused bool
+	// creating is set while Create boots the task's VM, outside the lock:
+	// id is reserved, but the task has no process yet. cancelBoot cancels
+	// that boot and createDone is closed when that Create returns.
+	creating   bool
+	cancelBoot context.CancelFunc
+	createDone chan struct{}
+	// shutdown is set by Shutdown with Now: Create is refused after it, and
+	// a boot that ends after it is torn down.
+	shutdown bool
+	// flushTimeout bounds the send of the queued events at shutdown.
+	flushTimeout time.Duration
 }
 
 var _ taskAPI.TaskService = (*Service)(nil)
@@ -146,7 +162,7 @@ func NewService(ctx context.Context, cfg Config) *Service {
 	if cfg.KillGrace <= 0 {
 		cfg.KillGrace = KillGrace
 	}
-	return &Service{cfg: cfg, execs: map[string]*process{},
+	return &Service{cfg: cfg, execs: map[string]*process{}, flushTimeout: FlushTimeout,
 		events: &eventQueue{pub: cfg.Publisher, ctx: ctx, log: cfg.Log}}
 }
 
@@ -178,6 +194,9 @@ func errf(class error, format string, a ...any) error {
 
 // get returns the process id/execID names; s.mu held.
 func (s *Service) get(id, execID string) (*process, error) {
+	if s.creating && id == s.id {
+		return nil, errf(errdefs.ErrFailedPrecondition, "task %q is being created", id)
+	}
 	if s.init == nil || id != s.id || s.deleted {
 		return nil, errf(errdefs.ErrNotFound, "task %q", id)
 	}
@@ -191,20 +210,46 @@ func (s *Service) get(id, execID string) (*process, error) {
 	return p, nil
 }
 
-// Create boots the task's VM; the process starts in Start.
+// Create boots the task's VM; the process starts in Start. The boot runs
+// outside the lock, as Start asks the agent outside it: calls about the
+// task meanwhile are refused as premature (it is being created), and the
+// others are answered.
 func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *taskAPI.CreateTaskResponse, retErr error) {
 	steps := agentvm.NewSteps(s.cfg.Log, "shim: create")
 	if !s.cfg.Begun.IsZero() {
 		s.cfg.Log.Debug("shim: create called", "since_process_begun", time.Since(s.cfg.Begun).Round(time.Millisecond))
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.init != nil {
-		return nil, errf(errdefs.ErrAlreadyExists, "task %q: this shim already has task %q", r.ID, s.id)
-	}
 	if r.Checkpoint != "" {
 		return nil, errf(errdefs.ErrNotImplemented, "task %q: restoring a checkpoint", r.ID)
 	}
+	if _, err := machineName(s.cfg.Namespace, r.ID); err != nil {
+		return nil, errf(errdefs.ErrInvalidArgument, "task %q: %v", r.ID, err)
+	}
+	bctx, cancel := context.WithTimeout(ctx, BootTimeout)
+	defer cancel()
+	s.mu.Lock()
+	if s.init != nil || s.creating {
+		other := s.id
+		s.mu.Unlock()
+		return nil, errf(errdefs.ErrAlreadyExists, "task %q: this shim already has task %q", r.ID, other)
+	}
+	if s.shutdown {
+		s.mu.Unlock()
+		return nil, errf(errdefs.ErrFailedPrecondition, "task %q: the shim is shutting down", r.ID)
+	}
+	done := make(chan struct{})
+	s.creating, s.id, s.cancelBoot, s.createDone = true, r.ID, cancel, done
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		s.creating, s.cancelBoot = false, nil
+		if s.init == nil {
+			s.id = ""
+		}
+		close(done)
+		s.mu.Unlock()
+	}()
+
 	opts, err := optionsFrom(r.Options, s.cfg.Lookup)
 	if err != nil {
 		return nil, errf(errdefs.ErrInvalidArgument, "task %q: %v", r.ID, err)
@@ -254,15 +299,25 @@ func (s *Service) Create(ctx context.Context, r *taskAPI.CreateTaskRequest) (_ *
 		return nil, errdefs.ToGRPC(err)
 	}
 	steps.Step("stdio opened")
-	bctx, cancel := context.WithTimeout(ctx, BootTimeout)
-	defer cancel()
 	vm, err := s.cfg.Launch(bctx, LaunchRequest{Namespace: s.cfg.Namespace, ID: r.ID, Plan: plan, Options: opts})
 	if err != nil {
 		pio.Close()
 		return nil, errdefs.ToGRPC(fmt.Errorf("shim: task %q: booting the VM: %w", r.ID, err))
 	}
 	steps.Step("VM started")
-	s.id, s.bundle, s.vm = r.ID, r.Bundle, vm
+	s.mu.Lock()
+	if s.shutdown {
+		// Shutdown came during the boot and waits for this teardown.
+		s.mu.Unlock()
+		pio.Close()
+		if err := vm.Close(); err != nil {
+			s.cfg.Log.Warn("shim: releasing the VM", "task", r.ID, "err", err)
+		}
+		return nil, errf(errdefs.ErrAborted, "task %q: the shim shut down while its VM booted", r.ID)
+	}
+	defer s.mu.Unlock()
+	s.creating, s.cancelBoot = false, nil
+	s.bundle, s.vm = r.Bundle, vm
 	if len(r.Rootfs) > 0 {
 		s.mounted = rootfs
 	}
@@ -620,21 +675,38 @@ func (s *Service) Connect(ctx context.Context, r *taskAPI.ConnectRequest) (*task
 	return resp, nil
 }
 
-// Shutdown ends the shim when it has no task left.
+// Shutdown ends the shim when it has no task left; with Now it stops the
+// task's VM first (a VM still booting in Create is cancelled, and torn
+// down if it came up, before the shim ends). The queued events are sent
+// by the shutdown callback CloseOnShutdown registers, once, however the
+// shim is shut down.
 func (s *Service) Shutdown(ctx context.Context, r *taskAPI.ShutdownRequest) (*emptypb.Empty, error) {
 	s.mu.Lock()
-	busy := s.init != nil && !s.deleted
-	s.mu.Unlock()
+	busy := s.init != nil && !s.deleted || s.creating
 	if busy && !r.Now {
+		s.mu.Unlock()
 		return &emptypb.Empty{}, nil
 	}
-	if busy {
-		s.vm.Kill()
+	s.shutdown = true
+	var vm VM
+	if s.init != nil && !s.deleted {
+		vm = s.vm
 	}
-	// The queued events (TaskExit, TaskDelete) must reach containerd
-	// before the shim exits.
-	if !s.events.flush(FlushTimeout) {
-		s.cfg.Log.Warn("shim: events not sent before shutting down", "timeout", FlushTimeout)
+	cancelBoot, createDone := s.cancelBoot, s.createDone
+	if !s.creating {
+		createDone = nil
+	}
+	s.mu.Unlock()
+	if createDone != nil {
+		cancelBoot()
+		select {
+		case <-createDone:
+		case <-time.After(2 * CloseTimeout):
+			s.cfg.Log.Warn("shim: the VM Create was booting did not stop in time", "task", r.ID, "timeout", 2*CloseTimeout)
+		}
+	}
+	if vm != nil {
+		vm.Kill()
 	}
 	if !s.cfg.Begun.IsZero() {
 		s.cfg.Log.Debug("shim: shutting down", "since_process_begun", time.Since(s.cfg.Begun).Round(time.Millisecond))

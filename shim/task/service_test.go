@@ -301,6 +301,14 @@ func TestBadSpecAndLaunchFailure(t *testing.T) {
 	}
 	_, err = h.svc.State(context.Background(), &taskAPI.StateRequest{ID: "t1"})
 	wantErr(t, "State after a failed Create", err, errdefs.IsNotFound)
+
+	// An id that is no containerd identifier fails before anything boots.
+	h = newHarness(t, testSpec)
+	_, err = h.svc.Create(context.Background(), &taskAPI.CreateTaskRequest{ID: "a b", Bundle: h.bundle})
+	wantErr(t, "Create with a bad id", err, errdefs.IsInvalidArgument)
+	if len(h.launched) != 0 {
+		t.Errorf("launched %d VMs for a bad id", len(h.launched))
+	}
 }
 
 func TestRootfsMountedAndUnmounted(t *testing.T) {
@@ -807,5 +815,164 @@ func TestExecStartedAsInitEnds(t *testing.T) {
 	e := h.vm.proc(1)
 	if got := e.gotSignals(); !reflect.DeepEqual(got, []sigRec{{syscall.SIGKILL, true}}) {
 		t.Errorf("the late exec got %v, want a SIGKILL to its group", got)
+	}
+}
+
+// gateLaunch makes h's Launch signal entered and wait for gate (or, with
+// honourCancel, the boot's cancellation) before it returns h's VM.
+func (h *harness) gateLaunch(honourCancel bool) (entered chan struct{}, gate chan struct{}) {
+	entered, gate = make(chan struct{}, 1), make(chan struct{})
+	h.svc.cfg.Launch = func(ctx context.Context, req LaunchRequest) (VM, error) {
+		entered <- struct{}{}
+		if honourCancel {
+			select {
+			case <-gate:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		} else {
+			<-gate
+		}
+		return h.vm, nil
+	}
+	return entered, gate
+}
+
+// within runs f and fails the test if it has not returned in 5 s.
+func within(t *testing.T, what string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatalf("%s blocked while Create booted the VM", what)
+	}
+}
+
+// TestSlowBootHoldsNothingUp: while Create boots the VM, Connect, State,
+// Kill, Delete, a second Create and Shutdown answer at once: calls about
+// the task are refused as premature, and Shutdown keeps the shim.
+func TestSlowBootHoldsNothingUp(t *testing.T) {
+	h := newHarness(t, testSpec)
+	entered, gate := h.gateLaunch(false)
+	ctx := context.Background()
+	created := make(chan error, 1)
+	go func() {
+		_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "t1", Bundle: h.bundle})
+		created <- err
+	}()
+	<-entered
+	defer func() {
+		select {
+		case <-gate:
+		default:
+			close(gate) // let a blocked call end
+		}
+	}()
+	within(t, "Connect", func() {
+		c, err := h.svc.Connect(ctx, &taskAPI.ConnectRequest{ID: "t1"})
+		if err != nil || c.ShimPid != uint32(os.Getpid()) || c.TaskPid != 0 {
+			t.Errorf("Connect: %v %v", c, err)
+		}
+	})
+	within(t, "State", func() {
+		_, err := h.svc.State(ctx, &taskAPI.StateRequest{ID: "t1"})
+		wantErr(t, "State while creating", err, errdefs.IsFailedPrecondition)
+	})
+	within(t, "Kill", func() {
+		_, err := h.svc.Kill(ctx, &taskAPI.KillRequest{ID: "t1", Signal: 9})
+		wantErr(t, "Kill while creating", err, errdefs.IsFailedPrecondition)
+	})
+	within(t, "Delete", func() {
+		_, err := h.svc.Delete(ctx, &taskAPI.DeleteRequest{ID: "t1"})
+		wantErr(t, "Delete while creating", err, errdefs.IsFailedPrecondition)
+	})
+	within(t, "second Create", func() {
+		_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "t2", Bundle: h.bundle})
+		wantErr(t, "second Create while creating", err, errdefs.IsAlreadyExists)
+	})
+	within(t, "Shutdown", func() {
+		h.svc.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "t1"})
+	})
+	h.mu.Lock()
+	n := h.shutdown
+	h.mu.Unlock()
+	if n != 0 {
+		t.Error("Shutdown ended the shim while its task was being created")
+	}
+	close(gate)
+	if err := <-created; err != nil {
+		t.Fatalf("Create: %v", err)
+	}
+	if st := h.state(""); st.Status != task.Status_CREATED {
+		t.Errorf("state after Create: %v", st.Status)
+	}
+	if h.vm.closed != 0 || h.vm.killed != 0 {
+		t.Errorf("VM closed %d, killed %d times", h.vm.closed, h.vm.killed)
+	}
+}
+
+// TestShutdownNowDuringCreate: Shutdown with Now while Create boots
+// cancels the boot, or, when the VM comes up anyway, has Create close it
+// (which removes its inventory entry) and fail; Shutdown returns, and
+// ends the shim, only once Create has, and a later Create is refused.
+func TestShutdownNowDuringCreate(t *testing.T) {
+	for _, honour := range []bool{true, false} {
+		name := "boot cancelled"
+		if !honour {
+			name = "boot ends anyway"
+		}
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, testSpec)
+			entered, gate := h.gateLaunch(honour)
+			ctx := context.Background()
+			created := make(chan error, 1)
+			go func() {
+				_, err := h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "t1", Bundle: h.bundle})
+				created <- err
+			}()
+			<-entered
+			shut := make(chan struct{})
+			go func() {
+				h.svc.Shutdown(ctx, &taskAPI.ShutdownRequest{ID: "t1", Now: true})
+				close(shut)
+			}()
+			if !honour {
+				select {
+				case <-shut:
+					t.Fatal("Shutdown returned with the VM still booting")
+				case <-time.After(50 * time.Millisecond):
+				}
+				close(gate)
+			}
+			var err error
+			select {
+			case err = <-created:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Create did not end")
+			}
+			if err == nil {
+				t.Fatal("Create succeeded after Shutdown")
+			}
+			select {
+			case <-shut:
+			case <-time.After(5 * time.Second):
+				t.Fatal("Shutdown did not end")
+			}
+			h.mu.Lock()
+			n := h.shutdown
+			h.mu.Unlock()
+			if n != 1 {
+				t.Errorf("shim shut down %d times", n)
+			}
+			if !honour && h.vm.closed != 1 {
+				t.Errorf("the VM that came up was closed %d times, want 1", h.vm.closed)
+			}
+			_, err = h.svc.State(ctx, &taskAPI.StateRequest{ID: "t1"})
+			wantErr(t, "State after the aborted Create", err, errdefs.IsNotFound)
+			_, err = h.svc.Create(ctx, &taskAPI.CreateTaskRequest{ID: "t1", Bundle: h.bundle})
+			wantErr(t, "Create after Shutdown", err, errdefs.IsFailedPrecondition)
+		})
 	}
 }

@@ -20,8 +20,6 @@ type VM interface {
 	Close() error
 	// Kill stops the machine at once (a stuck guest).
 	Kill() error
-	// Done is closed when the machine has ended.
-	Done() <-chan struct{}
 	// Pause freezes the machine (vCPUs and devices) until Resume; ctx
 	// bounds the wait for the vCPUs to stop.
 	Pause(ctx context.Context) error
