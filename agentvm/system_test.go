@@ -88,7 +88,7 @@ func TestWarmPlanSystem(t *testing.T) {
 	if p.mc.Shares[0] != (corral.Share{Path: dir, Tag: rootTag}) {
 		t.Errorf("root share %+v, want read-write", p.mc.Shares[0])
 	}
-	if p.mc.Cmdline != "console=ttyS0 corral.setup=deferred" {
+	if p.mc.Cmdline != "tsc=nowatchdog console=ttyS0 corral.setup=deferred" {
 		t.Errorf("cmdline %q: the host name and tmpfs belong in Setup, after the snapshot", p.mc.Cmdline)
 	}
 	// Only the root's mode changes the key; host name and tmpfs do not.

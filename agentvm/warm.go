@@ -222,9 +222,19 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 		return nil, err
 	}
 	p.setup.Hostname, p.setup.Tmpfs = sys.Hostname, sys.Tmpfs
-	p.mc.Cmdline = appendCmdline(p.mc.Cmdline, agent.SetupPrefix+agent.SetupDeferred)
+	p.mc.Cmdline = appendCmdline(warmKernelParams+" "+p.mc.Cmdline, agent.SetupPrefix+agent.SetupDeferred)
 	return p, nil
 }
+
+// warmKernelParams go first on a warm machine's command line (before any
+// "--" of the caller's). tsc=nowatchdog: a restored guest's clocksource
+// watchdog sees the restore's gap between the TSC and kvmclock and prints
+// "clocksource: Long readout interval" (or, for a gap under a second,
+// marks the TSC unstable) on every restore; the line cost a warm exec
+// ~130 emulated UART exits under TCG. Linux already turns that watchdog
+// off where the TSC is invariant and has TSC_ADJUST; no other clocksource
+// is watched. Part of the cache key, as the whole command line is.
+const warmKernelParams = "tsc=nowatchdog"
 
 // warmInputs is everything that makes one warm snapshot differ from
 // another; its SHA-256 is the cache key.

@@ -183,7 +183,7 @@ func TestWarmPlan(t *testing.T) {
 	if fmt.Sprint(p.mc.Shares) != fmt.Sprint(want) {
 		t.Errorf("shares %+v\nwant %+v", p.mc.Shares, want)
 	}
-	if p.mc.Cmdline != "console=ttyS0 corral.setup=deferred" || p.mc.Vsock == nil {
+	if p.mc.Cmdline != "tsc=nowatchdog console=ttyS0 corral.setup=deferred" || p.mc.Vsock == nil {
 		t.Errorf("cmdline %q, vsock %v", p.mc.Cmdline, p.mc.Vsock)
 	}
 	if p.setup.Root != "9p:corral-root" || fmt.Sprint(p.setup.Shares) != fmt.Sprint([]string{"corral-share0:/a", "corral-share1:" + b + ":ro"}) {
