@@ -88,6 +88,9 @@ type sysOps interface {
 	Chroot(dir string) error
 	// XattrProbe sets and removes a trusted.* attribute on dir.
 	XattrProbe(dir string) error
+	// Opaque marks dir, in an overlay's upper layer, opaque: the overlay
+	// does not look below it.
+	Opaque(dir string) error
 	Sethostname(name string) error
 }
 
@@ -98,6 +101,10 @@ func (realOps) XattrProbe(dir string) error {
 		return err
 	}
 	return unix.Removexattr(dir, "trusted.corral.probe")
+}
+
+func (realOps) Opaque(dir string) error {
+	return unix.Setxattr(dir, "trusted.overlay.opaque", []byte("y"), 0)
 }
 
 func (realOps) Mount(source, target, fstype string, flags uintptr, data string) error {
@@ -356,6 +363,22 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 	if err := s.sys.XattrProbe(rw + "/upper"); errors.Is(err, unix.EOPNOTSUPP) {
 		// The overlay works, but cannot mark directories opaque.
 		s.log.Warn("agent: the root's tmpfs has no trusted.* xattrs (kernel needs CONFIG_TMPFS_XATTR): re-creating a directory of the lower layer after removing it fails with EIO")
+	} else if err == nil {
+		// The api mounts' mount points are opaque directories of the
+		// upper layer, so the overlay never looks them up in the lower
+		// one, whose content there the mounts hide anyway: on a 9p
+		// lower layer each lookup was a Twalk and a Tgetattr, 10 round
+		// trips per root switch. A host whose /tmp or /run is a
+		// symbolic link no longer fails the switch.
+		for _, m := range api {
+			d := rw + "/upper" + m.target
+			if err := s.sys.Mkdir(d, m.mode, true); err != nil {
+				return fmt.Errorf("switching root: %w", err)
+			}
+			if err := s.sys.Opaque(d); err != nil {
+				return fmt.Errorf("switching root: marking %s opaque: %w", d, err)
+			}
+		}
 	}
 	ov := mount{source: "overlay", target: newRoot, fstype: "overlay", mode: 0o755, what: "the root's overlay",
 		data: "lowerdir=" + lower + ",upperdir=" + rw + "/upper,workdir=" + rw + "/work"}

@@ -207,6 +207,14 @@ func rootSwitchChildMain(t *testing.T, dir string, deferred bool) {
 	} else {
 		unix.Close(fd)
 	}
+	// The api mounts sit on opaque directories of the upper layer.
+	for _, m := range api {
+		var v [1]byte
+		p := fmt.Sprintf("/proc/self/fd/%d/rw/upper%s", stagingDir.Fd(), m.target)
+		if n, err := unix.Getxattr(p, "trusted.overlay.opaque", v[:]); err != nil || n != 1 || v[0] != 'y' {
+			t.Errorf("%s in the upper layer: opaque %q, %v", m.target, v[:max(n, 0)], err)
+		}
+	}
 	if _, err := os.Stat(filepath.Join(dir, "lower")); err == nil {
 		t.Errorf("the host's %s is visible from the new root", dir)
 	}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,6 +57,11 @@ func (r *recOps) XattrProbe(dir string) error {
 	return r.fail["xattr "+dir]
 }
 
+func (r *recOps) Opaque(dir string) error {
+	r.calls = append(r.calls, "opaque "+dir)
+	return r.fail["opaque "+dir]
+}
+
 func (r *recOps) Chroot(dir string) error {
 	r.calls = append(r.calls, "chroot "+dir)
 	return r.fail["chroot "+dir]
@@ -70,7 +76,7 @@ func (r *recOps) Sethostname(name string) error {
 func (r *recOps) mounts() []string {
 	var out []string
 	for _, c := range r.calls {
-		if !strings.HasPrefix(c, "mkdir ") && !strings.HasPrefix(c, "xattr ") {
+		if !strings.HasPrefix(c, "mkdir ") && !strings.HasPrefix(c, "xattr ") && !strings.HasPrefix(c, "opaque ") {
 			out = append(out, c)
 		}
 	}
@@ -125,6 +131,16 @@ func TestSwitchRootPlan(t *testing.T) {
 	for _, dir := range []string{"/st/rw/upper", "/st/rw/work", "/st/root/tmp", "/mnt/a/b"} {
 		if !slicesContainsPrefix(r.calls, "mkdir "+dir+" ") {
 			t.Errorf("no mkdir %s in %q", dir, r.calls)
+		}
+	}
+	// The api mounts' mount points are opaque in the upper layer, made
+	// before the overlay is mounted: no lookups of them in the lower one.
+	ov := slices.Index(r.calls, want[2])
+	for _, d := range []string{"/proc", "/sys", "/dev", "/tmp", "/run"} {
+		mk := slices.IndexFunc(r.calls, func(c string) bool { return strings.HasPrefix(c, "mkdir /st/rw/upper"+d+" ") })
+		op := slices.Index(r.calls, "opaque /st/rw/upper"+d)
+		if mk < 0 || op < mk || op > ov {
+			t.Errorf("%s: mkdir at %d, opaque at %d, overlay mounted at %d; want both before the mount:\n%s", d, mk, op, ov, strings.Join(r.calls, "\n"))
 		}
 	}
 }
