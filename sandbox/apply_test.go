@@ -23,7 +23,9 @@ import (
 const childEnv = "CORRAL_SANDBOX_TEST_CHILD"
 
 func TestMain(m *testing.M) {
-	if what := os.Getenv(childEnv); what != "" {
+	if what := os.Getenv(childEnv); what == "steps" {
+		os.Exit(stepsChild())
+	} else if what != "" {
 		os.Exit(child(what))
 	}
 	os.Exit(m.Run())
@@ -88,7 +90,7 @@ func child(what string) int {
 	return 4
 }
 
-func childCmd(t *testing.T, what string, env ...string) *exec.Cmd {
+func childCmd(t testing.TB, what string, env ...string) *exec.Cmd {
 	dir := t.TempDir()
 	if err := os.Mkdir(filepath.Join(dir, "allowed"), 0o755); err != nil {
 		t.Fatal(err)

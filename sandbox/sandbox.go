@@ -81,6 +81,12 @@ func DefaultIoctls() []Ioctl {
 // and the process dies of SIGSYS. An error leaves the process partly
 // confined; the caller should exit.
 func Apply(p Policy) (Report, error) {
+	return apply(p, func(string) {})
+}
+
+// apply is Apply; mark is called as each step ends, with its name, so a
+// test can time the steps.
+func apply(p Policy, mark func(step string)) (Report, error) {
 	log := p.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -89,10 +95,12 @@ func Apply(p Policy) (Report, error) {
 	// Files the standard library opens lazily, on first use, are opened
 	// now, while Landlock and seccomp still allow it.
 	time.Now().Local().Zone()
+	mark("zone")
 
 	if err := setNoNewPrivs(); err != nil {
 		return rep, err
 	}
+	mark("no_new_privs")
 	if p.NoLandlock {
 		rep.LandlockSkip = "turned off"
 	} else {
@@ -106,17 +114,20 @@ func Apply(p Policy) (Report, error) {
 		default:
 			rep.Landlock = abi
 		}
+		mark("landlock")
 	}
 	if p.User != nil {
 		if err := switchUser(*p.User); err != nil {
 			return rep, err
 		}
+		mark("user")
 	}
 	if !p.KeepCaps {
 		if err := dropCapabilities(); err != nil {
 			return rep, err
 		}
 		rep.CapsDropped = true
+		mark("caps")
 	}
 	if p.Seccomp != SeccompOff {
 		ioctls := p.Ioctls
@@ -127,12 +138,14 @@ func Apply(p Policy) (Report, error) {
 		if err != nil {
 			return rep, err
 		}
+		mark("program")
 		if err := installSIGSYSHandler(); err != nil {
 			return rep, err
 		}
 		if err := installFilter(prog); err != nil {
 			return rep, err
 		}
+		mark("seccomp")
 	}
 	log.Info("sandbox.applied", "seccomp", p.Seccomp.String(), "landlock_abi", rep.Landlock,
 		"caps_dropped", rep.CapsDropped, "user", userString(p.User))
