@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // childEnv makes the test binary a child that applies a policy and then
@@ -38,6 +40,14 @@ func child(what string) int {
 	// A cgo binary (go test -race) cannot drop capabilities on every thread.
 	p := Policy{ReadPaths: []string{filepath.Join(dir, "allowed"), "/proc/self", "/proc/sys/kernel/random/boot_id"},
 		KeepCaps: !AllThreadsSupported()}
+	if os.Getenv("NO_SYS_ADMIN") != "" {
+		// As a process without CAP_SYS_ADMIN: Landlock then needs
+		// no_new_privs on every thread before it.
+		if err := dropSysAdmin(); err != nil {
+			fmt.Fprintln(os.Stderr, "drop CAP_SYS_ADMIN:", err)
+			return 2
+		}
+	}
 	rep, err := Apply(p)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "apply:", err)
@@ -135,7 +145,19 @@ func TestForbiddenCallIsNamed(t *testing.T) {
 // After Apply every thread shows Seccomp 2, NoNewPrivs 1 and no
 // capabilities, the runtime keeps working, and Landlock confines opens.
 func TestEveryThreadConfined(t *testing.T) {
-	cmd := childCmd(t, "hold")
+	t.Run("default", func(t *testing.T) { testEveryThreadConfined(t) })
+	// Without CAP_SYS_ADMIN, Landlock needs no_new_privs on every thread
+	// first, though seccomp's TSYNC would set it later.
+	t.Run("no-CAP_SYS_ADMIN", func(t *testing.T) {
+		if !AllThreadsSupported() || !hasCap(unix.CAP_SYS_ADMIN) {
+			t.Skip("needs CAP_SYS_ADMIN to drop and a binary without cgo")
+		}
+		testEveryThreadConfined(t, "NO_SYS_ADMIN=1")
+	})
+}
+
+func testEveryThreadConfined(t *testing.T, env ...string) {
+	cmd := childCmd(t, "hold", env...)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -33,12 +33,21 @@ func allThreads(what string, trap, a1, a2, a3 uintptr) error {
 func setNoNewPrivs() error {
 	err := allThreads("prctl PR_SET_NO_NEW_PRIVS", unix.SYS_PRCTL, unix.PR_SET_NO_NEW_PRIVS, 1, 0)
 	if errors.Is(err, ErrAllThreads) {
-		if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
-			return fmt.Errorf("sandbox: prctl PR_SET_NO_NEW_PRIVS: %w", err)
-		}
-		return nil
+		return setNoNewPrivsHere()
 	}
 	return err
+}
+
+// setNoNewPrivsHere sets no_new_privs on the calling thread only: enough
+// when a seccomp filter follows, since TSYNC sets no_new_privs on every
+// thread it synchronizes when the caller has it (kernel/seccomp.c,
+// seccomp_sync_threads), and it saves a stop-the-world pass over every
+// thread.
+func setNoNewPrivsHere() error {
+	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
+		return fmt.Errorf("sandbox: prctl PR_SET_NO_NEW_PRIVS: %w", err)
+	}
+	return nil
 }
 
 // User is the unprivileged identity to switch to.

@@ -114,5 +114,14 @@ func applyLandlock(read, write []string) (int, error) {
 			return abi, err
 		}
 	}
-	return abi, allThreads("landlock_restrict_self", unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rs), 0, 0)
+	err = allThreads("landlock_restrict_self", unix.SYS_LANDLOCK_RESTRICT_SELF, uintptr(rs), 0, 0)
+	if errors.Is(err, unix.EPERM) {
+		// The calling thread failed first, so no thread is restricted.
+		return abi, fmt.Errorf("%w: %w", errLandlockNeedsNNP, unix.EPERM)
+	}
+	return abi, err
 }
+
+// errLandlockNeedsNNP is applyLandlock's error when the threads have
+// neither no_new_privs nor CAP_SYS_ADMIN; no thread was restricted.
+var errLandlockNeedsNNP = errors.New("sandbox: landlock_restrict_self needs no_new_privs or CAP_SYS_ADMIN")

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,7 +75,8 @@ func DefaultIoctls() []Ioctl {
 }
 
 // Apply confines the calling process, in this order: no_new_privs on
-// every thread, Landlock (skipped with Report.LandlockSkip when the kernel
+// every thread (with seccomp on: after Landlock, on this thread, for TSYNC
+// to copy), Landlock (skipped with Report.LandlockSkip when the kernel
 // lacks it), the user switch, the capability drop, then the seccomp filter
 // synchronized to every thread (TSYNC). A forbidden call afterwards prints
 // "corral: seccomp: forbidden system call NAME (NR), args ..." on stderr
@@ -97,14 +99,33 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 	time.Now().Local().Zone()
 	mark("zone")
 
-	if err := setNoNewPrivs(); err != nil {
-		return rep, err
+	// no_new_privs must end up on every thread. Without a filter that
+	// takes one stop-the-world pass now; with one, seccomp's TSYNC copies
+	// it from the installing thread to every other (kernel/seccomp.c,
+	// seccomp_sync_threads), so it goes on this thread only, held until
+	// the filter is in.
+	nnpAll := p.Seccomp == SeccompOff
+	if nnpAll {
+		if err := setNoNewPrivs(); err != nil {
+			return rep, err
+		}
+	} else {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 	}
 	mark("no_new_privs")
 	if p.NoLandlock {
 		rep.LandlockSkip = "turned off"
 	} else {
 		abi, err := applyLandlock(p.ReadPaths, p.WritePaths)
+		if errors.Is(err, errLandlockNeedsNNP) && !nnpAll {
+			// Each thread's landlock_restrict_self needs no_new_privs or
+			// CAP_SYS_ADMIN; this process lacks the capability.
+			if err = setNoNewPrivs(); err == nil {
+				nnpAll = true // and not again below
+				abi, err = applyLandlock(p.ReadPaths, p.WritePaths)
+			}
+		}
 		switch {
 		case errors.Is(err, ErrNoLandlock), errors.Is(err, ErrAllThreads):
 			rep.LandlockSkip = err.Error()
@@ -115,6 +136,16 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 			rep.Landlock = abi
 		}
 		mark("landlock")
+	}
+	if !nnpAll {
+		// After Landlock: with no_new_privs on only some threads, a
+		// process without CAP_SYS_ADMIN would pass landlock_restrict_self
+		// on this thread and fail it on the others, which the runtime
+		// cannot undo.
+		if err := setNoNewPrivsHere(); err != nil {
+			return rep, err
+		}
+		mark("no_new_privs_here")
 	}
 	if p.User != nil {
 		if err := switchUser(*p.User); err != nil {
