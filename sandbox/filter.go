@@ -42,6 +42,14 @@ func (m SeccompMode) String() string {
 	return fmt.Sprintf("SeccompMode(%d)", int(m))
 }
 
+// denyAction is the filter's return for a call off the allow-list.
+func (m SeccompMode) denyAction() uint32 {
+	if m == SeccompLog {
+		return unix.SECCOMP_RET_LOG
+	}
+	return unix.SECCOMP_RET_TRAP
+}
+
 // ParseSeccompMode parses --seccomp's on, log or off.
 func ParseSeccompMode(s string) (SeccompMode, error) {
 	for _, m := range []SeccompMode{SeccompEnforce, SeccompLog, SeccompOff} {
@@ -95,10 +103,7 @@ func SyscallName(nr int) string {
 // Program returns the seccomp BPF program for f: the architecture check,
 // then allowList in order, then the deny action.
 func (f Filter) Program() ([]bpf.RawInstruction, error) {
-	deny := uint32(unix.SECCOMP_RET_TRAP)
-	if f.Mode == SeccompLog {
-		deny = unix.SECCOMP_RET_LOG
-	}
+	deny := f.Mode.denyAction()
 	const allow = unix.SECCOMP_RET_ALLOW
 	prog := []bpf.Instruction{
 		bpf.LoadAbsolute{Off: offArch, Size: 4},

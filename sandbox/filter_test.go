@@ -4,6 +4,8 @@ package sandbox
 
 import (
 	"encoding/binary"
+	"os"
+	"slices"
 	"testing"
 
 	"golang.org/x/net/bpf"
@@ -174,5 +176,22 @@ func TestParseSeccompMode(t *testing.T) {
 	}
 	if _, err := ParseSeccompMode("yes"); err == nil {
 		t.Error("ParseSeccompMode(yes) accepted")
+	}
+}
+
+// The generated default program (program_linux_amd64.go) is what Program
+// makes now, whatever the pid and mode: regenerate it with go generate
+// ./sandbox when this fails.
+func TestDefaultProgramCurrent(t *testing.T) {
+	for _, mode := range []SeccompMode{SeccompEnforce, SeccompLog} {
+		for _, pid := range []int{1, 2, 4242, os.Getpid(), 1<<22 - 1, 0x7fffffff} {
+			want, err := Filter{Mode: mode, Ioctls: DefaultIoctls(), PID: pid}.Program()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := defaultProgram(mode, pid); !slices.Equal(got, want) {
+				t.Fatalf("mode %v pid %d: the generated program (%d instructions) is not Program's (%d): run go generate ./sandbox", mode, pid, len(got), len(want))
+			}
+		}
 	}
 }

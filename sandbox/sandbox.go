@@ -161,13 +161,13 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 		mark("caps")
 	}
 	if p.Seccomp != SeccompOff {
-		ioctls := p.Ioctls
-		if ioctls == nil {
-			ioctls = DefaultIoctls()
-		}
-		prog, err := Filter{Mode: p.Seccomp, Ioctls: ioctls, PID: os.Getpid()}.Program()
-		if err != nil {
-			return rep, err
+		prog := defaultProgram(p.Seccomp, os.Getpid())
+		if p.Ioctls != nil {
+			var err error
+			prog, err = Filter{Mode: p.Seccomp, Ioctls: p.Ioctls, PID: os.Getpid()}.Program()
+			if err != nil {
+				return rep, err
+			}
 		}
 		mark("program")
 		if err := installSIGSYSHandler(); err != nil {
