@@ -93,6 +93,7 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	start := time.Now()
 	rep := Report{Seccomp: p.Seccomp}
 	// Files the standard library opens lazily, on first use, are opened
 	// now, while Landlock and seccomp still allow it.
@@ -179,7 +180,7 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 		mark("seccomp")
 	}
 	log.Info("sandbox.applied", "seccomp", p.Seccomp.String(), "landlock_abi", rep.Landlock,
-		"caps_dropped", rep.CapsDropped, "user", userString(p.User))
+		"caps_dropped", rep.CapsDropped, "user", userString(p.User), "took", time.Since(start))
 	return rep, nil
 }
 

@@ -264,3 +264,70 @@ func BenchmarkRunHelloSandbox(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRunHelloSandboxLayers runs hello (as BenchmarkRunHelloSandbox)
+// with every layer off, each layer alone and all of them, the variants
+// taking turns within each op so that drift in the host's load falls on
+// all alike. It reports each variant's mean start-to-exit time in ms and
+// the mean time sandbox.Apply itself took in the confined run (from its
+// log line's took=).
+func BenchmarkRunHelloSandboxLayers(b *testing.B) {
+	testenv.MustHaveKVM(b)
+	hello := guests.BuildT(b, "hello")
+	variants := []struct {
+		name  string
+		flags []string
+	}{
+		{"off", []string{"--seccomp=off", "--landlock=off", "--caps=keep"}},
+		{"seccomp", []string{"--seccomp=on", "--landlock=off", "--caps=keep"}},
+		{"landlock", []string{"--seccomp=off", "--landlock=on", "--caps=keep"}},
+		{"caps", []string{"--seccomp=off", "--landlock=off", "--caps=drop"}},
+		{"confined", []string{"--seccomp=on"}},
+	}
+	sums := make([]time.Duration, len(variants))
+	var applied time.Duration
+	n := 0
+	for b.Loop() {
+		for j := range variants {
+			v := variants[(j+n)%len(variants)]
+			args := append([]string{"run", "--kernel", hello, "--cmdline", "exit=7", "--memory", "64M", "--log=info"}, v.flags...)
+			cmd := sandboxedCorral(b, args...)
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			sums[(j+n)%len(variants)] += time.Since(start)
+			if exitOf(err) != 7 {
+				b.Fatalf("%s: exit %v: %s", v.name, err, out)
+			}
+			if v.name == "confined" {
+				took, ok := appliedTook(out)
+				if !ok {
+					b.Fatalf("no sandbox.applied took= in:\n%s", out)
+				}
+				applied += took
+			}
+		}
+		n++
+	}
+	for i, v := range variants {
+		b.ReportMetric(float64(sums[i].Microseconds())/1e3/float64(n), v.name+"-ms")
+	}
+	b.ReportMetric(float64(applied.Microseconds())/1e3/float64(n), "apply-ms")
+	b.ReportMetric(0, "ns/op")
+}
+
+// appliedTook returns the took= of the sandbox.applied log line in out.
+func appliedTook(out []byte) (time.Duration, bool) {
+	for line := range strings.SplitSeq(string(out), "\n") {
+		if !strings.Contains(line, "sandbox.applied") {
+			continue
+		}
+		_, v, ok := strings.Cut(line, " took=")
+		if !ok {
+			return 0, false
+		}
+		v, _, _ = strings.Cut(v, " ")
+		d, err := time.ParseDuration(v)
+		return d, err == nil
+	}
+	return 0, false
+}
