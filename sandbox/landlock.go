@@ -5,7 +5,6 @@ package sandbox
 import (
 	"errors"
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -92,17 +91,19 @@ func applyLandlock(read, write []string) (int, error) {
 		return abi, err
 	}
 	defer unix.Close(rs)
+	// Raw calls: os.Stat and os.OpenFile would resolve each path twice
+	// and try to add the O_PATH descriptor to the poller.
 	add := func(p string, write bool) error {
-		st, err := os.Stat(p)
+		fd, err := unix.Open(p, unix.O_PATH|unix.O_CLOEXEC, 0)
 		if err != nil {
-			return fmt.Errorf("sandbox: landlock rule: %w", err)
+			return fmt.Errorf("sandbox: landlock rule: open %s: %w", p, err)
 		}
-		f, err := os.OpenFile(p, unix.O_PATH|unix.O_CLOEXEC, 0)
-		if err != nil {
-			return fmt.Errorf("sandbox: landlock rule: %w", err)
+		defer unix.Close(fd)
+		var st unix.Stat_t
+		if err := unix.Fstat(fd, &st); err != nil {
+			return fmt.Errorf("sandbox: landlock rule: stat %s: %w", p, err)
 		}
-		defer f.Close()
-		return addPathRule(rs, int(f.Fd()), pathRights(fs, write, st.IsDir()), p)
+		return addPathRule(rs, fd, pathRights(fs, write, st.Mode&unix.S_IFMT == unix.S_IFDIR), p)
 	}
 	for _, p := range read {
 		if err := add(p, false); err != nil {
