@@ -33,9 +33,10 @@ type rule struct {
 // allowList is THE list: every system call the VMM process may make after
 // setup, for the Go runtime and for Corral's devices. Everything else
 // (execve, ptrace, fork, mount, bpf, new TCP/UDP sockets, ...) is denied.
-// ioctl requests and the pid for kill come from the Filter. Hot calls come
-// first: the kernel caches the verdict of calls allowed whatever their
-// arguments, but ioctl (KVM_RUN) runs the program every time.
+// ioctl requests and the pid for kill come from the Filter. ioctl stays
+// first: the program tests the first rule before searching the rest by
+// number, and while the kernel caches the verdict of calls allowed
+// whatever their arguments, ioctl (KVM_RUN) runs the program every time.
 func allowList(f Filter) []rule {
 	ioctls := make([]uint32, len(f.Ioctls))
 	for i, io := range f.Ioctls {

@@ -195,3 +195,118 @@ func TestDefaultProgramCurrent(t *testing.T) {
 		}
 	}
 }
+
+// constPath returns how many instructions of raw run for call nr before a
+// return or a load of an argument: what the kernel emulates for every
+// number when it installs a filter, to cache the verdicts that do not
+// depend on arguments (seccomp_cache_prepare_bitmap).
+func constPath(t *testing.T, raw []bpf.RawInstruction, nr uint32) int {
+	t.Helper()
+	var a uint32
+	for pc, n := 0, 1; pc < len(raw); n++ {
+		in := raw[pc]
+		switch {
+		case in.Op == unix.BPF_LD|unix.BPF_W|unix.BPF_ABS && in.K == offNr:
+			a = nr
+		case in.Op == unix.BPF_LD|unix.BPF_W|unix.BPF_ABS && in.K == offArch:
+			a = unix.AUDIT_ARCH_X86_64
+		case in.Op&0x07 == unix.BPF_LD, in.Op&0x07 == unix.BPF_RET:
+			return n
+		case in.Op == unix.BPF_JMP|unix.BPF_JA:
+			pc += int(in.K)
+		case in.Op&0x07 == unix.BPF_JMP:
+			var taken bool
+			switch in.Op &^ 0x07 {
+			case unix.BPF_JEQ | unix.BPF_K:
+				taken = a == in.K
+			case unix.BPF_JGT | unix.BPF_K:
+				taken = a > in.K
+			case unix.BPF_JGE | unix.BPF_K:
+				taken = a >= in.K
+			case unix.BPF_JSET | unix.BPF_K:
+				taken = a&in.K != 0
+			default:
+				t.Fatalf("instruction %d: jump %#x", pc, in.Op)
+			}
+			if taken {
+				pc += int(in.Jt)
+			} else {
+				pc += int(in.Jf)
+			}
+		default:
+			t.Fatalf("instruction %d: op %#x", pc, in.Op)
+		}
+		pc++
+	}
+	t.Fatalf("call %d runs off the end of the program", nr)
+	return 0
+}
+
+// Every call number is decided (or reaches its argument check) within a
+// few instructions: the kernel runs the program for each of them when it
+// installs it, and a chain of the whole list made that a third of the
+// time Apply took.
+func TestFilterSearchIsShort(t *testing.T) {
+	raw, err := Filter{Ioctls: DefaultIoctls(), PID: 99}.Program()
+	if err != nil {
+		t.Fatal(err)
+	}
+	longest, total := 0, 0
+	for nr := range uint32(len(syscallNames) + 64) {
+		n := constPath(t, raw, nr)
+		longest, total = max(longest, n), total+n
+	}
+	t.Logf("%d instructions; longest path %d, mean %.1f", len(raw), longest, float64(total)/float64(len(syscallNames)+64))
+	if longest > 24 {
+		t.Errorf("a call number takes %d instructions to decide, want at most 24", longest)
+	}
+}
+
+// The program's verdict for every call number is the allow-list's, with
+// arguments each rule accepts and with arguments it refuses.
+func TestFilterMatchesList(t *testing.T) {
+	const pid = 77
+	f := Filter{Ioctls: DefaultIoctls(), PID: pid}
+	byNr := map[int]rule{}
+	numbers := syscallNumbers()
+	for _, r := range allowList(f) {
+		byNr[numbers[r.name]] = r
+	}
+	const allow, deny = unix.SECCOMP_RET_ALLOW, unix.SECCOMP_RET_TRAP
+	for nr := range len(syscallNames) + 64 {
+		r, ok := byNr[nr]
+		type try struct {
+			arg  uint32
+			want uint32
+		}
+		var tries []try
+		switch {
+		case !ok:
+			tries = []try{{0, deny}}
+		case r.op == anyArgs:
+			tries = []try{{0, allow}, {^uint32(0), allow}}
+		case r.op == errnoRet:
+			tries = []try{{0, unix.SECCOMP_RET_ERRNO | uint32(r.errno)}}
+		case r.op == argHas:
+			tries = []try{{r.mask, allow}, {0, deny}}
+		case r.op == argLacks:
+			tries = []try{{0, allow}, {r.mask, deny}}
+		case r.op == argIn:
+			for _, v := range r.vals {
+				tries = append(tries, try{v, allow})
+			}
+			if !slices.Contains(r.vals, 0xdead) {
+				tries = append(tries, try{0xdead, deny})
+			}
+		}
+		for _, c := range tries {
+			args := make([]uint64, 6)
+			if ok {
+				args[r.arg] = uint64(c.arg)
+			}
+			if got := runFilter(t, f, unix.AUDIT_ARCH_X86_64, nr, args...); got != c.want {
+				t.Errorf("%s with argument %#x: got %#x, want %#x", SyscallName(nr), c.arg, got, c.want)
+			}
+		}
+	}
+}
