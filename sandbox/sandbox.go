@@ -75,10 +75,11 @@ func DefaultIoctls() []Ioctl {
 }
 
 // Apply confines the calling process, in this order: no_new_privs on
-// every thread (with seccomp on: after Landlock, on this thread, for TSYNC
-// to copy), Landlock (skipped with Report.LandlockSkip when the kernel
-// lacks it), the user switch, the capability drop, then the seccomp filter
-// synchronized to every thread (TSYNC). A forbidden call afterwards prints
+// every thread (with seccomp on: just before the filter, on the thread
+// installing it, for TSYNC to copy), Landlock (skipped with
+// Report.LandlockSkip when the kernel lacks it), the user switch, the
+// capability drop, then the seccomp filter synchronized to every thread
+// (TSYNC). A forbidden call afterwards prints
 // "corral: seccomp: forbidden system call NAME (NR), args ..." on stderr
 // and the process dies of SIGSYS. An error leaves the process partly
 // confined; the caller should exit.
@@ -103,18 +104,14 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 	// no_new_privs must end up on every thread. Without a filter that
 	// takes one stop-the-world pass now; with one, seccomp's TSYNC copies
 	// it from the installing thread to every other (kernel/seccomp.c,
-	// seccomp_sync_threads), so it goes on this thread only, held until
-	// the filter is in.
+	// seccomp_sync_threads), so it goes on that thread only, below.
 	nnpAll := p.Seccomp == SeccompOff
 	if nnpAll {
 		if err := setNoNewPrivs(); err != nil {
 			return rep, err
 		}
-	} else {
-		runtime.LockOSThread()
-		defer runtime.UnlockOSThread()
+		mark("no_new_privs")
 	}
-	mark("no_new_privs")
 	if p.NoLandlock {
 		rep.LandlockSkip = "turned off"
 	} else {
@@ -137,16 +134,6 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 			rep.Landlock = abi
 		}
 		mark("landlock")
-	}
-	if !nnpAll {
-		// After Landlock: with no_new_privs on only some threads, a
-		// process without CAP_SYS_ADMIN would pass landlock_restrict_self
-		// on this thread and fail it on the others, which the runtime
-		// cannot undo.
-		if err := setNoNewPrivsHere(); err != nil {
-			return rep, err
-		}
-		mark("no_new_privs_here")
 	}
 	if p.User != nil {
 		if err := switchUser(*p.User); err != nil {
@@ -171,6 +158,21 @@ func apply(p Policy, mark func(step string)) (Report, error) {
 			}
 		}
 		mark("program")
+		if !nnpAll {
+			// Not before Landlock: with no_new_privs on only some
+			// threads, a process without CAP_SYS_ADMIN would pass
+			// landlock_restrict_self on this thread and fail it on the
+			// others, which the runtime cannot undo. The thread stays
+			// this goroutine's until the filter is in; locking it starts
+			// the runtime's template thread, which the vCPUs' locking
+			// would start anyway, after the passes over every thread.
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
+			if err := setNoNewPrivsHere(); err != nil {
+				return rep, err
+			}
+			mark("no_new_privs_here")
+		}
 		if err := installSIGSYSHandler(); err != nil {
 			return rep, err
 		}
