@@ -15,14 +15,19 @@ func apicIDBits(n int) uint32 {
 	return b
 }
 
+// cpuidInvariantTSC is leaf 0x80000007's EDX bit 8, the invariant TSC.
+const cpuidInvariantTSC = 1 << 8
+
 // hypervisorSignature is "KVMKVMKVM\0\0\0", the signature Linux looks for in
 // leaf 0x40000000 to enable its KVM paravirtual features.
 var hypervisorSignature = [3]uint32{0x4b4d564b, 0x564b4d56, 0x0000004d}
 
 // GuestCPUID derives the CPUID leaves of vCPU id from KVM's supported set:
 // the APIC ID and logical-processor counts in leaf 1, a consistent topology
-// in leaves 4 and 0xB, the hypervisor bit and leaf, and no PMU (leaf 0xA),
-// which KVM cannot virtualise everywhere. The input is not modified.
+// in leaves 4 and 0xB, the hypervisor bit and leaf, no PMU (leaf 0xA),
+// which KVM cannot virtualise everywhere, and no invariant TSC, so that the
+// guest keeps time by kvm-clock, which a restore moves on. The input is not
+// modified.
 func GuestCPUID(supported []CPUIDEntry, id int, topo Topology) []CPUIDEntry {
 	n := topo.CPUs
 	if n < 1 {
@@ -49,6 +54,14 @@ func GuestCPUID(supported []CPUIDEntry, id int, topo Topology) []CPUIDEntry {
 			e.EAX = e.EAX&0x3fff | sharing<<14 | uint32(n-1)<<26
 		case 0xa:
 			e.EAX, e.EBX, e.ECX, e.EDX = 0, 0, 0, 0
+		case 0x80000007:
+			// No invariant TSC: with it Linux rates the TSC above
+			// kvm-clock and keeps time by the TSC, which a restored
+			// snapshot resumes as saved, so the guest's clock would not
+			// move on by the time between snapshot and restore. kvm-clock
+			// does (KVM_SET_CLOCK). QEMU leaves invtsc out by default for
+			// the same reason (it blocks migration).
+			e.EDX &^= cpuidInvariantTSC
 		case 0xb, 0x1f:
 			// Rewritten below: KVM may list only sub-leaf 0 (or nothing).
 			continue

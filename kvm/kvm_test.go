@@ -209,6 +209,7 @@ func TestGuestCPUIDTopology(t *testing.T) {
 		{Function: 1, EBX: 0xff000800, ECX: 0, EDX: 0},
 		{Function: 0xa, EAX: 0x07300403},
 		{Function: 0xb, Index: 0, Flags: CPUIDFlagSignificantIndex}, // KVM may list sub-leaf 0 only
+		{Function: 0x80000007, EDX: 1<<8 | 1<<9},
 	}
 	got := GuestCPUID(sup, 3, Topology{CPUs: 4})
 	find := func(fn, idx uint32) CPUIDEntry {
@@ -236,10 +237,13 @@ func TestGuestCPUIDTopology(t *testing.T) {
 	if l := find(0xb, 2); l.ECX != 2 || l.EBX != 0 {
 		t.Errorf("leaf 0xb.2 = %+v", l)
 	}
+	if l := find(0x80000007, 0); l.EDX != 1<<9 {
+		t.Errorf("leaf 0x80000007 EDX = %#x, want the invariant TSC (bit 8) cleared and the rest kept", l.EDX)
+	}
 	if l := find(0x40000000, 0); l.EBX != 0x4b4d564b {
 		t.Errorf("hypervisor leaf = %+v", l)
 	}
-	if sup[1].EBX != 0xff000800 {
+	if sup[1].EBX != 0xff000800 || sup[4].EDX != 1<<8|1<<9 {
 		t.Error("GuestCPUID modified its input")
 	}
 }
