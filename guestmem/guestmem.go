@@ -31,6 +31,9 @@ type Memory struct {
 	regions []Region
 	size    uint64
 	owned   bool // regions were mapped by Allocate and are unmapped by Close
+	// unmap releases one owned region: Allocate's aligned mappings are
+	// not known to unix.Munmap (see mapAnon).
+	unmap func([]byte) error
 }
 
 // New checks that the regions are non-empty, do not wrap around the address

@@ -83,6 +83,6 @@ func MapFile(f *os.File, ranges []FileRange) (*Memory, error) {
 		release()
 		return nil, err
 	}
-	m.owned = true
+	m.owned, m.unmap = true, unix.Munmap
 	return m, nil
 }
