@@ -27,6 +27,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -173,10 +174,15 @@ func InitToCommand(console []byte) (float64, bool) {
 	return (up - at) * 1000, true
 }
 
+// ReadStartMsg is the line ReadCmd prints before the read, so the host
+// can time it on its own clock too (LineTimer).
+const ReadStartMsg = Marker + " dd start"
+
 // ReadCmd reads path with dd in 1 MiB blocks, timed with the guest's
-// /proc/uptime (10 ms steps) around it, and prints one ReadResult line.
+// /proc/uptime (10 ms steps) around it, and prints one ReadResult line
+// (after ReadStartMsg).
 func ReadCmd(path string) string {
-	return `read a x </proc/uptime; dd if=` + path + ` of=/dev/null bs=1M 2>/dev/null; st=$?; read b x </proc/uptime; ` +
+	return `echo "` + ReadStartMsg + `"; read a x </proc/uptime; dd if=` + path + ` of=/dev/null bs=1M 2>/dev/null; st=$?; read b x </proc/uptime; ` +
 		`echo "` + Marker + ` read status=$st start=$a end=$b bytes=$(stat -c %s ` + path + `)"`
 }
 
@@ -216,6 +222,59 @@ func ParseRead(out []byte) (ReadResult, error) {
 		return r, nil
 	}
 	return ReadResult{}, fmt.Errorf("agentvsqemu: no %q line in the output", Marker+" read")
+}
+
+// LineTimer is an io.Writer that keeps what is written and notes when
+// each of its marks first appears in the stream: the host's clock on a
+// guest's output (a guest's own clock may not keep real time under
+// nested virtualisation). Not safe for concurrent writes. It has no
+// ReadFrom (an embedded bytes.Buffer's would bypass Write in io.Copy).
+type LineTimer struct {
+	buf   bytes.Buffer
+	Marks []string
+	At    []time.Time // At[i]: when Marks[i] appeared; zero until then
+	now   func() time.Time
+}
+
+// NewLineTimer returns a LineTimer for marks.
+func NewLineTimer(marks ...string) *LineTimer {
+	return &LineTimer{Marks: marks, At: make([]time.Time, len(marks)), now: time.Now}
+}
+
+// Write appends p and looks for the marks not seen yet in the bytes p
+// may complete.
+func (w *LineTimer) Write(p []byte) (int, error) {
+	from := w.buf.Len()
+	n, _ := w.buf.Write(p)
+	b := w.buf.Bytes()
+	var t time.Time
+	for i, m := range w.Marks {
+		if !w.At[i].IsZero() {
+			continue
+		}
+		if bytes.Contains(b[max(0, from-len(m)+1):], []byte(m)) {
+			if t.IsZero() {
+				t = w.now()
+			}
+			w.At[i] = t
+		}
+	}
+	return n, nil
+}
+
+// Bytes returns what was written.
+func (w *LineTimer) Bytes() []byte { return w.buf.Bytes() }
+
+// String returns what was written.
+func (w *LineTimer) String() string { return w.buf.String() }
+
+// Between is the host's time from mark a's appearance to mark b's, and
+// whether both appeared.
+func (w *LineTimer) Between(a, b int) (time.Duration, bool) {
+	if w.At[a].IsZero() || w.At[b].IsZero() {
+		return 0, false
+	}
+	return w.At[b].Sub(w.At[a]), true
 }
 
 // Stats are a sample's median and range.

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 
@@ -139,6 +140,33 @@ func TestReadCmd(t *testing.T) {
 	}
 	if _, err := exec.Command("sh", "-c", ReadCmd(filepath.Join(t.TempDir(), "none"))).Output(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestLineTimer(t *testing.T) {
+	clock := time.Unix(100, 0)
+	w := NewLineTimer(ReadStartMsg, Marker+" read status")
+	w.now = func() time.Time { return clock }
+	// The first mark split across writes; the second in one, later.
+	for _, p := range []string{"boot\r\nagentvsq", "emu: dd st", "art\r\n", "x\n", "x\nagentvsqemu: read status=0 start=1 end=2 bytes=3\n"} {
+		clock = clock.Add(time.Second)
+		if n, err := w.Write([]byte(p)); n != len(p) || err != nil {
+			t.Fatalf("Write = %d, %v", n, err)
+		}
+	}
+	if d, ok := w.Between(0, 1); !ok || d != 2*time.Second {
+		t.Errorf("Between = %v, %v; want 2s (marks at the 3rd and 5th writes)", d, ok)
+	}
+	if !strings.HasPrefix(w.String(), "boot\r\nagentvsqemu: dd start\r\n") {
+		t.Errorf("kept %q", w.String())
+	}
+	if _, ok := NewLineTimer("x", "y").Between(0, 1); ok {
+		t.Error("Between without marks")
+	}
+	// As exec.Cmd's Stdout: io.Copy must go through Write.
+	w = NewLineTimer(ReadStartMsg)
+	if _, err := io.Copy(w, strings.NewReader("a\n"+ReadStartMsg+"\n")); err != nil || w.At[0].IsZero() {
+		t.Errorf("io.Copy: %v, mark at %v", err, w.At[0])
 	}
 }
 

@@ -9,7 +9,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -31,6 +33,10 @@ var (
 	flagQEMU9p  = flag.String("qemu9p", "pc;microvm,pcie=on", "QEMU machines (-M) for the 9p read, ';'-separated")
 	flagPprof   = flag.String("pprof", "", "TestProfile: write CPU profiles of an in-process Corral (agentvm) to FILE-exec.pprof and FILE-9p.pprof and print them base64 on stdout")
 	flagTimeout = flag.Duration("vmtimeout", 5*time.Minute, "bound on one VM's run")
+	// A/B rows of the 9p read: another corral binary (a baseline build),
+	// and the -corral binary with extra environment (GOMAXPROCS=2...).
+	flagCorralBase = flag.String("corralbase", "", "Test9pRead: also measure this corral binary (row \"corral base\")")
+	flagCorralEnv  = flag.String("corralenv", "", "Test9pRead: also measure -corral (and -corralbase) with these NAME=VALUE,... in the environment")
 )
 
 // setup is what the measurements need, found once per test.
@@ -107,19 +113,58 @@ type result struct {
 	cpu     time.Duration // user + system of the process
 	stdout  []byte
 	console []byte // corral: its --console file; QEMU: its stdout
+	// hugeMiB and rssMiB are the most AnonHugePages and Rss of the process
+	// seen (smaps_rollup, sampled each second): how much of the guest's
+	// RAM the host backs with transparent huge pages.
+	hugeMiB, rssMiB float64
+	// hostRead is the host's time from ReadStartMsg to the read's
+	// result line on stdout (0: not both seen): the guest's clock is
+	// checked against it.
+	hostRead time.Duration
 }
 
 // timed runs name with args and measures it from just before the fork to
 // the reaping; a non-zero exit is an error naming the end of stderr.
 func timed(name string, args ...string) (result, error) {
+	return timedEnv(nil, name, args...)
+}
+
+// timedEnv is timed with env added to the process's environment.
+func timedEnv(env []string, name string, args ...string) (result, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), *flagTimeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, name, args...)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
+	var stderr bytes.Buffer
+	stdout := NewLineTimer(ReadStartMsg, Marker+" read ")
+	cmd.Stdout, cmd.Stderr = stdout, &stderr
 	t0 := time.Now()
-	err := cmd.Run()
-	r := result{wall: time.Since(t0), stdout: stdout.Bytes()}
+	err := cmd.Start()
+	var huge, rss float64
+	if err == nil {
+		stop, sampled := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(sampled)
+			tick := time.NewTicker(time.Second)
+			defer tick.Stop()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-tick.C:
+					h, r := smapsMiB(cmd.Process.Pid)
+					huge, rss = max(huge, h), max(rss, r)
+				}
+			}
+		}()
+		err = cmd.Wait()
+		close(stop)
+		<-sampled
+	}
+	r := result{wall: time.Since(t0), stdout: stdout.Bytes(), hugeMiB: huge, rssMiB: rss}
+	r.hostRead, _ = stdout.Between(0, 1)
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
@@ -129,6 +174,30 @@ func timed(name string, args ...string) (result, error) {
 		return r, fmt.Errorf("%s: %w; stderr: %s; stdout ends: %s", filepath.Base(name), err, tail(stderr.Bytes(), 8), tail(stdout.Bytes(), 8))
 	}
 	return r, nil
+}
+
+// smapsMiB returns the process's AnonHugePages and Rss in MiB (0 if
+// it is gone).
+func smapsMiB(pid int) (huge, rss float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/smaps_rollup", pid))
+	if err != nil {
+		return 0, 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		f := strings.Fields(l)
+		if len(f) < 2 {
+			continue
+		}
+		var kb float64
+		fmt.Sscan(f[1], &kb)
+		switch f[0] {
+		case "AnonHugePages:":
+			huge = kb / 1024
+		case "Rss:":
+			rss = kb / 1024
+		}
+	}
+	return huge, rss
 }
 
 func tail(b []byte, n int) string {
@@ -142,13 +211,18 @@ func tail(b []byte, n int) string {
 // corralExec runs corral exec with its console in a file, which the
 // result holds.
 func (s setup) corralExec(t *testing.T, args ...string) (result, error) {
+	return s.corralExecWith(t, s.corral, nil, args...)
+}
+
+// corralExecWith is corralExec with another binary and extra environment.
+func (s setup) corralExecWith(t *testing.T, bin string, env []string, args ...string) (result, error) {
 	con := filepath.Join(t.TempDir(), "console")
 	// A boot each time, as QEMU's: TestWarmExec measures warm restores.
 	all := []string{"exec", "--cold", "--console", con}
 	if s.extra != "" {
 		all = append(all, "--cmdline", s.extra)
 	}
-	r, err := timed(s.corral, append(all, args...)...)
+	r, err := timedEnv(env, bin, append(all, args...)...)
 	r.console, _ = os.ReadFile(con)
 	if err != nil {
 		return r, fmt.Errorf("%w\nconsole ends:\n%s", err, tail(r.console, 15))
@@ -288,8 +362,31 @@ func Test9pRead(t *testing.T) {
 	cmd := ReadCmd(ShareGuest + "/file")
 	rd := s.initrd(t, "read.cpio", InitScript(cmd, true))
 	machines := strings.Split(*flagQEMU9p, ";")
-	type row struct{ mibps, guestS, wallS, cpuS []float64 }
+	for _, f := range []string{"enabled", "defrag"} {
+		b, _ := os.ReadFile("/sys/kernel/mm/transparent_hugepage/" + f)
+		t.Logf("host transparent_hugepage/%s: %s", f, strings.TrimSpace(string(b)))
+	}
+	type row struct{ mibps, hostMiBps, guestS, wallS, cpuS, hugeMiB []float64 }
 	rows := map[string]*row{"corral": {}}
+	// Extra corral rows: name, binary, environment.
+	type variant struct {
+		name, bin string
+		env       []string
+	}
+	var variants []variant
+	if *flagCorralBase != "" {
+		variants = append(variants, variant{"corral base", *flagCorralBase, nil})
+	}
+	if *flagCorralEnv != "" {
+		env := strings.Split(*flagCorralEnv, ",")
+		variants = append(variants, variant{"corral " + *flagCorralEnv, s.corral, env})
+		if *flagCorralBase != "" {
+			variants = append(variants, variant{"corral base " + *flagCorralEnv, *flagCorralBase, env})
+		}
+	}
+	for _, v := range variants {
+		rows[v.name] = &row{}
+	}
 	for _, m := range machines {
 		rows[m] = &row{}
 	}
@@ -300,7 +397,13 @@ func Test9pRead(t *testing.T) {
 				w := rows[name]
 				w.mibps, w.guestS = append(w.mibps, rr.MiBps()), append(w.guestS, rr.Seconds())
 				w.wallS, w.cpuS = append(w.wallS, r.wall.Seconds()), append(w.cpuS, r.cpu.Seconds())
-				t.Logf("%s: %.1f MiB/s (%.2f s in the guest, %.1f s start to exit)", name, rr.MiBps(), rr.Seconds(), r.wall.Seconds())
+				w.hugeMiB = append(w.hugeMiB, r.hugeMiB)
+				hostMiBps := float64(rr.Bytes) / (1 << 20) / r.hostRead.Seconds()
+				if r.hostRead > 0 {
+					w.hostMiBps = append(w.hostMiBps, hostMiBps)
+				}
+				t.Logf("%s: %.1f MiB/s (%.2f s in the guest; %.2f s, %.1f MiB/s on the host's clock; %.1f s start to exit, AnonHugePages %.0f of Rss %.0f MiB)",
+					name, rr.MiBps(), rr.Seconds(), r.hostRead.Seconds(), hostMiBps, r.wall.Seconds(), r.hugeMiB, r.rssMiB)
 				return
 			}
 		}
@@ -311,6 +414,12 @@ func Test9pRead(t *testing.T) {
 			r, err := s.corralExec(t, "--share", dir+":"+ShareGuest+",ro", "--", "sh", "-c", cmd)
 			add("corral", r, err)
 		}}
+		for _, v := range variants {
+			steps = append(steps, func() {
+				r, err := s.corralExecWith(t, v.bin, v.env, "--share", dir+":"+ShareGuest+",ro", "--", "sh", "-c", cmd)
+				add(v.name, r, err)
+			})
+		}
 		for _, m := range machines {
 			steps = append(steps, func() {
 				r, err := s.runQEMU(QEMU{Machine: m, Initrd: rd, Share: dir})
@@ -327,14 +436,21 @@ func Test9pRead(t *testing.T) {
 		}
 	}
 	c := rows["corral"]
-	out := [][]string{{"corral exec --share DIR:/share,ro", Summarize(c.mibps).Format(1), Summarize(c.guestS).Format(2), Summarize(c.wallS).Format(1), Summarize(c.cpuS).Format(1), ""}}
+	line := func(name string, w *row, ratio string) []string {
+		return []string{name, Summarize(w.mibps).Format(1), Summarize(w.hostMiBps).Format(1), Summarize(w.guestS).Format(2), Summarize(w.wallS).Format(1),
+			Summarize(w.cpuS).Format(1), Summarize(w.hugeMiB).Format(0), ratio}
+	}
+	out := [][]string{line("corral exec --share DIR:/share,ro", c, "")}
+	for _, v := range variants {
+		out = append(out, line(v.name, rows[v.name], ""))
+	}
 	for _, m := range machines {
 		q := rows[m]
-		out = append(out, []string{"qemu -M " + m + " virtio-9p-pci", Summarize(q.mibps).Format(1), Summarize(q.guestS).Format(2),
-			Summarize(q.wallS).Format(1), Summarize(q.cpuS).Format(1), Ratio(Summarize(c.mibps), Summarize(q.mibps))})
+		out = append(out, line("qemu -M "+m+" virtio-9p-pci", q,
+			Ratio(Summarize(c.mibps), Summarize(q.mibps))+" (host clock "+Ratio(Summarize(c.hostMiBps), Summarize(q.hostMiBps))+")"))
 	}
 	table(fmt.Sprintf("9p: dd of a %d MiB file, bs=1M, read-only share, msize 512 KiB", *flagSizeMiB),
-		[]string{"row", "guest MiB/s", "guest s", "start→exit s", "VMM CPU s", "corral/qemu MiB/s"}, out)
+		[]string{"row", "guest MiB/s", "host-clock MiB/s", "guest s", "start→exit s", "VMM CPU s", "AnonHugePages MiB", "corral/qemu MiB/s"}, out)
 }
 
 // TestProfile runs the exec and 9p paths in this process through agentvm
@@ -370,14 +486,33 @@ func TestProfile(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vm.Close()
-	profile(t, *flagPprof+"-9p.pprof", func() {
-		out, err := vm.Command("sh", "-c", ReadCmd(ShareGuest+"/file")).Output()
-		rr, perr := ParseRead(out)
-		if err != nil || perr != nil {
-			t.Errorf("9p read: %v, %v", err, perr)
+	// The read at the process's GOMAXPROCS, then with a P more than the
+	// vCPUs: a vCPU in KVM_RUN holds its P until sysmon retakes it.
+	procs := runtime.GOMAXPROCS(0)
+	for _, p := range []struct {
+		name  string
+		procs int
+	}{{"9p", procs}, {"9p-procs2", max(procs, 2)}} {
+		runtime.GOMAXPROCS(p.procs)
+		before := vm.Machine().Exits()
+		profile(t, *flagPprof+"-"+p.name+".pprof", func() {
+			out, err := vm.Command("sh", "-c", ReadCmd(ShareGuest+"/file")).Output()
+			rr, perr := ParseRead(out)
+			if err != nil || perr != nil {
+				t.Errorf("9p read: %v, %v", err, perr)
+			}
+			t.Logf("9p read in process, GOMAXPROCS %d: %.1f MiB/s", p.procs, rr.MiBps())
+		})
+		var exits []string
+		for r, n := range vm.Machine().Exits() {
+			if d := n - before[r]; d > 0 {
+				exits = append(exits, fmt.Sprintf("%s %d", r, d))
+			}
 		}
-		t.Logf("9p read in process: %.1f MiB/s", rr.MiBps())
-	})
+		slices.Sort(exits)
+		t.Logf("vCPU exits to the VMM during the read: %s", strings.Join(exits, ", "))
+	}
+	runtime.GOMAXPROCS(procs)
 }
 
 func profile(t *testing.T, path string, f func()) {
