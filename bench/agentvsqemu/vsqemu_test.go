@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/pprof"
+	"runtime/trace"
 	"slices"
 	"strings"
 	"syscall"
@@ -513,6 +514,26 @@ func TestProfile(t *testing.T) {
 		t.Logf("vCPU exits to the VMM during the read: %s", strings.Join(exits, ", "))
 	}
 	runtime.GOMAXPROCS(procs)
+
+	// An execution trace of a shorter read: how long each goroutine of
+	// the request path waits to run (go tool trace -pprof=sched).
+	tf := *flagPprof + "-9p.trace"
+	f, err := os.Create(tf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := trace.Start(f); err != nil {
+		t.Fatal(err)
+	}
+	out, err := vm.Command("sh", "-c", strings.Replace(ReadCmd(ShareGuest+"/file"), "bs=1M", "bs=1M count=48", 1)).Output()
+	trace.Stop()
+	f.Close()
+	if rr, perr := ParseRead(out); err != nil || perr != nil {
+		t.Errorf("traced 9p read: %v, %v", err, perr)
+	} else {
+		t.Logf("traced 9p read: %.1f MiB/s", rr.MiBps())
+	}
+	printBase64(t, tf)
 }
 
 func profile(t *testing.T, path string, f func()) {
@@ -530,6 +551,12 @@ func profile(t *testing.T, path string, f func()) {
 		t.Fatal(err)
 	}
 	t.Logf("%s: %.1f s profiled", path, time.Since(t0).Seconds())
+	printBase64(t, path)
+}
+
+// printBase64 prints the file base64 between marker lines, to be cut
+// from a tcgkvm console.
+func printBase64(t *testing.T, path string) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
