@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hugelgupf/p9/p9"
@@ -25,6 +26,17 @@ type conn struct {
 	fail func(error)
 	kick chan struct{} // a notification or a freed slot: look at the queue
 	done chan struct{} // closed by stop once closed is set
+
+	// Interrupts are signalled by irqLoop, not by the goroutine that
+	// pushed the reply: that one is inside the p9 server's send lock, and
+	// an irqfd write can last as long as the vCPU it wakes runs before
+	// the writer gets the CPU back (1 ms on average on a 1-CPU host,
+	// bench/results/2026-12-06-9p-direct-read.md), holding back every
+	// other reply. complete sets irqWant and kicks irqKick; flushIRQ,
+	// under irqMu, signals once for all the pushes before it.
+	irqKick chan struct{}
+	irqMu   sync.Mutex
+	irqWant atomic.Bool
 
 	ctxDone <-chan struct{} // the activation's context: take no more chains
 
@@ -128,11 +140,12 @@ const (
 func newConn(d *Device, a virtio.Activation) *conn {
 	c := &conn{
 		d: d, q: a.Queues[0], irq: a.Interrupt, fail: a.Fail,
-		kick:   make(chan struct{}, 1),
-		done:   make(chan struct{}),
-		direct: d.direct,
-		slots:  make([]slot, d.maxInFlight),
-		cur:    -1, wslot: -1, wdrop: -1,
+		kick:    make(chan struct{}, 1),
+		done:    make(chan struct{}),
+		irqKick: make(chan struct{}, 1),
+		direct:  d.direct,
+		slots:   make([]slot, d.maxInFlight),
+		cur:     -1, wslot: -1, wdrop: -1,
 		fids: make(map[uint32]struct{}),
 	}
 	c.freed = sync.NewCond(&c.mu)
@@ -151,7 +164,8 @@ func (c *conn) start(ctx context.Context) {
 	ctx, c.cancel = context.WithCancel(ctx)
 	srv := p9.NewServer(c.d.fs)
 	c.ctxDone = ctx.Done()
-	c.wg.Add(1)
+	c.wg.Add(2)
+	go c.irqLoop()
 	go func() {
 		defer c.wg.Done()
 		srv.Handle(serverEnd{c}, serverEnd{c})
@@ -205,6 +219,32 @@ func (c *conn) quiet() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.idle > 0 && c.cur < 0 && c.served == 0
+}
+
+// irqLoop signals the interrupts complete asks for until stop.
+func (c *conn) irqLoop() {
+	defer c.wg.Done()
+	for {
+		select {
+		case <-c.irqKick:
+			c.flushIRQ()
+		case <-c.done:
+			return
+		}
+	}
+}
+
+// flushIRQ signals the queue's interrupt if a push asked for one and no
+// signal has followed it yet. When it returns, every such push has been
+// signalled (pause relies on it).
+func (c *conn) flushIRQ() {
+	c.irqMu.Lock()
+	defer c.irqMu.Unlock()
+	if c.irqWant.Swap(false) {
+		if err := c.irq.Signal(0); err != nil {
+			c.d.log.Error("virtio-9p: interrupt failed", "err", err)
+		}
+	}
 }
 
 func (c *conn) wake() {
@@ -490,8 +530,10 @@ func (c *conn) complete(i uint16, n uint32) {
 		c.d.log.Error("virtio-9p: completing a request failed", "err", err)
 	}
 	if need {
-		if err := c.irq.Signal(0); err != nil {
-			c.d.log.Error("virtio-9p: interrupt failed", "err", err)
+		c.irqWant.Store(true)
+		select {
+		case c.irqKick <- struct{}{}:
+		default: // a kick is pending: irqLoop will see irqWant
 		}
 	}
 	c.release(i)

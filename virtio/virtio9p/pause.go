@@ -84,6 +84,7 @@ func (c *conn) pause(wait time.Duration) error {
 	c.paused = true
 	busy := func() int { return len(c.slots) - len(c.free) }
 	if busy() == 0 {
+		c.flushIRQ() // the interrupts of the replies pushed: before a snapshot
 		return nil
 	}
 	expired := false
@@ -101,6 +102,7 @@ func (c *conn) pause(wait time.Duration) error {
 		}
 		c.freed.Wait()
 	}
+	c.flushIRQ()
 	return nil
 }
 
