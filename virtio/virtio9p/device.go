@@ -21,7 +21,11 @@
 // file reads straight into guest memory; the transport then writes the
 // Rread's header and count itself. Requests are taken from the queue by
 // the server goroutine waiting for the next message, which then serves
-// it: no goroutine hand-off between the notification and the reply.
+// it: no goroutine hand-off between the notification and the reply. The
+// reply's interrupt is signalled by a goroutine of its own, outside the
+// server's send lock (an irqfd write may last until the woken vCPU halts
+// again, on a host with few CPUs), coalescing the replies pushed
+// meanwhile.
 //
 // Bounds: at most Config.MaxInFlight requests are taken from the queue at
 // once (the server runs each on its own goroutine); message sizes are
