@@ -83,6 +83,15 @@ type Share struct {
 	ReadOnly bool
 }
 
+// String is s as corral.share= and a Setup's Shares carry it,
+// TAG:PATH[:ro], which parseShare reads back.
+func (s Share) String() string {
+	if s.ReadOnly {
+		return s.Tag + ":" + s.Path + ":ro"
+	}
+	return s.Tag + ":" + s.Path
+}
+
 // BootConfig is what the kernel command line asks of the agent.
 type BootConfig struct {
 	Root   Root
@@ -108,11 +117,7 @@ func (c BootConfig) Cmdline() string {
 		fields = append(fields, quoteParam(RootPrefix+c.Root.String()))
 	}
 	for _, s := range c.Shares {
-		v := SharePrefix + s.Tag + ":" + s.Path
-		if s.ReadOnly {
-			v += ":ro"
-		}
-		fields = append(fields, quoteParam(v))
+		fields = append(fields, quoteParam(SharePrefix+s.String()))
 	}
 	if c.Hostname != "" {
 		fields = append(fields, quoteParam(HostnamePrefix+c.Hostname))

@@ -151,3 +151,15 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 	})
 }
+
+func TestShareString(t *testing.T) {
+	for _, s := range []Share{{Tag: "a", Path: "/x"}, {Tag: "corral-share1", Path: "/data/b", ReadOnly: true}} {
+		got, err := parseShare(s.String())
+		if err != nil || got != s {
+			t.Errorf("parseShare(%q) = %+v, %v; want %+v", s.String(), got, err, s)
+		}
+	}
+	if got := (Share{Tag: "t", Path: "/p", ReadOnly: true}).String(); got != "t:/p:ro" {
+		t.Errorf("String() = %q, want t:/p:ro", got)
+	}
+}

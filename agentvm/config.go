@@ -199,11 +199,7 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 	}
 	for i, s := range sys.Shares {
 		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Shares[i].Host, Tag: s.Tag, ReadOnly: s.ReadOnly})
-		k := shareKey + s.Tag + ":" + s.Path
-		if s.ReadOnly {
-			k += ":ro"
-		}
-		keys = append(keys, k)
+		keys = append(keys, shareKey+s.String())
 	}
 	if sys.Hostname != "" {
 		keys = append(keys, agent.HostnamePrefix+sys.Hostname)

@@ -118,3 +118,25 @@ func TestWarmPlanSystem(t *testing.T) {
 		t.Errorf("keys: rw %s, ro %s, other host name %s; want rw != ro, rw == other", kp, kro, kother)
 	}
 }
+
+// TestWarmPlanShares: shares fill the first warm slots, their guest paths
+// cleaned and tagged as the agent reads them in Setup; the other slots
+// serve the empty directory read-only.
+func TestWarmPlanShares(t *testing.T) {
+	src, data, empty := t.TempDir(), t.TempDir(), t.TempDir()
+	cfg := Config{Root: RootHost(), Shares: []Share{{Host: src, Guest: "/src/"}, {Host: data, Guest: "/data", ReadOnly: true}}}
+	p, err := cfg.warmPlan(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"corral-share0:/src", "corral-share1:/data:ro"}; !reflect.DeepEqual(p.setup.Shares, want) {
+		t.Errorf("setup shares %q, want %q", p.setup.Shares, want)
+	}
+	want := []corral.Share{
+		{Path: src, Tag: "corral-share0"}, {Path: data, Tag: "corral-share1", ReadOnly: true},
+		{Path: empty, Tag: "corral-share2", ReadOnly: true}, {Path: empty, Tag: "corral-share3", ReadOnly: true},
+	}
+	if got := p.mc.Shares[1:]; !reflect.DeepEqual(got, want) {
+		t.Errorf("share slots %+v, want %+v", got, want)
+	}
+}

@@ -196,30 +196,21 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 		p.setup.Root = agent.Root{Kind: agent.Root9P, Source: rootTag, Writable: cfg.Root.writable()}.String()
 	}
 	p.mc.Shares = append(p.mc.Shares, corral.Share{Path: rootPath, Tag: rootTag, ReadOnly: !cfg.Root.writable()})
-	for i := range WarmSlots {
-		tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
-		if i >= len(cfg.Shares) {
-			p.mc.Shares = append(p.mc.Shares, corral.Share{Path: empty, Tag: tag, ReadOnly: true})
-			continue
-		}
-		s := cfg.Shares[i]
-		guest := s.Guest
-		if guest == "" {
-			guest = s.Host
-		}
-		if err := CheckGuestPath(guest); err != nil {
-			return nil, fmt.Errorf("%w: share %d (%s): %v", ErrConfig, i, s.Host, err)
-		}
-		p.mc.Shares = append(p.mc.Shares, corral.Share{Path: s.Host, Tag: tag, ReadOnly: s.ReadOnly})
-		v := tag + ":" + filepath.Clean(guest)
-		if s.ReadOnly {
-			v += ":ro"
-		}
-		p.setup.Shares = append(p.setup.Shares, v)
-	}
+	// system checks the shares' guest paths by the agent's rules and
+	// gives them as the agent gets them (tags set, paths cleaned).
 	sys, err := cfg.system()
 	if err != nil {
 		return nil, err
+	}
+	for i := range WarmSlots {
+		if i >= len(sys.Shares) {
+			tag := fmt.Sprintf("%sshare%d", TagPrefix, i)
+			p.mc.Shares = append(p.mc.Shares, corral.Share{Path: empty, Tag: tag, ReadOnly: true})
+			continue
+		}
+		s := sys.Shares[i]
+		p.mc.Shares = append(p.mc.Shares, corral.Share{Path: cfg.Shares[i].Host, Tag: s.Tag, ReadOnly: s.ReadOnly})
+		p.setup.Shares = append(p.setup.Shares, s.String())
 	}
 	p.setup.Hostname, p.setup.Tmpfs = sys.Hostname, sys.Tmpfs
 	p.mc.Cmdline = appendCmdline(warmKernelParams+" "+p.mc.Cmdline, agent.SetupPrefix+agent.SetupDeferred)
