@@ -1,6 +1,9 @@
 package queue
 
-import "io"
+import (
+	"fmt"
+	"io"
+)
 
 // Buffer is one guest buffer of a chain: its guest physical address and the
 // host bytes backing it. Data aliases guest memory, which the guest may change
@@ -21,6 +24,7 @@ type Chain struct {
 	rlen     uint64
 	wlen     uint64
 	descs    int
+	ring     int // descriptors taken from the queue's own table (not indirect entries)
 	sawWrite bool
 }
 
@@ -36,6 +40,29 @@ func (c *Chain) Head() uint16 { return c.head }
 // Descriptors returns how many descriptors the chain walk read, including
 // zero-length ones and the one pointing at an indirect table.
 func (c *Chain) Descriptors() int { return c.descs }
+
+// RingDescriptors returns how many entries of the queue's descriptor table
+// the chain occupies (an indirect table's entries are not counted): while
+// the device holds chains of RingDescriptors summing to the queue size, the
+// driver cannot make another available.
+func (c *Chain) RingDescriptors() int { return c.ring }
+
+// Used is one used ring entry to be pushed with Queue.PushUsed: a chain's
+// head and the bytes the device wrote into it. Make it with Chain.Used.
+type Used struct {
+	head    uint16
+	written uint32
+}
+
+// Used returns c's used ring entry reporting written bytes, so the chain's
+// buffers can be reused for another Pop before the entry is pushed. written
+// larger than the chain's writable bytes is a host bug and an error.
+func (c *Chain) Used(written uint32) (Used, error) {
+	if uint64(written) > c.wlen {
+		return Used{}, fmt.Errorf("virtio queue: device reports %d bytes written into %d writable bytes", written, c.wlen)
+	}
+	return Used{head: c.head, written: written}, nil
+}
 
 // Readable returns the device-readable buffers in chain order. The slice is
 // valid until the next Pop into c.

@@ -270,6 +270,9 @@ func (q *Queue) walk(c *Chain, head uint16) error {
 		flags := binary.LittleEndian.Uint16(raw[descFlag:])
 		next := binary.LittleEndian.Uint16(raw[descNext:])
 		c.descs++
+		if !inIndirect {
+			c.ring++
+		}
 
 		if flags&DescFIndirect != 0 {
 			switch {
@@ -346,6 +349,38 @@ func (q *Queue) Push(c *Chain, written uint32) error {
 	binary.LittleEndian.PutUint32(elem[usedElemID:], uint32(c.head))
 	binary.LittleEndian.PutUint32(elem[usedElemLen:], written)
 	q.nextUsed++
+	if err := q.mem.StoreUint16Release(q.used+usedIdx, q.nextUsed); err != nil {
+		return fmt.Errorf("virtio queue: publish used idx: %w", err)
+	}
+	return nil
+}
+
+// PushUsed returns several chains at once, in order, and publishes the used
+// idx once with release ordering: the driver sees all of them or none (a
+// virtio-net frame spread over several receive chains). The entries must be
+// of chains Pop took and no Push returned yet.
+func (q *Queue) PushUsed(u []Used) error {
+	if q == nil || q.mem == nil {
+		return ErrNotReady
+	}
+	if len(u) > int(q.lastAvail-q.nextUsed) {
+		return fmt.Errorf("virtio queue: pushing %d used entries with %d chains in flight", len(u), q.lastAvail-q.nextUsed)
+	}
+	if len(u) == 0 {
+		return nil
+	}
+	next := q.nextUsed
+	for _, e := range u {
+		slot := uint64(next & q.mask)
+		elem, err := q.mem.Slice(q.used+usedRing+slot*usedElemSize, usedElemSize)
+		if err != nil {
+			return fmt.Errorf("virtio queue: used ring: %w", err)
+		}
+		binary.LittleEndian.PutUint32(elem[usedElemID:], uint32(e.head))
+		binary.LittleEndian.PutUint32(elem[usedElemLen:], e.written)
+		next++
+	}
+	q.nextUsed = next
 	if err := q.mem.StoreUint16Release(q.used+usedIdx, q.nextUsed); err != nil {
 		return fmt.Errorf("virtio queue: publish used idx: %w", err)
 	}
