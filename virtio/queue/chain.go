@@ -64,6 +64,11 @@ func (c *Chain) Used(written uint32) (Used, error) {
 	return Used{head: c.head, written: written}, nil
 }
 
+// Unwritten returns the entry reporting that nothing was written: the chain
+// goes back to the driver empty (a frame dropped after some of its chains
+// were filled).
+func (u Used) Unwritten() Used { return Used{head: u.head} }
+
 // Readable returns the device-readable buffers in chain order. The slice is
 // valid until the next Pop into c.
 func (c *Chain) Readable() []Buffer { return c.readable }

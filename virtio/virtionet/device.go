@@ -5,7 +5,8 @@
 // next to the standard library's net.)
 //
 // Features: VERSION_1, EVENT_IDX and INDIRECT_DESC; MAC (the configured
-// guest MAC), STATUS (link always up) and MTU (the configured MTU). When
+// guest MAC), STATUS (link always up), MTU (the configured MTU) and
+// MRG_RXBUF. When
 // the backend carries virtio-net headers (Backend.VnetHdr) and supports
 // offloads, CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6 and HOST/GUEST_ECN
 // are offered as far as the backend supports them; at activation the
@@ -14,18 +15,26 @@
 // Without a vnet-header backend no offload is offered and the device strips
 // the header on transmit and writes a zero one on receive.
 //
-// MRG_RXBUF is not offered: one frame spread over several receive chains
-// must appear in the used ring all at once (Linux reads num_buffers and then
-// expects that many chains), and virtio/queue publishes the used index on
-// every Push. So each receive chain holds a whole frame plus header: Linux
-// then posts 1526-byte buffers, or 65562-byte ones with GUEST_TSO.
+// MRG_RXBUF. When negotiated, a received frame larger than one receive
+// chain is spread over as many as it needs; num_buffers in the first
+// chain's header says how many, and their used entries appear together
+// (queue.PushUsed: one used idx update; the interrupt decision, with
+// EVENT_IDX, covers them all), because Linux reads num_buffers and then
+// expects that many entries. Linux then posts page-fragment buffers of
+// about 1.5 KiB instead of 65562-byte chains with GUEST_TSO. While the ring
+// is empty the chains taken stay with the frame; if they hold every
+// descriptor of the ring the frame can never fit: it is dropped (counted)
+// and the chains kept for the next frame. A chain shorter than the header
+// (forbidden by the spec) drops the frame, and the chains taken for it go
+// back with length 0, which Linux counts as short frames and reposts.
+// Without MRG_RXBUF each chain holds a whole frame and num_buffers is 1.
 //
 // Data path. A transmit goroutine, woken by Notify(TxQueue), copies each
 // chain out of guest memory once (header and frame, at most
 // HeaderLen+MaxFrameLen bytes), checks it, offers it to the FrameHandler,
 // and writes it to the backend. A receive goroutine reads one frame at a
 // time from the backend into a buffer of its own and copies it into the next
-// receive chain. When the guest's receive ring is empty it holds that one
+// receive chain (or chains). When the guest's receive ring is empty it holds that one
 // frame, re-enables notifications and sleeps until Notify(RxQueue): the
 // host queue (the TAP's) backs up and the host drops, never the device. A
 // receive chain too small for a frame is kept for the next frame and the
@@ -176,7 +185,7 @@ func New(cfg Config) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Device{be: cfg.Backend, log: log, glog: guestlog.New(log, cfg.now), mac: [6]byte(cfg.MAC), mtu: mtu, queueSize: qs, handler: cfg.Handler}
-	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU
+	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf
 	if !cfg.NoOffloads && cfg.Backend.VnetHdr() {
 		d.features |= offloadFeatures(cfg.Backend.Offloads())
 	}

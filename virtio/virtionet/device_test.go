@@ -14,7 +14,7 @@ import (
 )
 
 func TestConfigSpaceAndFeatures(t *testing.T) {
-	base := uint64(virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU)
+	base := uint64(virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf)
 	all := OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN
 	cases := []struct {
 		name     string
@@ -42,7 +42,7 @@ func TestConfigSpaceAndFeatures(t *testing.T) {
 		if d.Features() != c.features {
 			t.Errorf("%s: features %#x, want %#x", c.name, d.Features(), c.features)
 		}
-		if d.Features()&(FMrgRxbuf|FCtrlVQ|FMQ|FGuestUFO|FHostUFO) != 0 {
+		if d.Features()&(FMQ|FGuestUFO|FHostUFO) != 0 {
 			t.Errorf("%s: offers features it does not implement", c.name)
 		}
 		d.Close()
@@ -129,7 +129,7 @@ func TestActivateChecks(t *testing.T) {
 	irq := &fakeIRQ{ch: make(chan int, 4)}
 	for name, a := range map[string]virtio.Activation{
 		"one queue":           {Mem: mem, Features: virtio.FVersion1, Queues: mk()[:1], Interrupt: irq},
-		"feature not offered": {Mem: mem, Features: virtio.FVersion1 | FMrgRxbuf, Queues: mk(), Interrupt: irq},
+		"feature not offered": {Mem: mem, Features: virtio.FVersion1 | FGuestUFO, Queues: mk(), Interrupt: irq},
 		"no VERSION_1":        {Mem: mem, Features: FMAC, Queues: mk(), Interrupt: irq},
 		"no memory":           {Features: virtio.FVersion1, Queues: mk(), Interrupt: irq},
 		"no interrupt":        {Mem: mem, Features: virtio.FVersion1, Queues: mk()},

@@ -79,7 +79,7 @@ func TestPauseHoldsFrames(t *testing.T) {
 // A receive chain the device took and kept (too small for the frame it
 // had) goes back to the avail ring on Pause, and is used after Resume.
 func TestPauseReturnsKeptChain(t *testing.T) {
-	h := newHarness(t, opts{})
+	h := newHarness(t, opts{drop: FMrgRxbuf})
 	head := h.postRx(HeaderLen+80, 0)
 	h.dev.Notify(RxQueue)
 	h.peerWrite(rawFrame(500, 1)) // too big for the buffer: dropped, chain kept

@@ -2,6 +2,7 @@ package virtionet
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -37,6 +38,7 @@ type receiver struct {
 	guestCsum bool    // the guest accepted partial checksums (GUEST_CSUM)
 	guestOff  Offload // offloads the guest accepted on receive
 	maxFrame  int     // largest frame without GSO: MTU plus Ethernet header and a VLAN tag
+	mrg       bool    // MRG_RXBUF: a frame may span several receive chains
 
 	// buf is the receive goroutine's one pending frame: header, then frame,
 	// and a spare byte to see truncation.
@@ -52,6 +54,16 @@ type receiver struct {
 	have   bool // chain was popped but not used (too small for the last frame)
 	notify bool // driver kicks are enabled: the ring ran empty
 	dead   bool // the queue failed or the receive loop stopped
+
+	// With MRG_RXBUF, the frame being placed over several chains: its first
+	// chain (whose header gets num_buffers), the used entries of the chains
+	// filled so far (published together), the bytes placed and the ring
+	// descriptors the chains hold. Only the receive goroutine's frame is
+	// left part-placed while it waits for the guest; a reply never is.
+	first  queue.Chain
+	used   []queue.Used
+	placed int
+	held   int
 }
 
 func newReceiver(d *Device, q *queue.Queue, a virtio.Activation) *receiver {
@@ -65,19 +77,22 @@ func newReceiver(d *Device, q *queue.Queue, a virtio.Activation) *receiver {
 		buf:       make([]byte, HeaderLen+MaxFrameLen+1),
 		q:         q,
 		notify:    true, // a fresh ring has no NO_NOTIFY flag and avail_event 0
+		mrg:       a.Features&FMrgRxbuf != 0,
+		used:      make([]queue.Used, 0, q.Size()), // a frame spans at most every chain
 	}
 }
 
 // run reads frames from the backend and delivers them until ctx ends, the
 // backend fails, or the guest breaks the protocol.
 func (r *receiver) run(ctx context.Context) {
+	batch := 0
 	if pkt := r.kept; pkt != nil {
 		r.kept = nil
 		if !r.deliverWait(ctx, pkt) {
 			return
 		}
+		batch = 1 // the next read does not wait before signalling this frame
 	}
-	batch := 0
 	for ctx.Err() == nil {
 		n, err := r.readFrame(batch == 0)
 		if err != nil {
@@ -178,7 +193,7 @@ func (r *receiver) prepare(n int) []byte {
 	} else {
 		h = header{} // without GUEST_CSUM the flags must be 0 (and no GSO got here)
 	}
-	h.encode(pkt[:HeaderLen], 1) // one chain per frame: num_buffers is 1
+	h.encode(pkt[:HeaderLen], 1) // num_buffers: set again when the frame spans several chains
 	return pkt
 }
 
@@ -187,7 +202,7 @@ func (r *receiver) prepare(n int) []byte {
 func (r *receiver) deliverWait(ctx context.Context, pkt []byte) bool {
 	for {
 		r.mu.Lock()
-		st, err := r.deliverLocked(pkt)
+		st, err := r.deliverLocked(pkt, false)
 		if err == nil && st == noBuffers {
 			// Let the guest see what it has got, so it refills.
 			r.signalLocked()
@@ -224,6 +239,9 @@ func (r *receiver) pause() error {
 		}
 		r.have = false
 	}
+	if err := r.unpopMergedLocked(); err != nil {
+		return fmt.Errorf("virtio-net: pause: %w", err)
+	}
 	r.signalLocked()
 	return nil
 }
@@ -238,7 +256,7 @@ func (r *receiver) deliverReply(pkt []byte) {
 		r.d.counts.inc(cRxDropNotRunning)
 		return
 	}
-	st, err := r.deliverLocked(pkt)
+	st, err := r.deliverLocked(pkt, true)
 	if err != nil {
 		r.failedLocked(err)
 		return
@@ -252,44 +270,61 @@ func (r *receiver) deliverReply(pkt []byte) {
 	}
 }
 
-// deliverLocked writes pkt (header and frame) into the next receive chain.
-func (r *receiver) deliverLocked(pkt []byte) (deliverStatus, error) {
+// popLocked takes the next receive chain into c. It returns false when the
+// ring is empty; notifications are then enabled.
+func (r *receiver) popLocked(c *queue.Chain) (bool, error) {
+	for {
+		ok, err := r.q.Pop(c)
+		if err != nil {
+			return false, err
+		}
+		if ok {
+			break
+		}
+		if r.notify {
+			return false, nil
+		}
+		more, err := r.q.EnableNotifications()
+		if err != nil {
+			return false, err
+		}
+		r.notify = true
+		if !more {
+			return false, nil
+		}
+	}
+	if n := c.ReadableLen(); n > 0 || len(c.Readable()) > 0 {
+		err := queue.Guestf(queue.BadRequest, "a receive chain with %d device-readable bytes", n)
+		r.q.Fail(err)
+		return false, err
+	}
+	if r.notify {
+		if err := r.q.DisableNotifications(); err != nil {
+			return false, err
+		}
+		r.notify = false
+	}
+	return true, nil
+}
+
+// deliverLocked writes pkt (header and frame) into the next receive chain,
+// or chains with MRG_RXBUF. A reply is never left part-placed.
+func (r *receiver) deliverLocked(pkt []byte, reply bool) (deliverStatus, error) {
 	if r.dead {
 		return 0, errors.New("virtio-net: receive queue stopped")
 	}
+	if r.mrg {
+		return r.deliverMergedLocked(pkt, reply)
+	}
 	if !r.have {
-		for {
-			ok, err := r.q.Pop(&r.chain)
-			if err != nil {
-				return 0, err
-			}
-			if ok {
-				break
-			}
-			if r.notify {
-				return noBuffers, nil
-			}
-			more, err := r.q.EnableNotifications()
-			if err != nil {
-				return 0, err
-			}
-			r.notify = true
-			if !more {
-				return noBuffers, nil
-			}
-		}
-		if n := r.chain.ReadableLen(); n > 0 || len(r.chain.Readable()) > 0 {
-			err := queue.Guestf(queue.BadRequest, "a receive chain with %d device-readable bytes", n)
-			r.q.Fail(err)
+		ok, err := r.popLocked(&r.chain)
+		if err != nil {
 			return 0, err
 		}
-		r.have = true
-		if r.notify {
-			if err := r.q.DisableNotifications(); err != nil {
-				return 0, err
-			}
-			r.notify = false
+		if !ok {
+			return noBuffers, nil
 		}
+		r.have = true
 	}
 	if uint64(len(pkt)) > uint64(r.chain.WritableLen()) {
 		// Keep the chain for a frame that fits; a guest that posts only
@@ -307,6 +342,94 @@ func (r *receiver) deliverLocked(pkt []byte) (deliverStatus, error) {
 	r.d.counts.inc(cRxPackets)
 	r.d.counts.add(cRxBytes, uint64(len(pkt)-HeaderLen))
 	return delivered, nil
+}
+
+// deliverMergedLocked spreads pkt over as many receive chains as it needs
+// (MRG_RXBUF), writing each as it is taken, and returns them all with one
+// used idx update once the frame is placed: the driver reads num_buffers
+// and expects that many entries to be there. While the ring is empty the
+// chains taken stay with the frame until the guest adds more; when they
+// hold every descriptor of the ring the frame can never fit, so it is
+// dropped and the chains are given back for the next frame.
+func (r *receiver) deliverMergedLocked(pkt []byte, reply bool) (deliverStatus, error) {
+	if reply && len(r.used) > 0 {
+		return noBuffers, nil // the receive goroutine's frame has the chains the guest gave
+	}
+	for r.placed < len(pkt) {
+		c := &r.chain
+		if len(r.used) == 0 {
+			c = &r.first
+		}
+		ok, err := r.popLocked(c)
+		if err != nil {
+			return 0, err
+		}
+		if !ok {
+			if r.held >= int(r.q.Size()) {
+				r.d.counts.inc(cRxDropGuestBuffer)
+				return dropped, r.unpopMergedLocked()
+			}
+			if reply {
+				return noBuffers, r.unpopMergedLocked()
+			}
+			return noBuffers, nil
+		}
+		r.held += c.RingDescriptors()
+		wl := c.WritableLen()
+		if wl < HeaderLen {
+			// Every buffer must hold at least the header (§5.1.6.3.1). The
+			// frame is dropped and its chains go back empty, which Linux
+			// counts as short frames and reposts.
+			for i := range r.used {
+				r.used[i] = r.used[i].Unwritten()
+			}
+			u, _ := c.Used(0)
+			r.used = append(r.used, u)
+			err := r.q.PushUsed(r.used)
+			r.resetMerged()
+			r.d.counts.inc(cRxDropGuestBuffer)
+			return dropped, err
+		}
+		n := min(int(wl), len(pkt)-r.placed)
+		if _, err := c.WriteAt(pkt[r.placed:r.placed+n], 0); err != nil {
+			return 0, err // cannot happen: n is at most the chain's writable length
+		}
+		u, err := c.Used(uint32(n))
+		if err != nil {
+			return 0, err
+		}
+		r.used = append(r.used, u)
+		r.placed += n
+	}
+	var nb [2]byte
+	binary.LittleEndian.PutUint16(nb[:], uint16(len(r.used))) // at most the queue size, 32768
+	if _, err := r.first.WriteAt(nb[:], hdrNumBuffers); err != nil {
+		return 0, err // cannot happen: the first chain holds the header
+	}
+	if err := r.q.PushUsed(r.used); err != nil {
+		return 0, err
+	}
+	r.resetMerged()
+	r.d.counts.inc(cRxPackets)
+	r.d.counts.add(cRxBytes, uint64(len(pkt)-HeaderLen))
+	return delivered, nil
+}
+
+// unpopMergedLocked gives back the chains a part-placed frame holds: the
+// next Pop takes them again.
+func (r *receiver) unpopMergedLocked() error {
+	for range r.used {
+		if err := r.q.Unpop(); err != nil {
+			return err
+		}
+	}
+	r.resetMerged()
+	return nil
+}
+
+func (r *receiver) resetMerged() {
+	r.used = r.used[:0]
+	r.placed, r.held = 0, 0
 }
 
 // signal raises the receive interrupt if the driver wants one for what was

@@ -16,7 +16,7 @@ const (
 	FHostTSO6          = 1 << 12 // VIRTIO_NET_F_HOST_TSO6: the device takes TCPv6 GSO frames
 	FHostECN           = 1 << 13 // VIRTIO_NET_F_HOST_ECN: the device takes GSO frames with ECN
 	FHostUFO           = 1 << 14 // VIRTIO_NET_F_HOST_UFO (not offered)
-	FMrgRxbuf          = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF (not offered: see the package doc)
+	FMrgRxbuf          = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF: a received frame may span several chains (offered)
 	FStatus            = 1 << 16 // VIRTIO_NET_F_STATUS: status in config is valid (offered)
 	FCtrlVQ            = 1 << 17 // VIRTIO_NET_F_CTRL_VQ (not offered)
 	FMQ                = 1 << 22 // VIRTIO_NET_F_MQ (not offered)
