@@ -80,16 +80,16 @@ func deferredServer(t *testing.T, fail map[string]error) (*Server, *recOps) {
 }
 
 // sendSetup runs a Setup session on srv with the raw protocol.
-func sendSetup(t *testing.T, srv *Server, req *proto.Setup) (*proto.Reader, chan error) {
+func sendSetup(t *testing.T, srv *Server, req *proto.Setup) (net.Conn, *proto.Reader, chan error) {
 	t.Helper()
-	_, w, r, done := rawSession(t, srv)
+	host, w, r, done := rawSession(t, srv)
 	hello(t, w, r)
 	p, err := req.Append(nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	go w.Send(proto.TypeSetup, 0, p)
-	return r, done
+	return host, r, done
 }
 
 // pipeDial hands srv one end of a socket pair per call, as a vsock dial
@@ -124,8 +124,9 @@ func TestDeferredSetup(t *testing.T) {
 	}
 
 	req := &proto.Setup{Root: "9p:root", Shares: []string{"b:/mnt/a/b", "a:/mnt/a:ro"}}
-	fr, done := sendSetup(t, srv, req)
+	host, fr, done := sendSetup(t, srv, req)
 	next(t, fr, proto.TypeAck)
+	host.Close() // no command on this session (ExecAfterSetupVersion)
 	if err := result(t, done); err != nil {
 		t.Fatalf("Setup session: %v", err)
 	}

@@ -223,77 +223,105 @@ func (ss *session) run(ctx context.Context) error {
 		return fmt.Errorf("agent: reading the request: %w", err)
 	}
 	ss.conn.SetDeadline(time.Time{})
+	for afterSetup := false; ; afterSetup = true {
+		more, err := ss.request(ctx, f, afterSetup)
+		if !more || err != nil {
+			return err
+		}
+		// Setup was acked in a session of ExecAfterSetupVersion: the host
+		// may send its command here, whenever it has one (no deadline).
+		if f, err = ss.r.Next(); err != nil {
+			if err == io.EOF || errors.Is(err, syscall.ENOTCONN) || errors.Is(err, syscall.ECONNRESET) {
+				return nil // the host had no command for this session
+			}
+			return fmt.Errorf("agent: reading the request after Setup: %w", err)
+		}
+	}
+}
+
+// request serves the session's request f (afterSetup: the one a version
+// 5 session may send after Setup's Ack). more reports a Setup acked in a
+// session that goes on (proto.ExecAfterSetupVersion).
+func (ss *session) request(ctx context.Context, f proto.Frame, afterSetup bool) (more bool, err error) {
 	switch f.Type {
 	case proto.TypePowerOff:
-		return ss.powerOff()
+		return false, ss.powerOff()
 	case proto.TypeSetup:
+		if afterSetup {
+			return false, fmt.Errorf("agent: host sent a second Setup in one session: %w", proto.ErrProtocol)
+		}
 		if ss.version < proto.SetupVersion {
-			return fmt.Errorf("agent: host sent Setup in a protocol version %d session (Setup is version %d): %w", ss.version, proto.SetupVersion, proto.ErrProtocol)
+			return false, fmt.Errorf("agent: host sent Setup in a protocol version %d session (Setup is version %d): %w", ss.version, proto.SetupVersion, proto.ErrProtocol)
 		}
 		req, err := proto.ParseSetup(f.Payload)
 		if err != nil {
-			return fmt.Errorf("agent: host Setup: %w", err)
+			return false, fmt.Errorf("agent: host Setup: %w", err)
 		}
 		if v := req.NeedsVersion(); ss.version < v {
-			return fmt.Errorf("agent: host sent a Setup of protocol version %d (host name, tmpfs or read-write root) in a version %d session: %w", v, ss.version, proto.ErrProtocol)
+			return false, fmt.Errorf("agent: host sent a Setup of protocol version %d (host name, tmpfs or read-write root) in a version %d session: %w", v, ss.version, proto.ErrProtocol)
 		}
-		return ss.setup(req)
+		acked, err := ss.setup(req)
+		return acked && ss.version >= proto.ExecAfterSetupVersion, err
 	case proto.TypeExec:
 		e, err := proto.ParseExec(f.Payload)
 		if err != nil {
-			return fmt.Errorf("agent: host Exec: %w", err)
+			return false, fmt.Errorf("agent: host Exec: %w", err)
 		}
 		if d := ss.s.cfg.Deferred; d != nil {
 			applied, err := d.Status()
 			if !applied {
 				ss.s.startErrors.Add(1)
 				ss.sendError(proto.CodeRefused, "agent: no command before Setup: this agent's setup is deferred ("+SetupPrefix+SetupDeferred+") and the host has not sent Setup")
-				return nil
+				return false, nil
 			}
 			if err != nil {
 				ss.s.startErrors.Add(1)
 				ss.sendError(proto.CodeStart, err.Error())
-				return nil
+				return false, nil
 			}
 		}
 		if err := ss.s.cfg.SetupError; err != nil {
 			ss.s.startErrors.Add(1)
 			ss.sendError(proto.CodeStart, err.Error())
-			return nil
+			return false, nil
 		}
-		return ss.exec(ctx, e)
+		return false, ss.exec(ctx, e)
 	}
-	return fmt.Errorf("agent: host sent %s after Hello, want Exec, Setup or PowerOff: %w", f.Type, proto.ErrProtocol)
+	after := "Hello, want Exec, Setup or PowerOff"
+	if afterSetup {
+		after = "Setup's Ack, want Exec or PowerOff"
+	}
+	return false, fmt.Errorf("agent: host sent %s after %s: %w", f.Type, after, proto.ErrProtocol)
 }
 
 // setup carries out a Setup request: Ack when the root and shares are in
-// place; Error CodeStart with the problems (kernel options named) when
-// they are not, or when the request's values are bad (the setup is then
-// still to do); CodeRefused when there is nothing to set up.
-func (ss *session) setup(req *proto.Setup) error {
+// place (acked); Error CodeStart with the problems (kernel options named)
+// when they are not, or when the request's values are bad (the setup is
+// then still to do); CodeRefused when there is nothing to set up.
+func (ss *session) setup(req *proto.Setup) (acked bool, err error) {
 	d := ss.s.cfg.Deferred
 	if d == nil {
 		ss.sendError(proto.CodeRefused, "agent: Setup refused: the system was set up at boot (the kernel command line has no "+SetupPrefix+SetupDeferred+")")
-		return nil
+		return false, nil
 	}
 	cfg, err := SetupRequestConfig(req)
 	if err != nil {
 		ss.sendError(proto.CodeStart, err.Error())
-		return nil
+		return false, nil
 	}
 	if err := d.Apply(cfg); err != nil {
 		if errors.Is(err, ErrSetupDone) {
 			ss.sendError(proto.CodeRefused, err.Error())
-			return nil
+			return false, nil
 		}
 		ss.s.log.Warn("agent: deferred setup failed", "err", err)
 		ss.sendError(proto.CodeStart, err.Error())
-		return nil
+		return false, nil
 	}
 	if err := ss.w.Send(proto.TypeAck, 0, nil); err != nil {
-		return fmt.Errorf("agent: sending Setup Ack: %w", err)
+		return false, fmt.Errorf("agent: sending Setup Ack: %w", err)
 	}
-	return nil
+	return true, nil
 }
 
 func (ss *session) powerOff() error {

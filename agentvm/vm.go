@@ -59,6 +59,11 @@ type VM struct {
 	probeMu      sync.Mutex
 	probe        net.Conn
 	probeVersion uint16
+	// session is the Setup session's connection, left open by an agent
+	// of proto.ExecAfterSetupVersion for the first command (at
+	// sessionVersion); guarded by probeMu.
+	session        net.Conn
+	sessionVersion uint16
 
 	closeOnce sync.Once
 	closeErr  error
@@ -356,15 +361,38 @@ func (vm *VM) greet(ctx context.Context, conn net.Conn) (v uint16, err error) {
 }
 
 // Command returns a Cmd that runs name with args in the guest. It dials
-// its own connection to the agent when it starts.
+// its own connection to the agent when it starts; the first Cmd after a
+// warm machine's Setup takes that Setup's connection instead, when the
+// agent left it open (proto.ExecAfterSetupVersion).
 func (vm *VM) Command(name string, args ...string) *client.Cmd {
-	return client.Command(vm.lazyConn(context.Background()), name, args...)
+	return vm.command(nil, name, args)
 }
 
 // CommandContext is Command with a context: when ctx ends before the
 // command, the command and its process group are killed.
 func (vm *VM) CommandContext(ctx context.Context, name string, args ...string) *client.Cmd {
+	return vm.command(ctx, name, args)
+}
+
+// command is CommandContext; a nil ctx is Command's (no kill).
+func (vm *VM) command(ctx context.Context, name string, args []string) *client.Cmd {
+	if conn, v := vm.takeSession(); conn != nil {
+		return client.CommandAfterHello(ctx, conn, v, name, args...)
+	}
+	if ctx == nil {
+		return client.Command(vm.lazyConn(context.Background()), name, args...)
+	}
 	return client.CommandContext(ctx, vm.lazyConn(ctx), name, args...)
+}
+
+// takeSession returns the Setup session kept for the first command and
+// its protocol version, or nil; the caller owns it.
+func (vm *VM) takeSession() (net.Conn, uint16) {
+	vm.probeMu.Lock()
+	defer vm.probeMu.Unlock()
+	c, v := vm.session, vm.sessionVersion
+	vm.session = nil
+	return c, v
 }
 
 // Dial opens a connection to the agent, for a session the caller runs
@@ -398,6 +426,9 @@ func (vm *VM) Close() error {
 		if c, _ := vm.takeProbe(); c != nil {
 			c.Close()
 		}
+		if c, _ := vm.takeSession(); c != nil {
+			c.Close()
+		}
 		steps := NewSteps(vm.log, "agentvm: close")
 		select {
 		case <-vm.done:
@@ -423,6 +454,9 @@ func (vm *VM) Close() error {
 func (vm *VM) Kill() error {
 	vm.closeOnce.Do(func() {
 		if c, _ := vm.takeProbe(); c != nil {
+			c.Close()
+		}
+		if c, _ := vm.takeSession(); c != nil {
 			c.Close()
 		}
 		vm.closeErr = vm.stop()

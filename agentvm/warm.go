@@ -476,16 +476,33 @@ func (cfg *Config) restoreWarm(ctx context.Context, p *warmPlan, snap string, lo
 }
 
 // setup sends the agent its Setup request: on the readiness probe's
-// connection when waitAgent kept it (keepProbe), else on a new one.
+// connection when waitAgent kept it (keepProbe), else on a new one. An
+// agent of proto.ExecAfterSetupVersion leaves the session open after its
+// Ack: it is kept for the first command (Command), which then costs no
+// dial and Hello of its own.
 func (vm *VM) setup(ctx context.Context, req *proto.Setup) error {
-	if conn, v := vm.takeProbe(); conn != nil {
-		return client.SetupAfterHello(ctx, conn, v, req)
+	conn, v := vm.takeProbe()
+	if conn == nil {
+		var err error
+		if conn, err = vm.Dial(ctx); err != nil {
+			return fmt.Errorf("dialing the agent for its setup: %w", err)
+		}
+		if v, err = vm.greet(ctx, conn); err != nil {
+			conn.Close()
+			return fmt.Errorf("greeting the agent for its setup: %w", err)
+		}
 	}
-	conn, err := vm.Dial(ctx)
-	if err != nil {
-		return fmt.Errorf("dialing the agent for its setup: %w", err)
+	open, err := client.SetupOpen(ctx, conn, v, req)
+	if err != nil || !open {
+		return err
 	}
-	return client.SetupRequest(ctx, conn, req)
+	vm.probeMu.Lock()
+	defer vm.probeMu.Unlock()
+	if vm.session != nil {
+		vm.session.Close()
+	}
+	vm.session, vm.sessionVersion = conn, v
+	return nil
 }
 
 // warmCache is the snapshot cache: a directory per key, a lock file per

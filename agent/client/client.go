@@ -73,6 +73,7 @@ type Cmd struct {
 	r       *proto.Reader
 	pid     int
 	started bool
+	version uint16 // negotiated already (CommandAfterHello); 0: Start greets
 
 	mu        sync.Mutex
 	cond      sync.Cond
@@ -103,6 +104,16 @@ func Command(conn net.Conn, name string, args ...string) *Cmd {
 func CommandContext(ctx context.Context, conn net.Conn, name string, args ...string) *Cmd {
 	c := Command(conn, name, args...)
 	c.ctx = ctx
+	return c
+}
+
+// CommandAfterHello is CommandContext (ctx may be nil) on a connection
+// whose Hellos were exchanged already at protocol version v and whose
+// session takes an Exec now: a readiness probe's, or a Setup session
+// SetupOpen left open. It costs no Hello round trip of its own.
+func CommandAfterHello(ctx context.Context, conn net.Conn, v uint16, name string, args ...string) *Cmd {
+	c := Command(conn, name, args...)
+	c.ctx, c.version = ctx, v
 	return c
 }
 
@@ -242,7 +253,9 @@ func (c *Cmd) Start() error {
 	if c.Stdin != nil {
 		go c.feedStdin()
 	} else {
+		c.mu.Lock() // readLoop runs already, and sets it too
 		c.stdinDone = true
+		c.mu.Unlock()
 		c.w.Send(proto.TypeClose, proto.StreamStdin, nil)
 	}
 	if c.ctx != nil {
@@ -252,8 +265,10 @@ func (c *Cmd) Start() error {
 }
 
 func (c *Cmd) start(exec []byte, win uint32) error {
-	if err := handshake(c.conn); err != nil {
-		return err
+	if c.version == 0 {
+		if err := handshake(c.conn); err != nil {
+			return err
+		}
 	}
 	c.w = proto.NewWriter(c.conn)
 	c.r = proto.NewReader(c.conn, proto.FromAgent)
@@ -354,10 +369,34 @@ func SetupAfterHello(ctx context.Context, conn net.Conn, v uint16, req *proto.Se
 	return runSetup(ctx, conn, v, req)
 }
 
+// SetupOpen is SetupAfterHello, but leaves conn open once the agent has
+// acked when the session's version v lets the host send its command on it
+// (proto.ExecAfterSetupVersion): open reports that, and the caller then
+// owns conn (CommandAfterHello runs a command on it; closing it ends the
+// session). Otherwise, or on an error, conn is closed.
+func SetupOpen(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) (open bool, err error) {
+	if v == 0 {
+		conn.Close()
+		return false, errors.New("client: SetupOpen needs the version negotiated on conn")
+	}
+	keep := v >= proto.ExecAfterSetupVersion
+	err = setupSession(ctx, conn, v, req, keep)
+	return keep && err == nil, err
+}
+
 // runSetup sends req on conn, greeting the agent first unless v (the
 // version negotiated already) is set, waits for its answer and closes conn.
 func runSetup(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) error {
-	defer conn.Close()
+	return setupSession(ctx, conn, v, req, false)
+}
+
+// setupSession is runSetup; keep leaves conn open after an Ack.
+func setupSession(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup, keep bool) (err error) {
+	defer func() {
+		if !keep || err != nil {
+			conn.Close()
+		}
+	}()
 	// Encoded once, before any Hello: a request that cannot be sent costs
 	// no session.
 	p, err := req.Append(nil)
@@ -370,8 +409,12 @@ func runSetup(ctx context.Context, conn net.Conn, v uint16, req *proto.Setup) er
 		conn.SetDeadline(time.Time{})
 	}
 	stop := context.AfterFunc(ctx, func() { conn.SetDeadline(time.Unix(1, 0)) })
-	defer stop()
 	err = setupOn(conn, v, req.NeedsVersion(), p)
+	if !stop() && err == nil && keep {
+		// ctx ended as the Ack came: its deadline may be on conn now,
+		// which a command on it would trip over.
+		return fmt.Errorf("client: setup: %w", ctx.Err())
+	}
 	if err != nil && ctx.Err() != nil {
 		return fmt.Errorf("client: setup: %w", ctx.Err())
 	}

@@ -5,7 +5,7 @@
 // # Connections
 //
 // One connection carries one session: either one command (Exec) or one
-// power-off request. Concurrent commands use concurrent connections. vsock
+// power-off request, after a Setup on that connection from version 5. Concurrent commands use concurrent connections. vsock
 // connections are cheap and the kernel already multiplexes them, so one
 // connection per command keeps a session's state small, isolates a failure
 // to its command, and needs no session ids. Within a connection, stdin,
@@ -40,7 +40,8 @@
 //	         version 4 the Ack comes after the sync: SyncedPowerOffVersion)
 //	Setup    (version 2) instead of Exec: the root switch and share mounts
 //	         an agent started with corral.setup=deferred left for the host
-//	         (see Setup); answered by Ack, or Error
+//	         (see Setup); answered by Ack, or Error; from version 5 an
+//	         Exec or PowerOff may follow the Ack on the same connection
 //	Data     stream stdin: bytes for the command's standard input
 //	Close    stream stdin: end of standard input (on a terminal the agent
 //	         types the end-of-file character, ^D, instead)
@@ -98,5 +99,12 @@
 // host that negotiated version 1 does not send it, and an agent refuses it
 // in a version 1 session as a protocol error. Version 3 added Setup's host
 // name and tmpfs paths (flag SetupSystem) and the read-write root
-// ("9p:TAG:rw"); a version 2 session carries neither.
+// ("9p:TAG:rw"); a version 2 session carries neither. Version 4 made the
+// power-off Ack wait for the sync. Version 5 (ExecAfterSetupVersion) lets
+// a session go on after Setup's Ack: the host may send one more request,
+// Exec or PowerOff (not another Setup), which the agent serves as if it
+// came after Hello on a new connection; the agent waits for it without a
+// deadline, and a host that has none closes the connection. In a session
+// of version 4 or less the agent closes the connection after the Ack, as
+// older agents do, so a host must not send anything after it.
 package proto

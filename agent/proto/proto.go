@@ -12,9 +12,10 @@ import (
 // oldest it accepts from a peer. Version 2 added Setup (SetupVersion),
 // version 3 its SetupSystem part and the read-write root
 // (SetupSystemVersion), version 4 the synced power-off Ack
-// (SyncedPowerOffVersion).
+// (SyncedPowerOffVersion), version 5 a request after Setup's Ack on the
+// same connection (ExecAfterSetupVersion).
 const (
-	Version    = 4
+	Version    = 5
 	MinVersion = 1
 )
 
@@ -33,6 +34,13 @@ const SetupSystemVersion = 3
 // no device of its holds guest writes: a writable disk keeps the guest's
 // orderly path).
 const SyncedPowerOffVersion = 4
+
+// ExecAfterSetupVersion is the first version whose session goes on after
+// Setup's Ack: the host may send one more request, Exec or PowerOff, on
+// the same connection, as it would after Hello (a warm machine's first
+// command then costs no dial and Hello of its own). In an older session
+// the agent closes the connection after the Ack.
+const ExecAfterSetupVersion = 5
 
 // Magic opens every Hello payload, so a peer speaking something else is
 // recognised at once.
