@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
@@ -31,11 +33,26 @@ type pathRig struct {
 	segs []testdriver.Seg
 	ctx  context.Context
 	mark uint64 // heap above the fixed buffers: indirect tables
+	// spread is how many request sizes apart consecutive requests start:
+	// 1 (the default) makes them adjacent, 2 leaves a gap after each.
+	spread uint64
 }
+
+// rigSeg is the data segment size of a request of n bytes: 4 KiB pages,
+// but no more than 128 of them, inside the seg_max of 254 the device
+// advertises (a Linux guest merges contiguous pages into one segment).
+func rigSeg(n int) int { return max(4096, n/128) }
 
 const rigFile = 64 << 20
 
 func newPathRig(tb testing.TB, reqBytes, batch int) *pathRig {
+	tb.Helper()
+	return newPathRigConfig(tb, reqBytes, batch, Config{})
+}
+
+// newPathRigConfig is newPathRig with the image opened with cfg (Path
+// filled in).
+func newPathRigConfig(tb testing.TB, reqBytes, batch int, cfg Config) *pathRig {
 	tb.Helper()
 	path := filepath.Join(tb.TempDir(), "bench.img")
 	f, err := os.Create(path)
@@ -49,7 +66,8 @@ func newPathRig(tb testing.TB, reqBytes, batch int) *pathRig {
 		}
 	}
 	f.Close()
-	dev, err := Open(Config{Path: path})
+	cfg.Path = path
+	dev, err := Open(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -68,7 +86,7 @@ func newPathRig(tb testing.TB, reqBytes, batch int) *pathRig {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	r := &pathRig{d: d, mem: mem, dev: dev, ctx: context.Background()}
+	r := &pathRig{d: d, mem: mem, dev: dev, ctx: context.Background(), spread: 1}
 	r.w = newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: &nopIRQ{}})
 	for range batch {
 		r.hdrs = append(r.hdrs, d.Alloc(hdrSize, 16))
@@ -89,10 +107,11 @@ func (r *pathRig) round(tb testing.TB, typ uint32, reqBytes, n int, first uint64
 	for i := range n {
 		hb, _ := r.mem.Slice(r.hdrs[i], hdrSize)
 		le.PutUint32(hb[hdrType:], typ)
-		le.PutUint64(hb[hdrSector:], (first+uint64(i))*sectors%total)
+		le.PutUint64(hb[hdrSector:], (first+uint64(i))*sectors*r.spread%total)
 		r.segs = append(r.segs[:0], testdriver.Seg{Addr: r.hdrs[i], Len: hdrSize})
-		for off := 0; off < reqBytes; off += 4096 {
-			r.segs = append(r.segs, testdriver.Seg{Addr: r.data[i] + uint64(off), Len: uint32(min(4096, reqBytes-off)), Write: typ == TypeIn})
+		seg := rigSeg(reqBytes)
+		for off := 0; off < reqBytes; off += seg {
+			r.segs = append(r.segs, testdriver.Seg{Addr: r.data[i] + uint64(off), Len: uint32(min(seg, reqBytes-off)), Write: typ == TypeIn})
 		}
 		r.segs = append(r.segs, testdriver.Seg{Addr: r.stat[i], Len: 1, Write: true})
 		var ok bool
@@ -120,8 +139,9 @@ func (r *pathRig) round(tb testing.TB, typ uint32, reqBytes, n int, first uint64
 	}
 }
 
-func benchPath(b *testing.B, typ uint32, reqBytes, batch int) {
+func benchPath(b *testing.B, typ uint32, reqBytes, batch int, spread uint64) {
 	r := newPathRig(b, reqBytes, batch)
+	r.spread = spread
 	r.round(b, typ, reqBytes, batch, 0) // grow the worker's and chain's arrays once
 	b.SetBytes(int64(reqBytes))
 	b.ReportAllocs()
@@ -139,19 +159,24 @@ func benchPath(b *testing.B, typ uint32, reqBytes, batch int) {
 // queue code on one queue: guest memory is fake, the image a 64 MiB temp
 // file in the page cache, requests served in batches of 32 as a guest with
 // queue depth 32 would keep them coming. 4 KiB requests use three direct
-// descriptors; 1 MiB requests an indirect table of 258 (4 KiB pages).
+// descriptors; 1 MiB requests an indirect table of 130 (8 KiB segments).
+// Requests are to adjacent sectors (merged), except in the -gaps cases,
+// where each starts one request size after the previous one ended.
 func BenchmarkDataPath(b *testing.B) {
 	for _, c := range []struct {
-		name  string
-		typ   uint32
-		bytes int
+		name   string
+		typ    uint32
+		bytes  int
+		spread uint64
 	}{
-		{"read-4KiB", TypeIn, 4096},
-		{"write-4KiB", TypeOut, 4096},
-		{"read-1MiB", TypeIn, 1 << 20},
-		{"write-1MiB", TypeOut, 1 << 20},
+		{"read-4KiB", TypeIn, 4096, 1},
+		{"write-4KiB", TypeOut, 4096, 1},
+		{"read-4KiB-gaps", TypeIn, 4096, 2},
+		{"write-4KiB-gaps", TypeOut, 4096, 2},
+		{"read-1MiB", TypeIn, 1 << 20, 1},
+		{"write-1MiB", TypeOut, 1 << 20, 1},
 	} {
-		b.Run(c.name, func(b *testing.B) { benchPath(b, c.typ, c.bytes, 32) })
+		b.Run(c.name, func(b *testing.B) { benchPath(b, c.typ, c.bytes, 32, c.spread) })
 	}
 }
 
@@ -166,6 +191,29 @@ func TestDataPathDoesNotAllocate(t *testing.T) {
 		run()
 		if n := testing.AllocsPerRun(20, run); n != 0 {
 			t.Errorf("type %d, %d bytes: %v allocations per batch of 4", c.typ, c.bytes, n)
+		}
+	}
+	// O_DIRECT through the bounce buffer: 8 KiB requests of 4 KiB pages
+	// with the device aligning to 8 KiB.
+	probe := filepath.Join(t.TempDir(), "probe")
+	if err := os.WriteFile(probe, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if fd, err := unix.Open(probe, unix.O_RDONLY|unix.O_DIRECT, 0); err != nil {
+		t.Skipf("the temp dir's file system refuses O_DIRECT: %v", err)
+	} else {
+		unix.Close(fd)
+	}
+	for _, typ := range []uint32{TypeIn, TypeOut} {
+		r := newPathRigConfig(t, 8192, 4, Config{Direct: true})
+		r.dev.img.align = 8192
+		run := func() { r.round(t, typ, 8192, 4, 0) }
+		run()
+		if r.w.bounce == nil {
+			t.Fatal("the bounce buffer was not used")
+		}
+		if n := testing.AllocsPerRun(20, run); n != 0 {
+			t.Errorf("O_DIRECT type %d through the bounce buffer: %v allocations per batch of 4", typ, n)
 		}
 	}
 }

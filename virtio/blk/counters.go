@@ -19,7 +19,7 @@ type Counters struct {
 	WriteBytes uint64 // bytes written to the image by OUT requests
 
 	Unsupported    uint64 // answered VIRTIO_BLK_S_UNSUPP: unknown type, type not negotiated, unknown segment flags
-	GuestErrors    uint64 // answered VIRTIO_BLK_S_IOERR for the guest's fault: sectors out of range, partial sectors, data in the wrong direction, writes to a read-only disk
+	GuestErrors    uint64 // answered VIRTIO_BLK_S_IOERR for the guest's fault: sectors out of range, partial sectors, data in the wrong direction, writes to a read-only disk, more data segments than seg_max or one larger than size_max
 	IOErrors       uint64 // answered VIRTIO_BLK_S_IOERR for a host I/O failure (read, write, fdatasync, fallocate)
 	ProtocolErrors uint64 // chains that broke the protocol (no header, no status byte, a bad descriptor) and failed the queue
 }

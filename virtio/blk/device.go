@@ -9,8 +9,14 @@
 // size (lseek to the end) in 512-byte sectors, rounded down: a trailing
 // partial sector is never read or written.
 //
-// I/O runs on one worker goroutine per queue, woken by Notify. Writes use
-// pwritev; FLUSH is fdatasync; Reset and Close end with an fdatasync, so
+// I/O runs on one worker goroutine per queue, woken by Notify. A worker
+// takes up to 32 requests at a time and serves reads (or writes) of
+// adjacent sectors among them with one preadv (pwritev), up to 1 MiB and
+// IOV_MAX segments, then completes each with its own status; if the merged
+// transfer fails, each request is tried alone. With Config.Direct the image
+// is read and written with O_DIRECT: guest buffers not aligned to the host's
+// logical block size go through a per-worker bounce buffer, and ranges that
+// are not whole blocks through the page cache. FLUSH is fdatasync; Reset and Close end with an fdatasync, so
 // every request the guest saw complete is on the host file when they return.
 // If the driver did not accept VIRTIO_BLK_F_FLUSH the device is write-through
 // (fdatasync after each write).
@@ -19,7 +25,9 @@
 // without a writable status byte cannot be answered and fail the device
 // (the transport sets DEVICE_NEEDS_RESET), as QEMU does. Everything else
 // gets a status: out-of-range sectors, data not a multiple of 512 bytes,
-// data in the wrong direction and writes to a read-only disk are
+// data in the wrong direction, writes to a read-only disk, and reads or
+// writes of more data segments than seg_max or a segment larger than
+// size_max (as advertised in the configuration space) are
 // VIRTIO_BLK_S_IOERR; unknown request types are VIRTIO_BLK_S_UNSUPP. The used
 // length of an answered request is the whole writable length, as in QEMU.
 //
@@ -59,8 +67,11 @@ type Config struct {
 	// 0 means DefaultQueueSize.
 	QueueSize uint16
 	// NumQueues is the number of request queues (VIRTIO_BLK_F_MQ when
-	// above 1); 0 means 1.
+	// above 1), each served by its own worker; 0 means 1.
 	NumQueues int
+	// Direct opens the image with O_DIRECT, bypassing the host's page
+	// cache. Open fails if the file system refuses O_DIRECT.
+	Direct bool
 	// Logger receives warnings and guest errors (rate limited); nil
 	// discards them.
 	Logger *slog.Logger
@@ -77,6 +88,7 @@ type Device struct {
 	config    [ConfigSize]byte
 	queueSize uint16
 	numQueues int
+	segMax    uint32 // the seg_max advertised and enforced
 	counts    counters
 
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
@@ -138,7 +150,7 @@ func Open(cfg Config) (*Device, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	img, err := openImage(cfg.Path, cfg.ReadOnly)
+	img, err := openImage(cfg.Path, cfg.ReadOnly, cfg.Direct)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +158,9 @@ func Open(cfg Config) (*Device, error) {
 		log.Warn("virtio-blk: image size is not a multiple of 512; the last partial sector is not used",
 			"path", cfg.Path, "ignored_bytes", img.tail)
 	}
-	d := &Device{img: img, log: guestlog.New(log, cfg.now), queueSize: qs, numQueues: nq}
+	// seg_max leaves room in a chain of the largest queue for the header
+	// and the status byte.
+	d := &Device{img: img, log: guestlog.New(log, cfg.now), queueSize: qs, numQueues: nq, segMax: uint32(qs) - 2}
 	copy(d.id[:], cfg.Serial)
 
 	d.features = virtio.FVersion1 | virtio.FIndirectDesc | virtio.FEventIdx |
@@ -166,7 +180,7 @@ func Open(cfg Config) (*Device, error) {
 	exp := uint8(bits.TrailingZeros32(img.blockSize / SectorSize))
 	d.config = encodeConfig(configFields{
 		capacity:      img.sectors,
-		segMax:        uint32(qs) - 2, // leave room for header and status
+		segMax:        d.segMax,
 		physBlockExp:  exp,
 		minIOSize:     uint16(1) << exp,
 		numQueues:     uint16(nq),

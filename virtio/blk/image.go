@@ -20,9 +20,12 @@ const iovMax = 1024
 
 // image is a raw disk image file, locked against other writers.
 type image struct {
-	fd        int
+	fd        int // the image, opened with O_DIRECT when direct
+	bfd       int // the image through the page cache: fd itself unless direct
 	path      string
 	readOnly  bool
+	direct    bool   // fd bypasses the page cache (Config.Direct)
+	align     uint64 // what O_DIRECT needs aligned: file offset, length, buffer address
 	sectors   uint64 // capacity: the file size rounded down to whole sectors
 	tail      uint64 // bytes past the last whole sector (never used)
 	punchHole bool   // fallocate(PUNCH_HOLE) works: DISCARD, WRITE_ZEROES with unmap
@@ -32,7 +35,9 @@ type image struct {
 
 // openImage opens and locks path: read-write with an exclusive lock, or
 // read-only (the file is never opened for writing) with a shared lock.
-func openImage(path string, readOnly bool) (*image, error) {
+// With direct the image is opened a second time, with O_DIRECT, through
+// /proc/self/fd (so it is the same file even if path is renamed meanwhile).
+func openImage(path string, readOnly, direct bool) (*image, error) {
 	flags, lock, mode := unix.O_RDWR, unix.LOCK_EX, "read-write"
 	if readOnly {
 		flags, lock, mode = unix.O_RDONLY, unix.LOCK_SH, "read-only"
@@ -41,11 +46,11 @@ func openImage(path string, readOnly bool) (*image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("virtio-blk: open disk image %q %s: %w", path, mode, err)
 	}
-	img := &image{fd: fd, path: path, readOnly: readOnly}
+	img := &image{fd: fd, bfd: fd, path: path, readOnly: readOnly, align: SectorSize}
 	ok := false
 	defer func() {
 		if !ok {
-			unix.Close(fd)
+			img.closeFDs()
 		}
 	}()
 	var st unix.Stat_t
@@ -75,8 +80,61 @@ func openImage(path string, readOnly bool) (*image, error) {
 	if !readOnly {
 		img.probeFallocate(uint64(size))
 	}
+	if direct {
+		if err := img.openDirect(flags, st.Mode&unix.S_IFMT == unix.S_IFBLK); err != nil {
+			return nil, err
+		}
+	}
 	ok = true
 	return img, nil
+}
+
+// openDirect opens the O_DIRECT descriptor and finds the alignment it
+// needs: a block device's logical block size, or for a file 512 bytes if a
+// 512-byte read at a 512-byte (not 4096-byte) aligned buffer works, else
+// 4096.
+func (img *image) openDirect(flags int, blockDev bool) error {
+	fd, err := unix.Open(fmt.Sprintf("/proc/self/fd/%d", img.bfd), flags|unix.O_DIRECT|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.EINVAL) {
+		return fmt.Errorf("virtio-blk: disk image %q: its file system refuses O_DIRECT (the direct option): %w", img.path, err)
+	}
+	if err != nil {
+		return fmt.Errorf("virtio-blk: open disk image %q with O_DIRECT (the direct option): %w", img.path, err)
+	}
+	img.fd, img.direct, img.align = fd, true, 4096
+	if blockDev {
+		n, err := unix.IoctlGetInt(fd, unix.BLKSSZGET)
+		if err != nil {
+			return fmt.Errorf("virtio-blk: logical block size of %q (BLKSSZGET): %w", img.path, err)
+		}
+		if n < SectorSize || n&(n-1) != 0 || n > 1<<16 {
+			return fmt.Errorf("virtio-blk: %q has a logical block size of %d bytes", img.path, n)
+		}
+		img.align = uint64(n)
+		return nil
+	}
+	if img.sectors*SectorSize >= 4096 {
+		buf := alignedBuffer(2*SectorSize, 4096)
+		for {
+			_, err := unix.Pread(fd, buf[SectorSize:], 0)
+			if err == unix.EINTR {
+				continue
+			}
+			if err == nil {
+				img.align = SectorSize
+			}
+			break
+		}
+	}
+	return nil
+}
+
+// alignedBuffer returns n bytes whose address is a multiple of align (a
+// power of two).
+func alignedBuffer(n int, align uint64) []byte {
+	b := make([]byte, n+int(align))
+	skip := int((align - uint64(addrOf(b))%align) % align)
+	return b[skip : skip+n : skip+n]
 }
 
 func flock(fd, how int) error {
@@ -118,36 +176,33 @@ func (img *image) inRange(sector, n uint64) bool {
 	return sector <= img.sectors && count <= img.sectors-sector
 }
 
-// readv fills segs from the image at byte offset off. A read past the end of
-// the file (it shrank under us) is an error.
-func (img *image) readv(segs []queue.Buffer, off uint64, iov []unix.Iovec) error {
-	return img.rw(segs, off, iov, false)
-}
-
-// writev writes segs to the image at byte offset off.
-func (img *image) writev(segs []queue.Buffer, off uint64, iov []unix.Iovec) error {
-	return img.rw(segs, off, iov, true)
-}
-
-// rw transfers segs in batches of at most len(iov) (≤ iovMax) buffers,
-// resuming after short transfers and EINTR.
-func (img *image) rw(segs []queue.Buffer, off uint64, iov []unix.Iovec, write bool) error {
+// rw transfers segs (each non-empty) between the image's descriptor fd
+// and guest memory at byte offset off, at most len(iov) (≤ iovMax) buffers
+// per call, resuming after short transfers and EINTR. segs is not changed,
+// so a caller can try the same buffers again. A read past the end of the
+// file (it shrank under us) is an error.
+func (img *image) rw(fd int, segs []queue.Buffer, off uint64, iov []unix.Iovec, write bool) error {
 	op := "read"
 	if write {
 		op = "write"
 	}
+	skip := 0 // bytes of segs[0] already done
 	for len(segs) > 0 {
 		k := min(len(segs), len(iov))
 		for i := range k {
-			iov[i].Base = &segs[i].Data[0]
-			iov[i].SetLen(len(segs[i].Data))
+			d := segs[i].Data
+			if i == 0 {
+				d = d[skip:]
+			}
+			iov[i].Base = &d[0]
+			iov[i].SetLen(len(d))
 		}
 		var n int
 		var err error
 		if write {
-			n, err = pwritev(img.fd, iov[:k], int64(off))
+			n, err = pwritev(fd, iov[:k], int64(off))
 		} else {
-			n, err = preadv(img.fd, iov[:k], int64(off))
+			n, err = preadv(fd, iov[:k], int64(off))
 		}
 		if err == unix.EINTR {
 			continue
@@ -159,16 +214,15 @@ func (img *image) rw(segs []queue.Buffer, off uint64, iov []unix.Iovec, write bo
 			return fmt.Errorf("virtio-blk: %s %q at %#x: unexpected end of file", op, img.path, off)
 		}
 		off += uint64(n)
-		// Drop the n bytes done from the front of segs.
+		// Step over the n bytes done.
 		for n > 0 {
-			l := len(segs[0].Data)
-			if n < l {
-				segs[0].Data = segs[0].Data[n:]
-				segs[0].GPA += uint64(n)
+			if l := len(segs[0].Data) - skip; n < l {
+				skip += n
 				break
+			} else {
+				n -= l
 			}
-			n -= l
-			segs = segs[1:]
+			segs, skip = segs[1:], 0
 		}
 	}
 	return nil
@@ -229,10 +283,22 @@ func (img *image) close() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := unix.Close(img.fd); err != nil {
+	if err := img.closeFDs(); err != nil {
 		errs = append(errs, fmt.Errorf("virtio-blk: close %q: %w", img.path, err))
 	}
 	return errors.Join(errs...)
+}
+
+// closeFDs closes the image's descriptors.
+func (img *image) closeFDs() error {
+	var err error
+	if img.fd != img.bfd {
+		err = unix.Close(img.fd)
+	}
+	if e := unix.Close(img.bfd); err == nil {
+		err = e
+	}
+	return err
 }
 
 // byteRange converts a sector and a byte count into a file offset, checking

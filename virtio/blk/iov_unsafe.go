@@ -24,3 +24,7 @@ func pwritev(fd int, iov []unix.Iovec, off int64) (int, error) {
 	}
 	return int(n), nil
 }
+
+// addrOf returns the host address of b's first byte (b must not be
+// empty): O_DIRECT needs buffers aligned in memory too.
+func addrOf(b []byte) uintptr { return uintptr(unsafe.Pointer(&b[0])) }

@@ -11,6 +11,32 @@ import (
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
+// batchMax bounds the requests taken from the queue before they are served:
+// adjacent reads or writes among them are merged into one transfer.
+const batchMax = 32
+
+// mergeMax bounds the bytes of one merged transfer (a single request may be
+// larger), so the requests in it do not wait long for each other.
+const mergeMax = 1 << 20
+
+// bounceSize is the size of a worker's bounce buffer, through which O_DIRECT
+// transfers guest buffers that are not aligned, a piece at a time.
+const bounceSize = 256 << 10
+
+// request is one chain of a batch: its header and, for IN and OUT, what the
+// transfer needs.
+type request struct {
+	chain   queue.Chain
+	typ     uint32
+	sector  uint64
+	out, in uint64 // data bytes after the header / before the status byte
+	done    bool   // status is the answer (IN and OUT are answered while parsed or by serveData)
+	data    bool   // an IN or OUT that passed the checks: off, n, lo, hi are set
+	status  byte
+	off, n  uint64 // the image byte range
+	lo, hi  int    // its data segments: w.segs[lo:hi]
+}
+
 // worker serves one queue. Everything it reuses per request lives here, so
 // the steady state does not allocate.
 type worker struct {
@@ -26,11 +52,13 @@ type worker struct {
 	discard bool // the driver accepted DISCARD
 	zeroes  bool // the driver accepted WRITE_ZEROES
 
-	chain queue.Chain
-	segs  []queue.Buffer
-	iov   []unix.Iovec
-	hdr   [hdrSize]byte
-	dwz   [max(maxDiscardSeg, maxWriteZeroSeg) * dwzSize]byte
+	batch  [batchMax]request
+	segs   []queue.Buffer // the batch's data segments, in request order
+	iov    []unix.Iovec
+	hdr    [hdrSize]byte
+	dwz    [max(maxDiscardSeg, maxWriteZeroSeg) * dwzSize]byte
+	bounce []byte          // O_DIRECT only: allocated on first use, aligned
+	one    [1]queue.Buffer // the bounce buffer as a segment list
 }
 
 func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation) *worker {
@@ -81,20 +109,15 @@ func (w *worker) drain(ctx context.Context) error {
 			return err
 		}
 		for ctx.Err() == nil {
-			ok, err := w.q.Pop(&w.chain)
-			if err != nil {
+			n, popErr := w.pop()
+			if err := w.serveBatch(w.batch[:n]); err != nil {
 				return err
 			}
-			if !ok {
-				break
+			if popErr != nil {
+				return popErr
 			}
-			written, err := w.handle(&w.chain)
-			if err != nil {
-				w.q.Fail(err)
-				return err
-			}
-			if err := w.q.Push(&w.chain, written); err != nil {
-				return err
+			if n < len(w.batch) {
+				break // the queue is empty
 			}
 		}
 		if err := w.interrupt(); err != nil {
@@ -122,71 +145,260 @@ func (w *worker) interrupt() error {
 	return nil
 }
 
-// handle serves one request and writes its status byte. It returns the used
-// length, or a guest error when the request cannot be answered at all.
-func (w *worker) handle(c *queue.Chain) (uint32, error) {
-	rlen, wlen := uint64(c.ReadableLen()), uint64(c.WritableLen())
-	if rlen < hdrSize {
-		return 0, queue.Guestf(queue.BadRequest, "a block request with a %d-byte header (want 16 readable bytes)", rlen)
+// pop takes up to batchMax chains. It stops early when the queue is empty
+// or at a guest error, returning the chains taken before it.
+func (w *worker) pop() (int, error) {
+	for n := range w.batch {
+		ok, err := w.q.Pop(&w.batch[n].chain)
+		if err != nil || !ok {
+			return n, err
+		}
 	}
-	if wlen < 1 {
-		return 0, queue.Guestf(queue.BadRequest, "a block request with no writable status byte")
-	}
-	if _, err := c.ReadAt(w.hdr[:], 0); err != nil {
-		return 0, err // cannot happen: rlen >= 16
-	}
-	typ := binary.LittleEndian.Uint32(w.hdr[hdrType:])
-	sector := binary.LittleEndian.Uint64(w.hdr[hdrSector:])
-	status := w.serve(c, typ, sector, rlen-hdrSize, wlen-1)
-	statusAt := c.Writable()[len(c.Writable())-1]
-	statusAt.Data[len(statusAt.Data)-1] = status
-	return uint32(wlen), nil
+	return len(w.batch), nil
 }
 
-// serve runs the request and counts it; in and out are the data bytes
-// after the header (device-readable) and before the status byte
-// (device-writable).
-func (w *worker) serve(c *queue.Chain, typ uint32, sector, out, in uint64) byte {
+// serveBatch serves reqs in order, merging runs of adjacent reads or writes
+// (serveData), writes each status byte and pushes each chain. A chain that
+// cannot be answered fails the queue; the ones before it are answered.
+func (w *worker) serveBatch(reqs []request) error {
+	w.segs = w.segs[:0]
+	var bad error
+	for i := range reqs {
+		if err := w.parse(&reqs[i]); err != nil {
+			reqs, bad = reqs[:i], err
+			break
+		}
+	}
+	for i := 0; i < len(reqs); {
+		r := &reqs[i]
+		switch {
+		case r.data:
+			i = w.serveData(reqs, i)
+			continue
+		case !r.done:
+			r.status = w.serve(&r.chain, r.typ, r.out, r.in)
+		}
+		i++
+	}
+	for i := range reqs {
+		r := &reqs[i]
+		st := r.chain.Writable()[len(r.chain.Writable())-1]
+		st.Data[len(st.Data)-1] = r.status
+		if err := w.q.Push(&r.chain, uint32(r.in+1)); err != nil {
+			return err
+		}
+	}
+	if bad != nil {
+		w.q.Fail(bad)
+		return bad
+	}
+	return nil
+}
+
+// parse reads a request's header and checks an IN or OUT request, picking
+// out its data segments. It returns a guest error when the request cannot
+// be answered at all.
+func (w *worker) parse(r *request) error {
+	c := &r.chain
+	rlen, wlen := uint64(c.ReadableLen()), uint64(c.WritableLen())
+	if rlen < hdrSize {
+		return queue.Guestf(queue.BadRequest, "a block request with a %d-byte header (want 16 readable bytes)", rlen)
+	}
+	if wlen < 1 {
+		return queue.Guestf(queue.BadRequest, "a block request with no writable status byte")
+	}
+	if _, err := c.ReadAt(w.hdr[:], 0); err != nil {
+		return err // cannot happen: rlen >= 16
+	}
+	r.typ = binary.LittleEndian.Uint32(w.hdr[hdrType:])
+	r.sector = binary.LittleEndian.Uint64(w.hdr[hdrSector:])
+	r.out, r.in = rlen-hdrSize, wlen-1
+	r.done, r.data, r.status = false, false, StatusOK
+	switch r.typ {
+	case TypeIn:
+		w.d.counts.inc(cIn)
+		r.done = true
+		r.status = w.prepare(r, c.Writable(), 0, r.in, r.out != 0)
+	case TypeOut:
+		w.d.counts.inc(cOut)
+		r.done = true
+		r.status = w.prepare(r, c.Readable(), hdrSize, r.out, w.img.readOnly || r.in != 0)
+	}
+	return nil
+}
+
+// prepare checks an IN or OUT request of n data bytes at bytes [from,
+// from+n) of bufs and appends its segments to w.segs; wrong says the data
+// is in the wrong direction or the disk is read-only. It returns the answer
+// of a request refused or of no data; otherwise the request is left for
+// serveData. seg_max and size_max hold per request, as advertised.
+func (w *worker) prepare(r *request, bufs []queue.Buffer, from, n uint64, wrong bool) byte {
+	if wrong {
+		return w.refuse()
+	}
+	off, ok := w.img.byteRange(r.sector, n)
+	if !ok {
+		return w.refuse()
+	}
+	if n == 0 {
+		return StatusOK
+	}
+	lo := len(w.segs)
+	w.segs = queue.AppendRange(w.segs, bufs, from, n)
+	if len(w.segs)-lo > int(w.d.segMax) {
+		w.segs = w.segs[:lo]
+		return w.refuse()
+	}
+	for _, s := range w.segs[lo:] {
+		if len(s.Data) > sizeMax {
+			w.segs = w.segs[:lo]
+			return w.refuse()
+		}
+	}
+	r.data, r.off, r.n, r.lo, r.hi = true, off, n, lo, len(w.segs)
+	return StatusOK
+}
+
+// serveData serves reqs[i] and the requests after it in the same direction
+// that continue where the one before ended, as one transfer of at most
+// iovMax segments and mergeMax bytes. If that transfer fails each request
+// is tried alone, so each gets its own status. It returns the index after
+// the last request served.
+func (w *worker) serveData(reqs []request, i int) int {
+	first := &reqs[i]
+	j, n := mergeRun(reqs, i)
+	write := first.typ == TypeOut
+	if j-i > 1 && w.transfer(w.segs[first.lo:reqs[j-1].hi], first.off, n, write) == nil {
+		synced := w.writeThrough(write)
+		for k := i; k < j; k++ {
+			reqs[k].status = w.served(&reqs[k], synced)
+		}
+		return j
+	}
+	for k := i; k < j; k++ {
+		r := &reqs[k]
+		if err := w.transfer(w.segs[r.lo:r.hi], r.off, r.n, write); err != nil {
+			if write {
+				r.status = w.ioError("virtio-blk: write failed", err)
+			} else {
+				r.status = w.ioError("virtio-blk: read failed", err)
+			}
+			continue
+		}
+		r.status = w.served(r, w.writeThrough(write))
+	}
+	return j
+}
+
+// mergeRun returns the end j of the run reqs[i:j] that one transfer
+// serves, and its bytes: reqs[i] (an IN or OUT that passed the checks) and
+// the requests after it of the same type, each starting where the one
+// before ends, while they hold at most iovMax segments and mergeMax bytes.
+func mergeRun(reqs []request, i int) (int, uint64) {
+	first := &reqs[i]
+	j, n := i+1, first.n
+	for ; j < len(reqs); j++ {
+		r, prev := &reqs[j], &reqs[j-1]
+		if !r.data || r.typ != first.typ || r.off != prev.off+prev.n ||
+			r.hi-first.lo > iovMax || n+r.n > mergeMax {
+			break
+		}
+		n += r.n
+	}
+	return j, n
+}
+
+// served counts a transferred request and answers it; synced is the
+// write-through sync's error.
+func (w *worker) served(r *request, synced error) byte {
+	if r.typ == TypeIn {
+		w.d.counts.add(cReadBytes, r.n)
+		return StatusOK
+	}
+	w.d.counts.add(cWriteBytes, r.n)
+	if synced != nil {
+		return w.ioError("virtio-blk: write-through sync failed", synced)
+	}
+	return StatusOK
+}
+
+// transfer moves n bytes between segs and the image at off. Without
+// O_DIRECT that is one vectored call; with it, a range that is not whole
+// blocks goes through the page cache and buffers that are not aligned
+// through the bounce buffer.
+func (w *worker) transfer(segs []queue.Buffer, off, n uint64, write bool) error {
+	img := w.img
+	if !img.direct {
+		return img.rw(img.fd, segs, off, w.iov, write)
+	}
+	a := img.align
+	if off%a != 0 || n%a != 0 {
+		return img.rw(img.bfd, segs, off, w.iov, write)
+	}
+	for _, s := range segs {
+		if uint64(addrOf(s.Data))%a != 0 || uint64(len(s.Data))%a != 0 {
+			return w.bounced(segs, off, n, write)
+		}
+	}
+	return img.rw(img.fd, segs, off, w.iov, write)
+}
+
+// bounced transfers whole blocks between segs and the O_DIRECT image
+// through the worker's aligned bounce buffer, bounceSize bytes at a time.
+func (w *worker) bounced(segs []queue.Buffer, off, n uint64, write bool) error {
+	if w.bounce == nil {
+		w.bounce = alignedBuffer(bounceSize, max(4096, w.img.align))
+	}
+	cur := segCursor{segs: segs}
+	for n > 0 {
+		buf := w.bounce[:min(n, bounceSize)]
+		w.one[0] = queue.Buffer{Data: buf}
+		if write {
+			cur.copy(buf, false)
+		}
+		if err := w.img.rw(w.img.fd, w.one[:], off, w.iov, write); err != nil {
+			return err
+		}
+		if !write {
+			cur.copy(buf, true)
+		}
+		off += uint64(len(buf))
+		n -= uint64(len(buf))
+	}
+	return nil
+}
+
+// segCursor is a position in a list of segments.
+type segCursor struct {
+	segs []queue.Buffer
+	skip int // bytes of segs[0] already passed
+}
+
+// copy copies between p and the segments at the cursor (into the segments
+// when toSegs) and moves the cursor past them.
+func (c *segCursor) copy(p []byte, toSegs bool) {
+	for len(p) > 0 && len(c.segs) > 0 {
+		d := c.segs[0].Data[c.skip:]
+		var k int
+		if toSegs {
+			k = copy(d, p)
+		} else {
+			k = copy(p, d)
+		}
+		p = p[k:]
+		c.skip += k
+		if c.skip == len(c.segs[0].Data) {
+			c.segs, c.skip = c.segs[1:], 0
+		}
+	}
+}
+
+// serve answers a request other than IN and OUT and counts it; in and out
+// are the data bytes after the header (device-readable) and before the
+// status byte (device-writable).
+func (w *worker) serve(c *queue.Chain, typ uint32, out, in uint64) byte {
 	img, n := w.img, &w.d.counts
 	switch typ {
-	case TypeIn:
-		n.inc(cIn)
-		if out != 0 {
-			return w.refuse()
-		}
-		off, ok := img.byteRange(sector, in)
-		if !ok {
-			return w.refuse()
-		}
-		if in == 0 {
-			return StatusOK
-		}
-		w.segs = queue.AppendRange(w.segs[:0], c.Writable(), 0, in)
-		if err := img.readv(w.segs, off, w.iov); err != nil {
-			return w.ioError("virtio-blk: read failed", err)
-		}
-		n.add(cReadBytes, in)
-		return StatusOK
-
-	case TypeOut:
-		n.inc(cOut)
-		if img.readOnly || in != 0 {
-			return w.refuse()
-		}
-		off, ok := img.byteRange(sector, out)
-		if !ok {
-			return w.refuse()
-		}
-		if out == 0 {
-			return StatusOK
-		}
-		w.segs = queue.AppendRange(w.segs[:0], c.Readable(), hdrSize, out)
-		if err := img.writev(w.segs, off, w.iov); err != nil {
-			return w.ioError("virtio-blk: write failed", err)
-		}
-		n.add(cWriteBytes, out)
-		return w.writeThrough()
-
 	case TypeFlush:
 		n.inc(cFlush)
 		if img.readOnly {
@@ -287,16 +499,16 @@ func (w *worker) discardOrZero(c *queue.Chain, out uint64, discard bool) byte {
 			}
 		}
 	}
-	return w.writeThrough()
-}
-
-// writeThrough syncs after a write when the driver has no FLUSH to ask for.
-func (w *worker) writeThrough() byte {
-	if w.flush {
-		return StatusOK
-	}
-	if err := w.img.sync(); err != nil {
+	if err := w.writeThrough(true); err != nil {
 		return w.ioError("virtio-blk: write-through sync failed", err)
 	}
 	return StatusOK
+}
+
+// writeThrough syncs after a write when the driver has no FLUSH to ask for.
+func (w *worker) writeThrough(write bool) error {
+	if !write || w.flush {
+		return nil
+	}
+	return w.img.sync()
 }
