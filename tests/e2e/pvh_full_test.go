@@ -38,6 +38,11 @@ const (
 	fullPong      = "pong from the host"
 	fullDNS       = "192.0.2.53" // TEST-NET-1: only offered, never asked
 	fullEventPath = "/etc/corral/udhcpc-event"
+	// fullDownPort serves fullDownSize bytes host → guest: with the TAP's
+	// offloads the host sends GSO frames of up to 64 KiB, which the device
+	// spreads over several receive chains (VIRTIO_NET_F_MRG_RXBUF).
+	fullDownPort = 7071
+	fullDownSize = 2 << 20
 )
 
 // fullUdhcpcEvent is udhcpc's event script in the full boot: it configures
@@ -72,6 +77,7 @@ t "kernel-dhcp eth0 $(net)"
 p=; while read -r l; do p="$p $l"; done </proc/net/pnp; t "pnp$p"
 t "virtio drivers $(cd /sys/bus/virtio/drivers && echo virtio_blk/virtio* virtio_net/virtio*)"
 t "eth0 device $(cd /sys/class/net/eth0/device && pwd -P)"
+read -r f </sys/class/net/eth0/device/features; t "eth0 features $f"
 read -r ra </sys/block/vda/ro; read -r rb </sys/block/vdb/ro; t "ro vda $ra vdb $rb"
 set -- /sys/bus/pci/drivers/virtio-pci/0000:*; t "virtio-pci functions $#"
 
@@ -103,6 +109,7 @@ t "eth0 after udhcpc $(net)"
 # TCP to the host side of the TAP (the router of the lease).
 set -- $(ip route show default)
 t "tcp reply $(echo "%[3]s" | timeout 30 nc "$3" %[1]d)"
+t "tcp download $(timeout 60 nc "$3" %[6]d </dev/null | sha256sum)"
 
 # A file on the ext4 root, for the host to find in the image.
 echo "%[4]s" >/root/e2e-written && sync && t "wrote /root/e2e-written"
@@ -124,7 +131,7 @@ func TestPVHFullSystem(t *testing.T) {
 	debugfsPath(t) // skip now rather than after the boot
 	dir := t.TempDir()
 	root := writeExt4(t, "root.ext4", 64, rootfs.InitramfsOptions{
-		Script: fmt.Sprintf(fullScript, fullTCPPort, fullEventPath, fullPing, fullWritten, fullExitCode),
+		Script: fmt.Sprintf(fullScript, fullTCPPort, fullEventPath, fullPing, fullWritten, fullExitCode, fullDownPort),
 		Exit:   rootfs.ExitPort,
 		NoDHCP: true,
 		Files:  []rootfs.File{{Path: fullEventPath, Data: []byte(fullUdhcpcEvent), Mode: 0o755}},
@@ -169,6 +176,25 @@ func TestPVHFullSystem(t *testing.T) {
 		defer ln.Close()
 		got := make(chan string, 1)
 		go serveOnce(ln, fullPong, got)
+		down, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: host.AsSlice(), Port: fullDownPort})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer down.Close()
+		downData := make([]byte, fullDownSize)
+		for i := range downData {
+			downData[i] = byte(i*7 + i>>11)
+		}
+		go func() {
+			down.SetDeadline(time.Now().Add(bootTimeout))
+			c, err := down.AcceptTCP()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(time.Minute))
+			c.Write(downData)
+		}()
 
 		r.start(t)
 
@@ -183,6 +209,11 @@ func TestPVHFullSystem(t *testing.T) {
 		r.wait(t)
 		r.wantExit(t, corral.ExitDebug, fullExitCode)
 
+		// The driver took MRG_RXBUF (bit 15 of the features file, one
+		// character per bit).
+		if m := r.wantRe(t, `corral-test: eth0 features ([01]{64})`); m != nil && m[1][15] != '1' {
+			t.Errorf("eth0 features %s: VIRTIO_NET_F_MRG_RXBUF not negotiated", m[1])
+		}
 		// Kernel side.
 		r.want(t, "virtio_blk virtio0: [vda]", "virtio_blk virtio1: [vdb]",
 			"VFS: Mounted root (ext4 filesystem)", "Run /sbin/init as init process",
@@ -212,6 +243,7 @@ func TestPVHFullSystem(t *testing.T) {
 			fmt.Sprintf("corral-test: udhcpc renew eth0 %s/24 router %s dns %s server %s", guest, host, fullDNS, host),
 			fmt.Sprintf("corral-test: eth0 after udhcpc %s/24 via %s", guest, host),
 			"corral-test: tcp reply "+fullPong,
+			fmt.Sprintf("corral-test: tcp download %x  -", sha256.Sum256(downData)),
 			"corral-test: wrote /root/e2e-written",
 			fmt.Sprintf("corral-init: exit status %d via port", fullExitCode))
 		select {
