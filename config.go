@@ -181,6 +181,9 @@ func (c *Config) validateDevices() error {
 		if len(d.Serial) > 20 {
 			return bad("disk %d: serial %q is longer than 20 bytes", i, d.Serial)
 		}
+		if err := d.checkQueues(); err != nil {
+			return bad("disk %d: %v", i, err)
+		}
 	}
 	for i := range c.Nets {
 		if err := c.Nets[i].validate(); err != nil {

@@ -43,8 +43,8 @@ type RestoreConfig struct {
 	// configuration holds; a NIC that had a handed-over File or Backend
 	// must be given one here.
 	Nets []Net
-	// Disks, when set, replaces the saved disks' paths, one per disk, in
-	// order (for copies of the images); nil opens the saved paths.
+	// Disks, when set, replaces the saved disks' paths and Direct, one per
+	// disk, in order (for copies of the images); nil opens the saved paths.
 	Disks []Disk
 	// VsockUDSPath is the restored machine's hybrid-vsock socket (the
 	// source's may still be in use); empty gives none.
@@ -190,13 +190,19 @@ func (sm *savedMachine) config(rc RestoreConfig) (Config, error) {
 		CPUs: sm.CPUs, Memory: sm.Memory, NoACPI: sm.NoACPI,
 	}
 	c.Disks = append([]Disk(nil), sm.Disks...)
+	for i := range c.Disks {
+		if c.Disks[i].Queues == 0 {
+			c.Disks[i].Queues = 1 // saved before disks had a queue per vCPU
+		}
+	}
 	if rc.Disks != nil {
 		if len(rc.Disks) != len(sm.Disks) {
 			return c, fmt.Errorf("%d disks given, the snapshot has %d", len(rc.Disks), len(sm.Disks))
 		}
 		for i, d := range rc.Disks {
-			// The guest saw the saved disk's mode and serial.
-			c.Disks[i].Path = d.Path
+			// The guest saw the saved disk's mode, serial and queues;
+			// O_DIRECT is the host's choice.
+			c.Disks[i].Path, c.Disks[i].Direct = d.Path, d.Direct
 		}
 	}
 	if rc.Nets != nil && len(rc.Nets) != len(sm.Nets) {

@@ -184,6 +184,7 @@ func (m *Machine) savedMachine() (*savedMachine, error) {
 	}
 	for _, d := range c.Disks {
 		d.Path = absPath(d.Path)
+		d.Queues = d.queues(c.cpus()) // the count the guest saw, not "one per vCPU"
 		sm.Disks = append(sm.Disks, d)
 	}
 	for i, n := range m.plat.nics {

@@ -3,6 +3,7 @@ package corral
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -25,9 +26,34 @@ type Disk struct {
 	ReadOnly bool
 	// Serial is the disk's ID for the guest (at most 20 bytes).
 	Serial string
+	// Queues is the number of request queues, each served by its own
+	// worker (1..blk.MaxQueues); 0 means one per vCPU (at most
+	// blk.MaxQueues). A snapshot records the count the guest saw.
+	Queues int `json:",omitempty"`
+	// Direct opens the image with O_DIRECT, bypassing the host's page
+	// cache; the machine fails to start if the file system refuses it.
+	Direct bool `json:",omitempty"`
 }
 
-// ParseDisk parses the CLI form PATH[,ro][,serial=ID].
+// checkQueues reports a queue count out of range.
+func (d Disk) checkQueues() error {
+	if d.Queues < 0 || d.Queues > blk.MaxQueues {
+		return fmt.Errorf("%d queues (want 1..%d, or 0 for one per vCPU)", d.Queues, blk.MaxQueues)
+	}
+	return nil
+}
+
+// queues is the disk's queue count on a machine with cpus vCPUs.
+func (d Disk) queues(cpus int) int {
+	if d.Queues != 0 {
+		return d.Queues
+	}
+	return min(cpus, blk.MaxQueues)
+}
+
+// ParseDisk parses the CLI form PATH[,ro][,serial=ID][,queues=N][,direct]:
+// queues=N gives the disk N request queues (default one per vCPU), direct
+// opens the image with O_DIRECT.
 func ParseDisk(s string) (Disk, error) {
 	parts := strings.Split(s, ",")
 	d := Disk{Path: parts[0]}
@@ -42,8 +68,16 @@ func ParseDisk(s string) (Disk, error) {
 			d.ReadOnly = false
 		case "serial":
 			d.Serial = v
+		case "queues":
+			n, err := strconv.Atoi(v)
+			if err != nil || n < 1 || n > blk.MaxQueues {
+				return d, fmt.Errorf("disk %q: queues=%s: want a number from 1 to %d", s, v, blk.MaxQueues)
+			}
+			d.Queues = n
+		case "direct":
+			d.Direct = true
 		default:
-			return d, fmt.Errorf("disk %q: unknown option %q (want ro, rw or serial=ID)", s, p)
+			return d, fmt.Errorf("disk %q: unknown option %q (want ro, rw, serial=ID, queues=N or direct)", s, p)
 		}
 	}
 	return d, nil
@@ -122,6 +156,7 @@ func (m *Machine) addVirtio(name string, dev virtio.Device) error {
 func (m *Machine) createDisks() error {
 	for i, d := range m.cfg.Disks {
 		dev, err := blk.Open(blk.Config{Path: d.Path, ReadOnly: d.ReadOnly, Serial: d.Serial,
+			NumQueues: d.queues(m.cfg.cpus()), Direct: d.Direct,
 			Logger: m.log.With("device", fmt.Sprintf("disk%d", i))})
 		if err != nil {
 			return fmt.Errorf("corral: disk %d (%s): %w", i, d.Path, err)

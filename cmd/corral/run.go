@@ -78,7 +78,7 @@ func addMachineFlags(fs *flag.FlagSet, cfg *corral.Config, memory *string) {
 		cfg.Nets = append(cfg.Nets, n)
 		return nil
 	})
-	fs.Func("disk", "virtio-blk disk PATH[,ro][,serial=ID] (repeatable)", func(v string) error {
+	fs.Func("disk", "virtio-blk disk PATH[,ro][,serial=ID][,queues=N][,direct] (repeatable): queues=N request queues (default one per vCPU), direct opens the image with O_DIRECT", func(v string) error {
 		d, err := corral.ParseDisk(v)
 		if err != nil {
 			return err
