@@ -66,7 +66,7 @@ func newPathRig(tb testing.TB, vnet bool, handler FrameHandler, frameLen int) *p
 		qs = append(qs, q)
 	}
 	a := virtio.Activation{Mem: mem, Features: feat, Interrupt: nopIRQ{}}
-	r.rx = newReceiver(dev, qs[RxQueue], a)
+	r.rx = newReceiver(dev, qs[RxQueue], a, guestOffload(feat))
 	r.tx = newTransmitter(dev, qs[TxQueue], a, r.rx)
 	for range benchBatch {
 		r.rxBufs = append(r.rxBufs, r.rxd.Alloc(smallBuf, 64))

@@ -32,6 +32,9 @@ type Counters struct {
 	TxDropBackend   uint64 // the backend refused the frame (write error)
 	TxCsumCompleted uint64 // partial checksums the device completed in software
 
+	CtrlCommands uint64 // control queue commands carried out (VIRTIO_NET_OK)
+	CtrlErrors   uint64 // control queue commands answered VIRTIO_NET_ERR: malformed, unknown, not negotiated or refused
+
 	ProtocolErrors uint64 // chains that broke the protocol and stopped a queue (each also reported to Activation.Fail)
 }
 
@@ -57,6 +60,8 @@ const (
 	cTxDropBackend
 	cTxCsumCompleted
 	cProtocolErrors
+	cCtrlCommands
+	cCtrlErrors
 	numCounters
 )
 
@@ -88,5 +93,7 @@ func (c *counters) snapshot() Counters {
 		TxDropBackend:     c[cTxDropBackend].Load(),
 		TxCsumCompleted:   c[cTxCsumCompleted].Load(),
 		ProtocolErrors:    c[cProtocolErrors].Load(),
+		CtrlCommands:      c[cCtrlCommands].Load(),
+		CtrlErrors:        c[cCtrlErrors].Load(),
 	}
 }

@@ -1,12 +1,13 @@
 // Package virtionet is the virtio network device (Virtio 1.2 §5.1) with one
-// receive/transmit queue pair on a host Backend, normally a TAP device from
+// receive/transmit queue pair and a control queue on a host Backend, normally a TAP device from
 // virtio/virtionet/tap. It implements virtio.Device and knows nothing of the
 // transport. (The package is named virtionet so that importers need no alias
 // next to the standard library's net.)
 //
 // Features: VERSION_1, EVENT_IDX and INDIRECT_DESC; MAC (the configured
-// guest MAC), STATUS (link always up), MTU (the configured MTU) and
-// MRG_RXBUF. When
+// guest MAC), STATUS (link always up), MTU (the configured MTU),
+// MRG_RXBUF, and the control queue: CTRL_VQ, CTRL_RX, CTRL_VLAN,
+// CTRL_MAC_ADDR, and CTRL_GUEST_OFFLOADS with receive offloads. When
 // the backend carries virtio-net headers (Backend.VnetHdr) and supports
 // offloads, CSUM, GUEST_CSUM, HOST_TSO4/6, GUEST_TSO4/6 and HOST/GUEST_ECN
 // are offered as far as the backend supports them; at activation the
@@ -41,6 +42,19 @@
 // frame dropped and counted. Interrupts are batched: signalled when the
 // backend has no more frames queued, every 64 frames, and before waiting for
 // buffers.
+//
+// The control queue (queue 2) is served by a third goroutine. Each command
+// is copied out of guest memory once and checked (class, command, exact
+// length, the class's feature negotiated); anything malformed, unknown or
+// not negotiated is answered VIRTIO_NET_ERR and counted (CtrlErrors); a
+// chain with no byte for the ack breaks the protocol. Guest offloads are
+// applied (the backend's SetOffload and the receive path); the MAC set with
+// MAC_ADDR_SET is recorded and shown in the config space; receive modes,
+// MAC filter tables (MACTableMax entries each) and VLAN filters are recorded
+// (Device.Control) but not applied: the device passes on every frame the
+// backend gives it, and the guest's stack drops what it does not want.
+// Reset forgets all of it; snapshots keep it (state version 2).
+// GUEST_ANNOUNCE, CTRL_RX_EXTRA and MQ are not offered.
 //
 // The frame handler. Its replies (DHCP OFFER/ACK/NAK) go into the receive
 // ring from the transmit goroutine, under the lock that the receive
@@ -119,6 +133,10 @@ type Device struct {
 
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
 	active atomic.Pointer[run] // the running goroutines, for Notify
+
+	mu           sync.Mutex // guards config, ctrl and ctrlRestored (the control goroutine writes them)
+	ctrl         ctrlState  // what the driver set on the control queue, and the MAC in force
+	ctrlRestored bool       // ctrl came from RestoreState: the next activation keeps it
 }
 
 // run is one activation: its goroutines and how to stop them. Pause stops
@@ -127,6 +145,7 @@ type Device struct {
 type run struct {
 	rx     *receiver       // nil when the driver left the receive queue off
 	tx     *transmitter    // nil when the driver left the transmit queue off
+	ctrl   *controller     // nil without CTRL_VQ or with the control queue off
 	parent context.Context // the activation's context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -148,6 +167,13 @@ func (r *run) start() {
 		go func() {
 			defer r.wg.Done()
 			r.tx.run(ctx)
+		}()
+	}
+	if r.ctrl != nil {
+		r.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			r.ctrl.run(ctx)
 		}()
 	}
 }
@@ -185,11 +211,16 @@ func New(cfg Config) (*Device, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	d := &Device{be: cfg.Backend, log: log, glog: guestlog.New(log, cfg.now), mac: [6]byte(cfg.MAC), mtu: mtu, queueSize: qs, handler: cfg.Handler}
-	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf
+	d.features = virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf |
+		FCtrlVQ | FCtrlRx | FCtrlVLAN | FCtrlMACAddr
 	if !cfg.NoOffloads && cfg.Backend.VnetHdr() {
 		d.features |= offloadFeatures(cfg.Backend.Offloads())
 	}
-	d.common = virtio.NewCommon("virtio-net", d.features, 2, qs)
+	if d.features&ctrlGuestOffloadBits != 0 {
+		d.features |= FCtrlGuestOffloads
+	}
+	d.ctrl = defaultCtrl(0, d.mac)
+	d.common = virtio.NewCommon("virtio-net", d.features, 3, qs)
 	copy(d.config[cfgMAC:], d.mac[:])
 	binary.LittleEndian.PutUint16(d.config[cfgStatus:], StatusLinkUp)
 	binary.LittleEndian.PutUint16(d.config[cfgMaxVirtqueuePairs:], 1)
@@ -259,8 +290,8 @@ func (d *Device) Type() virtio.DeviceType { return virtio.TypeNet }
 // Features returns the feature bits offered.
 func (d *Device) Features() uint64 { return d.features }
 
-// NumQueues returns 2: receiveq1 and transmitq1.
-func (d *Device) NumQueues() int { return 2 }
+// NumQueues returns 3: receiveq1, transmitq1 and controlq.
+func (d *Device) NumQueues() int { return 3 }
 
 // MaxQueueSize returns the largest queue size offered.
 func (d *Device) MaxQueueSize() uint16 { return d.queueSize }
@@ -268,8 +299,13 @@ func (d *Device) MaxQueueSize() uint16 { return d.queueSize }
 // ConfigSize returns the size of struct virtio_net_config exposed.
 func (d *Device) ConfigSize() int { return ConfigSize }
 
-// MAC returns the guest's MAC address.
-func (d *Device) MAC() stdnet.HardwareAddr { return append(stdnet.HardwareAddr(nil), d.mac[:]...) }
+// MAC returns the guest's MAC address: the configured one, or the one the
+// driver set with VIRTIO_NET_CTRL_MAC_ADDR_SET.
+func (d *Device) MAC() stdnet.HardwareAddr {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append(stdnet.HardwareAddr(nil), d.ctrl.mac[:]...)
+}
 
 // MTU returns the MTU the device offers.
 func (d *Device) MTU() int { return d.mtu }
@@ -278,28 +314,44 @@ func (d *Device) MTU() int { return d.mtu }
 func (d *Device) Counters() Counters { return d.counts.snapshot() }
 
 // ReadConfig copies configuration bytes at off into p (zeros past the end).
-func (d *Device) ReadConfig(off int, p []byte) { virtio.CopyConfig(p, d.config[:], off) }
+func (d *Device) ReadConfig(off int, p []byte) {
+	d.mu.Lock()
+	virtio.CopyConfig(p, d.config[:], off)
+	d.mu.Unlock()
+}
 
 // WriteConfig ignores writes: with VERSION_1 every field is read-only.
 func (d *Device) WriteConfig(off int, p []byte) {}
 
 // Activate tells the backend which receive offloads the guest accepted and
-// starts the receive and transmit goroutines for the queues the driver
-// enabled. virtio.Common checks the activation (VERSION_1 included: legacy
-// headers are not supported).
+// starts the receive, transmit and control goroutines for the queues the
+// driver enabled. virtio.Common checks the activation (VERSION_1 included:
+// legacy headers are not supported). The control state starts afresh,
+// unless RestoreState brought it.
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 	return d.common.Activate(a, func(a virtio.Activation) error {
+		d.mu.Lock()
+		if !d.ctrlRestored {
+			d.ctrl = defaultCtrl(a.Features, d.mac)
+			copy(d.config[cfgMAC:], d.mac[:])
+		}
+		d.ctrlRestored = false
+		off := guestOffload(d.ctrl.guestOff & a.Features)
+		d.mu.Unlock()
 		if d.be.VnetHdr() {
-			if err := d.be.SetOffload(guestOffload(a.Features)); err != nil {
-				return fmt.Errorf("virtio-net: set backend offloads %#x: %w", guestOffload(a.Features), err)
+			if err := d.be.SetOffload(off); err != nil {
+				return fmt.Errorf("virtio-net: set backend offloads %#x: %w", off, err)
 			}
 		}
 		r := &run{parent: ctx}
 		if q := a.Queues[RxQueue]; q != nil {
-			r.rx = newReceiver(d, q, a)
+			r.rx = newReceiver(d, q, a, off)
 		}
 		if q := a.Queues[TxQueue]; q != nil {
 			r.tx = newTransmitter(d, q, a, r.rx)
+		}
+		if q := a.Queues[CtrlQueue]; q != nil && a.Features&FCtrlVQ != 0 {
+			r.ctrl = newController(d, q, a, r.rx)
 		}
 		r.start()
 		d.active.Store(r)
@@ -320,6 +372,8 @@ func (d *Device) Notify(q int) {
 		kick = r.rx.kick
 	case q == TxQueue && r.tx != nil:
 		kick = r.tx.kick
+	case q == CtrlQueue && r.ctrl != nil:
+		kick = r.ctrl.kick
 	default:
 		return
 	}
@@ -330,9 +384,19 @@ func (d *Device) Notify(q int) {
 }
 
 // Reset stops the goroutines (a frame being received is dropped; a frame
-// being transmitted is finished or abandoned) and forgets the queues. The
+// being transmitted is finished or abandoned), forgets the queues and what
+// the control queue set (the MAC goes back to the configured one). The
 // device can then be activated again.
-func (d *Device) Reset() error { return d.common.Reset(d.stop) }
+func (d *Device) Reset() error {
+	return d.common.Reset(func() error {
+		err := d.stop()
+		d.mu.Lock()
+		d.ctrl, d.ctrlRestored = defaultCtrl(0, d.mac), false
+		copy(d.config[cfgMAC:], d.mac[:])
+		d.mu.Unlock()
+		return err
+	})
+}
 
 // stop ends the running activation's goroutines.
 func (d *Device) stop() error {

@@ -14,7 +14,9 @@ import (
 )
 
 func TestConfigSpaceAndFeatures(t *testing.T) {
-	base := uint64(virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf)
+	base := uint64(virtio.FVersion1 | virtio.FEventIdx | virtio.FIndirectDesc | FMAC | FStatus | FMTU | FMrgRxbuf |
+		FCtrlVQ | FCtrlRx | FCtrlVLAN | FCtrlMACAddr)
+	const cgo = FCtrlGuestOffloads // offered with receive offloads
 	all := OffloadCsum | OffloadTSO4 | OffloadTSO6 | OffloadTSOECN
 	cases := []struct {
 		name     string
@@ -26,11 +28,11 @@ func TestConfigSpaceAndFeatures(t *testing.T) {
 		{"plain backend", false, 0, false, base},
 		{"plain backend claiming offloads", false, all, false, base},
 		{"vnet without offloads", true, 0, false, base},
-		{"vnet, checksum only", true, OffloadCsum, false, base | FCsum | FGuestCsum},
+		{"vnet, checksum only", true, OffloadCsum, false, base | cgo | FCsum | FGuestCsum},
 		{"vnet, TSO without checksum", true, OffloadTSO4, false, base},
-		{"vnet, TSO4", true, OffloadCsum | OffloadTSO4, false, base | FCsum | FGuestCsum | FHostTSO4 | FGuestTSO4},
-		{"vnet, ECN without TSO", true, OffloadCsum | OffloadTSOECN, false, base | FCsum | FGuestCsum},
-		{"vnet, all", true, all, false, base | FCsum | FGuestCsum | FHostTSO4 | FGuestTSO4 | FHostTSO6 | FGuestTSO6 | FHostECN | FGuestECN},
+		{"vnet, TSO4", true, OffloadCsum | OffloadTSO4, false, base | cgo | FCsum | FGuestCsum | FHostTSO4 | FGuestTSO4},
+		{"vnet, ECN without TSO", true, OffloadCsum | OffloadTSOECN, false, base | cgo | FCsum | FGuestCsum},
+		{"vnet, all", true, all, false, base | cgo | FCsum | FGuestCsum | FHostTSO4 | FGuestTSO4 | FHostTSO6 | FGuestTSO6 | FHostECN | FGuestECN},
 		{"vnet, all, NoOffloads", true, all, true, base},
 	}
 	for _, c := range cases {
@@ -53,7 +55,7 @@ func TestConfigSpaceAndFeatures(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if d.Type() != virtio.TypeNet || d.NumQueues() != 2 || d.MaxQueueSize() != DefaultQueueSize || d.ConfigSize() != 12 {
+	if d.Type() != virtio.TypeNet || d.NumQueues() != 3 || d.MaxQueueSize() != DefaultQueueSize || d.ConfigSize() != 12 {
 		t.Fatalf("type %d queues %d size %d config %d", d.Type(), d.NumQueues(), d.MaxQueueSize(), d.ConfigSize())
 	}
 	cfg := make([]byte, 16)
@@ -116,7 +118,7 @@ func TestActivateChecks(t *testing.T) {
 	}
 	mk := func() []*queue.Queue {
 		var qs []*queue.Queue
-		for i := range 2 {
+		for i := range 3 {
 			drv := testdriver.New(mem, 16, uint64(0x1000+i*0x10000), uint64(0x10000+i*0x10000), 0)
 			q, err := queue.New(mem, drv.L, virtio.QueueOptions(d.Features(), 16))
 			if err != nil {

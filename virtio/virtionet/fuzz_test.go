@@ -118,7 +118,7 @@ func FuzzTX(f *testing.F) {
 			t.Fatal(err)
 		}
 		a := virtio.Activation{Mem: mem, Features: feat, Interrupt: nopIRQ{}}
-		rx := newReceiver(v.dev, rxq, a)
+		rx := newReceiver(v.dev, rxq, a, guestOffload(feat))
 		tx := newTransmitter(v.dev, txq, a, rx)
 		if flags&fzRxEmpty == 0 {
 			b := rxd.Alloc(smallBuf, 16)
@@ -294,8 +294,9 @@ func FuzzRXFrame(f *testing.F) {
 		if mode&2 == 0 {
 			feat &^= FGuestCsum | FGuestTSO4 | FGuestTSO6 | FGuestECN
 		}
-		r := &receiver{d: dev, vnet: mode&1 != 0, guestCsum: feat&FGuestCsum != 0, guestOff: guestOffload(feat),
-			maxFrame: dev.mtu + frameOverhead, buf: buf}
+		r := &receiver{d: dev, vnet: mode&1 != 0, maxFrame: dev.mtu + frameOverhead, buf: buf}
+		r.guestOff.Store(uint32(guestOffload(feat)))
+		guestCsum := feat&FGuestCsum != 0
 		var n int
 		if r.vnet {
 			n = copy(r.buf, in)
@@ -313,7 +314,7 @@ func FuzzRXFrame(f *testing.F) {
 			t.Fatal("num_buffers is not 1")
 		case len(frame) < EthHeaderLen || len(frame) > MaxFrameLen:
 			t.Fatalf("frame of %d bytes delivered", len(frame))
-		case !r.guestCsum && h != (header{}):
+		case !guestCsum && h != (header{}):
 			t.Fatalf("header %+v for a guest without GUEST_CSUM", h)
 		case h.flags&^(HdrFNeedsCsum|HdrFDataValid) != 0:
 			t.Fatalf("flags %#x", h.flags)
@@ -322,7 +323,7 @@ func FuzzRXFrame(f *testing.F) {
 		case h.flags&HdrFNeedsCsum != 0 && !h.csumFits(len(frame)):
 			t.Fatal("checksum offsets outside the frame")
 		}
-		if need, ok := gsoOffload(h.gsoType); !ok || need&^r.guestOff != 0 {
+		if need, ok := gsoOffload(h.gsoType); !ok || need&^guestOffload(feat) != 0 {
 			t.Fatalf("GSO type %#x not negotiated", h.gsoType)
 		}
 	})

@@ -32,11 +32,11 @@ var (
 // fakeIRQ records interrupts and wakes waiters.
 type fakeIRQ struct {
 	ch    chan int
-	count [2]atomic.Int64
+	count [3]atomic.Int64
 }
 
 func (f *fakeIRQ) Signal(q int) error {
-	if q >= 0 && q < 2 {
+	if q >= 0 && q < len(f.count) {
 		f.count[q].Add(1)
 	}
 	select {
@@ -68,13 +68,20 @@ func (b *testBackend) ReadFrame(p []byte, wait bool) (int, error) {
 func (b *testBackend) Offloads() Offload { return b.offloads }
 
 func (b *testBackend) SetOffload(o Offload) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
 	if o&^b.offloads != 0 {
 		return fmt.Errorf("offloads %#x not supported", o)
 	}
-	b.mu.Lock()
 	b.setOff = append(b.setOff, o)
-	b.mu.Unlock()
 	return nil
+}
+
+// loseOffloads makes later SetOffload calls refuse what o lacks.
+func (b *testBackend) loseOffloads(o Offload) {
+	b.mu.Lock()
+	b.offloads = o
+	b.mu.Unlock()
 }
 
 func (b *testBackend) lastOffload() (Offload, bool) {
@@ -134,6 +141,7 @@ type harness struct {
 	mem  *guestmem.Memory
 	rxd  *testdriver.Driver
 	txd  *testdriver.Driver
+	ctd  *testdriver.Driver // the control queue's; nil without CTRL_VQ
 	irq  *fakeIRQ
 	feat uint64
 
@@ -177,10 +185,20 @@ func (h *harness) activate() {
 	h.t.Helper()
 	h.rxBufs = map[uint16]uint64{}
 	qs := h.dev.MaxQueueSize()
-	h.rxd = testdriver.New(h.mem, qs, 0x1000, testMem/2, 0)
+	h.rxd = testdriver.New(h.mem, qs, 0x1000, testMem/2-1<<20, 0)
 	h.txd = testdriver.New(h.mem, qs, testMem/2, testMem, 0)
+	h.ctd = nil
+	drivers := []*testdriver.Driver{h.rxd, h.txd, nil}
+	if h.feat&FCtrlVQ != 0 {
+		h.ctd = testdriver.New(h.mem, qs, testMem/2-1<<20, testMem/2, 0)
+		drivers[CtrlQueue] = h.ctd
+	}
 	var queues []*queue.Queue
-	for _, d := range []*testdriver.Driver{h.rxd, h.txd} {
+	for _, d := range drivers {
+		if d == nil {
+			queues = append(queues, nil)
+			continue
+		}
 		d.EventIdx = h.feat&virtio.FEventIdx != 0
 		q, err := queue.New(h.mem, d.L, virtio.QueueOptions(h.feat, qs))
 		if err != nil {
@@ -256,6 +274,9 @@ func (h *harness) wait(what string, ok func() bool) {
 		}
 		h.rxd.EnableInterrupts()
 		h.txd.EnableInterrupts()
+		if h.ctd != nil {
+			h.ctd.EnableInterrupts()
+		}
 		if ok() {
 			return
 		}

@@ -87,7 +87,7 @@ func FuzzRXMerged(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := newReceiver(dev, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: nopIRQ{}})
+		r := newReceiver(dev, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: nopIRQ{}}, guestOffload(feat))
 		type posted struct {
 			gpa  uint64
 			size int

@@ -2,7 +2,9 @@ package virtionet
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"strings"
@@ -225,20 +227,36 @@ func TestRestoreStateRejects(t *testing.T) {
 	be2, _ := newTestBackend(t, false, 0)
 	plain, _ := New(Config{Backend: be2, MAC: guestMAC[:]})
 	defer plain.Close()
+	hl := int(binary.LittleEndian.Uint32(good[stHandlerLen:]))
+	v1 := append([]byte(nil), good[:stHeaderSize+hl]...) // version 1: no control state
+	v1[stVersion] = 1
 	withLeases := append([]byte(nil), good[:stHeaderSize]...)
+	withLeases[stVersion] = 1
 	withLeases[stHandlerLen] = 3
 	withLeases = append(withLeases, 1, 2, 3)
+	ctrlAt := stHeaderSize + hl
+	mod := func(off int, v byte) []byte {
+		b := append([]byte(nil), good...)
+		b[ctrlAt+off] = v
+		return b
+	}
 	for name, tc := range map[string]struct {
 		dev  *Device
 		data []byte
 		want string
 	}{
-		"short":     {d, good[:4], "shorter than the 12-byte header"},
-		"version":   {d, append([]byte{7, 0}, good[2:]...), "version 7"},
-		"multicast": {d, append([]byte{1, 0, 1}, good[3:]...), "is not a unicast"},
-		"length":    {d, append(append([]byte(nil), good...), 0), "state of 10 bytes with 11 left"},
-		"handler":   {plain, withLeases, "this device's frame handler keeps none"},
-		"leases":    {d, withLeases, "frame handler: dhcp: bad lease state"},
+		"short":         {d, good[:4], "shorter than the 12-byte header"},
+		"version":       {d, append([]byte{7, 0}, good[2:]...), "version 7"},
+		"multicast":     {d, append([]byte{1, 0, 1}, good[3:]...), "is not a unicast"},
+		"length v1":     {d, append(append([]byte(nil), v1...), 0), fmt.Sprintf("state of %d bytes with %d left", hl, hl+1)},
+		"length":        {d, append(append([]byte(nil), good...), 0), "control state of"},
+		"ctrl flags":    {d, mod(stCtrlFlags, 0x10), "control state flags 0x10"},
+		"ctrl MACs":     {d, mod(stCtrlUni, MACTableMax+1), "MAC tables of 65"},
+		"ctrl MAC":      {d, mod(stCtrlMAC, 1), "MAC in force"},
+		"ctrl offloads": {d, mod(stCtrlGuestOff, 1<<3), "guest offloads 0x8"},
+		"ctrl short":    {d, good[:ctrlAt+3], "shorter than its"},
+		"handler":       {plain, withLeases, "this device's frame handler keeps none"},
+		"leases":        {d, withLeases, "frame handler: dhcp: bad lease state"},
 	} {
 		err := tc.dev.RestoreState(tc.data)
 		if !errors.Is(err, ErrState) || !strings.Contains(err.Error(), tc.want) {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/queue"
@@ -34,11 +35,12 @@ type receiver struct {
 	fail func(error)
 	kick chan struct{}
 
-	vnet      bool    // backend frames start with a virtio-net header
-	guestCsum bool    // the guest accepted partial checksums (GUEST_CSUM)
-	guestOff  Offload // offloads the guest accepted on receive
-	maxFrame  int     // largest frame without GSO: MTU plus Ethernet header and a VLAN tag
-	mrg       bool    // MRG_RXBUF: a frame may span several receive chains
+	vnet bool // backend frames start with a virtio-net header
+	// guestOff holds the Offload the guest takes on receive (OffloadCsum:
+	// GUEST_CSUM): what it negotiated, or later set on the control queue.
+	guestOff atomic.Uint32
+	maxFrame int  // largest frame without GSO: MTU plus Ethernet header and a VLAN tag
+	mrg      bool // MRG_RXBUF: a frame may span several receive chains
 
 	// buf is the receive goroutine's one pending frame: header, then frame,
 	// and a spare byte to see truncation.
@@ -66,20 +68,21 @@ type receiver struct {
 	held   int
 }
 
-func newReceiver(d *Device, q *queue.Queue, a virtio.Activation) *receiver {
-	return &receiver{
+// newReceiver serves q; off is what the guest takes on receive.
+func newReceiver(d *Device, q *queue.Queue, a virtio.Activation, off Offload) *receiver {
+	r := &receiver{
 		d: d, be: d.be, irq: a.Interrupt, fail: a.Fail,
-		kick:      make(chan struct{}, 1),
-		vnet:      d.be.VnetHdr(),
-		guestCsum: a.Features&FGuestCsum != 0,
-		guestOff:  guestOffload(a.Features),
-		maxFrame:  d.mtu + frameOverhead,
-		buf:       make([]byte, HeaderLen+MaxFrameLen+1),
-		q:         q,
-		notify:    true, // a fresh ring has no NO_NOTIFY flag and avail_event 0
-		mrg:       a.Features&FMrgRxbuf != 0,
-		used:      make([]queue.Used, 0, q.Size()), // a frame spans at most every chain
+		kick:     make(chan struct{}, 1),
+		vnet:     d.be.VnetHdr(),
+		maxFrame: d.mtu + frameOverhead,
+		buf:      make([]byte, HeaderLen+MaxFrameLen+1),
+		q:        q,
+		notify:   true, // a fresh ring has no NO_NOTIFY flag and avail_event 0
+		mrg:      a.Features&FMrgRxbuf != 0,
+		used:     make([]queue.Used, 0, q.Size()), // a frame spans at most every chain
 	}
+	r.guestOff.Store(uint32(off))
+	return r
 }
 
 // run reads frames from the backend and delivers them until ctx ends, the
@@ -163,8 +166,10 @@ func (r *receiver) prepare(n int) []byte {
 	}
 	frame := pkt[HeaderLen:]
 	h := decodeHeader(pkt)
+	guestOff := Offload(r.guestOff.Load())
+	guestCsum := guestOff&OffloadCsum != 0
 	need, ok := gsoOffload(h.gsoType)
-	if !ok || need&^r.guestOff != 0 {
+	if !ok || need&^guestOff != 0 {
 		// TUNSETOFFLOAD told the host what the guest takes; a backend that
 		// ignores it gets its frame dropped, not passed on.
 		r.d.counts.inc(cRxDropOffload)
@@ -183,12 +188,12 @@ func (r *receiver) prepare(n int) []byte {
 			r.d.counts.inc(cRxDropOffload)
 			return nil
 		}
-		if !r.guestCsum {
+		if !guestCsum {
 			completeChecksum(frame, h.csumStart, h.csumOffset)
 			h.flags &^= HdrFNeedsCsum
 		}
 	}
-	if r.guestCsum {
+	if guestCsum {
 		h.flags &= HdrFNeedsCsum | HdrFDataValid
 	} else {
 		h = header{} // without GUEST_CSUM the flags must be 0 (and no GSO got here)

@@ -5,7 +5,7 @@ package virtionet
 const (
 	FCsum              = 1 << 0  // VIRTIO_NET_F_CSUM: the device takes partial checksums on transmit (offered with a vnet-header backend)
 	FGuestCsum         = 1 << 1  // VIRTIO_NET_F_GUEST_CSUM: the driver takes partial checksums on receive (offered with a vnet-header backend)
-	FCtrlGuestOffloads = 1 << 2  // VIRTIO_NET_F_CTRL_GUEST_OFFLOADS (not offered: no control queue)
+	FCtrlGuestOffloads = 1 << 2  // VIRTIO_NET_F_CTRL_GUEST_OFFLOADS: the driver may change its receive offloads (offered with them)
 	FMTU               = 1 << 3  // VIRTIO_NET_F_MTU: mtu in config is valid (offered)
 	FMAC               = 1 << 5  // VIRTIO_NET_F_MAC: mac in config is valid (offered)
 	FGuestTSO4         = 1 << 7  // VIRTIO_NET_F_GUEST_TSO4: the driver takes TCPv4 GSO frames
@@ -18,8 +18,13 @@ const (
 	FHostUFO           = 1 << 14 // VIRTIO_NET_F_HOST_UFO (not offered)
 	FMrgRxbuf          = 1 << 15 // VIRTIO_NET_F_MRG_RXBUF: a received frame may span several chains (offered)
 	FStatus            = 1 << 16 // VIRTIO_NET_F_STATUS: status in config is valid (offered)
-	FCtrlVQ            = 1 << 17 // VIRTIO_NET_F_CTRL_VQ (not offered)
+	FCtrlVQ            = 1 << 17 // VIRTIO_NET_F_CTRL_VQ: the control queue (offered)
+	FCtrlRx            = 1 << 18 // VIRTIO_NET_F_CTRL_RX: promiscuous/all-multicast modes and MAC filter tables (offered; recorded, not applied)
+	FCtrlVLAN          = 1 << 19 // VIRTIO_NET_F_CTRL_VLAN: VLAN filter (offered; recorded, not applied)
+	FCtrlRxExtra       = 1 << 20 // VIRTIO_NET_F_CTRL_RX_EXTRA (not offered)
+	FGuestAnnounce     = 1 << 21 // VIRTIO_NET_F_GUEST_ANNOUNCE (not offered)
 	FMQ                = 1 << 22 // VIRTIO_NET_F_MQ (not offered)
+	FCtrlMACAddr       = 1 << 23 // VIRTIO_NET_F_CTRL_MAC_ADDR: the driver may set its MAC (offered)
 	FSpeedDuplex       = 1 << 63 // VIRTIO_NET_F_SPEED_DUPLEX (not offered)
 )
 
@@ -27,7 +32,44 @@ const (
 const (
 	RxQueue = 0 // receiveq1: the device fills guest buffers with frames
 	TxQueue = 1 // transmitq1: the guest hands the device frames to send
+	// CtrlQueue is the control queue (with one queue pair it follows it).
+	CtrlQueue = 2
 )
+
+// The control queue's commands (Virtio 1.2 §5.1.6.5): struct
+// virtio_net_ctrl is class u8, command u8, command data (device-readable),
+// then ack u8 (device-writable).
+const (
+	ctrlHdrLen = 2 // class and command
+
+	ctrlClassRx          = 0 // VIRTIO_NET_CTRL_RX (CTRL_RX)
+	ctrlRxPromisc        = 0 //   u8 on
+	ctrlRxAllMulti       = 1 //   u8 on (ALLUNI..NOBCAST need CTRL_RX_EXTRA: not offered)
+	ctrlClassMAC         = 1 // VIRTIO_NET_CTRL_MAC
+	ctrlMACTableSet      = 0 //   two tables: le32 entries, entries × 6-byte MACs (CTRL_RX)
+	ctrlMACAddrSet       = 1 //   6-byte MAC (CTRL_MAC_ADDR)
+	ctrlClassVLAN        = 2 // VIRTIO_NET_CTRL_VLAN (CTRL_VLAN)
+	ctrlVLANAdd          = 0 //   le16 vid
+	ctrlVLANDel          = 1 //   le16 vid
+	ctrlClassAnnounce    = 3 // VIRTIO_NET_CTRL_ANNOUNCE (GUEST_ANNOUNCE: not offered)
+	ctrlClassMQ          = 4 // VIRTIO_NET_CTRL_MQ (MQ: not offered)
+	ctrlClassGuestOffl   = 5 // VIRTIO_NET_CTRL_GUEST_OFFLOADS (CTRL_GUEST_OFFLOADS)
+	ctrlGuestOfflSet     = 0 //   le64 offload feature bits
+	ctrlAckOK            = 0 // VIRTIO_NET_OK
+	ctrlAckErr           = 1 // VIRTIO_NET_ERR
+	ctrlMACEntryLen      = 6
+	ctrlVLANs            = 4096
+	ctrlGuestOffloadBits = FGuestCsum | FGuestTSO4 | FGuestTSO6 | FGuestECN | FGuestUFO
+)
+
+// MACTableMax is how many entries of each MAC filter table (unicast,
+// multicast) the device records; a longer table sets its overflow flag.
+const MACTableMax = 64
+
+// ctrlMaxCmd bounds a control command's readable bytes: class, command and
+// two MAC tables of 1024 entries each. Longer commands are answered
+// VIRTIO_NET_ERR without being read.
+const ctrlMaxCmd = ctrlHdrLen + 2*(4+1024*ctrlMACEntryLen)
 
 // Configuration space (struct virtio_net_config) offsets.
 const (
