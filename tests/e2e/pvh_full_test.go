@@ -209,10 +209,10 @@ func TestPVHFullSystem(t *testing.T) {
 		r.wait(t)
 		r.wantExit(t, corral.ExitDebug, fullExitCode)
 
-		// The driver took MRG_RXBUF (bit 15 of the features file, one
-		// character per bit).
-		if m := r.wantRe(t, `corral-test: eth0 features ([01]{64})`); m != nil && m[1][15] != '1' {
-			t.Errorf("eth0 features %s: VIRTIO_NET_F_MRG_RXBUF not negotiated", m[1])
+		// The driver took MRG_RXBUF and the control queue (bits 15, 17:
+		// the features file has one character per bit).
+		if m := r.wantRe(t, `corral-test: eth0 features ([01]{64})`); m != nil && (m[1][15] != '1' || m[1][17] != '1') {
+			t.Errorf("eth0 features %s: VIRTIO_NET_F_MRG_RXBUF or CTRL_VQ not negotiated", m[1])
 		}
 		// Kernel side.
 		r.want(t, "virtio_blk virtio0: [vda]", "virtio_blk virtio1: [vdb]",
@@ -270,6 +270,11 @@ func TestPVHFullSystem(t *testing.T) {
 			t.Errorf("DHCP counters %+v: want at least 4 acks (kernel, udhcpc -q, udhcpc bound, renew) and no nak", after.DHCP)
 		}
 		t.Logf("DHCP: %d offers, %d acks; NIC: %+v", after.DHCP.Offer, after.DHCP.Ack, after.NIC)
+		// Linux sets its receive mode through the control queue when eth0
+		// comes up; the device takes every command it sends.
+		if after.NIC.CtrlCommands == 0 || after.NIC.CtrlErrors != 0 {
+			t.Errorf("control queue: %d commands carried out, %d refused; want some and none", after.NIC.CtrlCommands, after.NIC.CtrlErrors)
+		}
 
 		// Nothing left behind: the TAP is gone ...
 		deadline := time.Now().Add(10 * time.Second)
