@@ -47,7 +47,7 @@ func (f *firstWrite) Write(p []byte) (int, error) {
 
 // phases are the debug log's lines whose arrival on stderr the corral
 // debug row times, in the order they are written.
-var phases = []string{"vm.created", "vm.started", "vm.ending", "vm.release", "vm.ended"}
+var phases = []string{"vm.created", "sandbox.applied", "vm.registered", "vm.started", "vm.ending", "vm.release", "vm.ended"}
 
 type run struct {
 	first, exit time.Duration
@@ -127,7 +127,7 @@ func TestStartStop(t *testing.T) {
 	}
 	first := make([][]float64, len(rows))
 	exit := make([][]float64, len(rows))
-	marks := make([][]float64, len(phases))
+	marks := make([][]float64, len(phases)+1) // the last: to the reaping
 	var lastDebug string
 	for i := range *flagRuns + 1 {
 		for j := range rows {
@@ -144,9 +144,13 @@ func TestStartStop(t *testing.T) {
 			exit[k] = append(exit[k], ms(r.exit))
 			if k == 1 {
 				lastDebug = r.stderr
-				for p, d := range r.marks {
+				// Each phase as its own run's difference from the mark
+				// before (medians of arrival times do not subtract).
+				prev := time.Duration(0)
+				for p, d := range append(r.marks, r.exit) {
 					if d > 0 {
-						marks[p] = append(marks[p], ms(d))
+						marks[p] = append(marks[p], ms(d-prev))
+						prev = d
 					}
 				}
 			}
@@ -160,12 +164,11 @@ func TestStartStop(t *testing.T) {
 	}
 	fmt.Fprintf(&b, "corral / qemu: first byte %s, exit %s\n",
 		agentvsqemu.Ratio(st(first[0]), st(first[2])), agentvsqemu.Ratio(st(exit[0]), st(exit[2])))
-	fmt.Fprintf(&b, "corral --log debug, stderr line arrival from start (ms):\n")
-	fmt.Fprintf(&b, "  %-12s %s\n", "first byte", st(first[1]).Format(1))
-	for p, name := range phases {
-		fmt.Fprintf(&b, "  %-12s %s\n", name, st(marks[p]).Format(1))
+	fmt.Fprintf(&b, "corral --log debug, ms from the previous mark to each log line's arrival on stderr (per run):\n")
+	for p, name := range append(append([]string{}, phases...), "reaped") {
+		fmt.Fprintf(&b, "  %-16s %s\n", name, st(marks[p]).Format(1))
 	}
-	fmt.Fprintf(&b, "  %-12s %s\n", "reaped", st(exit[1]).Format(1))
+	fmt.Fprintf(&b, "  %-16s %s (from start)\n", "first byte", st(first[1]).Format(1))
 	fmt.Fprintf(&b, "last debug log:\n%s", lastDebug)
 	t.Log("\n" + b.String())
 }
