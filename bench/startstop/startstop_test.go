@@ -24,7 +24,7 @@ import (
 )
 
 var (
-	flagCorral = flag.String("corral", "", "corral binary (default $CORRAL, else corral on PATH)")
+	flagCorral = flag.String("corral", "", "corral binary (default $CORRAL; without either the test skips)")
 	flagRuns   = flag.Int("runs", 9, "rounds (corral, corral --log debug and QEMU alternating)")
 	flagExtra  = flag.String("corralargs", "", "extra corral run arguments, space-separated (A/B of an option)")
 )
@@ -98,11 +98,9 @@ func TestStartStop(t *testing.T) {
 		corral = os.Getenv("CORRAL")
 	}
 	if corral == "" {
-		p, err := exec.LookPath("corral")
-		if err != nil {
-			testenv.Missing(t, testenv.Tools, "needs a corral binary: -corral, $CORRAL or corral on PATH")
-		}
-		corral = p
+		// A measurement, run by hand or by bench scripts, not a check:
+		// go test ./... on a KVM host (CI) must not run or fail it.
+		t.Skip("a measurement: pass -corral BINARY or set $CORRAL to run it")
 	}
 	qemu := os.Getenv("QEMU")
 	if qemu == "" {
