@@ -294,7 +294,11 @@ func (c *Cmd) start(exec []byte, win uint32) error {
 		}
 		return fmt.Errorf("client: waiting for the agent to start %s: %w", c.Path, eofErr(err))
 	}
-	if sendErr != nil && f.Type != proto.TypeError {
+	// Started after a failed Credit send: the agent took the Exec and may
+	// already have run the command and sent Exit and closed before our
+	// grant arrived (a command without output needs none): what it sent
+	// is still to be read, and is the answer.
+	if sendErr != nil && f.Type != proto.TypeError && f.Type != proto.TypeStarted {
 		return sendErr
 	}
 	switch f.Type {
