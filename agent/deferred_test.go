@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net"
-	"os"
 	"reflect"
 	"strings"
 	"testing"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agent/proto"
+	"github.com/corral-vmm/corral/internal/sockpair"
 )
 
 func TestDeferredCmdline(t *testing.T) {
@@ -95,20 +95,10 @@ func sendSetup(t *testing.T, srv *Server, req *proto.Setup) (net.Conn, *proto.Re
 // pipeDial hands srv one end of a socket pair per call, as a vsock dial
 // would (buffered, unlike net.Pipe: the client pipelines credit).
 func pipeDial(t *testing.T, srv *Server) net.Conn {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	host, guest, err := sockpair.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	host, guest := conn(fds[0]), conn(fds[1])
 	go srv.ServeConn(context.Background(), guest)
 	return host
 }

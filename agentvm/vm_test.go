@@ -14,12 +14,11 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent"
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agent/proto"
+	"github.com/corral-vmm/corral/internal/sockpair"
 	"github.com/corral-vmm/corral/virtio/vsock"
 )
 
@@ -69,23 +68,7 @@ func (f *fakeMachine) dial(ctx context.Context) (net.Conn, error) {
 
 // socketPair returns two connected stream sockets: unlike net.Pipe they
 // buffer, as a vsock connection does.
-func socketPair() (net.Conn, net.Conn, error) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return nil, nil, err
-	}
-	var conns [2]net.Conn
-	for i, fd := range fds {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		c, err := net.FileConn(f)
-		f.Close()
-		if err != nil {
-			return nil, nil, err
-		}
-		conns[i] = c
-	}
-	return conns[0], conns[1], nil
-}
+func socketPair() (net.Conn, net.Conn, error) { return sockpair.New() }
 
 func (f *fakeMachine) vm(ring *consoleRing) *VM {
 	if ring == nil {

@@ -3,12 +3,10 @@ package client
 import (
 	"context"
 	"net"
-	"os"
 	"testing"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/corral-vmm/corral/agent/proto"
+	"github.com/corral-vmm/corral/internal/sockpair"
 )
 
 // gatedConn holds every Write after the first until gate is closed.
@@ -32,20 +30,10 @@ func (c *gatedConn) Write(b []byte) (int, error) {
 // failed send's error (seen as "sending stdout Credit: broken pipe" when a
 // fake agent answered at once).
 func TestAgentFinishedBeforeCredit(t *testing.T) {
-	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	host, guest, err := sockpair.New()
 	if err != nil {
 		t.Fatal(err)
 	}
-	conn := func(fd int) net.Conn {
-		f := os.NewFile(uintptr(fd), "socketpair")
-		defer f.Close()
-		c, err := net.FileConn(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return c
-	}
-	host, guest := conn(fds[0]), conn(fds[1])
 	defer host.Close()
 	gate := make(chan struct{})
 	go func() {
