@@ -134,10 +134,13 @@ type result struct {
 	usedLen uint32
 }
 
-// build lays the request out in guest memory and makes it available.
-func (h *harness) build(r req) (statusGPA, inGPA uint64) {
-	d := h.drivers[r.queue]
-	d.ResetHeap()
+// layout writes r's header, and its out data, into guest memory from d's
+// heap and returns its descriptors: header, data segments of r.segSize
+// (default 4 KiB) starting skew bytes past an align boundary, then the
+// status byte (0xee until the device writes it) unless r.noStatus. The in
+// buffer is zeroed.
+func layout(t testing.TB, mem *guestmem.Memory, d *testdriver.Driver, r req, align, skew uint64) (segs []testdriver.Seg, statusGPA, inGPA uint64) {
+	t.Helper()
 	seg := r.segSize
 	if seg == 0 {
 		seg = 4096
@@ -150,34 +153,42 @@ func (h *harness) build(r req) (statusGPA, inGPA uint64) {
 	var hb [hdrSize]byte
 	binary.LittleEndian.PutUint32(hb[hdrType:], r.typ)
 	binary.LittleEndian.PutUint64(hb[hdrSector:], r.sector)
-	if err := h.mem.WriteAt(hb[:], hdr); err != nil {
-		h.t.Fatal(err)
+	if err := mem.WriteAt(hb[:], hdr); err != nil {
+		t.Fatal(err)
 	}
-	segs := []testdriver.Seg{{Addr: hdr, Len: hl}}
+	segs = []testdriver.Seg{{Addr: hdr, Len: hl}}
 	split := func(gpa uint64, n int, write bool) {
 		for off := 0; off < n; off += seg {
 			segs = append(segs, testdriver.Seg{Addr: gpa + uint64(off), Len: uint32(min(seg, n-off)), Write: write})
 		}
 	}
 	if len(r.out) > 0 {
-		a := d.Alloc(uint64(len(r.out)), 512)
-		if err := h.mem.WriteAt(r.out, a); err != nil {
-			h.t.Fatal(err)
+		a := d.Alloc(uint64(len(r.out))+skew, align) + skew
+		if err := mem.WriteAt(r.out, a); err != nil {
+			t.Fatal(err)
 		}
 		split(a, len(r.out), false)
 	}
 	if r.in > 0 {
-		inGPA = d.Alloc(uint64(r.in), 512)
-		if err := h.mem.Zero(inGPA, uint64(r.in)); err != nil {
-			h.t.Fatal(err)
+		inGPA = d.Alloc(uint64(r.in)+skew, align) + skew
+		if err := mem.Zero(inGPA, uint64(r.in)); err != nil {
+			t.Fatal(err)
 		}
 		split(inGPA, r.in, true)
 	}
 	if !r.noStatus {
 		statusGPA = d.Alloc(1, 1)
-		h.mem.WriteAt([]byte{0xee}, statusGPA)
+		mem.WriteAt([]byte{0xee}, statusGPA)
 		segs = append(segs, testdriver.Seg{Addr: statusGPA, Len: 1, Write: true})
 	}
+	return segs, statusGPA, inGPA
+}
+
+// build lays the request out in guest memory and makes it available.
+func (h *harness) build(r req) (statusGPA, inGPA uint64) {
+	d := h.drivers[r.queue]
+	d.ResetHeap()
+	segs, statusGPA, inGPA := layout(h.t, h.mem, d, r, 512, 0)
 	var ok bool
 	if r.indirect {
 		_, ok = d.AddIndirect(segs...)

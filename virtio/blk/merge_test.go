@@ -175,38 +175,8 @@ func newSyncRig(t *testing.T, cfg Config) *syncRig {
 // boundary.
 func (s *syncRig) add(r req, skew uint64) {
 	s.t.Helper()
-	seg := r.segSize
-	if seg == 0 {
-		seg = 4096
-	}
-	hdr := s.d.Alloc(hdrSize, 16)
-	var hb [hdrSize]byte
-	binary.LittleEndian.PutUint32(hb[hdrType:], r.typ)
-	binary.LittleEndian.PutUint64(hb[hdrSector:], r.sector)
-	if err := s.mem.WriteAt(hb[:], hdr); err != nil {
-		s.t.Fatal(err)
-	}
-	segs := []testdriver.Seg{{Addr: hdr, Len: hdrSize}}
-	split := func(gpa uint64, n int, write bool) {
-		for off := 0; off < n; off += seg {
-			segs = append(segs, testdriver.Seg{Addr: gpa + uint64(off), Len: uint32(min(seg, n-off)), Write: write})
-		}
-	}
-	rr := rigReq{r: r}
-	if len(r.out) > 0 {
-		a := s.d.Alloc(uint64(len(r.out))+skew, 4096) + skew
-		if err := s.mem.WriteAt(r.out, a); err != nil {
-			s.t.Fatal(err)
-		}
-		split(a, len(r.out), false)
-	}
-	if r.in > 0 {
-		rr.in = s.d.Alloc(uint64(r.in)+skew, 4096) + skew
-		split(rr.in, r.in, true)
-	}
-	rr.status = s.d.Alloc(1, 1)
-	s.mem.WriteAt([]byte{0xee}, rr.status)
-	segs = append(segs, testdriver.Seg{Addr: rr.status, Len: 1, Write: true})
+	segs, status, in := layout(s.t, s.mem, s.d, r, 4096, skew)
+	rr := rigReq{r: r, in: in, status: status}
 	if _, ok := s.d.AddIndirect(segs...); !ok {
 		s.t.Fatal("queue full")
 	}
