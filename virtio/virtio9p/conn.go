@@ -88,6 +88,11 @@ type conn struct {
 	// ended: a reply that is dropped (too large, NOTAG) leaves its slot
 	// in use but still ends here.
 	served int
+	// taken: a chain has been accepted since start. Until then the
+	// server has received nothing and started no goroutine, so stop has
+	// nothing to settle (a share slot the guest never mounts: a warm
+	// exec's machine has four).
+	taken bool
 
 	// Reply stream state, touched only by Write (the server serialises
 	// its sends; wmu makes that explicit).
@@ -201,7 +206,14 @@ func (c *conn) stop() {
 // goroutine after each message when none is idle, and that goroutine's
 // WaitGroup.Add races with Handle's final Wait if the connection ends
 // before it runs (a race in the library, harmless but reported by -race).
-func (c *conn) settle() {
+// It reports whether it had to wait: not when no chain was ever taken.
+func (c *conn) settle() bool {
+	c.mu.Lock()
+	taken := c.taken
+	c.mu.Unlock()
+	if !taken {
+		return false
+	}
 	deadline := time.Now().Add(100 * time.Millisecond)
 	for calm := 0; calm < 2 && time.Now().Before(deadline); {
 		if c.quiet() {
@@ -211,6 +223,7 @@ func (c *conn) settle() {
 		}
 		time.Sleep(time.Millisecond)
 	}
+	return true
 }
 
 // quiet reports whether the server holds no request: none being read,
@@ -386,6 +399,7 @@ func (c *conn) accept(i uint16) error {
 	s.size, s.headLen = size, min(n, size)
 
 	c.mu.Lock()
+	c.taken = true
 	limit, versioned := c.msize, c.versioned
 	if limit == 0 {
 		limit = c.d.maxMsize

@@ -86,3 +86,19 @@ func TestQuietAfterDroppedReply(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A connection that never took a chain stops without settle's waits: the
+// server received nothing, so no receiving goroutine can be starting (a
+// warm exec's machine closes four such unmounted share slots). Once a
+// message went through, stop settles as before.
+func TestSettleOnlyAfterTraffic(t *testing.T) {
+	h := newHarness(t, shareDir(t), hostfs.Options{}, Config{})
+	c := h.dev.active.Load()
+	if c.settle() {
+		t.Error("settle waited on a connection that never took a chain")
+	}
+	h.version(8192)
+	if !c.settle() {
+		t.Error("settle did not wait after a Tversion went through the server")
+	}
+}
