@@ -27,12 +27,11 @@ const (
 // frame is queued.
 var ErrWouldBlock = errors.New("virtio-net: backend has no frame queued")
 
-// Backend is the host side of the NIC, such as a TAP device (virtio/virtionet/tap)
-// or one end of a socket pair. Each ReadFrame and WriteFrame carries one
-// whole frame. ReadFrame is only called from the device's receive goroutine,
-// WriteFrame only from its transmit goroutine; SetDeadline and SetOffload
-// may be called from any goroutine.
-type Backend interface {
+// Queue is one host queue of a backend: whole frames in and out, and the
+// deadline that stops the device's goroutines blocked on it. Each queue
+// pair's receive goroutine alone calls ReadFrame, its transmit goroutine
+// alone WriteFrame; SetDeadline may be called from any goroutine.
+type Queue interface {
 	// ReadFrame reads one frame into p and returns its length. A frame
 	// longer than p is cut to len(p). With wait false it returns
 	// ErrWouldBlock at once when no frame is queued; with wait true it waits
@@ -45,6 +44,14 @@ type Backend interface {
 	// return an error matching os.ErrDeadlineExceeded once t has passed.
 	// The zero time clears it. The device uses it to stop its goroutines.
 	SetDeadline(t time.Time) error
+}
+
+// Backend is the host side of the NIC, such as a TAP device (virtio/virtionet/tap)
+// or one end of a socket pair. Its Queue methods are the first queue
+// pair's (and the only one's, unless it is a MultiQueue); the rest are the
+// whole backend's. Each ReadFrame and WriteFrame carries one whole frame.
+type Backend interface {
+	Queue
 	// VnetHdr reports whether each frame, both ways, starts with a 12-byte
 	// struct virtio_net_hdr_v1 (a TAP opened with IFF_VNET_HDR and
 	// TUNSETVNETHDRSZ 12). Without it the device adds and strips the header.
@@ -54,11 +61,30 @@ type Backend interface {
 	// with VnetHdr.
 	Offloads() Offload
 	// SetOffload chooses the offloads the backend may use in frames it gives
-	// the device (TUNSETOFFLOAD): the ones the guest accepted. 0 makes the
-	// host complete checksums and segment before the device sees a frame.
+	// the device (TUNSETOFFLOAD), on every queue: the ones the guest
+	// accepted. 0 makes the host complete checksums and segment before the
+	// device sees a frame.
 	SetOffload(o Offload) error
-	// Close releases the backend.
+	// Close releases the backend, every queue of it.
 	Close() error
+}
+
+// MultiQueue is a Backend with several host queues, one per queue pair (a
+// multi-queue TAP, whose queues the kernel picks by flow hash). With two
+// or more the device offers VIRTIO_NET_F_MQ with max_virtqueue_pairs =
+// NumQueues().
+type MultiQueue interface {
+	Backend
+	// NumQueues returns how many queues the backend has (at least 1).
+	NumQueues() int
+	// Queue returns queue i, 0 <= i < NumQueues(); queue 0 is the Backend
+	// itself.
+	Queue(i int) Queue
+	// SetQueueEnabled lets the host steer frames to queue i (i >= 1), or
+	// stops it (a TAP's TUNSETQUEUE attach and detach): the device turns off
+	// the queues of the pairs the guest does not use, so no frame waits
+	// where nothing reads. All queues start enabled.
+	SetQueueEnabled(i int, on bool) error
 }
 
 // FileBackend is a Backend on a non-blocking file descriptor that carries

@@ -35,6 +35,8 @@ type Counters struct {
 	CtrlCommands uint64 // control queue commands carried out (VIRTIO_NET_OK)
 	CtrlErrors   uint64 // control queue commands answered VIRTIO_NET_ERR: malformed, unknown, not negotiated or refused
 
+	IdleQueueKicks uint64 // kicks of a queue pair beyond those the driver set with VQ_PAIRS_SET (ignored)
+
 	ProtocolErrors uint64 // chains that broke the protocol and stopped a queue (each also reported to Activation.Fail)
 }
 
@@ -62,6 +64,7 @@ const (
 	cProtocolErrors
 	cCtrlCommands
 	cCtrlErrors
+	cIdleQueueKicks
 	numCounters
 )
 
@@ -95,5 +98,6 @@ func (c *counters) snapshot() Counters {
 		ProtocolErrors:    c[cProtocolErrors].Load(),
 		CtrlCommands:      c[cCtrlCommands].Load(),
 		CtrlErrors:        c[cCtrlErrors].Load(),
+		IdleQueueKicks:    c[cIdleQueueKicks].Load(),
 	}
 }

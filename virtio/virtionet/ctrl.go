@@ -30,6 +30,9 @@ type ControlState struct {
 	// (VIRTIO_NET_F_GUEST_*): those negotiated, or those the driver set
 	// with VIRTIO_NET_CTRL_GUEST_OFFLOADS_SET.
 	GuestOffloads uint64
+	// Pairs is the number of queue pairs in use: 1, or what the driver set
+	// with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET.
+	Pairs int
 }
 
 // ctrlState is the device's record of the control commands. Device.mu
@@ -41,12 +44,13 @@ type ctrlState struct {
 	vlans              [ctrlVLANs / 64]uint64
 	guestOff           uint64
 	mac                [6]byte // the MAC in force (MAC_ADDR_SET changes it)
+	pairs              uint16  // queue pairs in use: 1, or what VQ_PAIRS_SET gave
 }
 
 // defaultCtrl is the state a fresh activation starts in: every frame
 // accepted, the negotiated offloads, the configured MAC.
 func defaultCtrl(features uint64, mac [6]byte) ctrlState {
-	return ctrlState{promisc: true, guestOff: features & ctrlGuestOffloadBits, mac: mac}
+	return ctrlState{promisc: true, guestOff: features & ctrlGuestOffloadBits, mac: mac, pairs: 1}
 }
 
 // Control returns what the driver set through the control queue.
@@ -55,7 +59,7 @@ func (d *Device) Control() ControlState {
 	defer d.mu.Unlock()
 	c := &d.ctrl
 	s := ControlState{Promisc: c.promisc, AllMulti: c.allMulti, UnicastOverflow: c.uniOver,
-		MulticastOverflow: c.multiOver, GuestOffloads: c.guestOff}
+		MulticastOverflow: c.multiOver, GuestOffloads: c.guestOff, Pairs: int(c.pairs)}
 	for _, m := range c.uni {
 		s.Unicast = append(s.Unicast, stdnet.HardwareAddr(slices.Clone(m[:])))
 	}
@@ -79,15 +83,18 @@ type controller struct {
 	irq  virtio.Interrupt
 	fail func(error)
 	kick chan struct{}
-	rx   *receiver // told of guest offload changes; nil when the receive queue is off
+	qidx int  // the control queue's index, for interrupts
+	act  *run // its pairs' receivers are told of guest offload changes; VQ_PAIRS_SET starts and stops pairs
 
 	features uint64 // negotiated
 	chain    queue.Chain
 	buf      []byte // one command, copied out of guest memory
 }
 
-func newController(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver) *controller {
-	return &controller{d: d, q: q, irq: a.Interrupt, fail: a.Fail, rx: rx, features: a.Features,
+// newController serves q as the control queue of r (Activate sets qidx
+// when MQ puts it after several pairs).
+func newController(d *Device, q *queue.Queue, a virtio.Activation, r *run) *controller {
+	return &controller{d: d, q: q, irq: a.Interrupt, fail: a.Fail, qidx: CtrlQueue, act: r, features: a.Features,
 		kick: make(chan struct{}, 1), buf: make([]byte, ctrlMaxCmd)}
 }
 
@@ -152,7 +159,7 @@ func (c *controller) drain(ctx context.Context) error {
 			return err
 		}
 		if need {
-			if err := c.irq.Signal(CtrlQueue); err != nil {
+			if err := c.irq.Signal(c.qidx); err != nil {
 				c.d.glog.Error("virtio-net: control interrupt failed", "err", err)
 			}
 		}
@@ -242,6 +249,43 @@ func (c *controller) apply(class, command byte, data []byte) bool {
 			return false
 		}
 		return c.setGuestOffloads(binary.LittleEndian.Uint64(data))
+	case class == ctrlClassMQ && command == ctrlMQVQPairsSet && has(FMQ):
+		if len(data) != 2 {
+			return false
+		}
+		n := binary.LittleEndian.Uint16(data)
+		if n < 1 || int(n) > len(d.queues) {
+			return false
+		}
+		return c.setPairs(n)
+	}
+	return false
+}
+
+// setPairs applies VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET: the first n pairs are
+// served from now on, those beyond stopped before the ack is written (so
+// no frame is placed in their receive queues afterwards), and their
+// backend queues turned off. A backend that refuses gets VIRTIO_NET_ERR
+// and the old count back.
+func (c *controller) setPairs(n uint16) bool {
+	d := c.d
+	d.mu.Lock()
+	old := d.ctrl.pairs
+	d.ctrl.pairs = n
+	d.mu.Unlock()
+	if c.act == nil {
+		return true
+	}
+	err := c.act.reconcile()
+	if err == nil {
+		return true
+	}
+	d.glog.Error("virtio-net: control: queue pairs refused by the backend", "pairs", n, "err", err)
+	d.mu.Lock()
+	d.ctrl.pairs = old
+	d.mu.Unlock()
+	if err := c.act.reconcile(); err != nil {
+		d.glog.Error("virtio-net: control: queue pairs not restored", "pairs", old, "err", err)
 	}
 	return false
 }
@@ -289,7 +333,12 @@ func (c *controller) setGuestOffloads(bits uint64) bool {
 }
 
 func (c *controller) setRx(o Offload) {
-	if c.rx != nil {
-		c.rx.guestOff.Store(uint32(o))
+	if c.act == nil {
+		return
+	}
+	for _, p := range c.act.pairs {
+		if p.rx != nil {
+			p.rx.guestOff.Store(uint32(o))
+		}
 	}
 }

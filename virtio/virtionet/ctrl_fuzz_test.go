@@ -19,21 +19,24 @@ import (
 //	[0]  flags: bits 0-1 the ack area's size (0 breaks the protocol),
 //	     bit 2 the command in one descriptor (else class+command apart),
 //	     bit 3 the driver refuses CTRL_RX, bit 4 CTRL_VLAN, bit 5
-//	     CTRL_MAC_ADDR, bit 6 the guest offloads
+//	     CTRL_MAC_ADDR, bit 6 the guest offloads, bit 7 MQ
 //	[1:] the command: class, command, data
 //
+// The device has a backend of fuzzMQPairs queues, so it offers MQ.
 // One control chain goes through the real control path. Invariants: no
 // panic; a chain without an ack byte fails the queue and nothing else; a
 // command answered VIRTIO_NET_ERR changes nothing; what VIRTIO_NET_OK
 // leaves is a state the spec allows (unicast MAC, VLAN IDs below 4096,
 // tables within MACTableMax, offloads among those negotiated, the receive
-// path and backend told the same offloads).
+// path and backend told the same offloads, 1..max_virtqueue_pairs pairs in
+// use with as many backend queues enabled).
 func FuzzCtrl(f *testing.F) {
 	for _, s := range ctrlSeeds() {
 		f.Add(s)
 	}
-	be, _ := rawPair(f, true)
-	dev, err := New(Config{Backend: be, MAC: guestMAC[:]})
+	mq := newTestMQ(f, fuzzMQPairs, true, OffloadCsum|OffloadTSO4|OffloadTSO6|OffloadTSOECN)
+	be := mq.testBackend
+	dev, err := New(Config{Backend: mq, MAC: guestMAC[:]})
 	if err != nil {
 		f.Fatal(err)
 	}
@@ -48,7 +51,7 @@ func FuzzCtrl(f *testing.F) {
 		}
 		flags, cmd := in[0], in[1:]
 		feat := dev.Features()
-		for bit, fb := range []uint64{FCtrlRx, FCtrlVLAN, FCtrlMACAddr, ctrlGuestOffloadBits | FCtrlGuestOffloads} {
+		for bit, fb := range []uint64{FCtrlRx, FCtrlVLAN, FCtrlMACAddr, ctrlGuestOffloadBits | FCtrlGuestOffloads, FMQ} {
 			if flags&(8<<bit) != 0 {
 				feat &^= fb
 			}
@@ -63,8 +66,15 @@ func FuzzCtrl(f *testing.F) {
 		dev.mu.Lock()
 		dev.ctrl = defaultCtrl(feat, dev.mac)
 		dev.mu.Unlock()
-		rx := newReceiver(dev, q, a, guestOffload(feat)) // only its offloads are used
-		c := newController(dev, q, a, rx)
+		if err := dev.enableQueues(1); err != nil {
+			t.Fatal(err)
+		}
+		r := &run{d: dev} // not started: VQ_PAIRS_SET only records the count and sets the backend's queues
+		for range fuzzMQPairs {
+			r.pairs = append(r.pairs, &pair{rx: newReceiver(dev, q, a, guestOffload(feat))}) // only their offloads are used
+		}
+		rx := r.pairs[fuzzMQPairs-1].rx
+		c := newController(dev, q, a, r)
 		gpa := drv.Alloc(uint64(len(cmd))+4, 16)
 		mem.WriteAt(cmd, gpa)
 		ackAt := gpa + uint64(len(cmd))
@@ -131,6 +141,9 @@ func FuzzCtrl(f *testing.F) {
 		if after.GuestOffloads&^(feat&ctrlGuestOffloadBits) != 0 {
 			t.Fatalf("guest offloads %#x with %#x negotiated", after.GuestOffloads, feat&ctrlGuestOffloadBits)
 		}
+		if after.Pairs < 1 || after.Pairs > fuzzMQPairs || (feat&FMQ == 0 && after.Pairs != 1) || mq.enabled(t) != after.Pairs {
+			t.Fatalf("%d pairs in use (MQ %v), %d backend queues enabled", after.Pairs, feat&FMQ != 0, mq.enabled(t))
+		}
 		if o := Offload(rx.guestOff.Load()); o != guestOffload(after.GuestOffloads) {
 			t.Fatalf("receive path offloads %#x, recorded %#x", o, after.GuestOffloads)
 		}
@@ -164,12 +177,21 @@ func ctrlSeeds() [][]byte {
 		mk(1, ctrlClassGuestOffl, ctrlGuestOfflSet, 0x02, 0x04, 0, 0, 0, 0, 0, 0), // UFO: never offered
 		mk(1|64, ctrlClassGuestOffl, ctrlGuestOfflSet, 0x02, 0, 0, 0, 0, 0, 0, 0),
 		mk(1, ctrlClassAnnounce, 0),
-		mk(1, ctrlClassMQ, 0, 1, 0),
-		mk(0, ctrlClassRx, ctrlRxPromisc, 1), // no ack byte
+		mk(1, ctrlClassMQ, ctrlMQVQPairsSet, 2, 0),
+		mk(1, ctrlClassMQ, ctrlMQVQPairsSet, fuzzMQPairs, 0),
+		mk(1, ctrlClassMQ, ctrlMQVQPairsSet, 0, 0),             // zero pairs
+		mk(1, ctrlClassMQ, ctrlMQVQPairsSet, fuzzMQPairs+1, 0), // more than offered
+		mk(1, ctrlClassMQ, ctrlMQVQPairsSet, 2),                // short
+		mk(1|128, ctrlClassMQ, ctrlMQVQPairsSet, 2, 0),         // MQ not negotiated
+		mk(1, ctrlClassMQ, 1, 2, 0),                            // RSS_CONFIG: not offered
+		mk(0, ctrlClassRx, ctrlRxPromisc, 1),                   // no ack byte
 		mk(2|4, ctrlClassRx, ctrlRxPromisc, 1),
 		{1, ctrlClassRx},
 	}
 }
+
+// fuzzMQPairs is the queue pairs FuzzCtrl's device offers.
+const fuzzMQPairs = 4
 
 func TestCtrlFuzzSeeds(t *testing.T) {
 	testdriver.SeedCorpus(t, "FuzzCtrl", ctrlSeeds())

@@ -45,7 +45,7 @@ func (h *harness) ctrlRaw(in []byte, ack int) byte {
 	if _, ok := h.ctd.Add(segs...); !ok {
 		h.t.Fatal("control queue full")
 	}
-	h.dev.Notify(CtrlQueue)
+	h.dev.Notify(h.ctrlQ)
 	h.wait("a control ack", func() bool {
 		_, n, ok := h.ctd.Used()
 		if ok && n != 1 {
@@ -102,7 +102,7 @@ func TestCtrlCommands(t *testing.T) {
 	want := ControlState{AllMulti: true,
 		Unicast:   []net.HardwareAddr{u1[:], u2[:]},
 		Multicast: []net.HardwareAddr{m1[:]},
-		VLANs:     []uint16{100, 4095}, GuestOffloads: FGuestCsum}
+		VLANs:     []uint16{100, 4095}, GuestOffloads: FGuestCsum, Pairs: 1}
 	if fmt.Sprint(st) != fmt.Sprint(want) {
 		t.Fatalf("control state\n%+v\nwant\n%+v", st, want)
 	}
@@ -259,7 +259,7 @@ func TestCtrlGuestOffloadsRefusedByBackend(t *testing.T) {
 	if ack := h.ctrlCmd(ctrlClassGuestOffl, ctrlGuestOfflSet, le64(FGuestCsum|FGuestTSO4)); ack != ctrlAckErr {
 		t.Fatalf("ack %d, want VIRTIO_NET_ERR", ack)
 	}
-	rx := h.dev.active.Load().rx
+	rx := h.dev.active.Load().pairs[0].rx
 	if o := Offload(rx.guestOff.Load()); o != OffloadCsum|OffloadTSO4 {
 		t.Fatalf("receive offloads %#x after a refused change", o)
 	}

@@ -134,48 +134,166 @@ type Device struct {
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
 	active atomic.Pointer[run] // the running goroutines, for Notify
 
+	// queues are the backend's queues, one per queue pair: the device offers
+	// max_virtqueue_pairs = len(queues), and MQ when that is two or more.
+	queues []Queue
+	mq     MultiQueue // the backend when it has several queues; nil otherwise
+	qmu    sync.Mutex // guards qOn
+	qOn    []bool     // which backend queues the host may steer frames to
+
+	handlerMu sync.Mutex // one FrameHandler call at a time, whichever transmit goroutine makes it
+
 	mu           sync.Mutex // guards config, ctrl and ctrlRestored (the control goroutine writes them)
 	ctrl         ctrlState  // what the driver set on the control queue, and the MAC in force
 	ctrlRestored bool       // ctrl came from RestoreState: the next activation keeps it
 }
 
 // run is one activation: its goroutines and how to stop them. Pause stops
-// the goroutines and Resume starts new ones on the same receiver and
-// transmitter.
+// the goroutines and Resume starts new ones on the same receivers and
+// transmitters. Each queue pair has its own goroutines; only the first
+// ctrl.pairs pairs (1 until the driver sends VQ_PAIRS_SET) are served.
 type run struct {
-	rx     *receiver       // nil when the driver left the receive queue off
-	tx     *transmitter    // nil when the driver left the transmit queue off
+	d      *Device
+	pairs  []*pair         // one per queue pair the driver may use: max_virtqueue_pairs with MQ, else 1
 	ctrl   *controller     // nil without CTRL_VQ or with the control queue off
+	ctrlQ  int             // the control queue's index: 2 without MQ, 2 × max_virtqueue_pairs with it
 	parent context.Context // the activation's context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	ctx    context.Context // the running goroutines' context; pairs started later get children of it
+	wg     sync.WaitGroup  // every goroutine of the run
+
+	mu sync.Mutex // serialises starting and stopping pairs (the control goroutine's VQ_PAIRS_SET) with halt
 }
 
-// start runs the goroutines under a new child of r.parent.
-func (r *run) start() {
-	ctx, cancel := context.WithCancel(r.parent)
-	r.cancel = cancel
-	if r.rx != nil {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.rx.run(ctx)
-		}()
-	}
-	if r.tx != nil {
-		r.wg.Add(1)
-		go func() {
-			defer r.wg.Done()
-			r.tx.run(ctx)
-		}()
-	}
+// pair is one receive/transmit queue pair and its goroutines.
+type pair struct {
+	rx      *receiver    // nil when the driver left the receive queue off
+	tx      *transmitter // nil when the driver left the transmit queue off
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	serving atomic.Bool // the goroutines run: Notify passes kicks on
+}
+
+// start runs the control goroutine and the pairs the driver uses under a
+// new child of r.parent.
+func (r *run) start() error {
+	r.mu.Lock()
+	r.ctx, r.cancel = context.WithCancel(r.parent)
 	if r.ctrl != nil {
+		ctx := r.ctx
 		r.wg.Add(1)
 		go func() {
 			defer r.wg.Done()
 			r.ctrl.run(ctx)
 		}()
 	}
+	r.mu.Unlock()
+	return r.reconcile()
+}
+
+// reconcile makes the pairs served, and the backend queues enabled, match
+// the pair count the driver set: pairs beyond it are stopped first and
+// their backend queues turned off, then queues turned on and pairs
+// started. It starts nothing once the run is being stopped.
+func (r *run) reconcile() error {
+	d := r.d
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	d.mu.Lock()
+	n := min(int(d.ctrl.pairs), len(r.pairs))
+	d.mu.Unlock()
+	for i := n; i < len(r.pairs); i++ {
+		r.stopPair(i)
+	}
+	if err := d.enableQueues(n); err != nil {
+		return err
+	}
+	if r.ctx == nil || r.ctx.Err() != nil {
+		return nil
+	}
+	for i := range n {
+		r.startPair(i)
+	}
+	return nil
+}
+
+// startPair runs pair i's goroutines unless they run; r.mu held.
+func (r *run) startPair(i int) {
+	p := r.pairs[i]
+	if p.serving.Load() {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	p.cancel = cancel
+	for _, fn := range []func(context.Context){p.rxRun(), p.txRun()} {
+		if fn == nil {
+			continue
+		}
+		r.wg.Add(1)
+		p.wg.Add(1)
+		go func() {
+			defer r.wg.Done()
+			defer p.wg.Done()
+			fn(ctx)
+		}()
+	}
+	p.serving.Store(true)
+}
+
+func (p *pair) rxRun() func(context.Context) {
+	if p.rx == nil {
+		return nil
+	}
+	return p.rx.run
+}
+
+func (p *pair) txRun() func(context.Context) {
+	if p.tx == nil {
+		return nil
+	}
+	return p.tx.run
+}
+
+// stopPair stops pair i's goroutines if they run, waking them from its
+// backend queue; r.mu held. The receive goroutine keeps the frame it
+// holds for when the pair is served again.
+func (r *run) stopPair(i int) {
+	p := r.pairs[i]
+	if !p.serving.Load() {
+		return
+	}
+	p.serving.Store(false)
+	p.cancel()
+	q := r.d.queues[i]
+	err := q.SetDeadline(time.Now())
+	p.wg.Wait()
+	if err == nil {
+		err = q.SetDeadline(time.Time{})
+	}
+	if err != nil {
+		r.d.glog.Error("virtio-net: stop queue pair", "pair", i, "err", err)
+	}
+}
+
+// enableQueues lets the host steer frames to the first n backend queues
+// only.
+func (d *Device) enableQueues(n int) error {
+	if d.mq == nil {
+		return nil
+	}
+	d.qmu.Lock()
+	defer d.qmu.Unlock()
+	for i := 1; i < len(d.queues); i++ {
+		on := i < n
+		if d.qOn[i] == on {
+			continue
+		}
+		if err := d.mq.SetQueueEnabled(i, on); err != nil {
+			return fmt.Errorf("virtio-net: backend queue %d on=%v: %w", i, on, err)
+		}
+		d.qOn[i] = on
+	}
+	return nil
 }
 
 var (
@@ -219,11 +337,29 @@ func New(cfg Config) (*Device, error) {
 	if d.features&ctrlGuestOffloadBits != 0 {
 		d.features |= FCtrlGuestOffloads
 	}
+	d.queues = []Queue{cfg.Backend}
+	if mq, ok := cfg.Backend.(MultiQueue); ok && mq.NumQueues() > 1 {
+		n := mq.NumQueues()
+		if n > MaxQueuePairs {
+			return nil, fmt.Errorf("virtio-net: backend has %d queues; at most %d queue pairs", n, MaxQueuePairs)
+		}
+		d.queues = make([]Queue, n)
+		for i := range n {
+			if d.queues[i] = mq.Queue(i); d.queues[i] == nil {
+				return nil, fmt.Errorf("virtio-net: backend queue %d of %d is nil", i, n)
+			}
+		}
+		d.mq, d.qOn = mq, make([]bool, n)
+		for i := range d.qOn {
+			d.qOn[i] = true // a multi-queue backend starts with every queue enabled
+		}
+		d.features |= FMQ
+	}
 	d.ctrl = defaultCtrl(0, d.mac)
-	d.common = virtio.NewCommon("virtio-net", d.features, 3, qs)
+	d.common = virtio.NewCommon("virtio-net", d.features, d.NumQueues(), qs)
 	copy(d.config[cfgMAC:], d.mac[:])
 	binary.LittleEndian.PutUint16(d.config[cfgStatus:], StatusLinkUp)
-	binary.LittleEndian.PutUint16(d.config[cfgMaxVirtqueuePairs:], 1)
+	binary.LittleEndian.PutUint16(d.config[cfgMaxVirtqueuePairs:], uint16(len(d.queues)))
 	binary.LittleEndian.PutUint16(d.config[cfgMTU:], uint16(mtu))
 	return d, nil
 }
@@ -290,8 +426,19 @@ func (d *Device) Type() virtio.DeviceType { return virtio.TypeNet }
 // Features returns the feature bits offered.
 func (d *Device) Features() uint64 { return d.features }
 
-// NumQueues returns 3: receiveq1, transmitq1 and controlq.
-func (d *Device) NumQueues() int { return 3 }
+// NumQueues returns 2 × max_virtqueue_pairs + 1: receiveq1, transmitq1,
+// ..., receiveqN, transmitqN, controlq (3 with one pair). A driver that
+// does not take MQ uses only the first three, the third as controlq.
+func (d *Device) NumQueues() int { return 2*len(d.queues) + 1 }
+
+// QueuePairs returns max_virtqueue_pairs, the pairs offered, and the pairs
+// the driver set with VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET (1 until it does,
+// and whenever MQ is not negotiated).
+func (d *Device) QueuePairs() (offered, set int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return len(d.queues), int(d.ctrl.pairs)
+}
 
 // MaxQueueSize returns the largest queue size offered.
 func (d *Device) MaxQueueSize() uint16 { return d.queueSize }
@@ -343,37 +490,68 @@ func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 				return fmt.Errorf("virtio-net: set backend offloads %#x: %w", off, err)
 			}
 		}
-		r := &run{parent: ctx}
-		if q := a.Queues[RxQueue]; q != nil {
-			r.rx = newReceiver(d, q, a, off)
+		r := &run{d: d, parent: ctx, ctrlQ: CtrlQueue}
+		npairs := 1
+		if a.Features&FMQ != 0 {
+			if a.Features&FCtrlVQ == 0 {
+				return queue.Guestf(queue.BadRequest, "features %#x: VIRTIO_NET_F_MQ without VIRTIO_NET_F_CTRL_VQ", a.Features)
+			}
+			npairs, r.ctrlQ = len(d.queues), 2*len(d.queues)
 		}
-		if q := a.Queues[TxQueue]; q != nil {
-			r.tx = newTransmitter(d, q, a, r.rx)
+		for i := range npairs {
+			p := &pair{}
+			if q := a.Queues[2*i]; q != nil {
+				p.rx = newReceiver(d, q, a, off)
+				p.rx.be, p.rx.qidx = d.queues[i], 2*i
+			}
+			if q := a.Queues[2*i+1]; q != nil {
+				p.tx = newTransmitter(d, q, a, p.rx)
+				p.tx.be, p.tx.qidx = d.queues[i], 2*i+1
+			}
+			r.pairs = append(r.pairs, p)
 		}
-		if q := a.Queues[CtrlQueue]; q != nil && a.Features&FCtrlVQ != 0 {
-			r.ctrl = newController(d, q, a, r.rx)
+		if q := a.Queues[r.ctrlQ]; q != nil && a.Features&FCtrlVQ != 0 {
+			r.ctrl = newController(d, q, a, r)
+			r.ctrl.qidx = r.ctrlQ
 		}
-		r.start()
+		if err := r.start(); err != nil {
+			d.halt(r)
+			return err
+		}
 		d.active.Store(r)
 		return nil
 	})
 }
 
 // Notify wakes the goroutine of queue q. It never blocks and ignores queues
-// that are not running.
+// that are not running. A kick of a pair beyond those the driver set with
+// VQ_PAIRS_SET is counted (IdleQueueKicks) and ignored.
 func (d *Device) Notify(q int) {
 	r := d.active.Load()
-	if r == nil {
+	if r == nil || q < 0 {
 		return
 	}
 	var kick chan struct{}
 	switch {
-	case q == RxQueue && r.rx != nil:
-		kick = r.rx.kick
-	case q == TxQueue && r.tx != nil:
-		kick = r.tx.kick
-	case q == CtrlQueue && r.ctrl != nil:
+	case q == r.ctrlQ:
+		if r.ctrl == nil {
+			return
+		}
 		kick = r.ctrl.kick
+	case q < 2*len(r.pairs):
+		p := r.pairs[q/2]
+		if !p.serving.Load() {
+			d.counts.inc(cIdleQueueKicks)
+			return
+		}
+		switch {
+		case q%2 == 0 && p.rx != nil:
+			kick = p.rx.kick
+		case q%2 == 1 && p.tx != nil:
+			kick = p.tx.kick
+		default:
+			return
+		}
 	default:
 		return
 	}
@@ -407,21 +585,38 @@ func (d *Device) stop() error {
 	return d.halt(r)
 }
 
-// halt stops r's goroutines: the transmit goroutine finishes the chain it
-// is on, the receive goroutine keeps the frame it holds.
+// halt stops r's goroutines: the transmit goroutines finish the chain
+// they are on, the receive goroutines keep the frame they hold.
 func (d *Device) halt(r *run) error {
 	if r.cancel == nil {
 		return nil // activated paused: never started
 	}
 	r.cancel()
-	// Wake a goroutine blocked in the backend; it sees the context ended.
-	err := d.be.SetDeadline(time.Now())
-	r.wg.Wait()
-	if err != nil {
-		return fmt.Errorf("virtio-net: stop backend I/O: %w", err)
+	// Wake goroutines blocked in the backend; they see the context ended.
+	// Under r.mu, so that a VQ_PAIRS_SET under way does not clear these
+	// deadlines behind us (it starts nothing on an ended context).
+	var errs []error
+	r.mu.Lock()
+	for _, q := range d.queues {
+		if err := q.SetDeadline(time.Now()); err != nil {
+			errs = append(errs, err)
+		}
 	}
-	if err := d.be.SetDeadline(time.Time{}); err != nil {
-		return fmt.Errorf("virtio-net: clear backend deadline: %w", err)
+	r.mu.Unlock()
+	r.wg.Wait()
+	for _, p := range r.pairs {
+		p.serving.Store(false)
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("virtio-net: stop backend I/O: %w", errors.Join(errs...))
+	}
+	for _, q := range d.queues {
+		if err := q.SetDeadline(time.Time{}); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("virtio-net: clear backend deadline: %w", errors.Join(errs...))
 	}
 	return nil
 }
@@ -438,8 +633,11 @@ func (d *Device) Pause() error {
 			return nil
 		}
 		err := d.halt(r)
-		if r.rx != nil {
-			if perr := r.rx.pause(); perr != nil && err == nil {
+		for _, p := range r.pairs {
+			if p.rx == nil {
+				continue
+			}
+			if perr := p.rx.pause(); perr != nil && err == nil {
 				err = perr
 			}
 		}
@@ -453,7 +651,7 @@ func (d *Device) Pause() error {
 func (d *Device) Resume() error {
 	return d.common.Resume(func() error {
 		if r := d.active.Load(); r != nil {
-			r.start()
+			return r.start()
 		}
 		return nil
 	})

@@ -3,8 +3,9 @@ package virtionet
 // FrameHandler sees the frames the guest transmits before the backend does,
 // and may answer them. The device knows nothing of what a handler is for;
 // a DHCP server (*dhcp.Server implements FrameHandler) is the usual one,
-// wired in by the VMM. The device calls it from its transmit goroutine only,
-// on frames without GSO whose partial checksum (if any) it has completed.
+// wired in by the VMM. The device calls it from its transmit goroutines
+// (one per queue pair), one Handle at a time, on frames without GSO whose
+// partial checksum (if any) it has completed. Match may run concurrently.
 type FrameHandler interface {
 	// Match reports, cheaply and without side effects, whether Handle wants
 	// the frame. Frames it does not match go straight to the backend.

@@ -21,6 +21,7 @@ import (
 
 const (
 	testMem  = 16 << 20
+	pairMem  = 2 << 20 // guest memory for each queue pair after the first: rings and buffers
 	waitTime = 10 * time.Second // generous bound on every wait; never a speed goal
 )
 
@@ -32,7 +33,7 @@ var (
 // fakeIRQ records interrupts and wakes waiters.
 type fakeIRQ struct {
 	ch    chan int
-	count [3]atomic.Int64
+	count [2*MaxQueuePairs + 1]atomic.Int64
 }
 
 func (f *fakeIRQ) Signal(q int) error {
@@ -129,6 +130,91 @@ type opts struct {
 	// socket builds the backend with NewSocketBackend from a blocking
 	// SOCK_SEQPACKET pair, as a caller handing over a descriptor would.
 	socket bool
+	// pairs > 1 gives the device a MultiQueue backend of that many socket
+	// pairs (testMQ), so it offers MQ.
+	pairs int
+}
+
+// testMQ is a MultiQueue backend: queue 0 is the embedded testBackend,
+// queue i the device's end of socket pair i. It records which queues the
+// device enabled and can be made to refuse.
+type testMQ struct {
+	*testBackend
+	extra []*FileBackend // queues 1..
+	peers []*os.File     // the test's ends, by queue (peers[0] is queue 0's)
+
+	mu        sync.Mutex
+	on        []bool
+	refuse    error // SetQueueEnabled's answer when set
+	enableOps int
+}
+
+func newTestMQ(tb testing.TB, n int, vnet bool, off Offload) *testMQ {
+	tb.Helper()
+	be, peer := newTestBackend(tb, vnet, off)
+	m := &testMQ{testBackend: be, peers: []*os.File{peer}, on: make([]bool, n)}
+	for i := range n {
+		m.on[i] = true
+		if i == 0 {
+			continue
+		}
+		devEnd, p := socketPair(tb)
+		fb, err := NewFileBackend(devEnd, vnet)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tb.Cleanup(func() { p.Close() })
+		m.extra, m.peers = append(m.extra, fb), append(m.peers, p)
+	}
+	return m
+}
+
+func (m *testMQ) NumQueues() int { return len(m.extra) + 1 }
+
+func (m *testMQ) Queue(i int) Queue {
+	if i == 0 {
+		return m.testBackend
+	}
+	return m.extra[i-1]
+}
+
+func (m *testMQ) SetQueueEnabled(i int, on bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if i < 1 || i >= len(m.on) {
+		return fmt.Errorf("queue %d of %d", i, len(m.on))
+	}
+	if m.refuse != nil {
+		return m.refuse
+	}
+	m.on[i] = on
+	m.enableOps++
+	return nil
+}
+
+// enabled returns how many queues are enabled, checking they are a prefix.
+func (m *testMQ) enabled(tb testing.TB) int {
+	tb.Helper()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for i, on := range m.on {
+		if on {
+			if i != n {
+				tb.Fatalf("backend queues enabled %v: not the first ones", m.on)
+			}
+			n++
+		}
+	}
+	return n
+}
+
+func (m *testMQ) Close() error {
+	err := m.testBackend.Close()
+	for _, q := range m.extra {
+		err = errors.Join(err, q.Close())
+	}
+	return err
 }
 
 // harness is a device on a socket pair with a mock driver per queue in fake
@@ -144,6 +230,11 @@ type harness struct {
 	ctd  *testdriver.Driver // the control queue's; nil without CTRL_VQ
 	irq  *fakeIRQ
 	feat uint64
+	mq   *testMQ // with opts.pairs > 1
+	// rxq and txq are every pair's drivers (rxq[0] is rxd, txq[0] txd); ctrlQ
+	// is the control queue's index.
+	rxq, txq []*testdriver.Driver
+	ctrlQ    int
 
 	mu     sync.Mutex
 	fails  []error
@@ -156,7 +247,7 @@ func newHarness(tb testing.TB, o opts) *harness {
 	// mmap'd like real guest RAM: the race detector does not track it, as
 	// it cannot see the ring protocol's fences. Unmapped after the device
 	// stops (cleanups run last-in first-out).
-	mem, err := guestmem.Allocate(guestmem.Range{GPA: 0, Size: testMem})
+	mem, err := guestmem.Allocate(guestmem.Range{GPA: 0, Size: testMem + uint64(max(o.pairs-1, 0))*pairMem})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -165,7 +256,14 @@ func newHarness(tb testing.TB, o opts) *harness {
 	if o.socket {
 		be, peer = newSocketTestBackend(tb)
 	}
-	dev, err := New(Config{Backend: be, MAC: guestMAC[:], MTU: o.mtu, QueueSize: o.qsize, Handler: o.handler})
+	var backend Backend = be
+	var mq *testMQ
+	if o.pairs > 1 {
+		be.Close()
+		mq = newTestMQ(tb, o.pairs, o.vnet, o.offloads)
+		be, peer, backend = mq.testBackend, mq.peers[0], mq
+	}
+	dev, err := New(Config{Backend: backend, MAC: guestMAC[:], MTU: o.mtu, QueueSize: o.qsize, Handler: o.handler})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -174,7 +272,7 @@ func newHarness(tb testing.TB, o opts) *harness {
 			tb.Errorf("Close: %v", err)
 		}
 	})
-	h := &harness{t: tb, dev: dev, be: be, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
+	h := &harness{t: tb, dev: dev, be: be, mq: mq, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
 		failed: make(chan struct{}, 16), feat: dev.Features() &^ o.drop}
 	h.activate()
 	return h
@@ -188,10 +286,24 @@ func (h *harness) activate() {
 	h.rxd = testdriver.New(h.mem, qs, 0x1000, testMem/2-1<<20, 0)
 	h.txd = testdriver.New(h.mem, qs, testMem/2, testMem, 0)
 	h.ctd = nil
-	drivers := []*testdriver.Driver{h.rxd, h.txd, nil}
+	h.rxq, h.txq = []*testdriver.Driver{h.rxd}, []*testdriver.Driver{h.txd}
+	drivers := make([]*testdriver.Driver, h.dev.NumQueues())
+	drivers[RxQueue], drivers[TxQueue] = h.rxd, h.txd
+	h.ctrlQ = CtrlQueue
+	if h.feat&FMQ != 0 {
+		offered, _ := h.dev.QueuePairs()
+		for i := 1; i < offered; i++ {
+			base := testMem + uint64(i-1)*pairMem
+			rx := testdriver.New(h.mem, qs, base, base+pairMem/2, 0)
+			tx := testdriver.New(h.mem, qs, base+pairMem/2, base+pairMem, 0)
+			h.rxq, h.txq = append(h.rxq, rx), append(h.txq, tx)
+			drivers[2*i], drivers[2*i+1] = rx, tx
+		}
+		h.ctrlQ = 2 * offered
+	}
 	if h.feat&FCtrlVQ != 0 {
 		h.ctd = testdriver.New(h.mem, qs, testMem/2-1<<20, testMem/2, 0)
-		drivers[CtrlQueue] = h.ctd
+		drivers[h.ctrlQ] = h.ctd
 	}
 	var queues []*queue.Queue
 	for _, d := range drivers {
@@ -272,8 +384,10 @@ func (h *harness) wait(what string, ok func() bool) {
 		if ok() {
 			return
 		}
-		h.rxd.EnableInterrupts()
-		h.txd.EnableInterrupts()
+		for i := range h.rxq {
+			h.rxq[i].EnableInterrupts()
+			h.txq[i].EnableInterrupts()
+		}
 		if h.ctd != nil {
 			h.ctd.EnableInterrupts()
 		}

@@ -9,7 +9,7 @@ import (
 // rxNextAvail is the receive queue's next avail index, read under the
 // receiver's lock (the device's own progress, which no interrupt shows).
 func (h *harness) rxNextAvail() uint16 {
-	r := h.dev.active.Load().rx
+	r := h.dev.active.Load().pairs[0].rx
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.q.NextAvail()
@@ -161,7 +161,7 @@ func TestRxMergedTooFewChains(t *testing.T) {
 // too few chains it is dropped and they stay available.
 func TestRxMergedReply(t *testing.T) {
 	h := newHarness(t, opts{})
-	rx := h.dev.active.Load().rx
+	rx := h.dev.active.Load().pairs[0].rx
 	reply := make([]byte, HeaderLen+300)
 	copy(reply[HeaderLen:], rawFrame(300, 9))
 	header{}.encode(reply, 1)

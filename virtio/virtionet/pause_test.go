@@ -20,7 +20,7 @@ import (
 // returned.
 func (h *harness) inFlight() (rx, tx uint16) {
 	r := h.dev.active.Load()
-	return r.rx.q.InFlight(), r.tx.q.InFlight()
+	return r.pairs[0].rx.q.InFlight(), r.pairs[0].tx.q.InFlight()
 }
 
 // quiet checks that nothing reaches the used rings or the backend's peer
@@ -240,6 +240,14 @@ func TestRestoreStateRejects(t *testing.T) {
 		b[ctrlAt+off] = v
 		return b
 	}
+	pairsAt := len(good) - stPairsLen
+	trailer := good[pairsAt:]
+	withPairs := func(offered, set uint16) []byte {
+		b := append([]byte(nil), good[:pairsAt]...)
+		b = binary.LittleEndian.AppendUint16(b, offered)
+		return binary.LittleEndian.AppendUint16(b, set)
+	}
+	cat := func(bs ...[]byte) []byte { return bytes.Join(bs, nil) }
 	for name, tc := range map[string]struct {
 		dev  *Device
 		data []byte
@@ -249,12 +257,16 @@ func TestRestoreStateRejects(t *testing.T) {
 		"version":       {d, append([]byte{7, 0}, good[2:]...), "version 7"},
 		"multicast":     {d, append([]byte{1, 0, 1}, good[3:]...), "is not a unicast"},
 		"length v1":     {d, append(append([]byte(nil), v1...), 0), fmt.Sprintf("state of %d bytes with %d left", hl, hl+1)},
-		"length":        {d, append(append([]byte(nil), good...), 0), "control state of"},
+		"length":        {d, cat(good[:pairsAt], []byte{0}, trailer), "control state of"},
+		"pairs short":   {d, good[:ctrlAt+3], "too short for the queue pairs"},
+		"pairs set 0":   {d, withPairs(1, 0), "0 queue pairs in use of 1"},
+		"pairs set 2/1": {d, withPairs(1, 2), "2 queue pairs in use of 1"},
+		"pairs offered": {d, withPairs(4, 2), "saved with 4 queue pairs, the device has 1"},
 		"ctrl flags":    {d, mod(stCtrlFlags, 0x10), "control state flags 0x10"},
 		"ctrl MACs":     {d, mod(stCtrlUni, MACTableMax+1), "MAC tables of 65"},
 		"ctrl MAC":      {d, mod(stCtrlMAC, 1), "MAC in force"},
 		"ctrl offloads": {d, mod(stCtrlGuestOff, 1<<3), "guest offloads 0x8"},
-		"ctrl short":    {d, good[:ctrlAt+3], "shorter than its"},
+		"ctrl short":    {d, cat(good[:ctrlAt+3], trailer), "shorter than its"},
 		"handler":       {plain, withLeases, "this device's frame handler keeps none"},
 		"leases":        {d, withLeases, "frame handler: dhcp: bad lease state"},
 	} {

@@ -25,12 +25,13 @@ const (
 	noBuffers                      // the ring is empty; notifications are on
 )
 
-// receiver fills the guest's receive queue: from the backend on its own
-// goroutine (run), and with frame handler replies from the transmit
-// goroutine (deliverReply).
+// receiver fills one pair's receive queue: from its backend queue on its
+// own goroutine (run), and with frame handler replies from the pair's
+// transmit goroutine (deliverReply).
 type receiver struct {
 	d    *Device
-	be   Backend
+	be   Queue // the pair's backend queue
+	qidx int   // the receive queue's index, for interrupts
 	irq  virtio.Interrupt
 	fail func(error)
 	kick chan struct{}
@@ -68,10 +69,11 @@ type receiver struct {
 	held   int
 }
 
-// newReceiver serves q; off is what the guest takes on receive.
+// newReceiver serves q as the first pair's receive queue (Activate sets be
+// and qidx for the others); off is what the guest takes on receive.
 func newReceiver(d *Device, q *queue.Queue, a virtio.Activation, off Offload) *receiver {
 	r := &receiver{
-		d: d, be: d.be, irq: a.Interrupt, fail: a.Fail,
+		d: d, be: d.be, qidx: RxQueue, irq: a.Interrupt, fail: a.Fail,
 		kick:     make(chan struct{}, 1),
 		vnet:     d.be.VnetHdr(),
 		maxFrame: d.mtu + frameOverhead,
@@ -457,7 +459,7 @@ func (r *receiver) signalLocked() {
 	if !need {
 		return
 	}
-	if err := r.irq.Signal(RxQueue); err != nil {
+	if err := r.irq.Signal(r.qidx); err != nil {
 		r.d.glog.Error("virtio-net: receive interrupt failed", "err", err)
 	}
 }

@@ -23,18 +23,23 @@ const (
 	FCtrlVLAN          = 1 << 19 // VIRTIO_NET_F_CTRL_VLAN: VLAN filter (offered; recorded, not applied)
 	FCtrlRxExtra       = 1 << 20 // VIRTIO_NET_F_CTRL_RX_EXTRA (not offered)
 	FGuestAnnounce     = 1 << 21 // VIRTIO_NET_F_GUEST_ANNOUNCE (not offered)
-	FMQ                = 1 << 22 // VIRTIO_NET_F_MQ (not offered)
+	FMQ                = 1 << 22 // VIRTIO_NET_F_MQ: several queue pairs (offered with a MultiQueue backend)
 	FCtrlMACAddr       = 1 << 23 // VIRTIO_NET_F_CTRL_MAC_ADDR: the driver may set its MAC (offered)
 	FSpeedDuplex       = 1 << 63 // VIRTIO_NET_F_SPEED_DUPLEX (not offered)
 )
 
-// Queue indices of the single queue pair.
+// Queue indices of the first queue pair. Pair i's are 2i and 2i+1.
 const (
 	RxQueue = 0 // receiveq1: the device fills guest buffers with frames
 	TxQueue = 1 // transmitq1: the guest hands the device frames to send
-	// CtrlQueue is the control queue (with one queue pair it follows it).
+	// CtrlQueue is the control queue without MQ (it follows the one pair);
+	// with MQ it is 2 × max_virtqueue_pairs.
 	CtrlQueue = 2
 )
+
+// MaxQueuePairs bounds max_virtqueue_pairs (two goroutines per pair; the
+// PCI transport has vectors for 255 queues).
+const MaxQueuePairs = 64
 
 // The control queue's commands (Virtio 1.2 §5.1.6.5): struct
 // virtio_net_ctrl is class u8, command u8, command data (device-readable),
@@ -52,7 +57,8 @@ const (
 	ctrlVLANAdd          = 0 //   le16 vid
 	ctrlVLANDel          = 1 //   le16 vid
 	ctrlClassAnnounce    = 3 // VIRTIO_NET_CTRL_ANNOUNCE (GUEST_ANNOUNCE: not offered)
-	ctrlClassMQ          = 4 // VIRTIO_NET_CTRL_MQ (MQ: not offered)
+	ctrlClassMQ          = 4 // VIRTIO_NET_CTRL_MQ (MQ)
+	ctrlMQVQPairsSet     = 0 //   le16 virtqueue_pairs, 1..max_virtqueue_pairs (RSS_CONFIG, HASH_CONFIG: not offered)
 	ctrlClassGuestOffl   = 5 // VIRTIO_NET_CTRL_GUEST_OFFLOADS (CTRL_GUEST_OFFLOADS)
 	ctrlGuestOfflSet     = 0 //   le64 offload feature bits
 	ctrlAckOK            = 0 // VIRTIO_NET_OK
@@ -75,7 +81,7 @@ const ctrlMaxCmd = ctrlHdrLen + 2*(4+1024*ctrlMACEntryLen)
 const (
 	cfgMAC               = 0  // u8 mac[6]
 	cfgStatus            = 6  // le16 status
-	cfgMaxVirtqueuePairs = 8  // le16 max_virtqueue_pairs (valid with MQ; 1 here)
+	cfgMaxVirtqueuePairs = 8  // le16 max_virtqueue_pairs (valid with MQ; 1 without)
 	cfgMTU               = 10 // le16 mtu
 	// ConfigSize is the size of the configuration this device exposes
 	// (through mtu; speed, duplex and the RSS fields are not offered).

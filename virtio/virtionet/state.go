@@ -11,11 +11,13 @@ import (
 
 // Device state, for snapshots (SaveState/RestoreState): the guest's MAC,
 // the frame handler's state (the DHCP server's lease table) when the
-// handler is a virtio.Stateful, and (version 2) what the driver set on the
-// control queue. The backend (TAP) is not state: the VMM opens a fresh one
-// for the restored device. Little-endian:
+// handler is a virtio.Stateful, (version 2) what the driver set on the
+// control queue, and (version 3) the queue pairs offered and in use. The
+// backend (TAP) is not state: the VMM opens a fresh one, with as many
+// queues, for the restored device. Little-endian:
 //
-//	version u16 | MAC [6]byte | handler state length u32 | handler state | control state (version 2)
+//	version u16 | MAC [6]byte | handler state length u32 | handler state | control state (version 2) |
+//	queue pairs offered u16 | queue pairs set u16 (version 3)
 //
 // The control state:
 //
@@ -23,7 +25,8 @@ import (
 //	multicast entries u8 | the entries, 6 bytes each | VLAN bitmap [512]byte
 //
 // Version 1 (before the control queue) is still read: the control state
-// then starts afresh at activation, as after a reset.
+// then starts afresh at activation, as after a reset. Versions 1 and 2
+// (before MQ) restore as one queue pair, into a device that offers one.
 const (
 	stVersion    = 0  // u16
 	stMAC        = 2  // [6]byte
@@ -43,9 +46,13 @@ const (
 	stCtrlUniOver   = 1 << 2
 	stCtrlMultiOver = 1 << 3
 
+	stPairsOffered = 0 // u16, after the control state
+	stPairsSet     = 2 // u16
+	stPairsLen     = 4
+
 	// StateVersion is the format SaveState writes; RestoreState reads it
-	// and version 1.
-	StateVersion = 2
+	// and versions 1 and 2.
+	StateVersion = 3
 )
 
 // ErrState is matched by every error RestoreState returns.
@@ -62,14 +69,16 @@ func (d *Device) SaveState() ([]byte, error) {
 			return nil, fmt.Errorf("virtio-net: state: frame handler: %w", err)
 		}
 	}
-	b := make([]byte, stHeaderSize, stHeaderSize+len(hs)+stCtrlEntries+2*MACTableMax*ctrlMACEntryLen+stCtrlVLANLen)
+	b := make([]byte, stHeaderSize, stHeaderSize+len(hs)+stCtrlEntries+2*MACTableMax*ctrlMACEntryLen+stCtrlVLANLen+stPairsLen)
 	binary.LittleEndian.PutUint16(b[stVersion:], StateVersion)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	copy(b[stMAC:], d.mac[:])
 	binary.LittleEndian.PutUint32(b[stHandlerLen:], uint32(len(hs)))
 	b = append(b, hs...)
-	return d.ctrl.append(b), nil
+	b = d.ctrl.append(b)
+	b = binary.LittleEndian.AppendUint16(b, uint16(len(d.queues)))
+	return binary.LittleEndian.AppendUint16(b, d.ctrl.pairs), nil
 }
 
 // append appends the control state's encoding to b.
@@ -144,9 +153,10 @@ func decodeCtrl(b []byte) (ctrlState, error) {
 
 // RestoreState takes the MAC (the guest's driver already uses it, whatever
 // the configuration says now), the frame handler's state and the control
-// queue's settings from data, which SaveState wrote (this version or
-// version 1). Call it on a fresh device before the guest runs. Errors
-// match ErrState.
+// queue's settings and the queue pairs in use from data, which SaveState
+// wrote (this version, 2 or 1). The device must offer as many queue pairs
+// as the saved one (one for versions 1 and 2). Call it on a fresh device
+// before the guest runs. Errors match ErrState.
 func (d *Device) RestoreState(data []byte) error {
 	bad := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrState, fmt.Sprintf(format, args...))
@@ -156,8 +166,8 @@ func (d *Device) RestoreState(data []byte) error {
 		return bad("%d bytes, shorter than the %d-byte header", len(data), stHeaderSize)
 	}
 	v := le.Uint16(data[stVersion:])
-	if v != 1 && v != StateVersion {
-		return bad("version %d (this device reads 1 and %d)", v, StateVersion)
+	if v < 1 || v > StateVersion {
+		return bad("version %d (this device reads 1 to %d)", v, StateVersion)
 	}
 	mac := [6]byte(data[stMAC:])
 	if mac[0]&1 != 0 || mac == ([6]byte{}) {
@@ -169,12 +179,29 @@ func (d *Device) RestoreState(data []byte) error {
 		return bad("frame handler state of %d bytes with %d left", n, rest)
 	}
 	hs := data[stHeaderSize : stHeaderSize+n]
+	ctrlData := data[stHeaderSize+n:]
+	offered, set := 1, uint16(1)
+	if v >= 3 {
+		if len(ctrlData) < stPairsLen {
+			return bad("%d bytes after the frame handler state, too short for the queue pairs", len(ctrlData))
+		}
+		pairs := ctrlData[len(ctrlData)-stPairsLen:]
+		ctrlData = ctrlData[:len(ctrlData)-stPairsLen]
+		offered, set = int(le.Uint16(pairs[stPairsOffered:])), le.Uint16(pairs[stPairsSet:])
+		if set < 1 || int(set) > offered {
+			return bad("%d queue pairs in use of %d offered", set, offered)
+		}
+	}
+	if offered != len(d.queues) {
+		return bad("saved with %d queue pairs, the device has %d (give the NIC as many backend queues)", offered, len(d.queues))
+	}
 	var ctrl ctrlState
 	if v >= 2 {
 		var err error
-		if ctrl, err = decodeCtrl(data[stHeaderSize+n:]); err != nil {
+		if ctrl, err = decodeCtrl(ctrlData); err != nil {
 			return bad("%v", err)
 		}
+		ctrl.pairs = set
 	}
 	if n > 0 {
 		s, ok := d.handler.(virtio.Stateful)

@@ -16,16 +16,17 @@ const txBatch = 64
 // errStopped ends a drain when Reset interrupted a backend write.
 var errStopped = errors.New("virtio-net: stopped")
 
-// transmitter serves the transmit queue. Everything it reuses per frame
-// lives here, so the steady state does not allocate.
+// transmitter serves one pair's transmit queue. Everything it reuses per
+// frame lives here, so the steady state does not allocate.
 type transmitter struct {
 	d       *Device
-	be      Backend
+	be      Queue // the pair's backend queue
+	qidx    int   // the transmit queue's index, for interrupts
 	q       *queue.Queue
 	irq     virtio.Interrupt
 	fail    func(error)
 	kick    chan struct{}
-	rx      *receiver // for frame handler replies; nil when the receive queue is off
+	rx      *receiver // the pair's, for frame handler replies; nil when its receive queue is off
 	handler FrameHandler
 
 	vnet     bool    // the backend takes a virtio-net header in front of each frame
@@ -37,9 +38,11 @@ type transmitter struct {
 	out   []byte // header space, then the handler's reply
 }
 
+// newTransmitter serves q as the first pair's transmit queue (Activate sets
+// be and qidx for the others); rx takes the frame handler's replies.
 func newTransmitter(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver) *transmitter {
 	t := &transmitter{
-		d: d, be: d.be, q: q, irq: a.Interrupt, fail: a.Fail, rx: rx, handler: d.handler,
+		d: d, be: d.be, qidx: TxQueue, q: q, irq: a.Interrupt, fail: a.Fail, rx: rx, handler: d.handler,
 		kick:     make(chan struct{}, 1),
 		vnet:     d.be.VnetHdr(),
 		hostOff:  hostOffload(a.Features),
@@ -141,7 +144,7 @@ func (t *transmitter) interrupt() {
 	if !need {
 		return
 	}
-	if err := t.irq.Signal(TxQueue); err != nil {
+	if err := t.irq.Signal(t.qidx); err != nil {
 		t.d.glog.Error("virtio-net: transmit interrupt failed", "err", err)
 	}
 }
@@ -204,10 +207,14 @@ func (t *transmitter) send(ctx context.Context, c *queue.Chain) error {
 		if h.flags&HdrFNeedsCsum != 0 {
 			t.finishChecksum(&h, frame)
 		}
+		// Every pair's transmit goroutine may call the handler: one at a
+		// time, and its reply is placed before the next call reuses it.
+		t.d.handlerMu.Lock()
 		reply, consumed := t.handler.Handle(frame, t.out[HeaderLen:])
 		if len(reply) > 0 {
 			t.deliverReply(reply)
 		}
+		t.d.handlerMu.Unlock()
 		if consumed {
 			t.d.counts.inc(cHandlerConsumed)
 			return nil
