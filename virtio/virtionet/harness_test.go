@@ -21,7 +21,7 @@ import (
 
 const (
 	testMem  = 16 << 20
-	pairMem  = 2 << 20 // guest memory for each queue pair after the first: rings and buffers
+	pairMem  = 2 << 20          // guest memory for each queue pair after the first: rings and buffers
 	waitTime = 10 * time.Second // generous bound on every wait; never a speed goal
 )
 
