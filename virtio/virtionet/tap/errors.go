@@ -15,8 +15,11 @@ var (
 	ErrInUse = errors.New("tap: TAP device in use")
 	// ErrExists: a TAP to create appeared under the same name meanwhile.
 	ErrExists = errors.New("tap: interface exists")
-	// ErrNotTap: the named interface exists but is not a single-queue TAP.
-	ErrNotTap = errors.New("tap: not a single-queue TAP device")
+	// ErrNotTap: the named interface exists but is not a TAP.
+	ErrNotTap = errors.New("tap: not a TAP device")
+	// ErrSingleQueue: more than one queue was asked of an existing TAP
+	// made without IFF_MULTI_QUEUE, which takes only one.
+	ErrSingleQueue = errors.New("tap: existing TAP is single-queue")
 	// ErrSubnetInUse: the host address overlaps an address on another
 	// interface, so adding it would take over part of an existing network.
 	ErrSubnetInUse = errors.New("tap: subnet already in use on the host")

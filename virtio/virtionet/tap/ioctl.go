@@ -39,8 +39,9 @@ func tunFlags(o virtionet.Offload) int {
 
 // setIff binds fd to the TAP called name (TUNSETIFF), creating it when
 // create is set (with IFF_TUN_EXCL, so an existing device is an error, not
-// silently shared). It returns the device's name as the kernel has it.
-func setIff(fd int, name string, vnetHdr, create bool) (string, error) {
+// silently shared), as one queue of a multi-queue TAP when multi is set.
+// It returns the device's name as the kernel has it.
+func setIff(fd int, name string, vnetHdr, create, multi bool) (string, error) {
 	ifr, err := unix.NewIfreq(name)
 	if err != nil {
 		return "", fmt.Errorf("tap: interface name %q: %w", name, err)
@@ -51,6 +52,9 @@ func setIff(fd int, name string, vnetHdr, create bool) (string, error) {
 	}
 	if create {
 		flags |= unix.IFF_TUN_EXCL
+	}
+	if multi {
+		flags |= unix.IFF_MULTI_QUEUE
 	}
 	ifr.SetUint16(flags)
 	if err := unix.IoctlIfreq(fd, unix.TUNSETIFF, ifr); err != nil {
@@ -66,11 +70,26 @@ func setIff(fd int, name string, vnetHdr, create bool) (string, error) {
 		case errors.Is(err, unix.EBUSY):
 			return "", fmt.Errorf("%w: TAP %q is attached to another process: %v", ErrInUse, name, err)
 		case errors.Is(err, unix.EINVAL) && !create:
-			return "", fmt.Errorf("%w: TUNSETIFF to attach to %q: %v (a TUN device, or a multi-queue TAP?)", ErrNotTap, name, err)
+			return "", fmt.Errorf("%w: TUNSETIFF to attach to %q: %v (a TUN device, or a TAP whose queue mode changed?)", ErrNotTap, name, err)
 		}
 		return "", fmt.Errorf("tap: TUNSETIFF to %s TAP %q: %w", verb, name, err)
 	}
 	return ifr.Name(), nil
+}
+
+// setQueue attaches fd's queue to its multi-queue TAP or detaches it
+// (TUNSETQUEUE): a detached queue gets no frames and takes none.
+func setQueue(fd int, on bool) error {
+	ifr, err := unix.NewIfreq("")
+	if err != nil {
+		return err
+	}
+	flags := uint16(unix.IFF_DETACH_QUEUE)
+	if on {
+		flags = unix.IFF_ATTACH_QUEUE
+	}
+	ifr.SetUint16(flags)
+	return unix.IoctlIfreq(fd, unix.TUNSETQUEUE, ifr)
 }
 
 // setVnetHdr makes every frame carry a 12-byte virtio_net_hdr_v1

@@ -9,6 +9,15 @@
 // 12-byte virtio-net header and the checksum and TSO offloads TUNSETOFFLOAD
 // accepts are offered to the guest.
 //
+// Multiqueue. With Config.Queues above 1 the TAP is opened with
+// IFF_MULTI_QUEUE: one descriptor per queue, each from TUNSETIFF on the
+// same name, and the Tap is a virtionet.MultiQueue, one queue per queue
+// pair. The kernel spreads the host's frames over the attached queues by
+// flow hash; the device detaches (TUNSETQUEUE) the queues of pairs the
+// guest does not use. An existing multi-queue TAP is attached with as many
+// queues as asked; an existing single-queue TAP takes only one
+// (ErrSingleQueue).
+//
 // Cleanup, crash included. A TAP that Corral creates is never persistent
 // (TUNSETPERSIST 0): the kernel deletes it, with its addresses, routes and
 // bridge membership, when its last file descriptor closes, and that happens
@@ -68,14 +77,20 @@ type Config struct {
 	// NoVnetHdr opens the TAP without IFF_VNET_HDR: no offloads are
 	// offered and the device adds and strips virtio-net headers itself.
 	NoVnetHdr bool
+	// Queues is how many queues to open, 1..virtionet.MaxQueuePairs; 0
+	// means 1. More than one makes (or needs) a multi-queue TAP.
+	Queues int
 	// Logger receives what Open and Close change; nil discards it.
 	Logger *slog.Logger
 }
 
-// Tap is an open TAP device. It implements virtionet.Backend; ReadFrame,
-// WriteFrame and SetDeadline come from the embedded FileBackend.
+// Tap is an open TAP device. It implements virtionet.MultiQueue; ReadFrame,
+// WriteFrame and SetDeadline, queue 0's, come from the embedded
+// FileBackend.
 type Tap struct {
 	*virtionet.FileBackend
+	queues   []*virtionet.FileBackend // queues 1.. of a multi-queue TAP
+	multi    bool                     // attached with IFF_MULTI_QUEUE
 	name     string
 	index    int
 	mac      net.HardwareAddr
@@ -97,7 +112,7 @@ type undoStep struct {
 	do   func() error
 }
 
-var _ virtionet.Backend = (*Tap)(nil)
+var _ virtionet.MultiQueue = (*Tap)(nil)
 
 // Open opens or creates the TAP and sets up its host side. On error nothing
 // it changed is left behind.
@@ -115,13 +130,21 @@ func Open(cfg Config) (_ *Tap, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("tap: netlink: %w", err)
 	}
-	t := &Tap{nl: nl, log: log, vnetHdr: !cfg.NoVnetHdr}
+	nq := max(cfg.Queues, 1)
+	t := &Tap{nl: nl, log: log, vnetHdr: !cfg.NoVnetHdr, multi: nq > 1}
 	fd := -1
+	var extra []int // queues 1.. while Open may fail
 	defer func() {
 		if err != nil {
 			t.rollback()
 			if fd >= 0 {
 				unix.Close(fd)
+			}
+			for _, f := range extra {
+				unix.Close(f)
+			}
+			for _, q := range t.queues {
+				q.Close()
 			}
 			nl.Close()
 		}
@@ -131,25 +154,25 @@ func Open(cfg Config) (_ *Tap, err error) {
 	if err != nil {
 		return nil, err
 	}
-	fd, err = unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
-	if err != nil {
-		switch {
-		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
-			return nil, fmt.Errorf("%w: open /dev/net/tun: %v", ErrNoTunDevice, err)
-		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
-			return nil, fmt.Errorf("%w: open /dev/net/tun: %v", ErrNoPrivilege, err)
+	if existing != nil {
+		mq := existing.(*netlink.Tuntap).Flags&netlink.TUNTAP_MULTI_QUEUE != 0
+		if nq > 1 && !mq {
+			return nil, fmt.Errorf("%w: %s was made without multi_queue; asked for %d queues (recreate it with ip tuntap add ... multi_queue, or use one queue)", ErrSingleQueue, cfg.Name, nq)
 		}
-		return nil, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+		t.multi = mq
+	}
+	if fd, err = openTun(); err != nil {
+		return nil, err
 	}
 	switch {
 	case existing != nil:
-		t.name, err = setIff(fd, cfg.Name, t.vnetHdr, false)
+		t.name, err = setIff(fd, cfg.Name, t.vnetHdr, false, t.multi)
 	case cfg.Name != "":
-		t.name, err = setIff(fd, cfg.Name, t.vnetHdr, true)
+		t.name, err = setIff(fd, cfg.Name, t.vnetHdr, true, t.multi)
 		t.created = err == nil
 	default:
 		for try := 0; ; try++ {
-			t.name, err = setIff(fd, randomName(), t.vnetHdr, true)
+			t.name, err = setIff(fd, randomName(), t.vnetHdr, true, t.multi)
 			if err == nil || !errors.Is(err, ErrExists) || try == 7 {
 				break
 			}
@@ -158,6 +181,16 @@ func Open(cfg Config) (_ *Tap, err error) {
 	}
 	if err != nil {
 		return nil, err
+	}
+	for range nq - 1 {
+		qfd, err := openTun()
+		if err != nil {
+			return nil, err
+		}
+		extra = append(extra, qfd)
+		if _, err := setIff(qfd, t.name, t.vnetHdr, false, true); err != nil {
+			return nil, fmt.Errorf("queue %d: %w", len(extra), err)
+		}
 	}
 	if t.created {
 		// Non-persistent is the default; say so, so nothing outlives us.
@@ -198,15 +231,40 @@ func Open(cfg Config) (_ *Tap, err error) {
 	t.mac = append(net.HardwareAddr(nil), link.Attrs().HardwareAddr...)
 	t.mtu = link.Attrs().MTU
 
+	for len(extra) > 0 {
+		f := os.NewFile(uintptr(extra[0]), fmt.Sprintf("/dev/net/tun:%s:%d", t.name, len(t.queues)+1))
+		extra = extra[1:] // f owns it now
+		q, err := virtionet.NewFileBackend(f, t.vnetHdr)
+		if err != nil {
+			f.Close()
+			return nil, err
+		}
+		t.queues = append(t.queues, q)
+	}
 	f := os.NewFile(uintptr(fd), "/dev/net/tun:"+t.name)
 	fd = -1 // f owns it now
 	if t.FileBackend, err = virtionet.NewFileBackend(f, t.vnetHdr); err != nil {
 		f.Close()
 		return nil, err
 	}
-	log.Info("tap: ready", "name", t.name, "created", t.created, "vnet_hdr", t.vnetHdr,
+	log.Info("tap: ready", "name", t.name, "created", t.created, "vnet_hdr", t.vnetHdr, "queues", nq, "multi_queue", t.multi,
 		"offloads", fmt.Sprintf("%#x", t.offloads), "address", cfg.Address, "bridge", cfg.Bridge)
 	return t, nil
+}
+
+// openTun opens /dev/net/tun for one queue.
+func openTun() (int, error) {
+	fd, err := unix.Open("/dev/net/tun", unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		switch {
+		case errors.Is(err, unix.ENOENT), errors.Is(err, unix.ENODEV), errors.Is(err, unix.ENXIO):
+			return -1, fmt.Errorf("%w: open /dev/net/tun: %v", ErrNoTunDevice, err)
+		case errors.Is(err, unix.EACCES), errors.Is(err, unix.EPERM):
+			return -1, fmt.Errorf("%w: open /dev/net/tun: %v", ErrNoPrivilege, err)
+		}
+		return -1, fmt.Errorf("tap: open /dev/net/tun: %w", err)
+	}
+	return fd, nil
 }
 
 // CheckName reports a name that is not a valid Linux interface name (""
@@ -228,6 +286,9 @@ func (c *Config) check() error {
 	if c.MAC != nil && (len(c.MAC) != 6 || c.MAC[0]&1 != 0 || [6]byte(c.MAC) == [6]byte{}) {
 		return fmt.Errorf("tap: MAC %v is not a unicast Ethernet address", c.MAC)
 	}
+	if c.Queues < 0 || c.Queues > virtionet.MaxQueuePairs {
+		return fmt.Errorf("tap: %d queues (want 1..%d)", c.Queues, virtionet.MaxQueuePairs)
+	}
 	if c.MTU != 0 && (c.MTU < virtionet.MinMTU || c.MTU > virtionet.MaxMTU) {
 		return fmt.Errorf("tap: MTU %d outside %d..%d", c.MTU, virtionet.MinMTU, virtionet.MaxMTU)
 	}
@@ -244,7 +305,7 @@ func randomName() string {
 }
 
 // lookupExisting returns the named TAP if it exists (nil if not), refusing
-// an interface that is not a single-queue TAP.
+// an interface that is not a TAP.
 func (t *Tap) lookupExisting(name string) (netlink.Link, error) {
 	if name == "" {
 		return nil, nil
@@ -261,10 +322,7 @@ func (t *Tap) lookupExisting(name string) (netlink.Link, error) {
 	if !ok || tt.Mode != netlink.TUNTAP_MODE_TAP {
 		return nil, fmt.Errorf("%w: %s is a %s device", ErrNotTap, name, link.Type())
 	}
-	if tt.Flags&netlink.TUNTAP_MULTI_QUEUE != 0 {
-		return nil, fmt.Errorf("%w: %s is a multi-queue TAP", ErrNotTap, name)
-	}
-	return link, nil
+	return tt, nil
 }
 
 // setUpCreated marks a TAP Corral created and applies its MAC and MTU.
@@ -439,11 +497,45 @@ func (t *Tap) SetOffload(o virtionet.Offload) error {
 	return nil
 }
 
+// NumQueues returns how many queues the Tap has open.
+func (t *Tap) NumQueues() int { return len(t.queues) + 1 }
+
+// Queue returns queue i (0 is the Tap's own ReadFrame and WriteFrame).
+func (t *Tap) Queue(i int) virtionet.Queue {
+	if i == 0 {
+		return t
+	}
+	return t.queues[i-1]
+}
+
+// SetQueueEnabled attaches queue i (i >= 1) to the TAP or detaches it
+// (TUNSETQUEUE): the kernel steers frames only to attached queues.
+func (t *Tap) SetQueueEnabled(i int, on bool) error {
+	if i < 1 || i > len(t.queues) {
+		return fmt.Errorf("tap: %s has no queue %d to enable (queues 1..%d)", t.name, i, len(t.queues))
+	}
+	rc, err := t.queues[i-1].File().SyscallConn()
+	if err != nil {
+		return fmt.Errorf("tap: %s queue %d: %w", t.name, i, err)
+	}
+	var ioErr error
+	if err := rc.Control(func(fd uintptr) { ioErr = setQueue(int(fd), on) }); err != nil {
+		return fmt.Errorf("tap: %s queue %d: %w", t.name, i, err)
+	}
+	if ioErr != nil {
+		return fmt.Errorf("tap: TUNSETQUEUE attach=%v on %s queue %d: %w", on, t.name, i, ioErr)
+	}
+	return nil
+}
+
 // Close reverts what Open changed on an existing TAP and closes the
-// descriptor; a TAP Open created disappears with it.
+// descriptors; a TAP Open created disappears with them.
 func (t *Tap) Close() error {
 	t.closeOnce.Do(func() {
 		err := t.rollback()
+		for _, q := range t.queues {
+			err = errors.Join(err, q.Close())
+		}
 		t.closeErr = errors.Join(err, t.FileBackend.Close())
 		if t.nl != nil { // nil for an adopted descriptor (FromFile)
 			t.nl.Close()
