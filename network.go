@@ -74,12 +74,32 @@ type Net struct {
 	DNS []netip.Addr
 	// NoDHCP passes the guest's DHCP to the host instead of answering it.
 	NoDHCP bool
+	// Queues is the NIC's queue pairs, each with its own TAP queue and
+	// device goroutines (1..virtionet.MaxQueuePairs); 0 means one per vCPU,
+	// at most DefaultNetQueues, or one on an existing single-queue TAP.
+	// With more than one the TAP is multi-queue (IFF_MULTI_QUEUE) and the
+	// guest is offered VIRTIO_NET_F_MQ. A Backend or File brings its own
+	// queues. A snapshot records the count the guest saw.
+	Queues int `json:",omitempty"`
+}
+
+// DefaultNetQueues caps a NIC's default queue pairs (one per vCPU): past a
+// few, more pairs cost goroutines and TAP descriptors for little gain.
+const DefaultNetQueues = 8
+
+// queues is the NIC's queue pairs on a machine with cpus vCPUs.
+func (n *Net) queues(cpus int) int {
+	if n.Queues != 0 {
+		return n.Queues
+	}
+	return min(cpus, DefaultNetQueues)
 }
 
 // ParseNet parses the CLI form: tap=NAME, auto or fd=N, then any of mac=MAC,
-// ip=IP, host=IP/PREFIX, bridge=NAME, dns=IP[+IP...], dhcp=off. fd=N hands
-// over descriptor N (an attached TAP, or a SOCK_SEQPACKET or SOCK_DGRAM
-// socket) as File: parse each fd once.
+// ip=IP, host=IP/PREFIX, bridge=NAME, dns=IP[+IP...], dhcp=off, queues=N.
+// fd=N hands over descriptor N (an attached TAP, or a SOCK_SEQPACKET or
+// SOCK_DGRAM socket) as File: parse each fd once. queues=N gives the NIC N
+// queue pairs (default one per vCPU, at most DefaultNetQueues).
 func ParseNet(s string) (Net, error) {
 	var n Net
 	// The descriptor becomes an *os.File only once all of s parsed: a File
@@ -118,8 +138,12 @@ func ParseNet(s string) (Net, error) {
 			}
 		case k == "dhcp" && (v == "off" || v == "on"):
 			n.NoDHCP = v == "off"
+		case k == "queues" && hasV:
+			if n.Queues, err = strconv.Atoi(v); err == nil && (n.Queues < 1 || n.Queues > virtionet.MaxQueuePairs) {
+				err = fmt.Errorf("want a number from 1 to %d", virtionet.MaxQueuePairs)
+			}
 		default:
-			return Net{}, fmt.Errorf("net %q: unknown option %q (want tap=NAME, auto or fd=N, mac=, ip=, host=, bridge=, dns=, dhcp=off)", s, p)
+			return Net{}, fmt.Errorf("net %q: unknown option %q (want tap=NAME, auto or fd=N, mac=, ip=, host=, bridge=, dns=, dhcp=off, queues=N)", s, p)
 		}
 		if err != nil {
 			return Net{}, fmt.Errorf("net %q: %s: %w", s, k, err)
@@ -140,6 +164,12 @@ func (n *Net) validate() error {
 	}
 	if (n.Backend != nil || n.File != nil) && (n.Tap != "" || n.Bridge != "") {
 		return errors.New("a Backend or File is the host side: it takes no tap= or bridge=")
+	}
+	if n.Queues < 0 || n.Queues > virtionet.MaxQueuePairs {
+		return fmt.Errorf("%d queue pairs (want 1..%d, or 0 for one per vCPU)", n.Queues, virtionet.MaxQueuePairs)
+	}
+	if (n.Backend != nil || n.File != nil) && n.Queues > 1 {
+		return fmt.Errorf("a Backend or File brings its own queues: it takes no queues=%d", n.Queues)
 	}
 	if err := tap.CheckName(n.Tap); err != nil {
 		return err
@@ -257,7 +287,7 @@ func (m *Machine) createNets() error {
 		n, err := m.openNIC(i, cfg)
 		if err != nil {
 			if errors.Is(err, hostnet.ErrPlan) || errors.Is(err, hostnet.ErrNoBridge) || errors.Is(err, hostnet.ErrLeaseTaken) ||
-				errors.Is(err, dhcp.ErrConfig) || errors.Is(err, tap.ErrNotTap) {
+				errors.Is(err, dhcp.ErrConfig) || errors.Is(err, tap.ErrNotTap) || errors.Is(err, tap.ErrSingleQueue) {
 				return fmt.Errorf("%w: net %d: %w", ErrConfig, i, err)
 			}
 			return fmt.Errorf("corral: net %d: %w", i, err)
@@ -301,7 +331,20 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 			return nil, err
 		}
 	}
-	tapCfg := tap.Config{Name: cfg.Tap, Bridge: cfg.Bridge, Address: host, MAC: hostMAC, MTU: hostnet.DefaultMTU, Logger: m.log}
+	tapCfg := tap.Config{Name: cfg.Tap, Bridge: cfg.Bridge, Address: host, MAC: hostMAC, MTU: hostnet.DefaultMTU, Logger: m.log,
+		Queues: cfg.queues(m.cfg.cpus())}
+	// openTap opens the TAP with one queue per pair; an existing
+	// single-queue TAP given without queues= gets one pair.
+	openTap := func() (*tap.Tap, error) {
+		t, err := tap.Open(tapCfg)
+		if errors.Is(err, tap.ErrSingleQueue) && cfg.Queues == 0 {
+			m.log.Info("vm.net: existing TAP is single-queue; one queue pair", "tap", cfg.Tap, "index", index)
+			c := tapCfg
+			c.Queues = 1
+			t, err = tap.Open(c)
+		}
+		return t, err
+	}
 	serverMAC := hostMAC
 	switch {
 	case cfg.Backend != nil || cfg.File != nil:
@@ -333,9 +376,9 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 			guest = lease.Addr
 		}
 		if cfg.Host.IsValid() {
-			err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = tap.Open(tapCfg); return err })
+			err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = openTap(); return err })
 		} else {
-			t, err = tap.Open(tapCfg)
+			t, err = openTap()
 		}
 		if err != nil {
 			return nil, err
@@ -347,7 +390,7 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 	case host.IsValid():
 		// The overlap check in tap.Open and the address it adds are atomic
 		// with other Corral processes under the same lock.
-		if err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = tap.Open(tapCfg); return err }); err != nil {
+		if err = hostnet.Locked(hostnet.StateDir(), func() (err error) { t, err = openTap(); return err }); err != nil {
 			return nil, err
 		}
 		be, serverMAC = t, t.MAC()
@@ -355,7 +398,7 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 		_, err = hostnet.ClaimSubnet(hostnet.StateDir(), netip.MustParsePrefix(hostnet.DefaultBase), func(sub netip.Prefix) (err error) {
 			host = netip.PrefixFrom(sub.Addr().Next(), sub.Bits())
 			tapCfg.Address = host
-			t, err = tap.Open(tapCfg)
+			t, err = openTap()
 			return err
 		})
 		if err != nil {
@@ -364,7 +407,11 @@ func (m *Machine) openNIC(index int, cfg Net) (_ *nic, err error) {
 		be, serverMAC = t, t.MAC()
 	}
 	if lease != nil {
-		be = leasedBackend{be, lease}
+		if mq, ok := be.(virtionet.MultiQueue); ok {
+			be = leasedMultiQueue{mq, lease}
+		} else {
+			be = leasedBackend{be, lease}
+		}
 	}
 	mtu := virtionet.DefaultMTU
 	n := &nic{mac: guestMAC, hostMAC: serverMAC}
@@ -421,4 +468,15 @@ type leasedBackend struct {
 
 func (b leasedBackend) Close() error {
 	return errors.Join(b.Backend.Close(), b.lease.Release())
+}
+
+// leasedMultiQueue is leasedBackend for a multi-queue TAP: it keeps the
+// queues visible to the device.
+type leasedMultiQueue struct {
+	virtionet.MultiQueue
+	lease *hostnet.Lease
+}
+
+func (b leasedMultiQueue) Close() error {
+	return errors.Join(b.MultiQueue.Close(), b.lease.Release())
 }

@@ -226,6 +226,7 @@ func (sm *savedMachine) config(rc RestoreConfig) (Config, error) {
 			n.IP = netip.MustParseAddr(sn.Guest)
 		}
 		n.NoDHCP = sn.NoDHCP
+		n.Queues = max(sn.QueuePairs, 1) // 0: saved before multiqueue, with one pair
 		n.DNS = nil
 		for _, d := range sn.DNS {
 			n.DNS = append(n.DNS, netip.MustParseAddr(d))

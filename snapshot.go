@@ -63,6 +63,9 @@ type savedNet struct {
 	Bridge  string   `json:"bridge,omitempty"`
 	DNS     []string `json:"dns,omitempty"`
 	NoDHCP  bool     `json:"no_dhcp,omitempty"`
+	// QueuePairs is the queue pairs the NIC offered (0 in snapshots from
+	// before multiqueue: one).
+	QueuePairs int `json:"queue_pairs,omitempty"`
 }
 
 type savedVsock struct {
@@ -190,6 +193,7 @@ func (m *Machine) savedMachine() (*savedMachine, error) {
 	for i, n := range m.plat.nics {
 		cn := c.Nets[i]
 		s := savedNet{Kind: "tap", MAC: n.mac.String(), Bridge: cn.Bridge, NoDHCP: cn.NoDHCP}
+		s.QueuePairs, _ = n.dev.QueuePairs() // the count the guest saw, not "one per vCPU"
 		if cn.File != nil || cn.Backend != nil {
 			s.Kind = "handed-over"
 		}

@@ -59,7 +59,7 @@ corral run flags:
                     (guest writes fail, the file is never opened for writing).
                     The image is locked while the VM runs: a second VM writing
                     the same image is refused.
-  --net auto|tap=NAME|fd=N[,mac=MAC][,ip=IP][,host=IP/N][,bridge=BR][,dns=IP[+IP]][,dhcp=off]
+  --net auto|tap=NAME|fd=N[,mac=MAC][,ip=IP][,host=IP/N][,bridge=BR][,dns=IP[+IP]][,dhcp=off][,queues=N]
                     a virtio-net NIC; repeatable. auto creates a TAP for the
                     VM (gone when it ends) with the host side at the first
                     free 10.200.N.1/24 (256 such subnets per host); tap=NAME
@@ -69,6 +69,10 @@ corral run flags:
                     The built-in DHCP server gives the guest ip= (default .2)
                     with the host side as router; dhcp=off leaves DHCP to the
                     host. auto, tap= and bridge= need root or CAP_NET_ADMIN.
+                    queues=N: N queue pairs (1-64), each with its own TAP
+                    queue (a multi-queue TAP) and guest queue pair (virtio
+                    MQ); default one per vCPU, at most 8, and one on an
+                    existing single-queue TAP or an fd=.
   --share PATH:TAG[,ro]
                     share the host directory PATH with the guest over virtio-9p
                     as mount tag TAG (1-31 of A-Z a-z 0-9 . _ -); repeatable. The
