@@ -40,8 +40,8 @@ func TestExecAfterSetup(t *testing.T) {
 	srv, r := deferredServer(t, nil)
 	conn := pipeDial(t, srv)
 	v := greetAt(t, conn, proto.Version)
-	if v != proto.ExecAfterSetupVersion {
-		t.Fatalf("negotiated version %d, want %d", v, proto.ExecAfterSetupVersion)
+	if v != proto.Version || v < proto.ExecAfterSetupVersion {
+		t.Fatalf("negotiated version %d, want %d (at least %d)", v, proto.Version, proto.ExecAfterSetupVersion)
 	}
 	ctx := context.Background()
 	open, err := client.SetupOpen(ctx, conn, v, &proto.Setup{Root: "9p:root", Shares: []string{"a:/mnt/a"}})

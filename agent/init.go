@@ -149,6 +149,10 @@ type setup struct {
 	// console (each line there cost a restored warm exec tens of ms of
 	// emulated UART under TCG). At boot the console is the only witness.
 	deferred bool
+	// overlay9p: the root switch mounted an overlay whose lower layer is
+	// a 9p share and whose upper layer holds only the api mounts' opaque
+	// mount points (see Deferred.pristineRoot).
+	overlay9p bool
 }
 
 // done logs a step that went well.
@@ -253,6 +257,17 @@ func (d *Deferred) Status() (applied bool, err error) {
 		return false, d.baseErr
 	}
 	return true, d.err
+}
+
+// pristineRoot reports whether Apply succeeded and switched into an
+// overlay over a 9p share: until a command runs, every path the guest
+// sees there that no mount covers is the share's (the upper layer holds
+// only the mount points the setup made), which lets the first command use
+// a path the host resolved in the share (lookPath).
+func (d *Deferred) pristineRoot() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.applied && d.err == nil && d.s.overlay9p
 }
 
 // baseMounts mounts baseMounts and returns the top-level directories that
@@ -385,7 +400,11 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 	if err := s.mount(ov); err != nil {
 		return err
 	}
-	return s.enterRoot(newRoot, api)
+	if err := s.enterRoot(newRoot, api); err != nil {
+		return err
+	}
+	s.overlay9p = root.Kind == Root9P
+	return nil
 }
 
 // enterRoot moves the api mounts into newRoot, newRoot onto / and

@@ -38,6 +38,7 @@ type process struct {
 	outputs  []*output
 	reaped   <-chan syscall.WaitStatus // from the Reaper, or nil
 	oomKills uint64                    // /proc/vmstat oom_kill at start
+	resolved bool                      // the path is the host's (hostResolved)
 
 	mu         sync.Mutex
 	exited     bool // no more signals: the pid may be reused
@@ -46,15 +47,24 @@ type process struct {
 }
 
 // startProcess starts e with its standard streams on fresh pipes or a new
-// pseudo-terminal.
-func startProcess(e *proto.Exec, r *Reaper) (*process, error) {
+// pseudo-terminal; with e.Resolved set, at that path if the guest's mount
+// table (mountinfo) shows it is what the search would find (hostResolved).
+func startProcess(e *proto.Exec, r *Reaper, mountinfo string) (*process, error) {
 	env := e.Env
 	if env == nil {
 		env = os.Environ()
 	}
-	path, err := lookPath(e.Path, env, e.Dir)
-	if err != nil {
-		return nil, err
+	var err error
+	path, resolved := "", false
+	if e.Resolved != "" {
+		if mounts, err := mountPoints(mountinfo); err == nil {
+			path, resolved = hostResolved(e, mounts)
+		}
+	}
+	if !resolved {
+		if path, err = lookPath(e.Path, env, e.Dir); err != nil {
+			return nil, err
+		}
 	}
 	args := e.Args
 	if len(args) == 0 {
@@ -64,7 +74,7 @@ func startProcess(e *proto.Exec, r *Reaper) (*process, error) {
 	if e.Cred {
 		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: e.UID, Gid: e.GID, Groups: []uint32{}}
 	}
-	p := &process{cmd: cmd, tty: e.TTY}
+	p := &process{cmd: cmd, tty: e.TTY, resolved: resolved}
 	var childEnds []*os.File
 	defer func() {
 		for _, f := range childEnds {

@@ -64,9 +64,12 @@ type Stats struct {
 	Sessions       uint64 // connections served
 	ProtocolErrors uint64 // sessions the host ended with a protocol error
 	Started        uint64 // commands started
-	StartErrors    uint64 // commands that could not be started
-	BytesIn        uint64 // stdin bytes written to commands
-	BytesOut       uint64 // stdout and stderr bytes sent to the host
+	// HostResolved counts commands started at the path the host resolved
+	// (proto.Exec.Resolved), without the agent's own PATH search.
+	HostResolved uint64
+	StartErrors  uint64 // commands that could not be started
+	BytesIn      uint64 // stdin bytes written to commands
+	BytesOut     uint64 // stdout and stderr bytes sent to the host
 	// MaxStdinQueued is the most stdin bytes ever held for a command that
 	// had not read them: at most StdinWindow.
 	MaxStdinQueued uint64
@@ -79,6 +82,11 @@ type Server struct {
 
 	sessions, protocolErrors, started, startErrors atomic.Uint64
 	bytesIn, bytesOut, maxStdinQueued              atomic.Uint64
+	// execs counts Exec requests that got as far as their start: only
+	// the first may use the host's resolved path (lookPath).
+	execs, resolvedUsed atomic.Uint64
+	// mountinfo is the guest's mount table (tests give their own).
+	mountinfo string
 }
 
 // NewServer returns a Server configured by cfg.
@@ -94,7 +102,7 @@ func NewServer(cfg Config) *Server {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, log: log}
+	return &Server{cfg: cfg, log: log, mountinfo: "/proc/self/mountinfo"}
 }
 
 // Stats returns the server's counters.
@@ -103,6 +111,7 @@ func (s *Server) Stats() Stats {
 		Sessions:       s.sessions.Load(),
 		ProtocolErrors: s.protocolErrors.Load(),
 		Started:        s.started.Load(),
+		HostResolved:   s.resolvedUsed.Load(),
 		StartErrors:    s.startErrors.Load(),
 		BytesIn:        s.bytesIn.Load(),
 		BytesOut:       s.bytesOut.Load(),
@@ -266,6 +275,9 @@ func (ss *session) request(ctx context.Context, f proto.Frame, afterSetup bool) 
 		e, err := proto.ParseExec(f.Payload)
 		if err != nil {
 			return false, fmt.Errorf("agent: host Exec: %w", err)
+		}
+		if e.Resolved != "" && ss.version < proto.ResolvedVersion {
+			return false, fmt.Errorf("agent: host sent an Exec with a resolved path (protocol version %d) in a version %d session: %w", proto.ResolvedVersion, ss.version, proto.ErrProtocol)
 		}
 		if d := ss.s.cfg.Deferred; d != nil {
 			applied, err := d.Status()
@@ -495,13 +507,20 @@ func (s *Server) noteStdinQueued(n int) {
 
 func (ss *session) exec(ctx context.Context, e *proto.Exec) error {
 	s := ss.s
-	p, err := startProcess(e, s.cfg.Reaper)
+	first := s.execs.Add(1) == 1
+	if e.Resolved != "" && !(first && s.cfg.Deferred != nil && s.cfg.Deferred.pristineRoot()) {
+		e.Resolved = "" // the guest's root may differ from the host's by now
+	}
+	p, err := startProcess(e, s.cfg.Reaper, s.mountinfo)
 	if err != nil {
 		s.startErrors.Add(1)
 		ss.sendError(proto.CodeStart, err.Error())
 		return nil
 	}
 	s.started.Add(1)
+	if p.resolved {
+		s.resolvedUsed.Add(1)
+	}
 	exited := make(chan proto.Exit, 1)
 	waitErr := make(chan error, 1)
 	go func() {

@@ -6,6 +6,9 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -24,6 +27,9 @@ type rawAgent struct {
 	execs  atomic.Int32
 	hangUp chan struct{} // a session ended by the host's close
 	wg     sync.WaitGroup
+
+	mu       sync.Mutex
+	resolved []string // each Exec's Resolved, in order
 }
 
 func (a *rawAgent) dial(ctx context.Context) (net.Conn, error) {
@@ -58,6 +64,11 @@ func (a *rawAgent) dial(ctx context.Context) (net.Conn, error) {
 				}
 			case proto.TypeExec:
 				a.execs.Add(1)
+				if e, err := proto.ParseExec(f.Payload); err == nil {
+					a.mu.Lock()
+					a.resolved = append(a.resolved, e.Resolved)
+					a.mu.Unlock()
+				}
 				w.Send(proto.TypeStarted, 0, proto.AppendU32(nil, 9))
 				w.Send(proto.TypeClose, proto.StreamStdout, nil)
 				w.Send(proto.TypeClose, proto.StreamStderr, nil)
@@ -133,4 +144,47 @@ func TestKillClosesSetupSession(t *testing.T) {
 		t.Fatal("the kept Setup session is still open after Kill")
 	}
 	a.wg.Wait()
+}
+
+// TestFirstCommandGetsHostRoot: the command that takes a warm machine's
+// Setup session looks its program up in the host's root and sends the
+// answer (proto.ResolvedVersion); a later command, and any command to an
+// older agent, sends none.
+func TestFirstCommandGetsHostRoot(t *testing.T) {
+	root := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(root, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "bin", "prog"), nil, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		v    uint16
+		want []string
+	}{
+		{proto.ResolvedVersion, []string{"/bin/prog", ""}},
+		{proto.ResolvedVersion - 1, []string{"", ""}},
+	} {
+		a := &rawAgent{v: tc.v, hangUp: make(chan struct{}, 8)}
+		done := make(chan struct{})
+		vm := newAgentVM(a.dial, done, func() error { close(done); return nil }, newConsoleRing(nil, ConsoleLines), slog.New(slog.DiscardHandler))
+		ctx := context.Background()
+		if err := vm.setup(ctx, &proto.Setup{Root: "9p:corral-root"}); err != nil {
+			t.Fatal(err)
+		}
+		vm.hostRoot = root // as StartWarm sets it for RootHost and RootDir
+		for range 2 {
+			cmd := vm.Command("prog")
+			cmd.Env = []string{"PATH=/usr/bin:/bin"}
+			var ee *client.ExitError
+			if err := cmd.Run(); !errors.As(err, &ee) {
+				t.Fatalf("version %d: %v", tc.v, err)
+			}
+		}
+		vm.Kill()
+		a.wg.Wait()
+		if !slices.Equal(a.resolved, tc.want) {
+			t.Errorf("version %d: the agent got resolved paths %q, want %q", tc.v, a.resolved, tc.want)
+		}
+	}
 }

@@ -64,6 +64,10 @@ type VM struct {
 	// sessionVersion); guarded by probeMu.
 	session        net.Conn
 	sessionVersion uint16
+	// hostRoot is the host directory a warm machine's Setup made the
+	// guest's read-only 9p root: the command that takes session gets it
+	// (client.Cmd.HostRoot), so the agent need not search PATH over 9p.
+	hostRoot string
 
 	closeOnce sync.Once
 	closeErr  error
@@ -377,7 +381,9 @@ func (vm *VM) CommandContext(ctx context.Context, name string, args ...string) *
 // command is CommandContext; a nil ctx is Command's (no kill).
 func (vm *VM) command(ctx context.Context, name string, args []string) *client.Cmd {
 	if conn, v := vm.takeSession(); conn != nil {
-		return client.CommandAfterHello(ctx, conn, v, name, args...)
+		c := client.CommandAfterHello(ctx, conn, v, name, args...)
+		c.HostRoot = vm.hostRoot
+		return c
 	}
 	if ctx == nil {
 		return client.Command(vm.lazyConn(context.Background()), name, args...)

@@ -65,6 +65,14 @@ type Cmd struct {
 	// WaitDelay bounds how long Wait waits for the agent after ctx ended
 	// and the kill was sent; 0 waits as long as the agent takes.
 	WaitDelay time.Duration
+	// HostRoot, when set, is the host directory the guest's root overlays
+	// read-only over 9p ("/" for the host's own root): Start looks Path up
+	// in Env's PATH there (LookPathIn) and hands the agent the result,
+	// which an agent of protocol version 6 or later uses for the first
+	// command after its Setup instead of its own search, each of whose
+	// lookups is a 9P round trip. Where the guest's view may differ (a
+	// mount, an earlier command's writes) the agent searches itself.
+	HostRoot string
 
 	conn net.Conn
 	ctx  context.Context
@@ -216,15 +224,19 @@ func (c *Cmd) Start() error {
 	if c.Credential != nil {
 		e.Cred, e.UID, e.GID = true, c.Credential.UID, c.Credential.GID
 	}
-	payload, err := e.Append(nil)
-	if err != nil {
+	if c.HostRoot != "" && c.Env != nil {
+		if p, visited, ok := LookPathIn(c.HostRoot, c.Path, c.Env); ok {
+			e.Resolved, e.Visited = p, visited
+		}
+	}
+	if _, err := e.Append(nil); err != nil {
 		c.conn.Close()
 		return fmt.Errorf("client: %w", err)
 	}
 	// Until Started, ctx ending cuts the connection: there is no command
 	// to kill yet.
 	stop := context.AfterFunc(ctx, func() { c.conn.SetDeadline(time.Unix(1, 0)) })
-	err = c.start(payload, win)
+	err := c.start(e, win)
 	if !stop() && err != nil {
 		err = fmt.Errorf("client: starting %s: %w", c.Path, ctx.Err())
 	}
@@ -264,11 +276,20 @@ func (c *Cmd) Start() error {
 	return nil
 }
 
-func (c *Cmd) start(exec []byte, win uint32) error {
+func (c *Cmd) start(e *proto.Exec, win uint32) error {
 	if c.version == 0 {
-		if err := handshake(c.conn); err != nil {
+		v, err := negotiate(c.conn)
+		if err != nil {
 			return err
 		}
+		c.version = v
+	}
+	if c.version < proto.ResolvedVersion {
+		e.Resolved, e.Visited = "", nil
+	}
+	exec, err := e.Append(nil)
+	if err != nil {
+		return fmt.Errorf("client: %w", err) // checked before: cannot happen
 	}
 	c.w = proto.NewWriter(c.conn)
 	c.r = proto.NewReader(c.conn, proto.FromAgent)
@@ -313,12 +334,6 @@ func (c *Cmd) start(exec []byte, win uint32) error {
 		return agentError(f.Payload)
 	}
 	return fmt.Errorf("client: agent sent %s, want Started: %w", f.Type, proto.ErrProtocol)
-}
-
-// handshake negotiates the version on a fresh connection.
-func handshake(conn net.Conn) error {
-	_, err := negotiate(conn)
-	return err
 }
 
 // negotiate sends Hello and returns the version the agent chose.

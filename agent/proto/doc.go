@@ -106,5 +106,9 @@
 // came after Hello on a new connection; the agent waits for it without a
 // deadline, and a host that has none closes the connection. In a session
 // of version 4 or less the agent closes the connection after the Ack, as
-// older agents do, so a host must not send anything after it.
+// older agents do, so a host must not send anything after it. Version 6
+// (ResolvedVersion) added Exec's flag ExecResolved: the program's path as
+// the host found it in PATH in its own root, with every path that lookup
+// examined, which the agent may use instead of its own search (a warm
+// exec's 9P round trips); a version 5 session does not carry it.
 package proto

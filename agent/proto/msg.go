@@ -60,11 +60,14 @@ const (
 	ExecTTY  = 1 << 0 // run on a pseudo-terminal; stderr is merged into stdout
 	ExecCred = 1 << 1 // UID and GID are set
 	ExecEnv  = 1 << 2 // Env is the whole environment (else the agent's own)
-	execAll  = ExecTTY | ExecCred | ExecEnv
+	// ExecResolved (version 6): Resolved and Visited follow Env.
+	ExecResolved = 1 << 3
+	execAll      = ExecTTY | ExecCred | ExecEnv | ExecResolved
 )
 
 // Exec payload layout: fixed fields, then the strings Path, Dir, Args...,
-// Env..., each as a u32 length and its bytes.
+// Env..., each as a u32 length and its bytes; with ExecResolved, then the
+// string Resolved, a u32 count and the Visited strings.
 const (
 	offExecFlags = 0
 	offExecUID   = 4
@@ -89,6 +92,15 @@ type Exec struct {
 	// terminal of a new session.
 	TTY        bool
 	Rows, Cols uint16
+	// Resolved (version 6, needs Env) is where the host found Path, which
+	// has no slash, in Env's PATH, looking in the host's own root, which
+	// the guest's root overlays: Visited lists every absolute path that
+	// lookup examined, symbolic links' targets included. The agent uses
+	// Resolved instead of its own search only where the guest's view of
+	// every Visited path is the host's (see the agent's lookPath); empty
+	// means the agent searches.
+	Resolved string
+	Visited  []string
 }
 
 // Append appends e's payload to b.
@@ -106,6 +118,14 @@ func (e *Exec) Append(b []byte) ([]byte, error) {
 	if e.Path == "" {
 		return b, errors.New("proto: Exec with an empty path")
 	}
+	if e.Resolved != "" {
+		if e.Env == nil {
+			return b, errors.New("proto: Exec with a resolved path but no environment")
+		}
+		flags |= ExecResolved
+	} else if len(e.Visited) > 0 {
+		return b, errors.New("proto: Exec with visited paths but no resolved path")
+	}
 	start := len(b)
 	var f [execFixed]byte
 	binary.LittleEndian.PutUint32(f[offExecFlags:], flags)
@@ -117,15 +137,35 @@ func (e *Exec) Append(b []byte) ([]byte, error) {
 	binary.LittleEndian.PutUint32(f[offExecNEnv:], uint32(len(e.Env)))
 	b = append(b, f[:]...)
 	strs := append(append([]string{e.Path, e.Dir}, e.Args...), e.Env...)
-	for _, s := range strs {
+	if flags&ExecResolved != 0 {
+		strs = append(strs, e.Resolved)
+	}
+	put := func(s string) error {
 		if strings.IndexByte(s, 0) >= 0 {
-			return b[:start], fmt.Errorf("proto: Exec string %q holds a NUL byte", s)
+			return fmt.Errorf("proto: Exec string %q holds a NUL byte", s)
 		}
 		if len(b)-start+4+len(s) > MaxExecPayload {
-			return b[:start], fmt.Errorf("proto: Exec of %s over the limit of %d bytes", e.Path, MaxExecPayload)
+			return fmt.Errorf("proto: Exec of %s over the limit of %d bytes", e.Path, MaxExecPayload)
 		}
 		b = binary.LittleEndian.AppendUint32(b, uint32(len(s)))
 		b = append(b, s...)
+		return nil
+	}
+	for _, s := range strs {
+		if err := put(s); err != nil {
+			return b[:start], err
+		}
+	}
+	if flags&ExecResolved != 0 {
+		if len(b)-start+4 > MaxExecPayload {
+			return b[:start], fmt.Errorf("proto: Exec of %s over the limit of %d bytes", e.Path, MaxExecPayload)
+		}
+		b = binary.LittleEndian.AppendUint32(b, uint32(len(e.Visited)))
+		for _, s := range e.Visited {
+			if err := put(s); err != nil {
+				return b[:start], err
+			}
+		}
 	}
 	return b, nil
 }
@@ -201,6 +241,33 @@ func ParseExec(p []byte) (*Exec, error) {
 	for i := range e.Env {
 		if e.Env[i], err = next("environment variable"); err != nil {
 			return nil, err
+		}
+	}
+	if flags&ExecResolved != 0 {
+		if flags&ExecEnv == 0 {
+			return nil, protoErr("Exec has a resolved path but no environment flag")
+		}
+		if e.Resolved, err = next("resolved path"); err != nil {
+			return nil, err
+		}
+		if e.Resolved == "" {
+			return nil, protoErr("Exec with an empty resolved path")
+		}
+		if len(rest) < 4 {
+			return nil, protoErr("Exec ends before its count of visited paths")
+		}
+		nvis := binary.LittleEndian.Uint32(rest)
+		rest = rest[4:]
+		if uint64(nvis) > uint64(len(rest)/4) {
+			return nil, protoErr("Exec claims %d visited paths in %d bytes", nvis, len(rest))
+		}
+		if nvis > 0 {
+			e.Visited = make([]string, nvis)
+		}
+		for i := range e.Visited {
+			if e.Visited[i], err = next("visited path"); err != nil {
+				return nil, err
+			}
 		}
 	}
 	if len(rest) != 0 {

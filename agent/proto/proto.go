@@ -13,9 +13,10 @@ import (
 // version 3 its SetupSystem part and the read-write root
 // (SetupSystemVersion), version 4 the synced power-off Ack
 // (SyncedPowerOffVersion), version 5 a request after Setup's Ack on the
-// same connection (ExecAfterSetupVersion).
+// same connection (ExecAfterSetupVersion), version 6 Exec's path resolved
+// on the host (ResolvedVersion).
 const (
-	Version    = 5
+	Version    = 6
 	MinVersion = 1
 )
 
@@ -41,6 +42,11 @@ const SyncedPowerOffVersion = 4
 // command then costs no dial and Hello of its own). In an older session
 // the agent closes the connection after the Ack.
 const ExecAfterSetupVersion = 5
+
+// ResolvedVersion is the first version whose Exec may carry the program's
+// path as the host resolved it in the host's own root (Exec.Resolved,
+// flag ExecResolved): a session that negotiated less must not send it.
+const ResolvedVersion = 6
 
 // Magic opens every Hello payload, so a peer speaking something else is
 // recognised at once.
