@@ -1,7 +1,7 @@
 // Package virtionet is the virtio network device (Virtio 1.2 §5.1) with one
-// receive/transmit queue pair and a control queue on a host Backend, normally a TAP device from
-// virtio/virtionet/tap. It implements virtio.Device and knows nothing of the
-// transport. (The package is named virtionet so that importers need no alias
+// or more receive/transmit queue pairs and a control queue on a host
+// Backend, normally a TAP device from virtio/virtionet/tap. It implements
+// virtio.Device and knows nothing of the transport. (The package is named virtionet so that importers need no alias
 // next to the standard library's net.)
 //
 // Features: VERSION_1, EVENT_IDX and INDIRECT_DESC; MAC (the configured
@@ -30,7 +30,7 @@
 // back with length 0, which Linux counts as short frames and reposts.
 // Without MRG_RXBUF each chain holds a whole frame and num_buffers is 1.
 //
-// Data path. A transmit goroutine, woken by Notify(TxQueue), copies each
+// Data path (per pair). A transmit goroutine, woken by Notify(TxQueue), copies each
 // chain out of guest memory once (header and frame, at most
 // HeaderLen+MaxFrameLen bytes), checks it, offers it to the FrameHandler,
 // and writes it to the backend. A receive goroutine reads one frame at a
@@ -53,8 +53,28 @@
 // MAC filter tables (MACTableMax entries each) and VLAN filters are recorded
 // (Device.Control) but not applied: the device passes on every frame the
 // backend gives it, and the guest's stack drops what it does not want.
-// Reset forgets all of it; snapshots keep it (state version 2).
-// GUEST_ANNOUNCE, CTRL_RX_EXTRA and MQ are not offered.
+// Reset forgets all of it; snapshots keep it (state version 2 and later).
+// GUEST_ANNOUNCE, CTRL_RX_EXTRA, RSS and HASH_REPORT are not offered.
+//
+// Multiqueue. A MultiQueue backend with N > 1 queues (a multi-queue TAP)
+// makes the device offer VIRTIO_NET_F_MQ with max_virtqueue_pairs N: queues
+// receiveq1, transmitq1, ..., receiveqN, transmitqN, controlq (2N+1). Each
+// pair has its own receive and transmit goroutines on its own backend
+// queue, and its own interrupts. Until the driver sends
+// VIRTIO_NET_CTRL_MQ_VQ_PAIRS_SET only the first pair is served, as the
+// spec says; afterwards the first n (Linux sets n = online CPUs). Pairs
+// beyond n are idle: their goroutines are stopped before the command's
+// ack (no frame lands in their receive queues afterwards), their backend
+// queues detached so the host steers nothing there, and a kick of their
+// queues is counted (IdleQueueKicks) and ignored; chains the guest left in
+// them are served if the pair is used again. A count of 0, above N, of the
+// wrong length, or sent without MQ negotiated is answered VIRTIO_NET_ERR
+// and counted. The frame handler is called by one transmit goroutine at a
+// time; its replies go to the receive queue of the pair that asked. A
+// driver that does not take MQ gets the one-pair device (controlq is queue
+// 2), and a backend with one queue offers no MQ: the device is then exactly
+// the one-pair device. Snapshots (state version 3) carry N and n; the
+// restored device must have N backend queues.
 //
 // The frame handler. Its replies (DHCP OFFER/ACK/NAK) go into the receive
 // ring from the transmit goroutine, under the lock that the receive
