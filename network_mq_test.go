@@ -1,6 +1,7 @@
 package corral
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
@@ -99,4 +100,27 @@ func TestNetNICQueuePairs(t *testing.T) {
 			t.Fatalf("queues=2 on a single-queue TAP: %v", err)
 		}
 	})
+}
+
+// A snapshot's NIC restores with the queue pairs it offered, whatever the
+// restorer's Net says; one saved before multiqueue (no queue_pairs) with one.
+func TestSnapshotNetQueuePairs(t *testing.T) {
+	var sm savedMachine
+	if err := json.Unmarshal([]byte(`{"nets":[{"kind":"tap","mac":"02:00:00:00:00:01","queue_pairs":2},{"kind":"tap","mac":"02:00:00:00:00:02"}]}`), &sm); err != nil {
+		t.Fatal(err)
+	}
+	c, err := sm.config(RestoreConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Nets) != 2 || c.Nets[0].Queues != 2 || c.Nets[1].Queues != 1 {
+		t.Fatalf("restored nets %+v; want 2 and 1 queue pairs", c.Nets)
+	}
+	c, err = sm.config(RestoreConfig{Nets: []Net{{Tap: "t0", Queues: 5}, {Tap: "t1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Nets[0].Queues != 2 || c.Nets[1].Queues != 1 || c.Nets[0].Tap != "t0" {
+		t.Fatalf("restored nets with RestoreConfig.Nets %+v", c.Nets)
+	}
 }
