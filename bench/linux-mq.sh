@@ -5,7 +5,7 @@
 #
 #   bench/linux-mq.sh [-n RUNS] [-d DISK_MIB] [-s STREAM_MIB] [-c CONNS]
 #                     [-b BLK_QUEUES] [-q NET_PAIRS] [-N CORRAL_NET_OPTS]
-#                     [-M QEMU_MACHINE] [-p] [-k]
+#                     [-A CORRAL_ARGS] [-M QEMU_MACHINE] [-p] [-k]
 #
 # -n  rounds, corral and QEMU alternating which goes first (default 3)
 # -d  MiB in the raw disk image (default 256)
@@ -14,11 +14,15 @@
 # -b  virtio-blk request queues, both VMMs (default 2)
 # -q  virtio-net queue pairs, both VMMs (default 1); the guest must see
 #     this many under both or the run fails
-# -N  options appended to corral's --net (its queue-pair option, if any)
+# -N  options appended to corral's --net (queues=N: corral's default is
+#     one pair per vCPU)
+# -A  more arguments of corral run, space-separated (e.g. "--seccomp log")
 # -M  QEMU -M (default pc, with qboot)
 # -p  only profile an in-process Corral (TestLinuxMQProfile) and write the
 #     CPU profiles to $OUT/linux-mq-{blk,net}.pprof (go tool pprof -top FILE)
 # -k  keep going without flock (you hold /tmp/tcgkvm.lock yourself)
+#
+# corral is $CORRAL if set, else built from the work tree.
 #
 # Both guests: the plain test kernel ($CORRAL_KERNEL in tcgkvm), 2 vCPUs,
 # 512 MiB, one busybox initramfs whose /init times dd of /dev/vda and a
@@ -29,8 +33,8 @@
 # tmpfs over, because corral and tcpsend are shipped at their host paths).
 set -euo pipefail
 
-runs=3 disk=256 stream=128 conns=2 blkq=2 netq=1 corralnet= machine=pc pprof= lock=1
-while getopts "n:d:s:c:b:q:N:M:pkh" opt; do
+runs=3 disk=256 stream=128 conns=2 blkq=2 netq=1 corralnet= corralargs= machine=pc pprof= lock=1
+while getopts "n:d:s:c:b:q:N:A:M:pkh" opt; do
 	case $opt in
 	n) runs=$OPTARG ;;
 	d) disk=$OPTARG ;;
@@ -39,11 +43,12 @@ while getopts "n:d:s:c:b:q:N:M:pkh" opt; do
 	b) blkq=$OPTARG ;;
 	q) netq=$OPTARG ;;
 	N) corralnet=$OPTARG ;;
+	A) corralargs=$OPTARG ;;
 	M) machine=$OPTARG ;;
 	p) pprof=1 ;;
 	k) lock= ;;
 	*)
-		sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'
+		sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'
 		exit 2
 		;;
 	esac
@@ -53,13 +58,17 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 out=${OUT:-$HOME/.cache/corral/bench-linux-mq}
 mkdir -p "$out"
 cd "$root"
-CGO_ENABLED=0 go build -o "$out/corral" ./cmd/corral
+if [ -n "${CORRAL:-}" ]; then
+	cp "$CORRAL" "$out/corral"
+else
+	CGO_ENABLED=0 go build -o "$out/corral" ./cmd/corral
+fi
 CGO_ENABLED=0 go build -o "$out/tcpsend" ./bench/tcpsend
 go build -o "$out/tcgkvm" ./tests/tcgkvm
 
 run_args=(-test.run 'TestLinuxMQ$' -test.timeout 60m -corral "$out/corral" -tcpsend "$out/tcpsend"
 	-mqruns "$runs" -mqdisk "$disk" -mqstream "$stream" -mqconns "$conns"
-	-mqblkq "$blkq" -mqnetq "$netq" -mqcorralnet "$corralnet" -mqqemu "$machine")
+	-mqblkq "$blkq" -mqnetq "$netq" -mqcorralnet "$corralnet" -mqcorralargs "$corralargs" -mqqemu "$machine")
 if [ -n "$pprof" ]; then
 	run_args[1]='TestLinuxMQProfile$'
 	run_args+=(-mqpprof /tmp/linux-mq)

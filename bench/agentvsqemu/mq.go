@@ -96,6 +96,8 @@ phase %[6]s $bytes dd if=/dev/vda of=/dev/null bs=1M 2>/dev/null
 		// Let the link settle (the first ARP) outside the timed phase.
 		fmt.Fprintf(&b, "ping -c 1 -W 5 %[1]s >/dev/null 2>&1 || m \"ping %[1]s failed\"\n", strings.Split(g.Sink, ":")[0])
 		fmt.Fprintf(&b, "phase %s %d %s -to %s -bytes %d -conns %d\n", PhaseTCP, g.Bytes, TCPSendPath, g.Sink, g.Bytes, g.Conns)
+		// The guest's TCP counters (RetransSegs...), for a slow stream.
+		b.WriteString("m \"snmp $(grep Tcp: /proc/net/snmp | tr '\\n' ' ')\"\n")
 	}
 	fmt.Fprintf(&b, "grep virtio /proc/interrupts | while read l; do m \"irq $l\"; done\npoweroff -f\n")
 	return b.String()
@@ -163,7 +165,9 @@ func (q MQQEMU) Args() []string {
 	}
 	if q.Tap != "" {
 		nd := "tap,id=n0,ifname=" + q.Tap + ",script=no,downscript=no,vhost=off"
-		dev := "virtio-net-pci,netdev=n0,disable-legacy=on,mac=" + q.MAC
+		// romfile=: no PXE option ROM (efi-virtio.rom), which Corral
+		// does not have either and which tests/tcgkvm does not ship.
+		dev := "virtio-net-pci,netdev=n0,disable-legacy=on,romfile=,mac=" + q.MAC
 		if q.NetQueues > 1 {
 			nd += fmt.Sprintf(",queues=%d", q.NetQueues)
 			dev += fmt.Sprintf(",mq=on,vectors=%d", 2*q.NetQueues+2)
@@ -191,6 +195,7 @@ type MQInfo struct {
 	NProc, VdaQueues, RxQueues, TxQueues int
 	Virtio                               []string // "virtioN device=0x0002 features=..."
 	IRQs                                 []string // /proc/interrupts lines of virtio queues
+	SNMP                                 string   // the Tcp lines of /proc/net/snmp after the stream
 }
 
 // ParseMQ returns the phases the console reports, by name, and the
@@ -217,6 +222,8 @@ func ParseMQ(console []byte) (map[string]Phase, MQInfo, error) {
 			}
 		case strings.HasPrefix(rest, "virtio"):
 			info.Virtio = append(info.Virtio, rest)
+		case strings.HasPrefix(rest, "snmp "):
+			info.SNMP = strings.TrimPrefix(rest, "snmp ")
 		case strings.HasPrefix(rest, "irq "):
 			info.IRQs = append(info.IRQs, strings.Join(strings.Fields(strings.TrimPrefix(rest, "irq ")), " "))
 		case strings.Contains(rest, " status="):

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/internal/netnstest"
@@ -34,6 +35,7 @@ var (
 	flagMQBlkQueues = flag.Int("mqblkq", 2, "TestLinuxMQ: virtio-blk request queues on both")
 	flagMQNetQueues = flag.Int("mqnetq", 1, "TestLinuxMQ: virtio-net queue pairs on both (corral gets them through -mqcorralnet)")
 	flagMQCorralNet = flag.String("mqcorralnet", "", "TestLinuxMQ: options appended to corral's --net (e.g. its queue count)")
+	flagMQCorralArg = flag.String("mqcorralargs", "", "TestLinuxMQ: more arguments of corral run, space-separated (e.g. --seccomp log)")
 	flagMQQEMU      = flag.String("mqqemu", "pc", "TestLinuxMQ: QEMU -M")
 	flagMQPprof     = flag.String("mqpprof", "", "TestLinuxMQProfile: CPU profiles of an in-process Corral to FILE-blk.pprof and FILE-net.pprof (also printed base64)")
 	flagTCPSend     = flag.String("tcpsend", "", "TestLinuxMQ: static tcpsend binary (CGO_ENABLED=0 go build ./bench/tcpsend)")
@@ -93,9 +95,10 @@ func (m mqSetup) corralArgs() []string {
 	if *flagMQCorralNet != "" {
 		nt += "," + *flagMQCorralNet
 	}
-	return []string{"run", "--kernel", m.kernel, "--initrd", m.initrd, "--cmdline", m.cmdline(),
+	args := []string{"run", "--kernel", m.kernel, "--initrd", m.initrd, "--cmdline", m.cmdline(),
 		"--cpus", fmt.Sprint(*flagMQCPUs), "--memory", fmt.Sprintf("%dM", *flagMQMem),
 		"--disk", fmt.Sprintf("%s,ro,queues=%d", m.disk, *flagMQBlkQueues), "--net", nt}
+	return append(args, strings.Fields(*flagMQCorralArg)...)
 }
 
 func (m mqSetup) qemuArgs() []string {
@@ -138,6 +141,48 @@ type mqRun struct {
 	sink      SinkResult
 	phases    map[string]Phase
 	info      MQInfo
+	hostNet   string // the netns's interfaces and TCP counters as the stream ended
+}
+
+// markHook is a console writer that calls fn once, right after mark has
+// appeared in what the LineTimer was given.
+type markHook struct {
+	lt   *LineTimer
+	mark int
+	fn   func()
+	done bool
+}
+
+func (h *markHook) Write(p []byte) (int, error) {
+	n, err := h.lt.Write(p)
+	if !h.done && !h.lt.At[h.mark].IsZero() {
+		h.done = true
+		h.fn()
+	}
+	return n, err
+}
+
+// netnsStats returns the interfaces (but lo) and the Tcp counters of the
+// network namespace of thread tid of this process: while a VM runs, its
+// TAP's counters (Corral's TAP vanishes with the VM).
+func netnsStats(tid int) string {
+	var out []string
+	dir := fmt.Sprintf("/proc/self/task/%d/net/", tid)
+	if b, err := os.ReadFile(dir + "dev"); err == nil {
+		for _, l := range strings.Split(string(b), "\n")[2:] {
+			if f := strings.Fields(l); len(f) > 0 && f[0] != "lo:" {
+				out = append(out, strings.Join(f, " "))
+			}
+		}
+	}
+	if b, err := os.ReadFile(dir + "snmp"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "Tcp:") {
+				out = append(out, l)
+			}
+		}
+	}
+	return strings.Join(out, " | ")
 }
 
 // hostSeconds is phase name's time on the host's clock, from its start
@@ -169,8 +214,10 @@ func runMQ(t *testing.T, tap bool, name string, args ...string) (r mqRun, err er
 		defer cancel()
 		cmd := exec.CommandContext(ctx, name, args...)
 		r.console = NewLineTimer(MQMarks()...)
+		tid := unix.Gettid() // netnstest.Run's locked thread, in the namespace
+		hook := &markHook{lt: r.console, mark: 2*slices.Index(MQPhases, PhaseTCP) + 1, fn: func() { r.hostNet = netnsStats(tid) }}
 		var stderr strings.Builder
-		cmd.Stdout, cmd.Stderr = r.console, &stderr
+		cmd.Stdout, cmd.Stderr = hook, &stderr
 		t0 := time.Now()
 		err = cmd.Run()
 		r.wall = time.Since(t0)
@@ -250,6 +297,7 @@ func TestLinuxMQ(t *testing.T) {
 		if i == 0 {
 			t.Logf("%s guest: %+v", row, r.info)
 		}
+		t.Logf("round %d %s: guest %s; host: %s", i, row, r.info.SNMP, r.hostNet)
 	}
 	for i := 0; i < *flagMQRuns; i++ {
 		steps := []func(){

@@ -83,6 +83,7 @@ func TestParseMQ(t *testing.T) {
 		"agentvsqemu: mq dd-direct start\r\n" +
 		"garbage agentvsqemu: mq dd-direct status=0 start=10.50 end=12.50 bytes=268435456\r\n" +
 		"agentvsqemu: mq tcp status=0 start=20.00 end=21.00 bytes=134217728\n" +
+		"agentvsqemu: mq snmp Tcp: RtoAlgorithm RetransSegs Tcp: 1 7 \n" +
 		"agentvsqemu: mq irq 24:   100   200   PCI-MSIX-0000:00:02.0   1-edge      virtio0-req.0\n"
 	phases, info, err := ParseMQ([]byte(console))
 	if err != nil {
@@ -91,7 +92,7 @@ func TestParseMQ(t *testing.T) {
 	if want := (MQInfo{NProc: 2, VdaQueues: 2, RxQueues: 1, TxQueues: 1,
 		Virtio: []string{"virtio virtio0 device=0x0002 features=0110"},
 		IRQs:   []string{"24: 100 200 PCI-MSIX-0000:00:02.0 1-edge virtio0-req.0"}}); !slices.Equal(info.Virtio, want.Virtio) ||
-		!slices.Equal(info.IRQs, want.IRQs) || info.NProc != 2 || info.VdaQueues != 2 || info.RxQueues != 1 || info.TxQueues != 1 {
+		!slices.Equal(info.IRQs, want.IRQs) || info.SNMP != "Tcp: RtoAlgorithm RetransSegs Tcp: 1 7 " || info.NProc != 2 || info.VdaQueues != 2 || info.RxQueues != 1 || info.TxQueues != 1 {
 		t.Errorf("info %+v, want %+v", info, want)
 	}
 	if d := phases[PhaseDirect]; d.MiBps() != 128 || d.Seconds() != 2 {
@@ -132,7 +133,7 @@ func TestMQQEMUArgs(t *testing.T) {
 	args := strings.Join(q.Args(), " ")
 	for _, want := range []string{"-smp 2 ", "-m 512M ", "-bios qboot.rom",
 		"-drive if=none,id=d0,file=/d.img,format=raw,readonly=on -device virtio-blk-pci,drive=d0,disable-legacy=on,num-queues=2",
-		"-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,disable-legacy=on,mac=52:54:00:12:34:56"} {
+		"-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,disable-legacy=on,romfile=,mac=52:54:00:12:34:56"} {
 		if !strings.Contains(args, want) {
 			t.Errorf("args lack %q:\n%s", want, args)
 		}
