@@ -9,7 +9,8 @@
 //	Activate             at DRIVER_OK, with the negotiated features and the
 //	                     queues the driver set up; the device starts workers
 //	Notify(q)            for every driver kick of queue q (from vCPU threads
-//	                     or an ioeventfd reader); never blocks
+//	                     or an ioeventfd reader); never blocks; a KickWaiter
+//	                     reads its queues' ioeventfds itself instead
 //	Interrupt.Signal(q)  called by the device when queue q's driver wants an
 //	                     interrupt
 //	Activation.Fail(err) called by the device when the guest broke the
@@ -128,6 +129,25 @@ type Device interface {
 	Reset() error
 	// Close resets the device and releases its backend.
 	Close() error
+}
+
+// KickWaiter is a Device whose queue workers wait on the queues' kick
+// eventfds themselves: the VMM binds each to the queue's notify register
+// (KVM_IOEVENTFD), so a guest kick wakes the thread that serves the queue
+// with no goroutine in between. A transport that binds ioeventfds offers
+// each queue's eventfd once (before the device is activated, or while it is
+// reset); a device that takes it waits on it from its next activation on and
+// the transport starts no reader for that queue. Notify still works for
+// every queue (kicks that exit to the VMM: no binder, a failed bind, a BAR
+// that does not decode).
+type KickWaiter interface {
+	// TakeKick offers queue q's kick eventfd: a blocking eventfd (no
+	// O_NONBLOCK) that KVM signals. It returns false when the device does
+	// not take it (it is active, closed, or already has one for q); the
+	// transport then reads fd itself and calls Notify. A taken fd stays
+	// open and bound until the device's Close has returned: the transport
+	// closes it after that, and the device never does.
+	TakeKick(q int, fd int) bool
 }
 
 // Pauser is a device whose workers can be stopped and restarted without

@@ -72,7 +72,7 @@ func FuzzBlkBatch(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			w := newWorker(s.dev, 0, q, virtio.Activation{Mem: s.mem, Features: s.dev.Features(), Interrupt: &nopIRQ{}})
+			w := newWorker(s.dev, 0, q, virtio.Activation{Mem: s.mem, Features: s.dev.Features(), Interrupt: &nopIRQ{}}, nil)
 			take := func() {
 				for {
 					_, n, ok := d.Used()

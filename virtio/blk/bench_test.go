@@ -87,7 +87,7 @@ func newPathRigConfig(tb testing.TB, reqBytes, batch int, cfg Config) *pathRig {
 		tb.Fatal(err)
 	}
 	r := &pathRig{d: d, mem: mem, dev: dev, ctx: context.Background(), spread: 1}
-	r.w = newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: &nopIRQ{}})
+	r.w = newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: &nopIRQ{}}, nil)
 	for range batch {
 		r.hdrs = append(r.hdrs, d.Alloc(hdrSize, 16))
 		r.data = append(r.data, d.Alloc(uint64(reqBytes), 4096))

@@ -9,8 +9,10 @@
 // size (lseek to the end) in 512-byte sectors, rounded down: a trailing
 // partial sector is never read or written.
 //
-// I/O runs on one worker goroutine per queue, woken by Notify. A worker
-// takes up to 32 requests at a time and serves reads (or writes) of
+// I/O runs on one worker goroutine per queue. It sleeps in a read of the
+// queue's kick eventfd (virtio.KickWaiter: the one KVM signals on a guest
+// kick, or the device's own, which Notify signals), so a kick wakes the
+// thread that serves the queue. A worker takes up to 32 requests at a time and serves reads (or writes) of
 // adjacent sectors among them with one preadv (pwritev), up to 1 MiB and
 // IOV_MAX segments, then completes each with its own status; if the merged
 // transfer fails, each request is tried alone. With Config.Direct the image
@@ -46,6 +48,7 @@ import (
 
 	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -92,7 +95,16 @@ type Device struct {
 	counts    counters
 
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
-	active atomic.Pointer[run] // the running workers, for Notify
+	active atomic.Pointer[run] // the running workers
+
+	// kmu guards kicks: queue q's workers wait on kicks[q] (the
+	// transport's eventfd or the device's own, made at the first
+	// activation) and Notify signals it. inUse: an activation holds them
+	// (TakeKick refuses); closed: Close released them.
+	kmu    sync.RWMutex
+	kicks  []*kickfd.FD
+	inUse  bool
+	closed bool
 }
 
 // run is one activation: its workers and how to stop them. Pause stops the
@@ -104,7 +116,8 @@ type run struct {
 	wg      sync.WaitGroup
 }
 
-// start runs one goroutine per worker under a new child of r.parent.
+// start runs one goroutine per worker under a new child of r.parent, and
+// one that wakes them when it ends (they sleep in a read, not a select).
 func (r *run) start() {
 	ctx, cancel := context.WithCancel(r.parent)
 	r.cancel = cancel
@@ -118,11 +131,22 @@ func (r *run) start() {
 			w.run(ctx)
 		}()
 	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		<-ctx.Done()
+		for _, w := range r.workers {
+			if w != nil {
+				w.kick.Signal() // cannot fail on an open eventfd
+			}
+		}
+	}()
 }
 
 var (
-	_ virtio.Device = (*Device)(nil)
-	_ virtio.Pauser = (*Device)(nil)
+	_ virtio.Device     = (*Device)(nil)
+	_ virtio.Pauser     = (*Device)(nil)
+	_ virtio.KickWaiter = (*Device)(nil)
 )
 
 // Open opens and locks the image and returns the device, ready for a
@@ -190,6 +214,7 @@ func Open(cfg Config) (*Device, error) {
 		zeroesMayUnmp: img.punchHole,
 	})
 	d.common = virtio.NewCommon("virtio-blk", d.features, nq, qs)
+	d.kicks = make([]*kickfd.FD, nq)
 	return d, nil
 }
 
@@ -221,16 +246,48 @@ func (d *Device) WriteConfig(off int, p []byte) {}
 // Activate starts one worker per enabled queue.
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 	return d.common.Activate(a, func(a virtio.Activation) error {
+		d.kmu.Lock()
+		defer d.kmu.Unlock()
 		r := &run{parent: ctx, workers: make([]*worker, d.numQueues)}
 		for i, q := range a.Queues {
-			if q != nil {
-				r.workers[i] = newWorker(d, i, q, a)
+			if q == nil {
+				continue
 			}
+			if d.kicks[i] == nil {
+				k, err := kickfd.New()
+				if err != nil {
+					return fmt.Errorf("virtio-blk: queue %d: %w", i, err)
+				}
+				d.kicks[i] = k
+			}
+			r.workers[i] = newWorker(d, i, q, a, d.kicks[i])
 		}
+		d.inUse = true
 		r.start()
 		d.active.Store(r)
 		return nil
 	})
+}
+
+// TakeKick implements virtio.KickWaiter: queue q's worker waits on fd from
+// the next activation on. Refused while the device is active (its workers
+// wait on the eventfds they have; kicks then come through Notify).
+func (d *Device) TakeKick(q int, fd int) bool {
+	d.kmu.Lock()
+	defer d.kmu.Unlock()
+	if d.closed || d.inUse || q < 0 || q >= len(d.kicks) || (d.kicks[q] != nil && !d.kicks[q].Own()) {
+		return false
+	}
+	k, err := kickfd.Adopt(fd)
+	if err != nil {
+		d.log.Error("virtio-blk: kick eventfd; kicks go through Notify", "queue", q, "err", err)
+		return false
+	}
+	if old := d.kicks[q]; old != nil {
+		old.Close()
+	}
+	d.kicks[q] = k
+	return true
 }
 
 // Pause stops the workers once each has completed the request it is on
@@ -265,17 +322,14 @@ func (d *Device) Resume() error {
 // Counters returns a snapshot of the device's request counters.
 func (d *Device) Counters() Counters { return d.counts.snapshot() }
 
-// Notify wakes queue q's worker. It never blocks and ignores queues that are
-// not running.
+// Notify wakes queue q's worker (signals its kick eventfd). It never
+// blocks; a queue that is not running sees the kick when it starts.
 func (d *Device) Notify(q int) {
-	r := d.active.Load()
-	if r == nil || q < 0 || q >= len(r.workers) || r.workers[q] == nil {
-		return
+	d.kmu.RLock()
+	if q >= 0 && q < len(d.kicks) && d.kicks[q] != nil {
+		d.kicks[q].Signal() // cannot fail on an open eventfd
 	}
-	select {
-	case r.workers[q].kick <- struct{}{}:
-	default: // a wake-up is already pending
-	}
+	d.kmu.RUnlock()
 }
 
 // Reset stops the workers (each finishes the request it is on) and makes
@@ -290,11 +344,29 @@ func (d *Device) stop() error {
 	}
 	r.cancel()
 	r.wg.Wait()
+	d.kmu.Lock()
+	d.inUse = false // the workers are gone: TakeKick may replace an eventfd
+	d.kmu.Unlock()
 	if d.img.readOnly {
 		return nil
 	}
 	return d.img.sync()
 }
 
-// Close stops the device, syncs and closes the image, releasing its lock.
-func (d *Device) Close() error { return d.common.Close(d.stop, d.img.close) }
+// Close stops the device, syncs and closes the image, releasing its lock,
+// and closes its own kick eventfds (the transport closes those it handed
+// over once Close returns).
+func (d *Device) Close() error { return d.common.Close(d.stop, d.release) }
+
+func (d *Device) release() error {
+	d.kmu.Lock()
+	for i, k := range d.kicks {
+		if k != nil {
+			k.Close()
+			d.kicks[i] = nil
+		}
+	}
+	d.closed = true
+	d.kmu.Unlock()
+	return d.img.close()
+}

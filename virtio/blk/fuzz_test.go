@@ -55,7 +55,7 @@ func FuzzBlkRequest(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		w := newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: dev.Features(), Interrupt: &nopIRQ{}})
+		w := newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: dev.Features(), Interrupt: &nopIRQ{}}, nil)
 		statusGPA := r.lay(d, mem)
 		err = w.drain(context.Background())
 		if err != nil {

@@ -167,7 +167,7 @@ func newSyncRig(t *testing.T, cfg Config) *syncRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w := newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: &nopIRQ{}})
+	w := newWorker(dev, 0, q, virtio.Activation{Mem: mem, Features: feat, Interrupt: &nopIRQ{}}, nil)
 	return &syncRig{t: t, dev: dev, mem: mem, d: d, w: w}
 }
 

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -46,14 +47,15 @@ type worker struct {
 	q     *queue.Queue
 	irq   virtio.Interrupt
 	fail  func(error)
-	kick  chan struct{}
+	kick  *kickfd.FD // what the worker sleeps on between drains
 
 	flush   bool // the driver accepted VIRTIO_BLK_F_FLUSH (else write-through)
 	discard bool // the driver accepted DISCARD
 	zeroes  bool // the driver accepted WRITE_ZEROES
 
 	batch  [batchMax]request
-	segs   []queue.Buffer // the batch's data segments, in request order
+	used   [batchMax]queue.Used // the batch's completions, published at once
+	segs   []queue.Buffer       // the batch's data segments, in request order
 	iov    []unix.Iovec
 	hdr    [hdrSize]byte
 	dwz    [max(maxDiscardSeg, maxWriteZeroSeg) * dwzSize]byte
@@ -61,10 +63,10 @@ type worker struct {
 	one    [1]queue.Buffer // the bounce buffer as a segment list
 }
 
-func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation) *worker {
+func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation, kick *kickfd.FD) *worker {
 	return &worker{
 		d: d, img: d.img, index: index, q: q, irq: a.Interrupt, fail: a.Fail,
-		kick:    make(chan struct{}, 1),
+		kick:    kick,
 		flush:   a.Features&FFlush != 0,
 		discard: a.Features&FDiscard != 0,
 		zeroes:  a.Features&FWriteZeroes != 0,
@@ -73,18 +75,23 @@ func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation) *worke
 }
 
 // run drains the queue at start (the driver may have queued requests before
-// DRIVER_OK) and after every kick, until ctx ends or the guest breaks the
-// protocol.
+// DRIVER_OK, or kicked while the device was paused) and after every kick,
+// until ctx ends or the guest breaks the protocol. It sleeps in a read of
+// the kick eventfd, so the kick wakes this goroutine's thread and the
+// requests are served where it wakes; run's waker signals the eventfd when
+// ctx ends.
 func (w *worker) run(ctx context.Context) {
 	for {
 		if err := w.drain(ctx); err != nil {
 			w.failed(err)
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return
-		case <-w.kick:
+		}
+		if err := w.kick.Wait(); err != nil {
+			w.failed(err)
+			return
 		}
 	}
 }
@@ -184,9 +191,16 @@ func (w *worker) serveBatch(reqs []request) error {
 		r := &reqs[i]
 		st := r.chain.Writable()[len(r.chain.Writable())-1]
 		st.Data[len(st.Data)-1] = r.status
-		if err := w.q.Push(&r.chain, uint32(r.in+1)); err != nil {
+		u, err := r.chain.Used(uint32(r.in + 1))
+		if err != nil {
 			return err
 		}
+		w.used[i] = u
+	}
+	// One used idx store for the batch: the driver sees its completions
+	// together (and drain raises one interrupt for all of them).
+	if err := w.q.PushUsed(w.used[:len(reqs)]); err != nil {
+		return err
 	}
 	if bad != nil {
 		w.q.Fail(bad)
