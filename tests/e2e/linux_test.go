@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/internal/netnstest"
 	"github.com/corral-vmm/corral/tests/linux/rootfs"
 )
 
@@ -42,36 +43,57 @@ func TestBzImagePowerOff(t *testing.T) {
 // and reports its MD5, the CPU the kernel aimed the virtio-blk request
 // interrupt (MSI-X) at, and that interrupt's count per CPU. (The kernel
 // manages the affinity of virtio-blk queue interrupts itself: writing
-// smp_affinity fails with EIO.)
+// smp_affinity fails with EIO.) Then the NIC: its queues (one pair per
+// vCPU, VIRTIO_NET_F_MQ), a DHCP lease and pings to the router (the TAP's
+// host side), and its per-queue interrupts.
 const smpScript = `t() { echo "corral-test: $*"; }
 t "nproc $(nproc)"
 irq=$(sed -n 's/^ *\([0-9]*\):.*virtio0-req.*/\1/p' /proc/interrupts | head -n 1)
 t "irq $irq effective cpu $(cat /proc/irq/$irq/effective_affinity_list)"
 t "vda md5 $(md5sum </dev/vda | cut -d' ' -f1)"
 t "irqs $(grep virtio0-req /proc/interrupts)"
+t "eth0 queues $(cd /sys/class/net/eth0/queues && echo *)"
+read -r f </sys/class/net/eth0/device/features; t "eth0 features $f"
+if udhcpc -i eth0 -n -q -t 5 -T 2 -s /usr/share/udhcpc/default.script; then t "udhcpc ok"; else t "udhcpc failed"; fi
+set -- $(ip route show default)
+if ping -c 3 -W 10 "$3" >/dev/null; then t "ping $3 ok"; else t "ping $3 failed"; fi
+grep virtio1- /proc/interrupts
 `
 
 // TestPVHInitramfsSMPReboot boots vmlinux through its PVH entry on smpCPUs
-// vCPUs with the initramfs and a read-only raw disk; the guest reads the
-// disk (its bytes must arrive intact) and the disk's MSI-X interrupts must
-// reach the CPU the kernel aimed them at (Corral routes MSI by destination
-// APIC ID); /init's `reboot -f` must end the machine as ExitReset (Corral
-// does not reboot).
+// vCPUs with the initramfs, a read-only raw disk and a NIC on a TAP Corral
+// creates in a fresh network namespace; the guest reads the disk (its
+// bytes must arrive intact) and the disk's MSI-X interrupts must reach the
+// CPU the kernel aimed them at (Corral routes MSI by destination APIC ID);
+// the NIC has one queue pair per vCPU (VIRTIO_NET_F_MQ: rx-0, rx-1, tx-0,
+// tx-1 in sysfs) and its DHCP and pings work; /init's `reboot -f` must end
+// the machine as ExitReset (Corral does not reboot).
 func TestPVHInitramfsSMPReboot(t *testing.T) {
 	k := setupLinux(t)
 	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{Script: smpScript, NoDHCP: true, Exit: rootfs.ExitReboot})
 	disk, sum := writePatternDisk(t, 1<<20)
-	r := startLinux(t, corral.Config{Kernel: k.needVmlinux(t), Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
-		// One queue: with one per vCPU (the default) md5sum's reads may all
-		// go to the queue whose interrupt this test does not follow.
-		Disks: []corral.Disk{{Path: disk, ReadOnly: true, Queues: 1}}},
-		"Linux version", "smp: Brought up", "Run /init", "corral-init: start", "corral-init: exit status", "reboot: Restarting system")
-	r.wait(t)
+	var r *vmRun
+	netnstest.Run(t, func() {
+		r = startLinux(t, corral.Config{Kernel: k.needVmlinux(t), Initrd: initrd, CPUs: smpCPUs, Cmdline: k.cmdline,
+			// One queue: with one per vCPU (the default) md5sum's reads may all
+			// go to the queue whose interrupt this test does not follow.
+			Disks: []corral.Disk{{Path: disk, ReadOnly: true, Queues: 1}},
+			Nets:  []corral.Net{{}}}, // one queue pair per vCPU: the default
+			"Linux version", "smp: Brought up", "Run /init", "corral-init: start", "corral-test: udhcpc", "corral-test: ping",
+			"corral-init: exit status", "reboot: Restarting system")
+		r.wait(t)
+	})
 	r.wantExit(t, corral.ExitReset, 0)
 	r.want(t, fmt.Sprintf("smp: Brought up 1 node, %d CPUs", smpCPUs), "Unpacking initramfs...", "Run /init as init process",
 		"virtio_blk virtio0: [vda] 2048 512-byte logical blocks",
 		fmt.Sprintf("corral-test: nproc %d", smpCPUs), "corral-test: vda md5 "+sum,
+		"corral-test: eth0 queues rx-0 rx-1 tx-0 tx-1", "corral-test: udhcpc ok",
 		"corral-init: exit status 0 via reboot", "reboot: Restarting system")
+	r.wantRe(t, `corral-test: ping [0-9.]+ ok`)
+	// VIRTIO_NET_F_MQ is bit 22 (the features file has one character per bit).
+	if m := r.wantRe(t, `corral-test: eth0 features ([01]{64})`); m != nil && m[1][22] != '1' {
+		t.Errorf("eth0 features %s: VIRTIO_NET_F_MQ not negotiated", m[1])
+	}
 	eff := r.wantRe(t, `corral-test: irq \d+ effective cpu (\d+)\s`)
 	counts := r.wantRe(t, `corral-test: irqs\s+\d+:\s+(\d+)\s+(\d+)\s.*virtio0-req`)
 	if eff != nil && counts != nil {
