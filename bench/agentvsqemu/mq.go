@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -70,7 +71,11 @@ m() { echo "%[1]s$*"; }
 cnt() { ls -d $1 2>/dev/null | wc -l; }
 m "info nproc=$(nproc) vda_queues=$(cnt '/sys/block/vda/mq/*') eth0_rx=$(cnt '/sys/class/net/eth0/queues/rx-*') eth0_tx=$(cnt '/sys/class/net/eth0/queues/tx-*')"
 for d in /sys/bus/virtio/devices/*; do m "virtio $(basename $d) device=$(cat $d/device) features=$(cat $d/features)"; done
+q=/sys/block/vda/queue
+m "blk max_sectors_kb=$(cat $q/max_sectors_kb) max_segments=$(cat $q/max_segments) max_segment_size=$(cat $q/max_segment_size) read_ahead_kb=$(cat $q/read_ahead_kb) nr_requests=$(cat $q/nr_requests)"
 ip addr add %[2]s dev eth0 && ip link set eth0 up || m "eth0 setup failed"
+# Kernel messages (drop_caches: 3) would land inside the result lines.
+echo 1 >/proc/sys/kernel/printk
 bytes=$(blockdev --getsize64 /dev/vda)
 phase() {
 	name=$1 n=$2; shift 2
@@ -80,6 +85,7 @@ phase() {
 	st=$?
 	read b x </proc/uptime
 	m "$name status=$st start=$a end=$b bytes=$n"
+	m "vdastat $name $(cat /sys/block/vda/stat)"
 }
 two() {
 	taskset -c 0 dd if=/dev/vda of=/dev/null bs=1M count=%[3]d iflag=direct 2>/dev/null & p0=$!
@@ -196,6 +202,30 @@ type MQInfo struct {
 	Virtio                               []string // "virtioN device=0x0002 features=..."
 	IRQs                                 []string // /proc/interrupts lines of virtio queues
 	SNMP                                 string   // the Tcp lines of /proc/net/snmp after the stream
+	Blk                                  string   // vda's request limits (/sys/block/vda/queue)
+	// VdaStat is /sys/block/vda/stat after each phase, by phase.
+	VdaStat map[string][]int64
+}
+
+// AvgReadKiB is the mean size of vda's reads during phase (from the
+// stat before it, or boot), and their count; 0 when unknown.
+func (i MQInfo) AvgReadKiB(phase string) (kib float64, reads int64) {
+	cur := i.VdaStat[phase]
+	if len(cur) < 3 {
+		return 0, 0
+	}
+	prev := make([]int64, len(cur))
+	if k := slices.Index(MQPhases, phase); k > 0 {
+		if p := i.VdaStat[MQPhases[k-1]]; len(p) == len(cur) {
+			prev = p
+		}
+	}
+	// Fields 0 and 2: reads completed, sectors read.
+	reads = cur[0] - prev[0]
+	if reads <= 0 {
+		return 0, 0
+	}
+	return float64(cur[2]-prev[2]) * 512 / 1024 / float64(reads), reads
 }
 
 // ParseMQ returns the phases the console reports, by name, and the
@@ -222,6 +252,27 @@ func ParseMQ(console []byte) (map[string]Phase, MQInfo, error) {
 			}
 		case strings.HasPrefix(rest, "virtio"):
 			info.Virtio = append(info.Virtio, rest)
+		case strings.HasPrefix(rest, "blk "):
+			info.Blk = strings.TrimPrefix(rest, "blk ")
+		case strings.HasPrefix(rest, "vdastat "):
+			f := strings.Fields(rest)
+			if len(f) < 3 {
+				errs = append(errs, fmt.Errorf("vdastat line %q", rest))
+				continue
+			}
+			var v []int64
+			for _, x := range f[2:] {
+				n, err := strconv.ParseInt(x, 10, 64)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("vdastat line %q: %w", rest, err))
+					break
+				}
+				v = append(v, n)
+			}
+			if info.VdaStat == nil {
+				info.VdaStat = map[string][]int64{}
+			}
+			info.VdaStat[f[1]] = v
 		case strings.HasPrefix(rest, "snmp "):
 			info.SNMP = strings.TrimPrefix(rest, "snmp ")
 		case strings.HasPrefix(rest, "irq "):

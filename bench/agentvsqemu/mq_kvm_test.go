@@ -162,6 +162,26 @@ func (h *markHook) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// snmpFields picks OutSegs and RetransSegs from the Tcp header and value
+// lines of /proc/net/snmp run together.
+func snmpFields(s string) string {
+	f := strings.Fields(s)
+	if len(f) < 2 {
+		return s
+	}
+	i := slices.Index(f[1:], "Tcp:") + 1
+	if i <= 0 || len(f) != 2*i {
+		return s
+	}
+	var out []string
+	for k := 1; k < i; k++ {
+		if f[k] == "OutSegs" || f[k] == "RetransSegs" || f[k] == "InSegs" {
+			out = append(out, f[k]+"="+f[i+k])
+		}
+	}
+	return strings.Join(out, " ")
+}
+
 // netnsStats returns the interfaces (but lo) and the Tcp counters of the
 // network namespace of thread tid of this process: while a VM runs, its
 // TAP's counters (Corral's TAP vanishes with the VM).
@@ -176,11 +196,13 @@ func netnsStats(tid int) string {
 		}
 	}
 	if b, err := os.ReadFile(dir + "snmp"); err == nil {
+		var tcp []string
 		for _, l := range strings.Split(string(b), "\n") {
 			if strings.HasPrefix(l, "Tcp:") {
-				out = append(out, l)
+				tcp = append(tcp, l)
 			}
 		}
+		out = append(out, "TCP "+snmpFields(strings.Join(tcp, " ")))
 	}
 	return strings.Join(out, " | ")
 }
@@ -297,7 +319,12 @@ func TestLinuxMQ(t *testing.T) {
 		if i == 0 {
 			t.Logf("%s guest: %+v", row, r.info)
 		}
-		t.Logf("round %d %s: guest %s; host: %s", i, row, r.info.SNMP, r.hostNet)
+		var reqs []string
+		for _, p := range MQPhases[:3] {
+			kib, n := r.info.AvgReadKiB(p)
+			reqs = append(reqs, fmt.Sprintf("%s %d reads of %.0f KiB", p, n, kib))
+		}
+		t.Logf("round %d %s: vda %s; guest TCP %s; host: %s", i, row, strings.Join(reqs, ", "), snmpFields(r.info.SNMP), r.hostNet)
 	}
 	for i := 0; i < *flagMQRuns; i++ {
 		steps := []func(){

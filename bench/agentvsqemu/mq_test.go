@@ -84,6 +84,9 @@ func TestParseMQ(t *testing.T) {
 		"garbage agentvsqemu: mq dd-direct status=0 start=10.50 end=12.50 bytes=268435456\r\n" +
 		"agentvsqemu: mq tcp status=0 start=20.00 end=21.00 bytes=134217728\n" +
 		"agentvsqemu: mq snmp Tcp: RtoAlgorithm RetransSegs Tcp: 1 7 \n" +
+		"agentvsqemu: mq blk max_sectors_kb=1280 max_segments=126\n" +
+		"agentvsqemu: mq vdastat dd-direct 512 0 524288 10 0 0 0 0 0 5 10\n" +
+		"agentvsqemu: mq vdastat dd-direct-x2 768 0 1048576 10 0 0 0 0 0 5 10\n" +
 		"agentvsqemu: mq irq 24:   100   200   PCI-MSIX-0000:00:02.0   1-edge      virtio0-req.0\n"
 	phases, info, err := ParseMQ([]byte(console))
 	if err != nil {
@@ -94,6 +97,19 @@ func TestParseMQ(t *testing.T) {
 		IRQs:   []string{"24: 100 200 PCI-MSIX-0000:00:02.0 1-edge virtio0-req.0"}}); !slices.Equal(info.Virtio, want.Virtio) ||
 		!slices.Equal(info.IRQs, want.IRQs) || info.SNMP != "Tcp: RtoAlgorithm RetransSegs Tcp: 1 7 " || info.NProc != 2 || info.VdaQueues != 2 || info.RxQueues != 1 || info.TxQueues != 1 {
 		t.Errorf("info %+v, want %+v", info, want)
+	}
+	if info.Blk != "max_sectors_kb=1280 max_segments=126" {
+		t.Errorf("blk %q", info.Blk)
+	}
+	// 512 reads of 256 MiB since boot, then 256 more of 256 MiB.
+	if kib, n := info.AvgReadKiB(PhaseDirect); kib != 512 || n != 512 {
+		t.Errorf("dd-direct: %v KiB × %d", kib, n)
+	}
+	if kib, n := info.AvgReadKiB(PhaseDirect2); kib != 1024 || n != 256 {
+		t.Errorf("dd-direct-x2: %v KiB × %d", kib, n)
+	}
+	if kib, n := info.AvgReadKiB(PhaseTCP); kib != 0 || n != 0 {
+		t.Errorf("tcp: %v KiB × %d", kib, n)
 	}
 	if d := phases[PhaseDirect]; d.MiBps() != 128 || d.Seconds() != 2 {
 		t.Errorf("dd-direct %+v: %v MiB/s", d, d.MiBps())
@@ -111,6 +127,7 @@ func TestParseMQ(t *testing.T) {
 		"agentvsqemu: mq dd-direct status=x\n",
 		"agentvsqemu: mq info nproc=two\n",
 		"agentvsqemu: mq eth0 setup failed\n",
+		"agentvsqemu: mq vdastat dd-direct 1 x\n",
 	} {
 		if phases, _, err := ParseMQ([]byte(bad)); err == nil || len(phases) != 0 {
 			t.Errorf("ParseMQ(%q) = %v, %v; want an error and no phase", bad, phases, err)
@@ -232,5 +249,16 @@ func TestSink(t *testing.T) {
 	r = s.Close()
 	if r.Err == nil || !strings.Contains(r.Err.Error(), "1 connections still open") || r.Bytes != 1 || time.Since(t0) > 2*time.Second {
 		t.Errorf("open connection: %+v after %v", r, time.Since(t0))
+	}
+}
+
+func TestSNMPFields(t *testing.T) {
+	for in, want := range map[string]string{
+		"Tcp: RtoAlgorithm InSegs OutSegs RetransSegs Tcp: 1 10 20 3": "InSegs=10 OutSegs=20 RetransSegs=3",
+		"": "", "Tcp:": "Tcp:", "Tcp: A B Tcp: 1": "Tcp: A B Tcp: 1",
+	} {
+		if got := snmpFields(in); got != want {
+			t.Errorf("snmpFields(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
