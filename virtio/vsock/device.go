@@ -24,12 +24,9 @@
 //
 // One worker goroutine per activation takes the guest's packets from the
 // transmit queue, fills receive buffers with what the connections have to
-// say (round robin), and raises the event queue's TRANSPORT_RESET. It
-// sleeps in a read of one eventfd: the transmit queue's ioeventfd when the
-// transport hands it over (virtio.KickWaiter), so a guest's send wakes the
-// worker's thread directly, or one of the device's own. Host goroutines
-// (Read, Write, Close, Dial) put connections on a pending list and wake it,
-// as Notify does for the other queues' kicks. When the guest posts no receive buffers the worker stops
+// say (round robin), and raises the event queue's TRANSPORT_RESET. Host
+// goroutines (Read, Write, Close, Dial) put connections on a pending list
+// and wake it. When the guest posts no receive buffers the worker stops
 // taking its packets as soon as an answer it owes (an RST for a port
 // nobody listens on) has nowhere to go: the guest's own transmit ring
 // then fills up.
@@ -53,7 +50,6 @@ import (
 
 	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
-	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -122,16 +118,7 @@ type Device struct {
 	counts       counters
 	common       *virtio.Common
 
-	// The worker sleeps in kick.Wait between rounds; wake signals kick
-	// only when it sleeps (sleeping), and pending tells it there is work
-	// it was not signalled for. kmu guards kick (the transport's TX
-	// ioeventfd or the device's own, made at the first activation) and
-	// kickUsed (a worker may be reading kick: TakeKick refuses).
-	kmu      sync.RWMutex
-	kick     *kickfd.FD
-	kickUsed bool
-	sleeping atomic.Bool
-	pending  atomic.Bool
+	kick chan struct{} // wakes the worker: queue kicks and host-side work
 
 	// pmu guards the pending list, the dial queue and running.
 	pmu        sync.Mutex
@@ -162,28 +149,21 @@ type run struct {
 }
 
 // startLoop runs the worker's loop under a new child of its activation's
-// context, and a goroutine that wakes it when that ends (it sleeps in a
-// read, not a select).
+// context.
 func (r *run) startLoop() {
 	ctx, cancel := context.WithCancel(r.w.ctx)
 	r.w.lctx, r.loopCancel = ctx, cancel
-	r.loopWG.Add(2)
+	r.loopWG.Add(1)
 	go func() {
 		defer r.loopWG.Done()
 		r.w.loop()
 	}()
-	go func() {
-		defer r.loopWG.Done()
-		<-ctx.Done()
-		r.w.d.signal()
-	}()
 }
 
 var (
-	_ virtio.Device     = (*Device)(nil)
-	_ virtio.Pauser     = (*Device)(nil)
-	_ virtio.Stateful   = (*Device)(nil)
-	_ virtio.KickWaiter = (*Device)(nil)
+	_ virtio.Device   = (*Device)(nil)
+	_ virtio.Pauser   = (*Device)(nil)
+	_ virtio.Stateful = (*Device)(nil)
 )
 
 // New checks cfg and returns the device. With UDSPath it listens there at
@@ -208,7 +188,7 @@ func New(cfg Config) (*Device, error) {
 		cid: cid, queueSize: qs,
 		maxConns: cmp0(cfg.MaxConns, DefaultMaxConns), bufSize: cmp0(cfg.BufSize, DefaultBufSize),
 		backlog: cmp0(cfg.Backlog, DefaultBacklog), closeTimeout: cfg.CloseTimeout,
-		log: cfg.Logger, listeners: map[uint32]*Listener{},
+		log: cfg.Logger, kick: make(chan struct{}, 1), listeners: map[uint32]*Listener{},
 	}
 	if d.closeTimeout <= 0 {
 		d.closeTimeout = DefaultCloseTimeout
@@ -275,17 +255,6 @@ func (d *Device) Counters() Counters { return d.counts.snapshot() }
 // Activate starts the worker on the queues the driver enabled.
 func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 	return d.common.Activate(a, func(a virtio.Activation) error {
-		d.kmu.Lock()
-		if d.kick == nil {
-			k, err := kickfd.New()
-			if err != nil {
-				d.kmu.Unlock()
-				return fmt.Errorf("virtio-vsock: %w", err)
-			}
-			d.kick = k
-		}
-		d.kickUsed = true
-		d.kmu.Unlock()
 		ctx, cancel := context.WithCancel(ctx)
 		r := &run{cancel: cancel}
 		r.w = newWorker(d, ctx, a, r)
@@ -326,54 +295,7 @@ func (d *Device) Resume() error {
 // Notify wakes the worker. It never blocks.
 func (d *Device) Notify(q int) { d.wake() }
 
-// wake makes the worker do a round: at once if it sleeps, else after the
-// one it is in. Only a sleeping worker costs a write to its eventfd.
-func (d *Device) wake() {
-	d.pending.Store(true)
-	if d.sleeping.Load() {
-		d.signal()
-	}
-}
-
-// signal writes the worker's eventfd, if it has one still.
-func (d *Device) signal() {
-	d.kmu.RLock()
-	if d.kick != nil {
-		d.kick.Signal() // cannot fail on an open eventfd
-	}
-	d.kmu.RUnlock()
-}
-
-// TakeKick implements virtio.KickWaiter for the transmit queue: the
-// worker sleeps on its ioeventfd from the next activation on. The other
-// queues' kicks come through Notify. Refused while a worker may be
-// sleeping on the eventfd the device has.
-func (d *Device) TakeKick(q int, fd int) bool {
-	if q != TxQueue {
-		return false
-	}
-	d.kmu.Lock()
-	defer d.kmu.Unlock()
-	if d.kickUsed || d.isClosed() || (d.kick != nil && !d.kick.Own()) {
-		return false
-	}
-	k, err := kickfd.Adopt(fd)
-	if err != nil {
-		d.glog.Error("virtio-vsock: kick eventfd; kicks go through Notify", "err", err)
-		return false
-	}
-	if d.kick != nil {
-		d.kick.Close()
-	}
-	d.kick = k
-	return true
-}
-
-func (d *Device) isClosed() bool {
-	d.lmu.Lock()
-	defer d.lmu.Unlock()
-	return d.closed
-}
+func (d *Device) wake() { signal(d.kick) }
 
 // Reset stops the worker and resets every connection (the host side sees
 // ErrReset); listeners stay.
@@ -389,9 +311,6 @@ func (d *Device) stop() error {
 	}
 	r.cancel()
 	r.loopWG.Wait()
-	d.kmu.Lock()
-	d.kickUsed = false
-	d.kmu.Unlock()
 	r.wg.Wait() // the forwarders' dials
 	r.w.resetAll(ErrReset)
 	d.pmu.Lock()
@@ -427,12 +346,6 @@ func (d *Device) Close() error {
 			err = d.hybrid.close()
 		}
 		d.serves.Wait()
-		d.kmu.Lock()
-		if d.kick != nil {
-			d.kick.Close() // only the device's own: the transport closes its
-			d.kick = nil
-		}
-		d.kmu.Unlock()
 		return err
 	})
 }

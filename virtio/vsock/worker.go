@@ -56,38 +56,18 @@ func newWorker(d *Device, ctx context.Context, a virtio.Activation, r *run) *wor
 }
 
 // loop serves the queues until the activation ends or the guest breaks
-// the queue protocol. Between rounds it sleeps in a read of the device's
-// eventfd (a guest kick of the transmit queue wakes it directly), unless
-// a wake came while it was busy.
+// the queue protocol.
 func (w *worker) loop() {
-	d := w.d
-	d.kmu.RLock()
-	kick := d.kick // fixed while the device is active (kickUsed)
-	d.kmu.RUnlock()
 	for {
-		d.pending.Store(false) // the round sees everything asked before it
 		if err := w.round(); err != nil {
 			w.failed(err)
 			w.resetAll(ErrReset)
 			return
 		}
-		if w.lctx.Err() != nil {
+		select {
+		case <-w.lctx.Done():
 			return
-		}
-		// Either wake sees sleeping and signals, or this sees pending.
-		d.sleeping.Store(true)
-		var err error
-		if !d.pending.Load() {
-			err = kick.Wait()
-		}
-		d.sleeping.Store(false)
-		if err != nil {
-			w.failed(err)
-			w.resetAll(ErrReset)
-			return
-		}
-		if w.lctx.Err() != nil {
-			return
+		case <-w.d.kick:
 		}
 	}
 }
