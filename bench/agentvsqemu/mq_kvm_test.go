@@ -400,7 +400,7 @@ func TestLinuxMQProfile(t *testing.T) {
 			Memory: uint64(*flagMQMem) << 20, Console: con,
 			Disks: []corral.Disk{{Path: m.disk, ReadOnly: true, Queues: *flagMQBlkQueues}},
 			Nets: []corral.Net{{Host: netip.MustParsePrefix(mqHost + "/24"), IP: netip.MustParseAddr(mqGuest),
-				MAC: must(net.ParseMAC(mqMAC)), NoDHCP: true}}})
+				MAC: must(net.ParseMAC(mqMAC)), NoDHCP: true, Queues: *flagMQNetQueues}}})
 		if err != nil {
 			t.Fatal(err)
 		}
