@@ -5,7 +5,7 @@
 #
 #   bench/linux-mq.sh [-n RUNS] [-d DISK_MIB] [-s STREAM_MIB] [-c CONNS]
 #                     [-b BLK_QUEUES] [-q NET_PAIRS] [-N CORRAL_NET_OPTS]
-#                     [-A CORRAL_ARGS] [-M QEMU_MACHINE] [-p] [-k]
+#                     [-A CORRAL_ARGS] [-E CORRAL_ENV] [-M QEMU_MACHINE] [-p] [-k]
 #
 # -n  rounds, corral and QEMU alternating which goes first (default 3)
 # -d  MiB in the raw disk image (default 256)
@@ -17,6 +17,8 @@
 # -N  options appended to corral's --net (queues=N: corral's default is
 #     one pair per vCPU)
 # -A  more arguments of corral run, space-separated (e.g. "--seccomp log")
+# -E  also run corral with NAME=VALUE,... in its environment, a row of its
+#     own (e.g. GOMAXPROCS=4)
 # -M  QEMU -M (default pc, with qboot)
 # -p  only profile an in-process Corral (TestLinuxMQProfile) and write the
 #     CPU profiles to $OUT/linux-mq-{blk,net}.pprof (go tool pprof -top FILE)
@@ -33,8 +35,8 @@
 # tmpfs over, because corral and tcpsend are shipped at their host paths).
 set -euo pipefail
 
-runs=3 disk=256 stream=128 conns=2 blkq=2 netq=1 corralnet= corralargs= machine=pc pprof= lock=1
-while getopts "n:d:s:c:b:q:N:A:M:pkh" opt; do
+runs=3 disk=256 stream=128 conns=2 blkq=2 netq=1 corralnet= corralargs= corralenv= machine=pc pprof= lock=1
+while getopts "n:d:s:c:b:q:N:A:E:M:pkh" opt; do
 	case $opt in
 	n) runs=$OPTARG ;;
 	d) disk=$OPTARG ;;
@@ -44,6 +46,7 @@ while getopts "n:d:s:c:b:q:N:A:M:pkh" opt; do
 	q) netq=$OPTARG ;;
 	N) corralnet=$OPTARG ;;
 	A) corralargs=$OPTARG ;;
+	E) corralenv=$OPTARG ;;
 	M) machine=$OPTARG ;;
 	p) pprof=1 ;;
 	k) lock= ;;
@@ -68,7 +71,7 @@ go build -o "$out/tcgkvm" ./tests/tcgkvm
 
 run_args=(-test.run 'TestLinuxMQ$' -test.timeout 60m -corral "$out/corral" -tcpsend "$out/tcpsend"
 	-mqruns "$runs" -mqdisk "$disk" -mqstream "$stream" -mqconns "$conns"
-	-mqblkq "$blkq" -mqnetq "$netq" -mqcorralnet "$corralnet" -mqcorralargs "$corralargs" -mqqemu "$machine")
+	-mqblkq "$blkq" -mqnetq "$netq" -mqcorralnet "$corralnet" -mqcorralargs "$corralargs" -mqcorralenv "$corralenv" -mqqemu "$machine")
 if [ -n "$pprof" ]; then
 	run_args[1]='TestLinuxMQProfile$'
 	run_args+=(-mqpprof /tmp/linux-mq)

@@ -36,6 +36,7 @@ var (
 	flagMQNetQueues = flag.Int("mqnetq", 1, "TestLinuxMQ: virtio-net queue pairs on both (corral gets them through -mqcorralnet)")
 	flagMQCorralNet = flag.String("mqcorralnet", "", "TestLinuxMQ: options appended to corral's --net (e.g. its queue count)")
 	flagMQCorralArg = flag.String("mqcorralargs", "", "TestLinuxMQ: more arguments of corral run, space-separated (e.g. --seccomp log)")
+	flagMQCorralEnv = flag.String("mqcorralenv", "", "TestLinuxMQ: also run corral with these NAME=VALUE,... in its environment (a row of its own, e.g. GOMAXPROCS=4)")
 	flagMQQEMU      = flag.String("mqqemu", "pc", "TestLinuxMQ: QEMU -M")
 	flagMQPprof     = flag.String("mqpprof", "", "TestLinuxMQProfile: CPU profiles of an in-process Corral to FILE-blk.pprof and FILE-net.pprof (also printed base64)")
 	flagTCPSend     = flag.String("tcpsend", "", "TestLinuxMQ: static tcpsend binary (CGO_ENABLED=0 go build ./bench/tcpsend)")
@@ -221,7 +222,7 @@ func (r mqRun) hostSeconds(name string) float64 {
 // runMQ runs the VMM (name and args) in a fresh network namespace with
 // the sink listening (and QEMU's TAP made first when tap is set), and
 // parses what the guest reported.
-func runMQ(t *testing.T, tap bool, name string, args ...string) (r mqRun, err error) {
+func runMQ(t *testing.T, tap bool, env []string, name string, args ...string) (r mqRun, err error) {
 	netnstest.Run(t, func() {
 		if tap {
 			if err = addQEMUTap(*flagMQNetQueues); err != nil {
@@ -235,6 +236,9 @@ func runMQ(t *testing.T, tap bool, name string, args ...string) (r mqRun, err er
 		ctx, cancel := context.WithTimeout(context.Background(), *flagTimeout)
 		defer cancel()
 		cmd := exec.CommandContext(ctx, name, args...)
+		if env != nil {
+			cmd.Env = append(os.Environ(), env...)
+		}
 		r.console = NewLineTimer(MQMarks()...)
 		tid := unix.Gettid() // netnstest.Run's locked thread, in the namespace
 		hook := &markHook{lt: r.console, mark: 2*slices.Index(MQPhases, PhaseTCP) + 1, fn: func() { r.hostNet = netnsStats(tid) }}
@@ -326,40 +330,65 @@ func TestLinuxMQ(t *testing.T) {
 		}
 		t.Logf("round %d %s: vda %s; guest TCP %s; host: %s", i, row, strings.Join(reqs, ", "), snmpFields(r.info.SNMP), r.hostNet)
 	}
+	// The VMM rows: corral, corral with -mqcorralenv, qemu.
+	type vmm struct {
+		name string
+		env  []string
+		qemu bool
+	}
+	vmms := []vmm{{name: "corral"}}
+	if *flagMQCorralEnv != "" {
+		vmms = append(vmms, vmm{name: "corral " + *flagMQCorralEnv, env: strings.Split(*flagMQCorralEnv, ",")})
+		rows[vmms[1].name] = newSeries()
+	}
+	vmms = append(vmms, vmm{name: "qemu", qemu: true})
 	for i := 0; i < *flagMQRuns; i++ {
-		steps := []func(){
-			func() {
-				r, err := runMQ(t, false, m.corral, m.corralArgs()...)
-				add("corral", i, r, err)
-			},
-			func() {
-				r, err := runMQ(t, true, m.qemu, m.qemuArgs()...)
-				add("qemu", i, r, err)
-			},
-		}
+		order := slices.Clone(vmms)
 		if i%2 == 1 {
-			steps[0], steps[1] = steps[1], steps[0]
+			slices.Reverse(order)
 		}
-		for _, f := range steps {
-			f()
+		for _, v := range order {
+			var r mqRun
+			var err error
+			if v.qemu {
+				r, err = runMQ(t, true, nil, m.qemu, m.qemuArgs()...)
+			} else {
+				r, err = runMQ(t, false, v.env, m.corral, m.corralArgs()...)
+			}
+			add(v.name, i, r, err)
 		}
 	}
-	c, q := rows["corral"], rows["qemu"]
+	q := rows["qemu"]
+	head := []string{"MiB/s (guest clock)"}
+	for _, v := range vmms {
+		head = append(head, v.name)
+	}
+	for _, v := range vmms[:len(vmms)-1] {
+		head = append(head, v.name+"/qemu", "host clock")
+	}
 	var out [][]string
-	for _, p := range MQPhases {
-		cg, qg := Summarize(c.guest[p]), Summarize(q.guest[p])
-		ch, qh := Summarize(c.host[p]), Summarize(q.host[p])
-		out = append(out, []string{p, cg.Format(1), qg.Format(1), Ratio(cg, qg), Ratio(ch, qh)})
+	line := func(name string, digits int, get func(*series) []float64) {
+		l := []string{name}
+		for _, v := range vmms {
+			l = append(l, Summarize(get(rows[v.name])).Format(digits))
+		}
+		for _, v := range vmms[:len(vmms)-1] {
+			l = append(l, Ratio(Summarize(get(rows[v.name])), Summarize(get(q))), "")
+		}
+		out = append(out, l)
 	}
-	cs, qs := Summarize(c.sink), Summarize(q.sink)
-	out = append(out, []string{"tcp, sink's clock", cs.Format(1), qs.Format(1), Ratio(cs, qs), ""})
-	cw, qw := Summarize(c.wall), Summarize(q.wall)
-	out = append(out, []string{"start→exit s", cw.Format(1), qw.Format(1), Ratio(cw, qw), ""})
-	cc, qc := Summarize(c.cpu), Summarize(q.cpu)
-	out = append(out, []string{"VMM CPU s", cc.Format(1), qc.Format(1), Ratio(cc, qc), ""})
+	for _, p := range MQPhases {
+		line(p, 1, func(s *series) []float64 { return s.guest[p] })
+		// The host clock's ratio beside the guest clock's.
+		for k, v := range vmms[:len(vmms)-1] {
+			out[len(out)-1][len(vmms)+2*k+2] = Ratio(Summarize(rows[v.name].host[p]), Summarize(q.host[p]))
+		}
+	}
+	line("tcp, sink's clock", 1, func(s *series) []float64 { return s.sink })
+	line("start→exit s", 1, func(s *series) []float64 { return s.wall })
+	line("VMM CPU s", 1, func(s *series) []float64 { return s.cpu })
 	table(fmt.Sprintf("linux-mq: %d vCPUs, %d MiB RAM, %d MiB disk with %d queues, %d MiB TCP over %d connections and %d queue pairs; corral run vs qemu -M %s",
-		*flagMQCPUs, *flagMQMem, *flagMQDisk, *flagMQBlkQueues, *flagMQStream, *flagMQConns, *flagMQNetQueues, *flagMQQEMU),
-		[]string{"MiB/s (guest clock)", "corral", "qemu", "corral/qemu", "corral/qemu host clock"}, out)
+		*flagMQCPUs, *flagMQMem, *flagMQDisk, *flagMQBlkQueues, *flagMQStream, *flagMQConns, *flagMQNetQueues, *flagMQQEMU), head, out)
 }
 
 // lockedWriter serialises a LineTimer's writes with reads of its marks.
