@@ -129,6 +129,9 @@ func TestMQFramesOnPair1(t *testing.T) {
 		}
 	}
 	h.wait("pair 1's interrupts", func() bool { return h.irq.count[2].Load() > 0 && h.irq.count[3].Load() > 0 })
+	// The transmit goroutine counts a frame after the backend took it: the
+	// peer can read it before the count.
+	h.wait("both frames counted", func() bool { c := h.dev.Counters(); return c.RxPackets == 2 && c.TxPackets == 2 })
 	if c := h.dev.Counters(); c.RxPackets != 2 || c.TxPackets != 2 || c.IdleQueueKicks != 0 {
 		t.Fatalf("counters %+v", c)
 	}
