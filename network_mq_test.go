@@ -56,14 +56,7 @@ func TestParseNetQueues(t *testing.T) {
 func TestNetNICQueuePairs(t *testing.T) {
 	t.Setenv(hostnet.StateDirEnv, t.TempDir())
 	netnstest.Run(t, func() {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			t.Fatal(err)
-		}
-		addr, _ := netlink.ParseAddr("10.66.0.1/24")
-		if err := netlink.AddrAdd(br, addr); err != nil {
-			t.Fatal(err)
-		}
+		addBridge(t, "br0", "10.66.0.1/24")
 		sq := &netlink.Tuntap{LinkAttrs: netlink.LinkAttrs{Name: "usersq"}, Mode: netlink.TUNTAP_MODE_TAP, Flags: netlink.TUNTAP_NO_PI | netlink.TUNTAP_ONE_QUEUE}
 		if err := netlink.LinkAdd(sq); err != nil {
 			t.Fatal(err)

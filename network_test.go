@@ -152,14 +152,7 @@ func TestNetNICOnSocketPair(t *testing.T) {
 func TestNetBridgedNICsDiffer(t *testing.T) {
 	t.Setenv(hostnet.StateDirEnv, t.TempDir())
 	netnstest.Run(t, func() {
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			t.Fatal(err)
-		}
-		addr, _ := netlink.ParseAddr("10.66.0.1/24")
-		if err := netlink.AddrAdd(br, addr); err != nil {
-			t.Fatal(err)
-		}
+		addBridge(t, "br0", "10.66.0.1/24")
 		a, err := nicMachine("aaaaaaaaaaaaaaaa").openNIC(0, Net{Bridge: "br0"})
 		if err != nil {
 			t.Fatal(err)
@@ -213,4 +206,22 @@ func TestParseNetErrorOwnsNothing(t *testing.T) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != nil {
 		t.Fatalf("descriptor %d closed behind its owner's back after a failed ParseNet: %v", fd, err)
 	}
+}
+
+// addBridge creates bridge name with address cidr in the current network
+// namespace (a test's own: netnstest).
+func addBridge(t *testing.T, name, cidr string) *netlink.Bridge {
+	t.Helper()
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+	if err := netlink.LinkAdd(br); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := netlink.ParseAddr(cidr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := netlink.AddrAdd(br, addr); err != nil {
+		t.Fatal(err)
+	}
+	return br
 }

@@ -6,8 +6,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/vishvananda/netlink"
-
 	"github.com/corral-vmm/corral/hostnet"
 	"github.com/corral-vmm/corral/internal/netnstest"
 	"github.com/corral-vmm/corral/internal/testenv"
@@ -85,14 +83,7 @@ func TestNetVMsAtOnce(t *testing.T) {
 		}
 		release()
 
-		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "corralbr0"}}
-		if err := netlink.LinkAdd(br); err != nil {
-			t.Fatal(err)
-		}
-		addr, _ := netlink.ParseAddr("10.66.0.1/24")
-		if err := netlink.AddrAdd(br, addr); err != nil {
-			t.Fatal(err)
-		}
+		addBridge(t, "corralbr0", "10.66.0.1/24")
 		lines, release = netnstest.Together(t, 2, "TestNetVMChild", env("bridge=corralbr0")...)
 		defer release()
 		a, b := fields(0, lines[0]), fields(1, lines[1])

@@ -52,16 +52,7 @@ func TestTakeKick(t *testing.T) {
 	d := h.drivers[0]
 	st, _ := h.build(req{typ: TypeIn, sector: 1, in: 512})
 	d.EnableInterrupts()
-	var one [8]byte
-	binary.LittleEndian.PutUint64(one[:], 1)
-	if _, err := unix.Write(fd, one[:]); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-h.irq.ch:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no interrupt for a request kicked through the taken eventfd")
-	}
+	kickAndWait(t, h, fd, "the taken eventfd")
 	if _, _, ok := d.Used(); !ok {
 		t.Fatal("interrupt without a used entry")
 	}
@@ -102,6 +93,13 @@ func TestTakeKickAfterReset(t *testing.T) {
 	d := h.drivers[0]
 	h.build(req{typ: TypeIn, sector: 3, in: 512})
 	d.EnableInterrupts()
+	kickAndWait(t, h, fd, "the eventfd taken after the reset")
+}
+
+// kickAndWait writes the kick eventfd fd as KVM does on a guest kick and
+// waits for the interrupt of the request it serves.
+func kickAndWait(t *testing.T, h *harness, fd int, what string) {
+	t.Helper()
 	var one [8]byte
 	binary.LittleEndian.PutUint64(one[:], 1)
 	if _, err := unix.Write(fd, one[:]); err != nil {
@@ -110,6 +108,6 @@ func TestTakeKickAfterReset(t *testing.T) {
 	select {
 	case <-h.irq.ch:
 	case <-time.After(10 * time.Second):
-		t.Fatal("no interrupt for a request kicked through the eventfd taken after the reset")
+		t.Fatalf("no interrupt for a request kicked through %s", what)
 	}
 }
