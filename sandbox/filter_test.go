@@ -80,6 +80,7 @@ func TestFilterVerdicts(t *testing.T) {
 		{"ioctl KVM_RUN", unix.SYS_IOCTL, []uint64{5, kvmRun}, allow},
 		{"ioctl KVM_RUN high bits (ignored by the kernel)", unix.SYS_IOCTL, []uint64{5, 1<<32 | kvmRun}, allow},
 		{"ioctl TUNSETOFFLOAD", unix.SYS_IOCTL, []uint64{5, unix.TUNSETOFFLOAD}, allow},
+		{"ioctl TUNSETQUEUE", unix.SYS_IOCTL, []uint64{5, unix.TUNSETQUEUE}, allow}, // a multi-queue NIC's VQ_PAIRS_SET
 		{"ioctl TIOCGWINSZ", unix.SYS_IOCTL, []uint64{0, unix.TIOCGWINSZ}, allow},
 		{"ioctl KVM_CREATE_VM", unix.SYS_IOCTL, []uint64{5, 0xAE01}, trap},
 		{"ioctl KVM_SET_USER_MEMORY_REGION", unix.SYS_IOCTL, []uint64{5, 0x4020AE46}, trap},

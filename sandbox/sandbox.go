@@ -57,8 +57,10 @@ type Report struct {
 
 // DefaultIoctls returns the ioctl requests a running machine makes: the
 // KVM ones (kvm.RunningIoctls), TUNSETOFFLOAD (the guest's virtio-net
-// driver renegotiates offloads), and the terminal requests the console
-// uses to restore the terminal at exit.
+// driver renegotiates offloads), TUNSETQUEUE (it sets how many queue
+// pairs of a multi-queue NIC run, which attaches and detaches the TAP's
+// queues), and the terminal requests the console uses to restore the
+// terminal at exit.
 func DefaultIoctls() []Ioctl {
 	var out []Ioctl
 	for _, r := range kvm.RunningIoctls() {
@@ -66,6 +68,7 @@ func DefaultIoctls() []Ioctl {
 	}
 	return append(out,
 		Ioctl{Name: "TUNSETOFFLOAD", Request: unix.TUNSETOFFLOAD},
+		Ioctl{Name: "TUNSETQUEUE", Request: unix.TUNSETQUEUE},
 		Ioctl{Name: "TCGETS", Request: unix.TCGETS},
 		Ioctl{Name: "TCSETS", Request: unix.TCSETS},
 		Ioctl{Name: "TCSETSW", Request: unix.TCSETSW},
