@@ -199,72 +199,78 @@ func countFDs(t *testing.T) int {
 func TestExecVMSandboxed(t *testing.T) {
 	env := execE2E(t)
 	rw := t.TempDir()
-	cmd := sandboxedCorral(t, "exec", "--seccomp=on", "-i", "--share", rw+":/mnt/rw", "--",
-		"sh", "-c", "ls / >/dev/null && echo out; echo err >&2; read x; echo $x > /mnt/rw/out; exit 3")
-	for k, v := range env {
-		cmd.Env = append(cmd.Env, k+"="+v)
-	}
-	cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+t.TempDir()) // warm: its snapshot, not the user's
-	state := ""
-	for _, e := range cmd.Env {
-		if v, ok := strings.CutPrefix(e, "CORRAL_STATE_DIR="); ok {
-			state = v
+	// Two vCPUs and a NIC: a multi-queue TAP, whose queues the device
+	// attaches and detaches (TUNSETQUEUE) once the guest's driver is up,
+	// under the filter.
+	netnstest.Run(t, func() {
+		cmd := sandboxedCorral(t, "exec", "--seccomp=on", "-i", "--cpus", "2", "--net", "auto", "--share", rw+":/mnt/rw", "--",
+			"sh", "-c", "ls / >/dev/null && echo out; echo err >&2; read x; echo $x > /mnt/rw/out; exit 3")
+		for k, v := range env {
+			cmd.Env = append(cmd.Env, k+"="+v)
 		}
-	}
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	stdout, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	t0 := time.Now()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer cmd.Process.Kill()
-	first := make([]byte, 4)
-	if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "out\n" {
-		cmd.Process.Kill()
-		cmd.Wait()
-		t.Fatalf("first stdout bytes %q (%v); stderr:\n%s", first, err, errb.String())
-	}
-	t.Logf("the command ran %v after corral exec started", time.Since(t0).Round(time.Millisecond))
-	tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", cmd.Process.Pid))
-	if err != nil || len(tasks) < 2 {
-		t.Errorf("%d threads (%v)", len(tasks), err)
-	}
-	wants := []string{"Seccomp:\t2\n", "NoNewPrivs:\t1\n"}
-	if sandbox.AllThreadsSupported() {
-		wants = append(wants, "CapEff:\t0000000000000000\n")
-	}
-	for _, task := range tasks {
-		st, err := os.ReadFile(task)
-		if err != nil {
-			continue // a thread that just ended
-		}
-		for _, w := range wants {
-			if !bytes.Contains(st, []byte(w)) {
-				t.Errorf("%s lacks %q", task, strings.TrimSpace(w))
+		cmd.Env = append(cmd.Env, "XDG_CACHE_HOME="+t.TempDir()) // warm: its snapshot, not the user's
+		state := ""
+		for _, e := range cmd.Env {
+			if v, ok := strings.CutPrefix(e, "CORRAL_STATE_DIR="); ok {
+				state = v
 			}
 		}
-	}
-	io.WriteString(stdin, "written\n")
-	stdin.Close()
-	rest, _ := io.ReadAll(stdout)
-	err = cmd.Wait()
-	if got := exitOf(err); got != 3 || len(rest) != 0 || errb.String() != "err\n" {
-		t.Errorf("exit %d (%v), more stdout %q, stderr %q; want 3, nothing more, \"err\\n\"", got, err, rest, errb.String())
-	}
-	if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
-		t.Errorf("file written in the rw share: %q, %v", b, err)
-	}
-	if logs, _ := filepath.Glob(filepath.Join(state, "corral-exec-*.log")); len(logs) > 0 {
-		t.Errorf("console logs left behind: %q", logs)
-	}
+		stdin, err := cmd.StdinPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var errb bytes.Buffer
+		cmd.Stderr = &errb
+		t0 := time.Now()
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer cmd.Process.Kill()
+		first := make([]byte, 4)
+		if _, err := io.ReadFull(stdout, first); err != nil || string(first) != "out\n" {
+			cmd.Process.Kill()
+			cmd.Wait()
+			t.Fatalf("first stdout bytes %q (%v); stderr:\n%s", first, err, errb.String())
+		}
+		t.Logf("the command ran %v after corral exec started", time.Since(t0).Round(time.Millisecond))
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/status", cmd.Process.Pid))
+		if err != nil || len(tasks) < 2 {
+			t.Errorf("%d threads (%v)", len(tasks), err)
+		}
+		wants := []string{"Seccomp:\t2\n", "NoNewPrivs:\t1\n"}
+		if sandbox.AllThreadsSupported() {
+			wants = append(wants, "CapEff:\t0000000000000000\n")
+		}
+		for _, task := range tasks {
+			st, err := os.ReadFile(task)
+			if err != nil {
+				continue // a thread that just ended
+			}
+			for _, w := range wants {
+				if !bytes.Contains(st, []byte(w)) {
+					t.Errorf("%s lacks %q", task, strings.TrimSpace(w))
+				}
+			}
+		}
+		io.WriteString(stdin, "written\n")
+		stdin.Close()
+		rest, _ := io.ReadAll(stdout)
+		err = cmd.Wait()
+		if got := exitOf(err); got != 3 || len(rest) != 0 || errb.String() != "err\n" {
+			t.Errorf("exit %d (%v), more stdout %q, stderr %q; want 3, nothing more, \"err\\n\"", got, err, rest, errb.String())
+		}
+		if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
+			t.Errorf("file written in the rw share: %q, %v", b, err)
+		}
+		if logs, _ := filepath.Glob(filepath.Join(state, "corral-exec-*.log")); len(logs) > 0 {
+			t.Errorf("console logs left behind: %q", logs)
+		}
+
+	})
 }
 
 // TestExecVMWarm: the first corral exec boots and builds the warm
