@@ -528,7 +528,13 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 
 	var warm *agentvm.Warm
 	if !o.cold {
-		if dir, err := d.warmDir(); err != nil {
+		dir, err := d.warmDir()
+		if err == nil {
+			// Landlock's rule for it needs it to exist, also when this
+			// machine boots cold (agentvm makes it only for a warm one).
+			err = os.MkdirAll(dir, 0o700)
+		}
+		if err != nil {
 			mc.Logger.Info("warm: booting cold", "err", err)
 		} else {
 			warm = &agentvm.Warm{Dir: dir, Version: version}

@@ -275,6 +275,7 @@ type execHarness struct {
 	sigsSet chan struct{}
 	sigOnce sync.Once
 	kernel  string
+	warmDir string // not made: corral exec makes it
 }
 
 func newExecHarness(t *testing.T) *execHarness {
@@ -282,7 +283,8 @@ func newExecHarness(t *testing.T) *execHarness {
 	g := &fakeGuest{srv: agent.NewServer(agent.Config{}), ctx: ctx, cancel: cancel}
 	t.Cleanup(func() { cancel(); g.wg.Wait() })
 	h := &execHarness{t: t, env: map[string]string{}, guest: g, sigsSet: make(chan struct{}),
-		kernel: testkernel.WriteBzImage(t, testkernel.BzImage{CmdlineSize: 2047})}
+		kernel:  testkernel.WriteBzImage(t, testkernel.BzImage{CmdlineSize: 2047}),
+		warmDir: filepath.Join(t.TempDir(), "cache", "corral", "warm")}
 	h.startFn = func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
 		g.cfg = cfg
 		fmt.Fprintln(cfg.Machine.Console, "fake boot")
@@ -303,7 +305,7 @@ func (h *execHarness) deps() execDeps {
 			h.warm = warm
 			return h.startFn(ctx, cfg)
 		},
-		warmDir: func() (string, error) { return "/fake/cache/corral/warm", nil },
+		warmDir: func() (string, error) { return h.warmDir, nil },
 		signals: func(c chan<- os.Signal) func() {
 			h.sigOnce.Do(func() {
 				h.sigs = c
@@ -539,8 +541,13 @@ func TestExecFakeWarmByDefault(t *testing.T) {
 	if code, stderr := h.run(nil, io.Discard, "true"); code != 0 {
 		t.Fatalf("status %d: %s", code, stderr)
 	}
-	if h.warm == nil || h.warm.Dir != "/fake/cache/corral/warm" || h.warm.Version != version {
+	if h.warm == nil || h.warm.Dir != h.warmDir || h.warm.Version != version {
 		t.Errorf("warm %+v, want the cache directory and version %q", h.warm, version)
+	}
+	// It exists before the machine starts: the sandbox's Landlock rule for
+	// it needs it, also for a machine that then boots cold (a NIC).
+	if fi, err := os.Stat(h.warmDir); err != nil || !fi.IsDir() {
+		t.Errorf("cache directory not made: %v", err)
 	}
 	h = newExecHarness(t)
 	if code, stderr := h.run(nil, io.Discard, "--cold", "true"); code != 0 {
