@@ -80,21 +80,7 @@ func WriteInitramfs(w io.Writer, busybox []byte, init string) error {
 		cpio.Directory("proc", 0o755),
 		cpio.Directory(strings.TrimPrefix(ShareGuest, "/"), 0o755),
 	}
-	bw := bufio.NewWriter(w)
-	cw := cpio.Newc.Writer(bw)
-	for i, r := range recs {
-		r.Ino, r.NLink = uint64(i+1), 1
-		if err := cw.WriteRecord(r); err != nil {
-			return fmt.Errorf("agentvsqemu: initramfs %s: %w", r.Name, err)
-		}
-	}
-	if err := cpio.WriteTrailer(cw); err != nil {
-		return fmt.Errorf("agentvsqemu: initramfs trailer: %w", err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("agentvsqemu: writing initramfs: %w", err)
-	}
-	return nil
+	return writeCPIO(w, recs)
 }
 
 // QEMU describes one QEMU guest.
@@ -311,4 +297,24 @@ func Ratio(a, b Stats) string {
 		return "n/a"
 	}
 	return fmt.Sprintf("%.2f×", a.Median/b.Median)
+}
+
+// writeCPIO writes recs as a newc archive with its trailer, numbering
+// their inodes.
+func writeCPIO(w io.Writer, recs []cpio.Record) error {
+	bw := bufio.NewWriter(w)
+	cw := cpio.Newc.Writer(bw)
+	for i, r := range recs {
+		r.Ino, r.NLink = uint64(i+1), 1
+		if err := cw.WriteRecord(r); err != nil {
+			return fmt.Errorf("agentvsqemu: initramfs %s: %w", r.Name, err)
+		}
+	}
+	if err := cpio.WriteTrailer(cw); err != nil {
+		return fmt.Errorf("agentvsqemu: initramfs trailer: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("agentvsqemu: writing initramfs: %w", err)
+	}
+	return nil
 }

@@ -120,21 +120,7 @@ func WriteMQInitramfs(w io.Writer, busybox, tcpsend []byte, init string) error {
 		cpio.CharDev("dev/console", 0o600, 5, 1),
 		cpio.StaticRecord([]byte(init), cpio.Info{Name: "init", Mode: cpio.S_IFREG | 0o755}),
 	}
-	bw := bufio.NewWriter(w)
-	cw := cpio.Newc.Writer(bw)
-	for i, r := range recs {
-		r.Ino, r.NLink = uint64(i+1), 1
-		if err := cw.WriteRecord(r); err != nil {
-			return fmt.Errorf("agentvsqemu: initramfs %s: %w", r.Name, err)
-		}
-	}
-	if err := cpio.WriteTrailer(cw); err != nil {
-		return fmt.Errorf("agentvsqemu: initramfs trailer: %w", err)
-	}
-	if err := bw.Flush(); err != nil {
-		return fmt.Errorf("agentvsqemu: writing initramfs: %w", err)
-	}
-	return nil
+	return writeCPIO(w, recs)
 }
 
 // MQQEMU is QEMU's side of TestLinuxMQ.
