@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +54,8 @@ type Cmd struct {
 	Stdin io.Reader
 	// Stdout and Stderr receive the command's output as it comes; nil
 	// discards it. Writes to them hold the command back, never lose data.
+	// When both are the same writer (and its type is comparable), one
+	// Write at a time is made to it, as os/exec does.
 	Stdout, Stderr io.Writer
 	// Credential, when set, runs the command as that user and group.
 	Credential *Credential
@@ -247,8 +250,13 @@ func (c *Cmd) Start() error {
 	c.conn.SetDeadline(time.Time{})
 
 	c.readerDone = make(chan struct{})
+	outs := []io.Writer{c.Stdout, c.Stderr}
+	if sameWriter(c.Stdout, c.Stderr) {
+		w := &serialWriter{w: c.Stdout}
+		outs = []io.Writer{w, w}
+	}
 	for i, s := range []proto.Stream{proto.StreamStdout, proto.StreamStderr} {
-		w := []io.Writer{c.Stdout, c.Stderr}[i]
+		w := outs[i]
 		if w == nil {
 			w = io.Discard
 		}
@@ -868,6 +876,28 @@ func (w *capWriter) Write(p []byte) (int, error) {
 		w.b.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
+}
+
+// sameWriter reports whether a and b are one writer, as os/exec decides
+// it: equal, with a comparable dynamic type.
+func sameWriter(a, b io.Writer) bool {
+	if a == nil || b == nil || !reflect.TypeOf(a).Comparable() || reflect.TypeOf(a) != reflect.TypeOf(b) {
+		return false
+	}
+	return a == b
+}
+
+// serialWriter makes one Write at a time to w: Stdout and Stderr when they
+// are the same writer, each written by its own goroutine.
+type serialWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (w *serialWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.w.Write(p)
 }
 
 // lockedWriter serialises the two output writers of CombinedOutput.

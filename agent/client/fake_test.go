@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -152,5 +154,52 @@ func TestStartErrorAfterBrokenPipe(t *testing.T) {
 		if !errors.Is(err, &proto.Error{Code: proto.CodeStart}) || !strings.Contains(err.Error(), "not found") {
 			t.Errorf("writes ok before EPIPE %d: Start: %v, want the agent's refusal", ok, err)
 		}
+	}
+}
+
+// overlapWriter records whether two Writes were ever in progress at once.
+type overlapWriter struct {
+	in      atomic.Int32
+	overlap atomic.Bool
+	mu      sync.Mutex
+	b       bytes.Buffer
+}
+
+func (w *overlapWriter) Write(p []byte) (int, error) {
+	if w.in.Add(1) > 1 {
+		w.overlap.Store(true)
+	}
+	time.Sleep(200 * time.Microsecond) // widen the window
+	w.mu.Lock()
+	w.b.Write(p)
+	w.mu.Unlock()
+	w.in.Add(-1)
+	return len(p), nil
+}
+
+// With Stdout and Stderr the same writer, it gets one Write at a time (as
+// os/exec promises), while the two streams arrive interleaved.
+func TestSameWriterOneWriteAtATime(t *testing.T) {
+	fs := []proto.Frame{hello(proto.Version), {Type: proto.TypeStarted, Payload: proto.AppendU32(nil, 7)}}
+	for range 40 {
+		fs = append(fs,
+			proto.Frame{Type: proto.TypeData, Stream: proto.StreamStdout, Payload: []byte("o")},
+			proto.Frame{Type: proto.TypeData, Stream: proto.StreamStderr, Payload: []byte("e")})
+	}
+	fs = append(fs,
+		proto.Frame{Type: proto.TypeClose, Stream: proto.StreamStdout},
+		proto.Frame{Type: proto.TypeClose, Stream: proto.StreamStderr},
+		proto.Frame{Type: proto.TypeExit, Payload: proto.Exit{}.Append(nil)})
+	w := &overlapWriter{}
+	c := Command(fakeAgent(frames(t, fs...)), "x")
+	c.Stdout, c.Stderr = w, w
+	if err := c.Run(); err != nil {
+		t.Fatal(err)
+	}
+	if w.overlap.Load() {
+		t.Error("two Writes at once to the writer that is both Stdout and Stderr")
+	}
+	if got := w.b.Len(); got != 80 {
+		t.Errorf("%d bytes written, want 80", got)
 	}
 }
