@@ -25,14 +25,8 @@ func hostResolved(e *proto.Exec, mounts []string) (string, bool) {
 	if e.Resolved == "" || e.Env == nil || strings.Contains(e.Path, "/") {
 		return "", false
 	}
-	path := defaultPath
-	for _, kv := range e.Env {
-		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
-			path = v
-		}
-	}
 	found := false
-	for _, d := range filepath.SplitList(path) {
+	for _, d := range filepath.SplitList(searchPath(e.Env)) {
 		if d == "" || !filepath.IsAbs(d) {
 			return "", false
 		}

@@ -137,15 +137,7 @@ func lookPath(file string, env []string, dir string) (string, error) {
 	if strings.Contains(file, "/") {
 		return file, nil
 	}
-	path, ok := "", false
-	for _, kv := range env {
-		if v, found := strings.CutPrefix(kv, "PATH="); found {
-			path, ok = v, true
-		}
-	}
-	if !ok {
-		path = defaultPath
-	}
+	path := searchPath(env)
 	for _, d := range filepath.SplitList(path) {
 		if d == "" {
 			d = "."
@@ -159,6 +151,18 @@ func lookPath(file string, env []string, dir string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("agent: %q: executable file not found in $PATH (%s)", file, path)
+}
+
+// searchPath is the PATH a command with environment env is looked up in:
+// its last PATH= entry, else defaultPath.
+func searchPath(env []string) string {
+	path := defaultPath
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "PATH="); ok {
+			path = v
+		}
+	}
+	return path
 }
 
 // wait waits for the command to end and reports how.

@@ -153,15 +153,18 @@ func (c *Cmd) Output() ([]byte, error) {
 }
 
 // CombinedOutput runs the command and returns its standard output and
-// standard error together, in the order the client received them.
+// standard error together: each stream's bytes in order, the two
+// interleaved as their writers ran (not necessarily as the guest wrote
+// them).
 func (c *Cmd) CombinedOutput() ([]byte, error) {
 	if c.Stdout != nil || c.Stderr != nil {
 		return nil, errors.New("client: Stdout or Stderr already set")
 	}
-	w := &lockedWriter{}
-	c.Stdout, c.Stderr = w, w
+	// One writer for both: Start makes one Write at a time to it.
+	var b bytes.Buffer
+	c.Stdout, c.Stderr = &b, &b
 	err := c.Run()
-	return w.b.Bytes(), err
+	return b.Bytes(), err
 }
 
 // Pid is the command's process id in the guest, once started.
@@ -898,16 +901,4 @@ func (w *serialWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.w.Write(p)
-}
-
-// lockedWriter serialises the two output writers of CombinedOutput.
-type lockedWriter struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (w *lockedWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.b.Write(p)
 }

@@ -169,18 +169,9 @@ func (q MQQEMU) Args() []string {
 	return args
 }
 
-// Phase is one phase's result line.
-type Phase struct {
-	Status     int
-	Start, End float64 // guest uptime, seconds
-	Bytes      int64
-}
-
-// Seconds is the phase's guest time.
-func (p Phase) Seconds() float64 { return p.End - p.Start }
-
-// MiBps is the phase's rate on the guest's clock.
-func (p Phase) MiBps() float64 { return float64(p.Bytes) / (1 << 20) / p.Seconds() }
+// Phase is one phase's result line: status, guest uptimes and bytes, as
+// ReadCmd's.
+type Phase = ReadResult
 
 // MQInfo is the guest's report of itself.
 type MQInfo struct {
