@@ -77,11 +77,19 @@ func run(t testing.TB, script []byte) (string, error) {
 	return out.String(), err
 }
 
+// Each stream's bytes reach its own writer; how stdout and stderr
+// interleave in one shared writer is up to their two writer goroutines, so
+// the streams are checked apart.
 func TestFakeAgentGood(t *testing.T) {
-	out, err := run(t, goodSession(t))
+	var out, errb bytes.Buffer
+	c := Command(fakeAgent(goodSession(t)), "x")
+	c.Stdin = strings.NewReader("some input")
+	c.Stdout, c.Stderr = &out, &errb
+	c.Window = 64
+	err := c.Run()
 	var ee *ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 2 || out != "outerr" {
-		t.Fatalf("got %q, %v", out, err)
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || out.String() != "out" || errb.String() != "err" {
+		t.Fatalf("got stdout %q, stderr %q, %v", out.String(), errb.String(), err)
 	}
 }
 
