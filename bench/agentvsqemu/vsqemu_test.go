@@ -112,6 +112,8 @@ func (s setup) initrd(t *testing.T, name, init string) string {
 type result struct {
 	wall    time.Duration // fork/exec to reaped
 	cpu     time.Duration // user + system of the process
+	minflt  int64         // the process's minor page faults (guest memory's first touches among them)
+	majflt  int64         // and major ones
 	stdout  []byte
 	console []byte // corral: its --console file; QEMU: its stdout
 	// hugeMiB and rssMiB are the most AnonHugePages and Rss of the process

@@ -61,7 +61,7 @@ func TestWarmExec(t *testing.T) {
 	if err != nil {
 		t.Fatalf("first warm exec: %v", err)
 	}
-	var warm, cold, wCPU, cCPU []float64
+	var warm, cold, wCPU, cCPU, wFlt, cFlt []float64
 	for i := 0; i < *flagRuns; i++ {
 		steps := []func(){
 			func() {
@@ -70,7 +70,7 @@ func TestWarmExec(t *testing.T) {
 					t.Errorf("round %d: warm: %v", i, err)
 					return
 				}
-				warm, wCPU = append(warm, ms(r.wall)), append(wCPU, ms(r.cpu))
+				warm, wCPU, wFlt = append(warm, ms(r.wall)), append(wCPU, ms(r.cpu)), append(wFlt, float64(r.minflt))
 			},
 			func() {
 				r, err := s.warmExec(t, "", "--cold")
@@ -78,7 +78,7 @@ func TestWarmExec(t *testing.T) {
 					t.Errorf("round %d: cold: %v", i, err)
 					return
 				}
-				cold, cCPU = append(cold, ms(r.wall)), append(cCPU, ms(r.cpu))
+				cold, cCPU, cFlt = append(cold, ms(r.wall)), append(cCPU, ms(r.cpu)), append(cFlt, float64(r.minflt))
 			},
 		}
 		if i%2 == 1 {
@@ -98,12 +98,12 @@ func TestWarmExec(t *testing.T) {
 		}
 	}
 	table("warm exec: `corral exec -- true`, process start to exit (issue 13: warm <= 1/20 of cold: "+verdict+")",
-		[]string{"row", "start→exit ms", "VMM CPU ms"},
+		[]string{"row", "start→exit ms", "VMM CPU ms", "minor page faults"},
 		[][]string{
-			{"first exec (boot + snapshot)", Summarize([]float64{ms(first.wall)}).Format(0), Summarize([]float64{ms(first.cpu)}).Format(0)},
-			{"warm (restore)", w.Format(0), Summarize(wCPU).Format(0)},
-			{"cold (--cold)", c.Format(0), Summarize(cCPU).Format(0)},
-			{"ratio warm/cold", Ratio(w, c), Ratio(Summarize(wCPU), Summarize(cCPU))},
+			{"first exec (boot + snapshot)", Summarize([]float64{ms(first.wall)}).Format(0), Summarize([]float64{ms(first.cpu)}).Format(0), Summarize([]float64{float64(first.minflt)}).Format(0)},
+			{"warm (restore)", w.Format(0), Summarize(wCPU).Format(0), Summarize(wFlt).Format(0)},
+			{"cold (--cold)", c.Format(0), Summarize(cCPU).Format(0), Summarize(cFlt).Format(0)},
+			{"ratio warm/cold", Ratio(w, c), Ratio(Summarize(wCPU), Summarize(cCPU)), Ratio(Summarize(wFlt), Summarize(cFlt))},
 		})
 }
 
@@ -128,6 +128,7 @@ func (s setup) warmExec(t *testing.T, want string, args ...string) (result, erro
 	if cmd.ProcessState != nil {
 		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
 			r.cpu = time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+			r.minflt, r.majflt = ru.Minflt, ru.Majflt
 		}
 	}
 	r.console, _ = os.ReadFile(con)
@@ -136,7 +137,7 @@ func (s setup) warmExec(t *testing.T, want string, args ...string) (result, erro
 	}
 	log := stderr.String()
 	if *flagExecLog == "debug" {
-		t.Logf("corral exec %q (%v):\n%s\nits console ends:\n%s", args, r.wall.Round(time.Millisecond), log, tail(r.console, 12))
+		t.Logf("corral exec %q (%v, %d minor and %d major page faults):\n%s\nits console ends:\n%s", args, r.wall.Round(time.Millisecond), r.minflt, r.majflt, log, tail(r.console, 12))
 	}
 	built, restored := strings.Contains(log, "warm: built"), strings.Contains(log, "warm: restored")
 	if (want == "" && (built || restored)) || (want != "" && !strings.Contains(log, want)) {
