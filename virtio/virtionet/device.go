@@ -104,6 +104,7 @@ import (
 
 	"github.com/corral-vmm/corral/internal/guestlog"
 	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -153,6 +154,7 @@ type Device struct {
 
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
 	active atomic.Pointer[run] // the running goroutines, for Notify
+	kicks  txKicks             // what the transmit goroutines sleep on
 
 	// queues are the backend's queues, one per queue pair: the device offers
 	// max_virtqueue_pairs = len(queues), and MQ when that is two or more.
@@ -284,6 +286,9 @@ func (r *run) stopPair(i int) {
 	}
 	p.serving.Store(false)
 	p.cancel()
+	if p.tx != nil {
+		r.d.kicks.signal(i) // it sleeps in a read of the eventfd, not a select
+	}
 	q := r.d.queues[i]
 	err := q.SetDeadline(time.Now())
 	p.wg.Wait()
@@ -375,6 +380,7 @@ func New(cfg Config) (*Device, error) {
 		}
 		d.features |= FMQ
 	}
+	d.kicks.fds = make([]*kickfd.FD, len(d.queues))
 	d.ctrl = defaultCtrl(0, d.mac)
 	d.common = virtio.NewCommon("virtio-net", d.features, d.NumQueues(), qs)
 	copy(d.config[cfgMAC:], d.mac[:])
@@ -534,8 +540,12 @@ func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 			r.ctrl = newController(d, q, a, r)
 			r.ctrl.qidx = r.ctrlQ
 		}
+		if err := d.kicks.hand(r); err != nil {
+			return err
+		}
 		if err := r.start(); err != nil {
 			d.halt(r)
+			d.kicks.idle()
 			return err
 		}
 		d.active.Store(r)
@@ -543,9 +553,12 @@ func (d *Device) Activate(ctx context.Context, a virtio.Activation) error {
 	})
 }
 
-// Notify wakes the goroutine of queue q. It never blocks and ignores queues
-// that are not running. A kick of a pair beyond those the driver set with
-// VQ_PAIRS_SET is counted (IdleQueueKicks) and ignored.
+// Notify wakes the goroutine of queue q (for a transmit queue: signals its
+// kick eventfd). It never blocks and ignores queues that are not running.
+// A kick of a pair beyond those the driver set with VQ_PAIRS_SET is counted
+// (IdleQueueKicks) and ignored; kicks KVM signals on a transmit eventfd the
+// device took are not seen while the pair is idle, so they are not counted
+// (the pair drains its queue when it is served again).
 func (d *Device) Notify(q int) {
 	r := d.active.Load()
 	if r == nil || q < 0 {
@@ -568,7 +581,8 @@ func (d *Device) Notify(q int) {
 		case q%2 == 0 && p.rx != nil:
 			kick = p.rx.kick
 		case q%2 == 1 && p.tx != nil:
-			kick = p.tx.kick
+			d.kicks.signal(q / 2)
+			return
 		default:
 			return
 		}
@@ -598,6 +612,7 @@ func (d *Device) Reset() error {
 
 // stop ends the running activation's goroutines.
 func (d *Device) stop() error {
+	defer d.kicks.idle() // no transmitter waits on the eventfds any more
 	r := d.active.Swap(nil)
 	if r == nil {
 		return nil
@@ -612,6 +627,12 @@ func (d *Device) halt(r *run) error {
 		return nil // activated paused: never started
 	}
 	r.cancel()
+	// Wake the transmit goroutines asleep in a read of their eventfds.
+	for i, p := range r.pairs {
+		if p.tx != nil {
+			d.kicks.signal(i)
+		}
+	}
 	// Wake goroutines blocked in the backend; they see the context ended.
 	// Under r.mu, so that a VQ_PAIRS_SET under way does not clear these
 	// deadlines behind us (it starts nothing on an ended context).
@@ -677,5 +698,11 @@ func (d *Device) Resume() error {
 	})
 }
 
-// Close stops the device and closes the backend.
-func (d *Device) Close() error { return d.common.Close(d.stop, d.be.Close) }
+// Close stops the device, closes the backend and the device's own kick
+// eventfds (the transport closes those it handed over once Close returns).
+func (d *Device) Close() error {
+	return d.common.Close(d.stop, func() error {
+		d.kicks.release()
+		return d.be.Close()
+	})
+}

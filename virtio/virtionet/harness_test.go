@@ -133,6 +133,10 @@ type opts struct {
 	// pairs > 1 gives the device a MultiQueue backend of that many socket
 	// pairs (testMQ), so it offers MQ.
 	pairs int
+	// takeKicks hands the device an eventfd per transmit queue before the
+	// activation (virtio.KickWaiter), as the PCI transport does; kickTx
+	// writes it as KVM does on a guest kick.
+	takeKicks bool
 }
 
 // testMQ is a MultiQueue backend: queue 0 is the embedded testBackend,
@@ -235,6 +239,7 @@ type harness struct {
 	// is the control queue's index.
 	rxq, txq []*testdriver.Driver
 	ctrlQ    int
+	kickFDs  []int // with opts.takeKicks: each pair's transmit eventfd
 
 	mu     sync.Mutex
 	fails  []error
@@ -267,12 +272,23 @@ func newHarness(tb testing.TB, o opts) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
+	var kickFDs []int
+	if o.takeKicks {
+		offered, _ := dev.QueuePairs()
+		for i := range offered {
+			fd := newEventfd(tb) // closed after the device (cleanups run last-in first-out)
+			if !dev.TakeKick(2*i+1, fd) {
+				tb.Fatalf("the device refused transmit queue %d's eventfd", 2*i+1)
+			}
+			kickFDs = append(kickFDs, fd)
+		}
+	}
 	tb.Cleanup(func() {
 		if err := dev.Close(); err != nil {
 			tb.Errorf("Close: %v", err)
 		}
 	})
-	h := &harness{t: tb, dev: dev, be: be, mq: mq, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
+	h := &harness{kickFDs: kickFDs, t: tb, dev: dev, be: be, mq: mq, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
 		failed: make(chan struct{}, 16), feat: dev.Features() &^ o.drop}
 	h.activate()
 	return h

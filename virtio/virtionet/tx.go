@@ -6,6 +6,7 @@ import (
 	"log/slog"
 
 	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -25,8 +26,8 @@ type transmitter struct {
 	q       *queue.Queue
 	irq     virtio.Interrupt
 	fail    func(error)
-	kick    chan struct{}
-	rx      *receiver // the pair's, for frame handler replies; nil when its receive queue is off
+	kick    *kickfd.FD // what run sleeps on between drains (set by Activate)
+	rx      *receiver  // the pair's, for frame handler replies; nil when its receive queue is off
 	handler FrameHandler
 
 	vnet     bool    // the backend takes a virtio-net header in front of each frame
@@ -43,7 +44,6 @@ type transmitter struct {
 func newTransmitter(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver) *transmitter {
 	t := &transmitter{
 		d: d, be: d.be, qidx: TxQueue, q: q, irq: a.Interrupt, fail: a.Fail, rx: rx, handler: d.handler,
-		kick:     make(chan struct{}, 1),
 		vnet:     d.be.VnetHdr(),
 		hostOff:  hostOffload(a.Features),
 		maxFrame: d.mtu + frameOverhead,
@@ -59,18 +59,23 @@ func newTransmitter(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver
 }
 
 // run drains the queue at start (the driver may have queued frames before
-// DRIVER_OK) and after every kick, until ctx ends or the guest breaks the
-// protocol.
+// DRIVER_OK, while the device was paused or while the pair was idle) and
+// after every kick, until ctx ends or the guest breaks the protocol. It
+// sleeps in a read of the kick eventfd, so a guest kick wakes this
+// goroutine's thread and the frames are sent where it wakes; whoever ends
+// ctx signals the eventfd.
 func (t *transmitter) run(ctx context.Context) {
 	for {
 		if err := t.drain(ctx); err != nil {
 			t.failed(err)
 			return
 		}
-		select {
-		case <-ctx.Done():
+		if ctx.Err() != nil {
 			return
-		case <-t.kick:
+		}
+		if err := t.kick.Wait(); err != nil {
+			t.failed(err)
+			return
 		}
 	}
 }

@@ -1,0 +1,108 @@
+package virtionet
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
+)
+
+var _ virtio.KickWaiter = (*Device)(nil)
+
+// txKicks holds what each pair's transmit goroutine sleeps on between
+// drains: the transmit queue's kick eventfd that the transport handed over
+// (virtio.KickWaiter: KVM signals it on a guest kick) or one of the
+// device's own, made at the first activation. Notify and the stop paths
+// signal it; nothing on a per-frame host path does (the frame handler's
+// replies go the other way, to the receive queue), so no host goroutine
+// pays an eventfd write per frame.
+//
+// Only transmit queues are taken: their indices (odd, below 2N) are
+// transmit queues whether or not the driver negotiates MQ, while queue 2
+// is the control queue without MQ and receiveq2 with it.
+type txKicks struct {
+	mu     sync.RWMutex
+	fds    []*kickfd.FD // one per queue pair
+	inUse  bool         // an activation's transmitters hold them: TakeKick refuses
+	closed bool         // Close released them
+}
+
+// TakeKick implements virtio.KickWaiter for the transmit queues (odd q
+// below 2 × max_virtqueue_pairs): that pair's transmit goroutine waits on
+// fd from the next activation on. Refused for every other queue (the
+// transport reads those and calls Notify), while the device is active, and
+// after Close.
+func (d *Device) TakeKick(q int, fd int) bool {
+	k := &d.kicks
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	i := q / 2
+	if k.closed || k.inUse || q < 0 || q%2 != 1 || i >= len(k.fds) || (k.fds[i] != nil && !k.fds[i].Own()) {
+		return false
+	}
+	fdk, err := kickfd.Adopt(fd)
+	if err != nil {
+		d.log.Error("virtio-net: kick eventfd; kicks go through Notify", "queue", q, "err", err)
+		return false
+	}
+	if old := k.fds[i]; old != nil {
+		old.Close()
+	}
+	k.fds[i] = fdk
+	return true
+}
+
+// hand gives each transmitter of r its pair's eventfd, making the device's
+// own where the transport handed none over, and marks them in use.
+func (k *txKicks) hand(r *run) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for i, p := range r.pairs {
+		if p.tx == nil {
+			continue
+		}
+		if k.fds[i] == nil {
+			fd, err := kickfd.New()
+			if err != nil {
+				return fmt.Errorf("virtio-net: transmit queue %d: %w", 2*i+1, err)
+			}
+			k.fds[i] = fd
+		}
+		p.tx.kick = k.fds[i]
+	}
+	k.inUse = true
+	return nil
+}
+
+// signal wakes pair i's transmit goroutine (or its next wait). It cannot
+// fail on an open eventfd; after Close it does nothing.
+func (k *txKicks) signal(i int) {
+	k.mu.RLock()
+	if i < len(k.fds) && k.fds[i] != nil {
+		k.fds[i].Signal()
+	}
+	k.mu.RUnlock()
+}
+
+// idle records that no transmitter waits on the eventfds any more: TakeKick
+// may replace them.
+func (k *txKicks) idle() {
+	k.mu.Lock()
+	k.inUse = false
+	k.mu.Unlock()
+}
+
+// release closes the device's own eventfds (the transport closes those it
+// handed over once Close has returned); later TakeKicks are refused.
+func (k *txKicks) release() {
+	k.mu.Lock()
+	for i, fd := range k.fds {
+		if fd != nil {
+			fd.Close()
+			k.fds[i] = nil
+		}
+	}
+	k.closed = true
+	k.mu.Unlock()
+}
