@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"reflect"
 	"sync"
 	"syscall"
 	"time"
@@ -54,8 +53,9 @@ type Cmd struct {
 	Stdin io.Reader
 	// Stdout and Stderr receive the command's output as it comes; nil
 	// discards it. Writes to them hold the command back, never lose data.
-	// When both are the same writer (and its type is comparable), one
-	// Write at a time is made to it, as os/exec does.
+	// When both are the same writer (and its type is comparable), it gets
+	// one Write at a time, of the two streams' bytes in the order the
+	// agent sent them, as with os/exec.
 	Stdout, Stderr io.Writer
 	// Credential, when set, runs the command as that user and group.
 	Credential *Credential
@@ -153,14 +153,12 @@ func (c *Cmd) Output() ([]byte, error) {
 }
 
 // CombinedOutput runs the command and returns its standard output and
-// standard error together: each stream's bytes in order, the two
-// interleaved as their writers ran (not necessarily as the guest wrote
-// them).
+// standard error together, in the order the agent sent them.
 func (c *Cmd) CombinedOutput() ([]byte, error) {
 	if c.Stdout != nil || c.Stderr != nil {
 		return nil, errors.New("client: Stdout or Stderr already set")
 	}
-	// One writer for both: Start makes one Write at a time to it.
+	// One writer for both: its bytes come in arrival order.
 	var b bytes.Buffer
 	c.Stdout, c.Stderr = &b, &b
 	err := c.Run()
@@ -169,18 +167,6 @@ func (c *Cmd) CombinedOutput() ([]byte, error) {
 
 // Pid is the command's process id in the guest, once started.
 func (c *Cmd) Pid() int { return c.pid }
-
-// outStream holds one output stream's bytes between the connection and
-// the caller's writer.
-type outStream struct {
-	stream   proto.Stream
-	w        io.Writer
-	buf      []byte
-	owed     uint64 // credit granted and not used yet
-	closed   bool   // the agent sent Close
-	writeErr error
-	maxBuf   int
-}
 
 // Stats are a Cmd's flow-control counters.
 type Stats struct {
@@ -253,24 +239,9 @@ func (c *Cmd) Start() error {
 	c.conn.SetDeadline(time.Time{})
 
 	c.readerDone = make(chan struct{})
-	outs := []io.Writer{c.Stdout, c.Stderr}
-	if sameWriter(c.Stdout, c.Stderr) {
-		w := &serialWriter{w: c.Stdout}
-		outs = []io.Writer{w, w}
-	}
-	for i, s := range []proto.Stream{proto.StreamStdout, proto.StreamStderr} {
-		w := outs[i]
-		if w == nil {
-			w = io.Discard
-		}
-		o := &outStream{stream: s, w: w, owed: uint64(win)}
-		c.outs[i] = o
-		if c.TTY && s == proto.StreamStderr {
-			o.closed = true // a terminal has one output
-			continue
-		}
+	for _, q := range c.openOutputs(win) {
 		c.writers.Add(1)
-		go c.writeOut(o)
+		go c.writeOut(q)
 	}
 	go c.readLoop()
 	if c.Stdin != nil {
@@ -633,67 +604,6 @@ func (c *Cmd) readFrames() error {
 	}
 }
 
-// deliver queues a Data frame for its writer, or marks the stream's end.
-func (c *Cmd) deliver(f proto.Frame) error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	o := c.outs[0]
-	if f.Stream == proto.StreamStderr {
-		o = c.outs[1]
-	}
-	if o.closed {
-		return fmt.Errorf("client: agent sent %s on %s after closing it: %w", f.Type, o.stream, proto.ErrProtocol)
-	}
-	c.cond.Broadcast()
-	if f.Type == proto.TypeClose {
-		o.closed = true
-		return nil
-	}
-	if uint64(len(f.Payload)) > o.owed {
-		return fmt.Errorf("client: agent sent %d bytes on %s with %d bytes of credit: %w", len(f.Payload), o.stream, o.owed, proto.ErrProtocol)
-	}
-	o.owed -= uint64(len(f.Payload))
-	if len(o.buf) == 0 {
-		o.buf = o.buf[:0]
-	}
-	o.buf = append(o.buf, f.Payload...)
-	o.maxBuf = max(o.maxBuf, len(o.buf))
-	return nil
-}
-
-// writeOut passes one stream's bytes to the caller's writer and returns
-// the credit once the writer has taken them.
-func (c *Cmd) writeOut(o *outStream) {
-	defer c.writers.Done()
-	chunk := make([]byte, proto.MaxData)
-	for {
-		c.mu.Lock()
-		for len(o.buf) == 0 && !o.closed && !c.finished && c.fail == nil {
-			c.cond.Wait()
-		}
-		if len(o.buf) == 0 || (c.fail != nil && c.exit == nil) {
-			// Drained after the end, or the session failed: what is left
-			// has no one to go to.
-			c.mu.Unlock()
-			return
-		}
-		n := copy(chunk, o.buf)
-		o.buf = o.buf[n:]
-		c.mu.Unlock()
-		if o.writeErr == nil {
-			if _, err := o.w.Write(chunk[:n]); err != nil {
-				o.writeErr = fmt.Errorf("client: writing %s of %s: %w", o.stream, c.Path, err)
-			}
-		}
-		c.mu.Lock()
-		o.owed += uint64(n)
-		c.mu.Unlock()
-		// A failed writer still returns credit, so the command is not
-		// held forever; its output is dropped and Wait reports the error.
-		c.w.Send(proto.TypeCredit, o.stream, proto.AppendU32(nil, uint32(n)))
-	}
-}
-
 // feedStdin copies Stdin to the agent within its credit.
 func (c *Cmd) feedStdin() {
 	buf := make([]byte, proto.MaxData)
@@ -764,8 +674,8 @@ func (c *Cmd) wait() error {
 		return ee
 	}
 	for _, o := range c.outs {
-		if o.writeErr != nil {
-			return o.writeErr
+		if o.q != nil && o.q.writeErr != nil {
+			return o.q.writeErr
 		}
 	}
 	if c.killed {
@@ -879,26 +789,4 @@ func (w *capWriter) Write(p []byte) (int, error) {
 		w.b.Write(p[:min(len(p), room)])
 	}
 	return len(p), nil
-}
-
-// sameWriter reports whether a and b are one writer, as os/exec decides
-// it: equal, with a comparable dynamic type.
-func sameWriter(a, b io.Writer) bool {
-	if a == nil || b == nil || !reflect.TypeOf(a).Comparable() || reflect.TypeOf(a) != reflect.TypeOf(b) {
-		return false
-	}
-	return a == b
-}
-
-// serialWriter makes one Write at a time to w: Stdout and Stderr when they
-// are the same writer, each written by its own goroutine.
-type serialWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (w *serialWriter) Write(p []byte) (int, error) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	return w.w.Write(p)
 }

@@ -77,9 +77,8 @@ func run(t testing.TB, script []byte) (string, error) {
 	return out.String(), err
 }
 
-// Each stream's bytes reach its own writer; how stdout and stderr
-// interleave in one shared writer is up to their two writer goroutines, so
-// the streams are checked apart.
+// Each stream's bytes reach its own writer (TestCombinedOutputOrder checks
+// the two in one shared writer).
 func TestFakeAgentGood(t *testing.T) {
 	var out, errb bytes.Buffer
 	c := Command(fakeAgent(goodSession(t)), "x")
