@@ -11,7 +11,8 @@ import (
 )
 
 // txBatch is how many chains the transmit goroutine completes before it
-// signals the guest in the middle of a long drain.
+// publishes them (one used idx store) and signals the guest in the middle
+// of a long drain.
 const txBatch = 64
 
 // errStopped ends a drain when Reset interrupted a backend write.
@@ -35,6 +36,8 @@ type transmitter struct {
 	maxFrame int     // largest frame without GSO
 
 	chain queue.Chain
+	used  [txBatch]queue.Used // the batch's completions, published at once
+	nused int
 	buf   []byte // one chain's header and frame, copied out of guest memory
 	out   []byte // header space, then the handler's reply
 }
@@ -93,17 +96,19 @@ func (t *transmitter) failed(err error) {
 }
 
 // drain sends every available frame, signals the driver, and re-arms
-// notifications, looping when frames arrived meanwhile.
+// notifications, looping when frames arrived meanwhile. Completions are
+// published in batches of up to txBatch with one used idx store, each
+// followed by one interrupt decision; every path out publishes what was
+// sent, so nothing taken stays in flight.
 func (t *transmitter) drain(ctx context.Context) error {
 	for {
 		if err := t.q.DisableNotifications(); err != nil {
 			return err
 		}
-		done := 0
 		for ctx.Err() == nil {
 			ok, err := t.q.Pop(&t.chain)
 			if err != nil {
-				return err
+				return errors.Join(err, t.publish())
 			}
 			if !ok {
 				break
@@ -113,23 +118,27 @@ func (t *transmitter) drain(ctx context.Context) error {
 					// Return the chain even so (the frame is lost, as a
 					// NIC drops one): a Pause leaves nothing in flight.
 					t.d.counts.inc(cTxDropBackend)
-					if err := t.q.Push(&t.chain, 0); err != nil {
+					if err := t.complete(); err != nil {
 						return err
 					}
-					t.interrupt()
-					return nil
+					return t.flush()
 				}
+				perr := t.publish()
 				t.q.Fail(err)
+				return errors.Join(err, perr)
+			}
+			if err := t.complete(); err != nil {
 				return err
 			}
-			if err := t.q.Push(&t.chain, 0); err != nil {
-				return err
-			}
-			if done++; done%txBatch == 0 {
-				t.interrupt()
+			if t.nused == txBatch {
+				if err := t.flush(); err != nil {
+					return err
+				}
 			}
 		}
-		t.interrupt()
+		if err := t.flush(); err != nil {
+			return err
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -138,6 +147,33 @@ func (t *transmitter) drain(ctx context.Context) error {
 			return err
 		}
 	}
+}
+
+// complete adds t.chain, sent (or dropped), to the batch to publish.
+func (t *transmitter) complete() error {
+	u, err := t.chain.Used(0)
+	if err != nil {
+		return err // cannot happen: 0 bytes written
+	}
+	t.used[t.nused] = u
+	t.nused++
+	return nil
+}
+
+// publish returns the batch's chains to the driver with one used idx store.
+func (t *transmitter) publish() error {
+	n := t.nused
+	t.nused = 0
+	return t.q.PushUsed(t.used[:n])
+}
+
+// flush publishes the batch and signals the driver if it wants to know.
+func (t *transmitter) flush() error {
+	if err := t.publish(); err != nil {
+		return err
+	}
+	t.interrupt()
+	return nil
 }
 
 func (t *transmitter) interrupt() {
