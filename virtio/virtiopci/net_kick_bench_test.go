@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/corral-vmm/corral/devices/pci"
+	"github.com/corral-vmm/corral/guestmem"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/testdriver"
 	"github.com/corral-vmm/corral/virtio/virtionet"
@@ -109,6 +110,7 @@ func benchNetTxKick(b *testing.B, burst int) {
 				continue
 			}
 			d.EnableInterrupts()
+			guestmem.Fence() // used_event before the used idx read, as virtio_mb() in Linux's enable_cb
 			if _, _, ok := d.Used(); ok {
 				done++
 				continue
