@@ -42,7 +42,7 @@ func main() {
 
 type options struct {
 	cache, kernelPkg, busybox, qemu, cpu, mem, consoleFile, run, accel, require string
-	linuxKernel, agent, l2Cmdline                                               string
+	linuxKernel, agent, l2Cmdline, l1Append                                     string
 	hostFiles, env                                                              string
 	smp, nice, heartbeat, stallRetries, failRetries                             int
 	timeout                                                                     time.Duration
@@ -74,6 +74,7 @@ func run() (int, error) {
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
 	flag.StringVar(&o.linuxKernel, "linux-kernel", pickAuto, "Linux kernel for L2 guests, $CORRAL_KERNEL in the VM: a path, auto ($CORRAL_KERNEL, else the cached plain test kernel if built) or none")
 	flag.StringVar(&o.agent, "agent", pickAuto, "static guest agent, $CORRAL_AGENT in the VM: a path, auto ($CORRAL_AGENT, else build cmd/corral-agent) or none")
+	flag.StringVar(&o.l1Append, "l1-append", "", "kernel parameters appended to the L1 kernel's command line")
 	flag.StringVar(&o.l2Cmdline, "l2-cmdline", "", "$CORRAL_TCGKVM_CMDLINE in the VM: kernel parameters Linux L2 guest fixtures append there")
 	flag.StringVar(&o.hostFiles, "host-files", "", "comma-separated host commands (PATH, /usr/sbin, /sbin) or files to ship at their host paths, with the libraries a dynamic executable needs (e.g. mkfs.ext4,debugfs,/etc/mke2fs.conf for tests/e2e)")
 	flag.StringVar(&o.env, "env", "", "comma-separated NAME=VALUE pairs to export in the VM before the tests run (e.g. CORRAL_SHIM=path for the shim's tests)")
@@ -401,7 +402,7 @@ func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, e
 		"-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio",
 		"-accel", o.accel, "-cpu", o.cpu, "-smp", strconv.Itoa(o.smp), "-m", o.mem,
 		"-no-reboot", "-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 quiet",
+		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet " + o.l1Append),
 	}
 	name := o.qemu
 	if o.nice > 0 {
