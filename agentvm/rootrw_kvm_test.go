@@ -25,9 +25,9 @@ func linuxGuest(t *testing.T) (vmlinux, cmdline, agentPath string) {
 	testenv.MustHaveKVM(t)
 	vmlinux = os.Getenv("CORRAL_KERNEL")
 	if vmlinux == "" {
-		_, vm, err := kernel.Find(false)
+		vm, c, err := kernel.FindHost()
 		if err != nil {
-			testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
+			testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or %s): %v", c.BuildHint(), err)
 		}
 		vmlinux = vm
 	}
@@ -39,9 +39,13 @@ func linuxGuest(t *testing.T) (vmlinux, cmdline, agentPath string) {
 			t.Fatal(err)
 		}
 	}
-	// Inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE holds what that emulator
+	// The host's test-kernel command line (the nested KVM's needs more);
+	// inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE adds what that emulator
 	// needs (README there).
-	cmdline = strings.TrimSpace(kernel.CmdlinePlain + " " + os.Getenv("CORRAL_TCGKVM_CMDLINE"))
+	cmdline, err := kernel.HostCmdline()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return vmlinux, cmdline, agentPath
 }
 

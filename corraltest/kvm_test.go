@@ -127,7 +127,7 @@ func TestStartMachineTParallel(t *testing.T) {
 }
 
 // linuxConfig returns a Config for the Linux test kernel: $CORRAL_KERNEL
-// (with kernel.CmdlinePlain), else the test kernel cached for this host,
+// (with the host's test-kernel command line), else the test kernel cached for this host,
 // with the host's root (the guest's commands are the host's) and, inside
 // tests/tcgkvm, the parameters $CORRAL_TCGKVM_CMDLINE adds there. Without
 // a kernel the test skips (fails with kernel in $CORRAL_REQUIRE).
@@ -136,7 +136,11 @@ func linuxConfig(t *testing.T) Config {
 	cfg := Config{Root: agentvm.RootHost()}
 	extra := os.Getenv("CORRAL_TCGKVM_CMDLINE")
 	if k := os.Getenv(KernelEnv); k != "" {
-		cfg.Machine = corral.Config{Kernel: k, Cmdline: strings.TrimSpace(kernel.CmdlinePlain + " " + extra)}
+		cmdline, err := kernel.HostCmdline()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Machine = corral.Config{Kernel: k, Cmdline: cmdline}
 		return cfg
 	}
 	if _, err := kernel.Script(); err != nil {

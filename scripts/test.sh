@@ -120,18 +120,22 @@ build_shim() {
 }
 # On the host: vet, unit tests under -race (ctrdtest starts a private containerd), and
 # shim/e2e, which needs KVM and so runs here only on a host with /dev/kvm
-# (with the plain test kernel and a static agent; elsewhere it skips here
-# and runs in shim-in-tcg).
+# (with the test kernel this host needs, tests/linux/cmd/choosekernel: on
+# a nested KVM the patched one, whose extra parameters go to the shim in
+# $CORRAL_CMDLINE; and a static agent; elsewhere it skips here and runs in
+# shim-in-tcg).
 shim_unit() {
   build_shim || return 1
-  local k=${CORRAL_KERNEL:-}
-  if [ -z "$k" ] && [ -e /dev/kvm ]; then
-    k=$(tests/linux/build-kernel.sh --no-patches --lookup 2>/dev/null | sed -n 's/^vmlinux=//p')
+  local k=${CORRAL_KERNEL:-} extra=${CORRAL_CMDLINE:-} choice
+  if [ -z "$k" ] && [ -e /dev/kvm ] && choice=$(go run ./tests/linux/cmd/choosekernel 2>/dev/null); then
+    eval "$choice"
+    k=$KERNEL_VMLINUX
+    [ -n "$extra" ] || extra=${KERNEL_CMDLINE#"console=ttyS0 panic=-1"}
   fi
   local agent=${CORRAL_AGENT:-$shim_dir/corral-agent}
   [ -n "${CORRAL_AGENT:-}" ] || CGO_ENABLED=0 go build -o "$agent" ./cmd/corral-agent || return 1
   (cd shim && go vet ./... &&
-    CORRAL_SHIM="$shim_dir/containerd-shim-corral-v2" CORRAL_KERNEL="$k" CORRAL_AGENT="$agent" \
+    CORRAL_SHIM="$shim_dir/containerd-shim-corral-v2" CORRAL_KERNEL="$k" CORRAL_CMDLINE="${extra# }" CORRAL_AGENT="$agent" \
       CGO_ENABLED=1 go test -race -count=1 -timeout 15m ./...)
 }
 # shim/e2e in a tcgkvm run of its own: the shim, containerd and ctr go in

@@ -514,9 +514,12 @@ func TestLinuxPowersOffOnStop(t *testing.T) {
 	_, trail := fakeInventory(t)
 	initrd := rootfs.TempInitramfs(t, rootfs.InitramfsOptions{NoDHCP: true,
 		Script: "echo corral-test: waiting\nsleep 3600\n"})
-	// Inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE holds what that emulator
-	// needs on the command line.
-	cmdline := strings.TrimSpace(kernel.CmdlinePlain + " " + os.Getenv("CORRAL_TCGKVM_CMDLINE"))
+	// The host's test-kernel command line; inside tests/tcgkvm,
+	// CORRAL_TCGKVM_CMDLINE adds what that emulator needs.
+	cmdline, err := kernel.HostCmdline()
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := startRun(t, "--kernel", k, "--initrd", initrd, "--cmdline", cmdline, "--memory", "256M", "--name", "linux")
 	deadline := time.Now().Add(5 * time.Minute)
 	var v vmJSON

@@ -59,9 +59,9 @@ func testKernel(t *testing.T) string {
 	}
 	// Not built, or no source tree to look in (a test binary copied
 	// elsewhere, as in tests/tcgkvm without a kernel shipped).
-	_, vmlinux, err := kernel.Find(false)
+	vmlinux, c, err := kernel.FindHost()
 	if err != nil {
-		testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
+		testenv.Missing(t, testenv.Kernel, "needs the test kernel ($CORRAL_KERNEL or %s): %v", c.BuildHint(), err)
 	}
 	return vmlinux
 }
@@ -107,9 +107,13 @@ func TestAgentCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	// Inside tests/tcgkvm, CORRAL_TCGKVM_CMDLINE holds any kernel
-	// parameters that emulator needs (none by default; README there).
-	cmdline := strings.TrimSpace(kernel.CmdlinePlain + " " + os.Getenv("CORRAL_TCGKVM_CMDLINE"))
+	// The host's test-kernel command line; inside tests/tcgkvm,
+	// CORRAL_TCGKVM_CMDLINE adds any kernel parameters that emulator needs
+	// (none by default; README there).
+	cmdline, err := kernel.HostCmdline()
+	if err != nil {
+		t.Fatal(err)
+	}
 	var cons console
 	m, err := corral.New(corral.Config{
 		Kernel:  vmlinux,

@@ -132,3 +132,27 @@ func hasCPUFlag(cpuinfo []byte, flag string) bool {
 	}
 	return false
 }
+
+// HostCmdline is the command line the test kernel this host needs
+// (ChooseHost) boots with, plus $CORRAL_TCGKVM_CMDLINE's parameters: what a
+// test that boots the test kernel passes, whether it found the kernel in
+// $CORRAL_KERNEL or with FindHost.
+func HostCmdline() (string, error) {
+	c, err := ChooseHost()
+	if err != nil {
+		return "", err
+	}
+	return AppendCmdline(c.Cmdline(), os.Getenv(ExtraCmdlineEnv)), nil
+}
+
+// FindHost returns the cached vmlinux of the test kernel this host needs
+// (ChooseHost: the patched one on a nested KVM, where the plain one stops
+// in its boot self-test) and the choice; the error wraps ErrNotBuilt when
+// it is not in the cache.
+func FindHost() (vmlinux string, c Choice, err error) {
+	if c, err = ChooseHost(); err != nil {
+		return "", c, err
+	}
+	_, vmlinux, err = Find(c.Patched)
+	return vmlinux, c, err
+}
