@@ -92,6 +92,7 @@ type QEMU struct {
 	MemoryMB int
 	Share    string // host directory for virtio-9p-pci, or ""
 	Accel    string // -accel; "" is kvm (tests on hosts without KVM use tcg)
+	CPU      string // -cpu under KVM; "" is host (a nested KVM needs kernel.QEMUCPUNested)
 }
 
 // Args returns QEMU's arguments: KVM with the host's CPU model, one vCPU,
@@ -102,6 +103,9 @@ type QEMU struct {
 // but with disable-legacy=on, which -virtfs cannot set.
 func (q QEMU) Args() []string {
 	accel, cpu := "kvm", "host"
+	if q.CPU != "" {
+		cpu = q.CPU
+	}
 	if q.Accel != "" {
 		accel, cpu = q.Accel, "max"
 	}

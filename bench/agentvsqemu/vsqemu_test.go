@@ -44,7 +44,31 @@ var (
 type setup struct {
 	kernel, agent, corral, qemu string
 	busybox                     []byte
-	extra                       string // kernel parameters this host needs ($CORRAL_TCGKVM_CMDLINE)
+	extra                       string // kernel parameters this host needs beyond kernel.CmdlinePlain
+	qemuCPU                     string // QEMU's -cpu for this host's test kernel
+}
+
+// hostKernel fills in s's kernel ($CORRAL_KERNEL, else the cached test
+// kernel this host needs: kernel.FindHost), the parameters it needs beyond
+// the plain command line (a nested KVM's, and $CORRAL_TCGKVM_CMDLINE's) and
+// QEMU's CPU model for it.
+func (s *setup) hostKernel(t *testing.T) {
+	t.Helper()
+	c, err := kernel.ChooseHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.kernel = os.Getenv("CORRAL_KERNEL"); s.kernel == "" {
+		if s.kernel, _, err = kernel.FindHost(); err != nil {
+			testenv.Missing(t, testenv.Tools, "needs the test kernel ($CORRAL_KERNEL or %s): %v", c.BuildHint(), err)
+		}
+	}
+	full, err := kernel.HostCmdline()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.extra = strings.TrimSpace(strings.TrimPrefix(full, kernel.CmdlinePlain))
+	s.qemuCPU = c.QEMUCPU()
 }
 
 // cmdline is the QEMU guest's command line: the one corral exec gives
@@ -57,14 +81,7 @@ func needSetup(t *testing.T) setup {
 	t.Helper()
 	testenv.MustHaveKVM(t)
 	var s setup
-	s.kernel = os.Getenv("CORRAL_KERNEL")
-	if s.kernel == "" {
-		_, vmlinux, err := kernel.Find(false)
-		if err != nil {
-			testenv.Missing(t, testenv.Tools, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
-		}
-		s.kernel = vmlinux
-	}
+	s.hostKernel(t)
 	if s.agent = os.Getenv(agentvm.AgentEnv); s.agent == "" {
 		testenv.Missing(t, testenv.Tools, "needs a static guest agent in $%s (CGO_ENABLED=0 go build ./cmd/corral-agent)", agentvm.AgentEnv)
 	}
@@ -87,7 +104,6 @@ func needSetup(t *testing.T) setup {
 	if s.busybox, err = os.ReadFile(rootfs.DefaultBusybox); err != nil {
 		t.Fatal(err)
 	}
-	s.extra = os.Getenv("CORRAL_TCGKVM_CMDLINE")
 	return s
 }
 
@@ -235,7 +251,7 @@ func (s setup) corralExecWith(t *testing.T, bin string, env []string, args ...st
 
 // runQEMU runs q; it must have powered off (not panicked or been killed).
 func (s setup) runQEMU(q QEMU) (result, error) {
-	q.Kernel, q.Cmdline, q.MemoryMB = s.kernel, s.cmdline(), int(corral.DefaultMemory>>20)
+	q.Kernel, q.Cmdline, q.MemoryMB, q.CPU = s.kernel, s.cmdline(), int(corral.DefaultMemory>>20), s.qemuCPU
 	r, err := timed(s.qemu, q.Args()...)
 	r.console = r.stdout
 	if err == nil && !bytes.Contains(r.console, []byte("reboot: Power down")) {

@@ -15,7 +15,6 @@ import (
 
 	"github.com/corral-vmm/corral/agentvm"
 	"github.com/corral-vmm/corral/internal/testenv"
-	"github.com/corral-vmm/corral/tests/linux/kernel"
 )
 
 // flagExecLog is corral exec's --log level in TestWarmExec; at debug its
@@ -28,13 +27,7 @@ func needWarmSetup(t *testing.T) setup {
 	t.Helper()
 	testenv.MustHaveKVM(t)
 	var s setup
-	if s.kernel = os.Getenv("CORRAL_KERNEL"); s.kernel == "" {
-		_, vmlinux, err := kernel.Find(false)
-		if err != nil {
-			testenv.Missing(t, testenv.Tools, "needs the test kernel ($CORRAL_KERNEL or tests/linux/build-kernel.sh --no-patches): %v", err)
-		}
-		s.kernel = vmlinux
-	}
+	s.hostKernel(t)
 	if s.corral = *flagCorral; s.corral == "" {
 		s.corral = os.Getenv("CORRAL")
 	}
@@ -46,7 +39,6 @@ func needWarmSetup(t *testing.T) setup {
 		s.corral = p
 	}
 	s.agent = os.Getenv(agentvm.AgentEnv)
-	s.extra = os.Getenv("CORRAL_TCGKVM_CMDLINE")
 	return s
 }
 
