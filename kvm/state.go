@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"golang.org/x/sys/unix"
@@ -99,7 +100,7 @@ type XCR struct {
 // VCPUState is everything KVM holds for one vCPU, as SaveState reads it and
 // RestoreState writes it back. MarshalBinary gives its on-disk form.
 type VCPUState struct {
-	CPUID     []CPUIDEntry // the leaves the vCPU was given (KVM_GET_CPUID2)
+	CPUID     []CPUIDEntry // the leaves the vCPU was given (SetCPUID's; else KVM_GET_CPUID2)
 	Regs      Regs
 	Sregs     Sregs
 	XSAVE     []byte // kvm_xsave, or the larger KVM_GET_XSAVE2 area
@@ -127,7 +128,9 @@ func (v *VCPU) SaveState(msrIndices []uint32) (*VCPUState, error) {
 	}
 	s := &VCPUState{}
 	var err error
-	if s.CPUID, err = v.cpuid(); err != nil {
+	if v.cpuidSet != nil {
+		s.CPUID = slices.Clone(v.cpuidSet)
+	} else if s.CPUID, err = v.cpuid(); err != nil {
 		return nil, err
 	}
 	if s.Regs, err = v.Regs(); err != nil {

@@ -545,3 +545,31 @@ func TestRestoreEarlyTSC(t *testing.T) {
 		t.Errorf("restored TSC %d, want %d or a little more (TSC at %d kHz)", tsc, saved, khz)
 	}
 }
+
+// TestSaveStateCPUIDIsWhatWasSet: the saved CPUID is what SetCPUID gave the
+// vCPU, so a restore on the same host accepts it (CheckCPUID). A nested
+// KVM (kvm_pvm) reads back its host's leaves with KVM_GET_CPUID2 whatever
+// was set: a snapshot of those was refused by every restore there, and
+// each warm `corral exec` booted and snapshotted again.
+func TestSaveStateCPUIDIsWhatWasSet(t *testing.T) {
+	s := openOrSkip(t)
+	supported, err := s.SupportedCPUID()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, v := stateVM(t, s, nil)
+	set := guestCPUID(t, s)
+	if err := v.SetCPUID(set); err != nil {
+		t.Fatal(err)
+	}
+	st, err := v.SaveState(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(st.CPUID, set) {
+		t.Errorf("saved CPUID differs from the %d leaves set (%d saved)", len(set), len(st.CPUID))
+	}
+	if err := CheckCPUID(st.CPUID, supported); err != nil {
+		t.Errorf("the saved CPUID would be refused on this host: %v", err)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 
 	"golang.org/x/sys/unix"
@@ -34,6 +35,13 @@ type VCPU struct {
 
 	mu  sync.Mutex // guards tid against a stale signal target
 	tid int        // OS thread running this vCPU, 0 when none
+
+	// cpuidSet is what SetCPUID last gave KVM: what SaveState records.
+	// KVM_GET_CPUID2 reads back the same on hardware KVM, but a nested
+	// KVM (kvm_pvm) answers with its host's leaves whatever was set, and
+	// a snapshot holding those would be refused by every restore
+	// (CheckCPUID: features the host cannot give).
+	cpuidSet []CPUIDEntry
 }
 
 // ID returns the vCPU index given at creation (also its APIC ID).
@@ -256,6 +264,7 @@ func (v *VCPU) SetCPUID(entries []CPUIDEntry) error {
 	if _, err := ioctlBuf(v.fd, kvmSetCPUID2, encodeCPUID(entries)); err != nil {
 		return fmt.Errorf("kvm: KVM_SET_CPUID2 vCPU %d (%d leaves): %w", v.id, len(entries), err)
 	}
+	v.cpuidSet = slices.Clone(entries)
 	return nil
 }
 
