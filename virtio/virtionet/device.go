@@ -30,10 +30,14 @@
 // back with length 0, which Linux counts as short frames and reposts.
 // Without MRG_RXBUF each chain holds a whole frame and num_buffers is 1.
 //
-// Data path (per pair). A transmit goroutine, woken by Notify(TxQueue), copies each
+// Data path (per pair). A transmit goroutine copies each
 // chain out of guest memory once (header and frame, at most
 // HeaderLen+MaxFrameLen bytes), checks it, offers it to the FrameHandler,
-// and writes it to the backend. A receive goroutine reads one frame at a
+// and writes it to the backend. It parks on the transmit queue's kick
+// eventfd in the runtime's poller (virtio.KickWaiter: the one KVM signals
+// on a guest kick, or the device's own, which Notify signals), so a guest
+// kick wakes the goroutine that sends the frames; it publishes their completions in
+// batches of up to 64 with one used idx store. A receive goroutine reads one frame at a
 // time from the backend into a buffer of its own and copies it into the next
 // receive chain (or chains). When the guest's receive ring is empty it holds that one
 // frame, re-enables notifications and sleeps until Notify(RxQueue): the
@@ -287,7 +291,7 @@ func (r *run) stopPair(i int) {
 	p.serving.Store(false)
 	p.cancel()
 	if p.tx != nil {
-		r.d.kicks.signal(i) // it sleeps in a read of the eventfd, not a select
+		r.d.kicks.signal(i) // it waits on the eventfd, not in a select
 	}
 	q := r.d.queues[i]
 	err := q.SetDeadline(time.Now())
@@ -381,6 +385,7 @@ func New(cfg Config) (*Device, error) {
 		d.features |= FMQ
 	}
 	d.kicks.fds = make([]*kickfd.FD, len(d.queues))
+	d.kicks.polled = make([]*kickfd.Polled, len(d.queues))
 	d.ctrl = defaultCtrl(0, d.mac)
 	d.common = virtio.NewCommon("virtio-net", d.features, d.NumQueues(), qs)
 	copy(d.config[cfgMAC:], d.mac[:])
@@ -627,7 +632,7 @@ func (d *Device) halt(r *run) error {
 		return nil // activated paused: never started
 	}
 	r.cancel()
-	// Wake the transmit goroutines asleep in a read of their eventfds.
+	// Wake the transmit goroutines waiting on their eventfds.
 	for i, p := range r.pairs {
 		if p.tx != nil {
 			d.kicks.signal(i)

@@ -18,14 +18,22 @@ var _ virtio.KickWaiter = (*Device)(nil)
 // replies go the other way, to the receive queue), so no host goroutine
 // pays an eventfd write per frame.
 //
+// The transmitters park on the eventfds in the runtime's poller
+// (kickfd.Polled), not in a blocking read as virtio-blk's workers do: with
+// bursts of frames per kick the blocking read cost 8-13% more per frame
+// (a thread asleep in read(2) holds a P that the runtime hands off), while
+// the poller removes the transport's reader goroutine and channel as well
+// (bench/results/2026-12-07-net-kick-loop.md).
+//
 // Only transmit queues are taken: their indices (odd, below 2N) are
 // transmit queues whether or not the driver negotiates MQ, while queue 2
 // is the control queue without MQ and receiveq2 with it.
 type txKicks struct {
 	mu     sync.RWMutex
-	fds    []*kickfd.FD // one per queue pair
-	inUse  bool         // an activation's transmitters hold them: TakeKick refuses
-	closed bool         // Close released them
+	fds    []*kickfd.FD     // one per queue pair
+	polled []*kickfd.Polled // what the transmitters wait on: fds[i] through the runtime's poller
+	inUse  bool             // an activation's transmitters hold them: TakeKick refuses
+	closed bool             // Close released them
 }
 
 // TakeKick implements virtio.KickWaiter for the transmit queues (odd q
@@ -45,6 +53,10 @@ func (d *Device) TakeKick(q int, fd int) bool {
 	if err != nil {
 		d.log.Error("virtio-net: kick eventfd; kicks go through Notify", "queue", q, "err", err)
 		return false
+	}
+	if w := k.polled[i]; w != nil {
+		w.Close()
+		k.polled[i] = nil
 	}
 	if old := k.fds[i]; old != nil {
 		old.Close()
@@ -69,7 +81,14 @@ func (k *txKicks) hand(r *run) error {
 			}
 			k.fds[i] = fd
 		}
-		p.tx.kick = k.fds[i]
+		if k.polled[i] == nil {
+			w, err := kickfd.NewPolled(k.fds[i])
+			if err != nil {
+				return fmt.Errorf("virtio-net: transmit queue %d: %w", 2*i+1, err)
+			}
+			k.polled[i] = w
+		}
+		p.tx.kick = k.polled[i]
 	}
 	k.inUse = true
 	return nil
@@ -97,6 +116,12 @@ func (k *txKicks) idle() {
 // handed over once Close has returned); later TakeKicks are refused.
 func (k *txKicks) release() {
 	k.mu.Lock()
+	for i, w := range k.polled {
+		if w != nil {
+			w.Close()
+			k.polled[i] = nil
+		}
+	}
 	for i, fd := range k.fds {
 		if fd != nil {
 			fd.Close()

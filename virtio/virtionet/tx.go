@@ -27,8 +27,8 @@ type transmitter struct {
 	q       *queue.Queue
 	irq     virtio.Interrupt
 	fail    func(error)
-	kick    *kickfd.FD // what run sleeps on between drains (set by Activate)
-	rx      *receiver  // the pair's, for frame handler replies; nil when its receive queue is off
+	kick    *kickfd.Polled // what run sleeps on between drains (set by Activate)
+	rx      *receiver      // the pair's, for frame handler replies; nil when its receive queue is off
 	handler FrameHandler
 
 	vnet     bool    // the backend takes a virtio-net header in front of each frame
@@ -64,9 +64,9 @@ func newTransmitter(d *Device, q *queue.Queue, a virtio.Activation, rx *receiver
 // run drains the queue at start (the driver may have queued frames before
 // DRIVER_OK, while the device was paused or while the pair was idle) and
 // after every kick, until ctx ends or the guest breaks the protocol. It
-// sleeps in a read of the kick eventfd, so a guest kick wakes this
-// goroutine's thread and the frames are sent where it wakes; whoever ends
-// ctx signals the eventfd.
+// parks on the kick eventfd in the runtime's poller, so a guest kick wakes
+// this goroutine and the frames are sent where it wakes; whoever ends ctx
+// signals the eventfd.
 func (t *transmitter) run(ctx context.Context) {
 	for {
 		if err := t.drain(ctx); err != nil {
