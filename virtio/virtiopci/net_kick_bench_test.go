@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"os"
 	"runtime"
-	"syscall"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -128,22 +127,9 @@ func benchNetTxKick(b *testing.B, burst int) {
 	for range 100 {
 		do(burst)
 	}
-	var ru0, ru1, th0, th1 syscall.Rusage
-	b.ReportAllocs()
-	b.ResetTimer()
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	syscall.Getrusage(unix.RUSAGE_THREAD, &th0)
-	for n := 0; n < b.N; n += burst {
-		do(min(burst, b.N-n))
-	}
-	syscall.Getrusage(unix.RUSAGE_THREAD, &th1)
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	b.StopTimer()
-	cpu := func(a, z *syscall.Rusage) float64 {
-		return float64(z.Utime.Nano() + z.Stime.Nano() - a.Utime.Nano() - a.Stime.Nano())
-	}
-	all, vcpu := cpu(&ru0, &ru1), cpu(&th0, &th1)
-	b.ReportMetric(all/float64(b.N), "cpu-ns/op")
-	b.ReportMetric((all-vcpu)/float64(b.N), "beside-ns/op")
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "pkt/s")
+	measureCPU(b, "pkt/s", func() {
+		for n := 0; n < b.N; n += burst {
+			do(min(burst, b.N-n))
+		}
+	})
 }

@@ -13,20 +13,26 @@ func TestSignalWakesWait(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
-	// Signals before a Wait are kept and count as one.
+	checkSignalWakes(t, k, k.Wait)
+}
+
+// checkSignalWakes: signals on k before a wait are kept and count as one,
+// and a later Signal wakes a wait in progress.
+func checkSignalWakes(t *testing.T, k *FD, wait func() error) {
+	t.Helper()
 	for range 3 {
 		if err := k.Signal(); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := k.Wait(); err != nil {
+	if err := wait(); err != nil {
 		t.Fatal(err)
 	}
 	woke := make(chan error, 1)
-	go func() { woke <- k.Wait() }()
+	go func() { woke <- wait() }()
 	select {
 	case err := <-woke:
-		t.Fatalf("Wait returned without a signal (err %v): the signals before did not count as one", err)
+		t.Fatalf("the wait returned without a signal (err %v): the signals before did not count as one", err)
 	case <-time.After(50 * time.Millisecond):
 	}
 	if err := k.Signal(); err != nil {
@@ -38,7 +44,7 @@ func TestSignalWakesWait(t *testing.T) {
 			t.Fatal(err)
 		}
 	case <-time.After(5 * time.Second):
-		t.Fatal("Signal did not wake the Wait")
+		t.Fatal("Signal did not wake the wait")
 	}
 }
 

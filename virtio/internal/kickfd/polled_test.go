@@ -22,32 +22,8 @@ func TestPolled(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for range 3 {
-		if err := k.Signal(); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := p.Wait(); err != nil {
-		t.Fatal(err)
-	}
+	checkSignalWakes(t, k, p.Wait)
 	woke := make(chan error, 1)
-	go func() { woke <- p.Wait() }()
-	select {
-	case err := <-woke:
-		t.Fatalf("Wait returned without a signal (err %v)", err)
-	case <-time.After(50 * time.Millisecond):
-	}
-	if err := k.Signal(); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case err := <-woke:
-		if err != nil {
-			t.Fatal(err)
-		}
-	case <-time.After(5 * time.Second):
-		t.Fatal("Signal did not wake the parked Wait")
-	}
 	go func() { woke <- p.Wait() }()
 	time.Sleep(20 * time.Millisecond)
 	if err := p.Close(); err != nil {
