@@ -3,6 +3,7 @@ package virtionet
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"os"
 	"runtime"
 	"runtime/debug"
@@ -51,6 +52,18 @@ func (h *harness) postTx(i int, frame []byte) {
 
 // kickTx kicks pair i's transmit queue through the eventfd the device took.
 func (h *harness) kickTx(i int) { h.t.Helper(); writeKick(h.t, h.kickFDs[i]) }
+
+// sendKicked posts frame on pair i's transmit queue, kicks it through the
+// taken eventfd and fails with what unless the frame comes out of the
+// pair's backend queue.
+func (h *harness) sendKicked(i int, frame []byte, what string) {
+	h.t.Helper()
+	h.postTx(i, frame)
+	h.kickTx(i)
+	if got := h.readQ(i); !bytes.Equal(got, frame) {
+		h.t.Fatal(what)
+	}
+}
 
 // asleep waits until pair i's transmit goroutine has completed everything
 // made available and re-enabled notifications (with EVENT_IDX: avail_event
@@ -181,11 +194,7 @@ func TestKickDuringPause(t *testing.T) {
 	h.waitTxDone(2)
 	h.asleep(0)
 	out := rawFrame(83, 4)
-	h.postTx(0, out)
-	h.kickTx(0)
-	if got := h.readQ(0); !bytes.Equal(got, out) {
-		t.Fatal("frame kicked after Resume not sent")
-	}
+	h.sendKicked(0, out, "frame kicked after Resume not sent")
 }
 
 // A device that ran on its own eventfd (kicks through Notify) takes the
@@ -205,11 +214,7 @@ func TestTakeKickAfterReset(t *testing.T) {
 	h.activate()
 	h.settleTx(0)
 	out := rawFrame(71, 2)
-	h.postTx(0, out)
-	h.kickTx(0)
-	if got := h.readQ(0); !bytes.Equal(got, out) {
-		t.Fatal("frame kicked through the eventfd taken after the reset not sent")
-	}
+	h.sendKicked(0, out, "frame kicked through the eventfd taken after the reset not sent")
 }
 
 // Each pair's transmit goroutine waits on its own eventfd. An idle pair's
@@ -234,11 +239,7 @@ func TestKickMQ(t *testing.T) {
 	h.settleTx(0)
 	for i := range 2 {
 		out := rawFrame(61+i, byte(2+i))
-		h.postTx(i, out)
-		h.kickTx(i)
-		if got := h.readQ(i); !bytes.Equal(got, out) {
-			t.Fatalf("pair %d: frame kicked through its eventfd not sent", i)
-		}
+		h.sendKicked(i, out, fmt.Sprintf("pair %d: frame kicked through its eventfd not sent", i))
 		h.asleep(i)
 	}
 	if h.setPairs(1) != ctrlAckOK {
@@ -252,11 +253,7 @@ func TestKickMQ(t *testing.T) {
 		t.Fatal("pair 1 served after VQ_PAIRS_SET 1")
 	}
 	out := rawFrame(64, 5)
-	h.postTx(0, out)
-	h.kickTx(0)
-	if got := h.readQ(0); !bytes.Equal(got, out) {
-		t.Fatal("pair 0 after VQ_PAIRS_SET 1")
-	}
+	h.sendKicked(0, out, "pair 0 after VQ_PAIRS_SET 1")
 }
 
 // Reset and Close end every goroutine the device started and close every
