@@ -22,7 +22,6 @@ import (
 
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/internal/netnstest"
-	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 var (
@@ -67,7 +66,7 @@ func needMQ(t *testing.T) mqSetup {
 		ts = os.Getenv("TCPSEND")
 	}
 	if ts == "" {
-		testenv.Missing(t, testenv.Tools, "needs a static tcpsend: -tcpsend or $TCPSEND (CGO_ENABLED=0 go build ./bench/tcpsend)")
+		t.Skip("a benchmark (bench/linux-mq.sh runs it): needs a static tcpsend: -tcpsend or $TCPSEND (CGO_ENABLED=0 go build ./bench/tcpsend)")
 	}
 	tsb, err := os.ReadFile(ts)
 	if err != nil {

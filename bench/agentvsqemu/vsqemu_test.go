@@ -79,23 +79,15 @@ func (s setup) cmdline() string {
 
 func needSetup(t *testing.T) setup {
 	t.Helper()
-	testenv.MustHaveKVM(t)
 	var s setup
-	s.hostKernel(t)
+	// A benchmark, not a test: without the binaries its script builds it
+	// skips, whatever $CORRAL_REQUIRE says.
 	if s.agent = os.Getenv(agentvm.AgentEnv); s.agent == "" {
-		testenv.Missing(t, testenv.Tools, "needs a static guest agent in $%s (CGO_ENABLED=0 go build ./cmd/corral-agent)", agentvm.AgentEnv)
+		t.Skipf("a benchmark (bench/agent-vs-qemu.sh, bench/linux-mq.sh run it): needs a static guest agent in $%s (CGO_ENABLED=0 go build ./cmd/corral-agent)", agentvm.AgentEnv)
 	}
-	s.corral = *flagCorral
-	if s.corral == "" {
-		s.corral = os.Getenv("CORRAL")
-	}
-	if s.corral == "" {
-		p, err := exec.LookPath("corral")
-		if err != nil {
-			testenv.Missing(t, testenv.Tools, "needs a corral binary: -corral, $CORRAL or corral on PATH (CGO_ENABLED=0 go build ./cmd/corral)")
-		}
-		s.corral = p
-	}
+	s.corral = corralBinary(t)
+	testenv.MustHaveKVM(t)
+	s.hostKernel(t)
 	if s.qemu = os.Getenv("QEMU"); s.qemu == "" {
 		s.qemu = testenv.MustHaveQEMU(t)
 	}
@@ -588,4 +580,21 @@ func printBase64(t *testing.T, path string) {
 		enc = enc[n:]
 	}
 	fmt.Print(out.String())
+}
+
+// corralBinary is the corral binary a benchmark runs: -corral, $CORRAL or
+// corral on PATH; without one the benchmark skips (its script builds one).
+func corralBinary(t *testing.T) string {
+	t.Helper()
+	if p := *flagCorral; p != "" {
+		return p
+	}
+	if p := os.Getenv("CORRAL"); p != "" {
+		return p
+	}
+	p, err := exec.LookPath("corral")
+	if err != nil {
+		t.Skip("a benchmark (its script in bench/ runs it): needs a corral binary: -corral, $CORRAL or corral on PATH (CGO_ENABLED=0 go build ./cmd/corral)")
+	}
+	return p
 }

@@ -25,19 +25,10 @@ var flagExecLog = flag.String("execlog", "info", "TestWarmExec: corral exec's --
 // only corral.
 func needWarmSetup(t *testing.T) setup {
 	t.Helper()
-	testenv.MustHaveKVM(t)
 	var s setup
+	s.corral = corralBinary(t)
+	testenv.MustHaveKVM(t)
 	s.hostKernel(t)
-	if s.corral = *flagCorral; s.corral == "" {
-		s.corral = os.Getenv("CORRAL")
-	}
-	if s.corral == "" {
-		p, err := exec.LookPath("corral")
-		if err != nil {
-			testenv.Missing(t, testenv.Tools, "needs a corral binary: -corral, $CORRAL or corral on PATH (CGO_ENABLED=0 go build ./cmd/corral)")
-		}
-		s.corral = p
-	}
 	s.agent = os.Getenv(agentvm.AgentEnv)
 	return s
 }
