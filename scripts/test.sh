@@ -9,7 +9,7 @@
 #      first if it is not cached. They run without the race detector: they
 #      boot Linux within fixed time bounds that -race's slower VMM would
 #      strain.
-#   5. on a host without /dev/kvm, the KVM tests of ./kvm, the root package,
+#   5. on a host without /dev/kvm or with a nested one (kvm_pvm), the KVM tests of ./kvm, the root package,
 #      ./cmd/corral and the Linux guest packages (./agentvm, ./corraltest,
 #      ./tests/linuxboot: corral exec, the agent, corraltest) inside a QEMU
 #      TCG VM with emulated SVM (tests/tcgkvm), building the plain test
@@ -172,7 +172,18 @@ shim_in_tcg_containerd2() {
     -run '^(TestCtrRunRm|TestDetachedTask)$' ./shim/e2e -- -test.timeout=20m
 }
 step shim-unit shim_unit
-if [ -e /dev/kvm ]; then
+# A nested /dev/kvm (kvm_pvm: guest ring 0 in KVM's instruction emulator)
+# runs tests/e2e and the shim's end-to-end tests natively (above), but not
+# yet the rest of the KVM tests: their time bounds are set for hardware
+# KVM and tests/tcgkvm, and several ring-0 test guests and exec tests miss
+# them here (2026-12-07). There the KVM tests run in tests/tcgkvm as on a
+# host without /dev/kvm, and the race step runs with /dev/kvm unopenable.
+nested_kvm=
+if [ -e /dev/kvm ] && [ -e /sys/module/kvm_pvm ]; then
+  nested_kvm=1
+  echo "test: /dev/kvm is nested through kvm_pvm: the KVM tests run in tests/tcgkvm, the race step without /dev/kvm"
+fi
+if [ -e /dev/kvm ] && [ -z "$nested_kvm" ]; then
   echo "test: kvm-in-tcg: not needed (this host has /dev/kvm: the KVM tests run natively)"
 elif [ "${CORRAL_TCGKVM:-on}" = off ]; then
   echo "test: kvm-in-tcg: off (CORRAL_TCGKVM=off): the KVM tests only skip on this host"
@@ -191,8 +202,24 @@ if [ ${#failed[@]} -gt 0 ]; then
 fi
 # -race needs cgo (gcc, installed by setup.sh) even though Corral uses none.
 echo "test: race: go test -race ./... except tests/e2e"
+# without_kvm COMMAND...: runs it in a private mount namespace with a Unix
+# socket bound over /dev/kvm, so that opening it fails (ENXIO) and the KVM
+# tests skip as on a host without KVM (the nested-KVM case above).
+without_kvm() {
+  local d
+  d=$(mktemp -d)
+  printf '%s\n' 'package main' 'import ("net"; "os")' \
+    'func main() { l, err := net.Listen("unix", os.Args[1]); if err != nil { panic(err) }; l.(*net.UnixListener).SetUnlinkOnClose(false); l.Close() }' >"$d/sock.go"
+  go run "$d/sock.go" "$d/kvm" &&
+    unshare -m sh -c 'mount --bind "$0" /dev/kvm && exec "$@"' "$d/kvm" "$@"
+}
 status=0
-CGO_ENABLED=1 go test -race -count=1 -timeout 45m $(go list ./... | grep -v '/tests/e2e$') || status=$?
+race=(go test -race -count=1 -timeout 45m $(go list ./... | grep -v '/tests/e2e$'))
+if [ -n "$nested_kvm" ]; then
+  CGO_ENABLED=1 without_kvm "${race[@]}" || status=$?
+else
+  CGO_ENABLED=1 "${race[@]}" || status=$?
+fi
 if grep -h '^tcgkvm: .*FLAKY: ' "$steplogs"/*.log >/dev/null 2>&1; then
   echo "test: flaky in tests/tcgkvm (failed, then passed when run again):"
   grep -h '^tcgkvm: .*FLAKY: ' "$steplogs"/*.log | sed 's/^/test:   /'
