@@ -13,12 +13,12 @@ const statusNoKVM = 3
 
 // binaryResult is what the console said about one test binary.
 type binaryResult struct {
-	Name               string
-	Exit               int     // -1 until the binary's result line
-	Seconds            float64 // by the VM's clock
-	Pass, Fail, Skip   int     // top-level tests only
-	FailedTests, Skips []string
-	Ended              bool // the binary printed its final PASS or FAIL line
+	Name                       string
+	Exit                       int     // -1 until the binary's result line
+	Seconds                    float64 // by the VM's clock
+	Pass, Fail, Skip           int     // top-level tests only
+	Passed, FailedTests, Skips []string
+	Ended                      bool // the binary printed its final PASS or FAIL line
 }
 
 // consoleLog follows the VM's serial console line by line.
@@ -59,6 +59,7 @@ func (c *consoleLog) Line(line string) {
 		switch m[1] {
 		case "PASS":
 			c.cur.Pass++
+			c.cur.Passed = append(c.cur.Passed, m[2])
 		case "FAIL":
 			c.cur.Fail++
 			c.cur.FailedTests = append(c.cur.FailedTests, m[2])

@@ -93,6 +93,11 @@ mkdir -p /dev/pts && mount -t devpts -o ptmxmode=0666 devpts /dev/pts
 [ -e /dev/ptmx ] || ln -s pts/ptmx /dev/ptmx
 mount -t tmpfs tmp /tmp
 ip link set lo up 2>/dev/null
+# tcgkvm nudges the L1 kernel with a newline on the serial port every
+# second (-nudge): not echoed, read away, and not the tests' stdin.
+stty -echo </dev/console 2>/dev/null
+cat </dev/console >/dev/null &
+exec </dev/null
 up() { cut -d' ' -f1 /proc/uptime; }
 echo "tcgkvm: init at $(up)s, $(nproc) cpus, svm=$(grep -c -w svm /proc/cpuinfo) npt=$(grep -c -w npt /proc/cpuinfo)"
 `)

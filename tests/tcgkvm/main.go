@@ -45,7 +45,7 @@ type options struct {
 	linuxKernel, agent, l2Cmdline, l1Append                                     string
 	hostFiles, env                                                              string
 	smp, nice, heartbeat, stallRetries, failRetries                             int
-	timeout                                                                     time.Duration
+	timeout, nudge                                                              time.Duration
 	keep                                                                        bool
 	l2QEMU                                                                      bool
 }
@@ -66,9 +66,10 @@ func run() (int, error) {
 	flag.IntVar(&o.smp, "smp", 1, "VM CPUs; with thread=single they share one host thread, and more than 1 lets QEMU 7.2 deliver an L2 guest's injected interrupt twice (README)")
 	flag.IntVar(&o.nice, "nice", 10, "run QEMU under nice -n N (0: not)")
 	flag.DurationVar(&o.timeout, "timeout", 20*time.Minute, "kill the VM after this long")
+	flag.DurationVar(&o.nudge, "nudge", time.Second, "write a newline to the VM's serial port this often (0: never): the interrupt wakes an L1 CPU QEMU 7.2 left halted, or stuck in an L2 guest, with its timer interrupt pending (README)")
 	flag.StringVar(&o.consoleFile, "console", "", "also write the VM console to this file")
 	flag.StringVar(&o.run, "run", "", "shorthand for -- -test.run=REGEXP")
-	flag.IntVar(&o.heartbeat, "heartbeat", 60, "print an \"alive\" line from the VM every N seconds (0: never)")
+	flag.IntVar(&o.heartbeat, "heartbeat", 30, "print an \"alive\" line from the VM every N seconds; silent for 2 of them, the VM is kicked (a newline on its serial port), for 3 killed as stalled (0: never)")
 	flag.IntVar(&o.stallRetries, "stall-retries", 4, "when the L1 kernel stops (QEMU 7.2's nested SVM, README), boot again up to N times for the binaries that had not finished")
 	flag.IntVar(&o.failRetries, "fail-retries", 0, "run a binary's failed tests again in a fresh boot, up to N times; a test that then passes is reported as flaky (TCG timing, README), one that fails every time fails the run")
 	flag.StringVar(&o.require, "require", "kvm,root", "CORRAL_REQUIRE inside the VM (tests fail instead of skipping without these; kernel is added when a Linux kernel is shipped)")
@@ -198,9 +199,19 @@ func run() (int, error) {
 
 // bootAll boots the VM for spec's tests, and again (up to o.stallRetries
 // times) for the binaries that had not finished when the L1 kernel
-// stopped; the console log it returns has every binary's result.
+// stopped; the console log it returns has every binary's result. A binary
+// cut off by a stall goes on from where it was: the next boot skips the
+// top-level tests it had already finished (-test.skip) and their results
+// are kept, so each boot adds to the last instead of starting the binary
+// over (with stalls every few Linux boots, a binary of many such tests
+// might otherwise never finish).
 func bootAll(ctx context.Context, o options, logf func(string, ...any), kernel, initrd string, spec initramfsSpec) (*consoleLog, error) {
 	var finished []binaryResult // from boots the L1 kernel did not finish
+	prior := map[string]binaryResult{}
+	own := map[string][]string{} // each binary's own arguments
+	for _, t := range spec.Tests {
+		own[t.Name] = t.Args
+	}
 	for attempt := 0; ; attempt++ {
 		if err := writeInitramfsFile(initrd, spec); err != nil {
 			return nil, err
@@ -211,17 +222,72 @@ func bootAll(ctx context.Context, o options, logf func(string, ...any), kernel, 
 		logf("VM ended")
 		if errors.Is(err, errStalled) && attempt < o.stallRetries {
 			done, left := splitFinished(spec.Tests, c)
-			finished = append(finished, done...)
-			logf("the L1 kernel stopped (%v); booting again for the %d binaries that had not finished (retry %d of %d)", err, len(left), attempt+1, o.stallRetries)
+			for _, d := range done {
+				finished = append(finished, withPrior(prior, d))
+			}
+			for _, r := range c.Results {
+				if r.Exit < 0 {
+					prior[r.Name] = withPrior(prior, r)
+				}
+			}
+			for i, t := range left {
+				left[i].Args = resumeArgs(own[t.Name], prior[t.Name])
+			}
+			logf("the L1 kernel stopped (%v); booting again for the %d binaries that had not finished, skipping the tests they had finished (retry %d of %d)", err, len(left), attempt+1, o.stallRetries)
 			spec.Tests = left
 			continue
 		}
 		if err != nil {
 			return nil, err
 		}
+		for i, r := range c.Results {
+			c.Results[i] = withPrior(prior, r)
+		}
 		c.Results = append(finished, c.Results...)
 		return c, nil
 	}
+}
+
+// withPrior adds to r what its binary's top-level tests did in boots that
+// stalled before it finished. A test that failed there fails r.
+func withPrior(prior map[string]binaryResult, r binaryResult) binaryResult {
+	p, ok := prior[r.Name]
+	if !ok || p.Name == "" {
+		return r
+	}
+	r.Pass += p.Pass
+	r.Fail += p.Fail
+	r.Skip += p.Skip
+	r.Passed = append(slices.Clip(p.Passed), r.Passed...)
+	r.FailedTests = append(slices.Clip(p.FailedTests), r.FailedTests...)
+	r.Skips = append(slices.Clip(p.Skips), r.Skips...)
+	if p.Fail > 0 && r.Exit == 0 {
+		r.Exit = 1
+	}
+	return r
+}
+
+// resumeArgs is a binary's own arguments plus a -test.skip of the
+// top-level tests p records as finished (passed, failed or skipped). It
+// replaces a -test.skip given for all binaries after --.
+func resumeArgs(own []string, p binaryResult) []string {
+	names := slices.Concat(p.Passed, p.FailedTests, p.Skips)
+	if len(names) == 0 {
+		return own
+	}
+	slices.Sort(names)
+	names = slices.Compact(names)
+	return append(slices.Clip(own), "-test.skip="+exactly(names))
+}
+
+// exactly is a -test.run or -test.skip pattern matching the top-level
+// tests names and nothing else.
+func exactly(names []string) string {
+	quoted := make([]string, len(names))
+	for i, n := range names {
+		quoted[i] = regexp.QuoteMeta(n)
+	}
+	return "^(" + strings.Join(quoted, "|") + ")$"
 }
 
 // failedTests is the binaries of tests whose run ended normally with
@@ -238,11 +304,7 @@ func failedTests(tests []testBinary, c *consoleLog) []testBinary {
 	var retry []testBinary
 	for _, t := range tests {
 		if names, ok := failed[t.Name]; ok {
-			quoted := make([]string, len(names))
-			for i, n := range names {
-				quoted[i] = regexp.QuoteMeta(n)
-			}
-			t.Args = append(slices.Clip(t.Args), "-test.run=^("+strings.Join(quoted, "|")+")$")
+			t.Args = append(slices.Clip(t.Args), "-test.run="+exactly(names))
 			retry = append(retry, t)
 		}
 	}
@@ -404,6 +466,13 @@ func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, e
 		"-no-reboot", "-kernel", kernel, "-initrd", initrd,
 		"-append", strings.TrimSpace("console=ttyS0 panic=-1 quiet " + o.l1Append),
 	}
+	monDir, err := os.MkdirTemp("", "tcgkvm-monitor-")
+	if err != nil {
+		return c, fmt.Errorf("tcgkvm: %w", err)
+	}
+	defer os.RemoveAll(monDir)
+	monitor := filepath.Join(monDir, "hmp.sock")
+	args = append(args, "-monitor", "unix:"+monitor+",server=on,wait=off")
 	name := o.qemu
 	if o.nice > 0 {
 		args = append([]string{"-n", strconv.Itoa(o.nice), o.qemu}, args...)
@@ -424,39 +493,103 @@ func boot(ctx context.Context, o options, kernel, initrd string) (*consoleLog, e
 	if err != nil {
 		return c, fmt.Errorf("tcgkvm: %w", err)
 	}
+	serialIn, err := cmd.StdinPipe()
+	if err != nil {
+		return c, fmt.Errorf("tcgkvm: %w", err)
+	}
+	defer serialIn.Close()
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return c, fmt.Errorf("tcgkvm: starting %s: %w", o.qemu, err)
 	}
-	// A silent console for three heartbeats means the L1 kernel itself has
-	// stopped (its shell's sleep no longer wakes): kill it rather than wait
-	// for the timeout.
-	var stalled atomic.Bool
-	stall := time.Duration(3*o.heartbeat) * time.Second
-	var watchdog *time.Timer
+	if o.nudge > 0 {
+		go nudge(ctx, o.nudge, serialIn)
+	}
+	var last atomic.Int64 // when the console last printed a line
+	last.Store(time.Now().UnixNano())
+	var stalled atomic.Pointer[string]
+	watchDone := make(chan struct{})
 	if o.heartbeat > 0 {
-		watchdog = time.AfterFunc(stall, func() { stalled.Store(true); cancel() })
-		defer watchdog.Stop()
+		go func() {
+			defer close(watchDone)
+			why := watchConsole(ctx, time.Duration(o.heartbeat)*time.Second, &last, monitor, serialIn, cancel)
+			stalled.Store(&why)
+		}()
+	} else {
+		close(watchDone)
 	}
 	sc := bufio.NewScanner(pipe)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
-		if watchdog != nil {
-			watchdog.Reset(stall)
-		}
+		last.Store(time.Now().UnixNano())
 		fmt.Fprintln(sink, sc.Text())
 		c.Line(sc.Text())
 	}
 	err = cmd.Wait()
-	if stalled.Load() {
-		return c, fmt.Errorf("%w: VM console silent for %v (no heartbeat); killed", errStalled, stall)
+	cancel()
+	<-watchDone
+	if why := stalled.Load(); why != nil && *why != "" {
+		return c, fmt.Errorf("%w: %s; killed", errStalled, *why)
 	}
-	if ctx.Err() != nil {
+	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 		return c, fmt.Errorf("tcgkvm: VM still running after %v; killed", o.timeout)
 	}
 	if err != nil {
 		return c, fmt.Errorf("tcgkvm: %s: %w: %s", o.qemu, err, strings.TrimSpace(stderr.String()))
 	}
 	return c, nil
+}
+
+// watchConsole watches a booted VM's console for silence. Silent for two
+// heartbeats, the L1 kernel has stopped (its shell's sleep no longer
+// wakes): it logs what the L1 CPU and its local APIC are doing (QEMU's
+// monitor) and sends a newline to the serial port, an interrupt that may
+// wake it. Silent for a third, it gives up: it calls kill and returns why.
+// It returns "" when ctx ends first.
+func watchConsole(ctx context.Context, heartbeat time.Duration, last *atomic.Int64, monitor string, serialIn io.Writer, kill func()) string {
+	tick := time.NewTicker(heartbeat / 10)
+	defer tick.Stop()
+	var kicked time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return ""
+		case <-tick.C:
+		}
+		quiet := time.Since(time.Unix(0, last.Load()))
+		switch {
+		case !kicked.IsZero() && time.Unix(0, last.Load()).After(kicked):
+			fmt.Fprintf(os.Stderr, "tcgkvm: the console spoke again %.1fs after the kick\n", time.Since(kicked).Seconds())
+			kicked = time.Time{}
+		case quiet >= 3*heartbeat:
+			kill()
+			return fmt.Sprintf("VM console silent for %v (no heartbeat), also after a kick", quiet.Round(time.Second))
+		case kicked.IsZero() && quiet >= 2*heartbeat:
+			fmt.Fprintf(os.Stderr, "tcgkvm: console silent for %v: L1 CPU: %s; sending a newline to its serial port\n", quiet.Round(time.Second), stallState(monitor))
+			kicked = time.Now()
+			serialIn.Write([]byte("\n"))
+		}
+	}
+}
+
+// nudge writes a newline to the VM's serial port every interval until ctx
+// ends. Each is an interrupt in the L1 kernel, and its EOI makes QEMU look
+// at the local APIC again: QEMU 7.2 sometimes leaves an interrupt pending
+// there (the L1 timer's, in IRR) without telling the CPU, which then
+// sleeps on in HLT or runs on in an L2 guest with its own timer stopped.
+// The VM's /init neither echoes nor keeps what arrives.
+func nudge(ctx context.Context, interval time.Duration, serialIn io.Writer) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if _, err := serialIn.Write([]byte("\n")); err != nil {
+				return
+			}
+		}
+	}
 }

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"os"
@@ -9,7 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/u-root/u-root/pkg/cpio"
 )
@@ -348,5 +352,134 @@ tcgkvm: result example.com/a exit=0 start=3.00s end=4.00s
 tcgkvm: done status=0`)
 	if flaky := c2.merge(r2); len(flaky) != 0 || c2.Err() == nil {
 		t.Errorf("partial retry: flaky %q, Err %v; want none and a failure", flaky, c2.Err())
+	}
+}
+
+func TestStallResume(t *testing.T) {
+	// The L1 kernel stopped during b's TestB3: b's next boot skips what b
+	// had finished and its result counts both boots.
+	c := feed(`tcgkvm: run example.com/b at 5.80s
+--- PASS: TestB1 (0.00s)
+    --- PASS: TestB1/sub (0.00s)
+--- FAIL: TestB2 (0.00s)
+--- SKIP: TestB0 (0.00s)
+=== RUN   TestB3`)
+	prior := map[string]binaryResult{}
+	r := c.Results[0]
+	if r.Exit >= 0 || !slices.Equal(r.Passed, []string{"TestB1"}) {
+		t.Fatalf("stalled b = %+v, want unfinished with TestB1 passed", r)
+	}
+	prior[r.Name] = withPrior(prior, r)
+	args := resumeArgs([]string{"-x"}, prior["example.com/b"])
+	if want := []string{"-x", `-test.skip=^(TestB0|TestB1|TestB2)$`}; !slices.Equal(args, want) {
+		t.Errorf("resume args = %q, want %q", args, want)
+	}
+	if got := resumeArgs([]string{"-x"}, prior["example.com/other"]); !slices.Equal(got, []string{"-x"}) {
+		t.Errorf("args of a binary with nothing finished = %q, want its own", got)
+	}
+	// A second stall during TestB4 adds to what the first boot kept.
+	c2 := feed(`tcgkvm: run example.com/b at 3.00s
+--- PASS: TestB3 (0.00s)
+=== RUN   TestB4`)
+	prior["example.com/b"] = withPrior(prior, c2.Results[0])
+	args = resumeArgs(nil, prior["example.com/b"])
+	if want := []string{`-test.skip=^(TestB0|TestB1|TestB2|TestB3)$`}; !slices.Equal(args, want) {
+		t.Errorf("after a second stall: %q, want %q", args, want)
+	}
+	final := feed(`tcgkvm: run example.com/b at 3.00s
+--- PASS: TestB4 (0.00s)
+PASS
+tcgkvm: result example.com/b exit=0 start=3.00s end=4.00s
+tcgkvm: done status=0`)
+	b := withPrior(prior, final.Results[0])
+	if b.Pass != 3 || b.Fail != 1 || b.Skip != 1 || !slices.Equal(b.FailedTests, []string{"TestB2"}) {
+		t.Errorf("b over three boots = %+v, want 3 passed, TestB2 failed, 1 skipped", b)
+	}
+	// TestB2 failed before the stall: the binary fails although its last
+	// boot passed, and a fail retry runs TestB2 again.
+	if b.Exit != 1 || !b.Ended {
+		t.Errorf("b exit %d ended %v, want exit 1 (TestB2 failed in the first boot), ended", b.Exit, b.Ended)
+	}
+	final.Results[0] = b
+	if err := final.Err(); err == nil || !strings.Contains(err.Error(), "TestB2") {
+		t.Errorf("Err() = %v, want TestB2's failure", err)
+	}
+	if retry := failedTests([]testBinary{{Name: "example.com/b"}}, final); len(retry) != 1 || !slices.Equal(retry[0].Args, []string{`-test.run=^(TestB2)$`}) {
+		t.Errorf("fail retry = %+v, want TestB2 alone", retry)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the watcher's writes and the
+// test's reads.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func TestWatchConsole(t *testing.T) {
+	const hb = 50 * time.Millisecond
+	noMonitor := filepath.Join(t.TempDir(), "none.sock")
+
+	// Silent throughout: one kick (a newline on the serial port), then
+	// killed with a reason.
+	var last atomic.Int64
+	last.Store(time.Now().UnixNano())
+	var in lockedBuffer
+	killed := make(chan struct{})
+	why := watchConsole(context.Background(), hb, &last, noMonitor, &in, func() { close(killed) })
+	select {
+	case <-killed:
+	default:
+		t.Fatal("a silent console was not killed")
+	}
+	if !strings.Contains(why, "silent") || in.String() != "\n" {
+		t.Errorf("why %q, serial input %q; want silence named and one newline sent", why, in.String())
+	}
+
+	// The console speaks again after the kick: not killed.
+	last.Store(time.Now().UnixNano())
+	var in2 lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan string)
+	go func() {
+		done <- watchConsole(ctx, hb, &last, noMonitor, &in2, func() { t.Error("killed a console that spoke after the kick") })
+	}()
+	for in2.String() == "" {
+		time.Sleep(hb / 10)
+	}
+	// Keep speaking for a while, as a woken kernel's heartbeat would.
+	for end := time.Now().Add(5 * hb); time.Now().Before(end); time.Sleep(hb / 2) {
+		last.Store(time.Now().UnixNano())
+	}
+	cancel()
+	if why := <-done; why != "" {
+		t.Errorf("watchConsole = %q after ctx ended, want \"\"", why)
+	}
+}
+
+func TestNudge(t *testing.T) {
+	var in lockedBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { nudge(ctx, 10*time.Millisecond, &in); close(done) }()
+	for strings.Count(in.String(), "\n") < 3 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	if s := in.String(); strings.Trim(s, "\n") != "" {
+		t.Errorf("nudge wrote %q, want newlines only", s)
 	}
 }
