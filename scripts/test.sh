@@ -82,10 +82,12 @@ step e2e go test -count=1 -timeout 45m ./tests/e2e/...
 # kernel (built here first when not cached, ~10 min) and the agent, and
 # then requires the kernel too, so the Linux guest tests (Linux L2 guests,
 # 10-25 s each under TCG) fail rather than skip (~10 min in all).
-# CORRAL_TCGKVM=off leaves it out. The L1 kernel stops now and then during
-# a Linux L2 boot (QEMU 7.2's nested SVM; three times in one CI run of the
-# current test kernel): tcgkvm then boots again for the binaries that had
-# not finished, here up to 8 times (each stall costs ~3 min + the rerun).
+# CORRAL_TCGKVM=off leaves it out. QEMU 7.2 sometimes leaves the L1
+# kernel's timer interrupt pending without waking its CPU, which stopped it
+# in one Linux L2 boot in three or four: tcgkvm nudges it with a newline
+# on its serial port every second (tests/tcgkvm/README.md), and should it
+# still stop, boots again for the binaries that had not finished, here up
+# to 8 times, each going on where it stopped (a stall costs ~1.5 min).
 # Speeds there are TCG speeds, and a test that waits on emulated guest
 # work can miss its bound on a loaded host: -fail-retries 1 runs a
 # binary's failed tests once more in a fresh boot; one that passes then is
