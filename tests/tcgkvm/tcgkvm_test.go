@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/corral-vmm/corral/internal/syncbuf"
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
@@ -409,25 +409,6 @@ tcgkvm: done status=0`)
 	}
 }
 
-// lockedBuffer is a bytes.Buffer safe for the watcher's writes and the
-// test's reads.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 func TestWatchConsole(t *testing.T) {
 	const hb = 50 * time.Millisecond
 	noMonitor := filepath.Join(t.TempDir(), "none.sock")
@@ -436,7 +417,7 @@ func TestWatchConsole(t *testing.T) {
 	// killed with a reason.
 	var last atomic.Int64
 	last.Store(time.Now().UnixNano())
-	var in lockedBuffer
+	var in syncbuf.Buffer
 	killed := make(chan struct{})
 	why := watchConsole(context.Background(), hb, &last, noMonitor, &in, func() { close(killed) })
 	select {
@@ -450,7 +431,7 @@ func TestWatchConsole(t *testing.T) {
 
 	// The console speaks again after the kick: not killed.
 	last.Store(time.Now().UnixNano())
-	var in2 lockedBuffer
+	var in2 syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan string)
 	go func() {
@@ -470,7 +451,7 @@ func TestWatchConsole(t *testing.T) {
 }
 
 func TestNudge(t *testing.T) {
-	var in lockedBuffer
+	var in syncbuf.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { nudge(ctx, 10*time.Millisecond, &in); close(done) }()
