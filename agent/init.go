@@ -41,6 +41,17 @@ func baseMounts() []mount {
 	}
 }
 
+// GuestMounts are the directories where the agent mounts file systems of
+// the guest's own (proc, sysfs, devtmpfs, tmpfs) over the root: with the
+// host's root, what the host has under them is not what the guest sees.
+func GuestMounts() []string {
+	var dirs []string
+	for _, m := range baseMounts() {
+		dirs = append(dirs, m.target)
+	}
+	return dirs
+}
+
 // ninepOptions are the mount options of every 9p mount, the root's too. No
 // cache=loose for the root: it keys inodes by QID, and a server that
 // exports several host file systems (QEMU's without multidevs=remap)

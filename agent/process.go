@@ -66,6 +66,9 @@ func startProcess(e *proto.Exec, r *Reaper, mountinfo string) (*process, error) 
 			return nil, err
 		}
 	}
+	if err := checkWorkdir(e.Dir); err != nil {
+		return nil, fmt.Errorf("agent: starting %s: %w", e.Path, err)
+	}
 	args := e.Args
 	if len(args) == 0 {
 		args = []string{e.Path}
@@ -259,3 +262,24 @@ func readOOMKills() uint64 {
 
 // errNotPTY is returned when the kernel has no /dev/ptmx.
 var errNotPTY = errors.New("agent: no pseudo-terminals (/dev/ptmx; is devpts mounted?)")
+
+// checkWorkdir reports a working directory the command cannot start in.
+// The child's failed chdir would otherwise surface as "fork/exec PATH: no
+// such file or directory", naming the program, which exists.
+func checkWorkdir(dir string) error {
+	if dir == "" {
+		return nil
+	}
+	st, err := os.Stat(dir)
+	if err != nil {
+		var pe *os.PathError
+		if errors.As(err, &pe) {
+			err = pe.Err
+		}
+		return fmt.Errorf("working directory %s: %w", dir, err)
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("working directory %s: not a directory", dir)
+	}
+	return nil
+}

@@ -85,6 +85,14 @@ func TestOutputHelpers(t *testing.T) {
 	if out, err := c.Output(); err != nil || string(out) != "/\n" {
 		t.Errorf("pwd in /: %q, %v", out, err)
 	}
+	// A working directory the guest lacks is named as such, not as the
+	// program ("fork/exec /usr/bin/pwd: no such file or directory").
+	missing := filepath.Join(t.TempDir(), "gone")
+	c = client.Command(dial(), "pwd")
+	c.Dir = missing
+	if _, err := c.Output(); err == nil || !strings.Contains(err.Error(), "working directory "+missing+": no such file or directory") {
+		t.Errorf("pwd in a missing directory: %v, want the working directory named", err)
+	}
 	c = client.Command(dial(), "sh", "-c", `echo "$FOO"`)
 	c.Env = []string{"FOO=bar baz"}
 	if out, err := c.Output(); err != nil || string(out) != "bar baz\n" {

@@ -229,7 +229,8 @@ func (s setup) corralExec(t *testing.T, args ...string) (result, error) {
 func (s setup) corralExecWith(t *testing.T, bin string, env []string, args ...string) (result, error) {
 	con := filepath.Join(t.TempDir(), "console")
 	// A boot each time, as QEMU's: TestWarmExec measures warm restores.
-	all := []string{"exec", "--cold", "--console", con}
+	// --workdir /: the test's directory may be under /tmp, the guest's own.
+	all := []string{"exec", "--cold", "--console", con, "--workdir", "/"}
 	if s.extra != "" {
 		all = append(all, "--cmdline", s.extra)
 	}

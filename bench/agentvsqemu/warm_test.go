@@ -95,7 +95,8 @@ func TestWarmExec(t *testing.T) {
 // restored", or "" for --cold: neither).
 func (s setup) warmExec(t *testing.T, want string, args ...string) (result, error) {
 	con := filepath.Join(t.TempDir(), "console")
-	all := []string{"exec", "--console", con, "--log", *flagExecLog, "--kernel", s.kernel}
+	// --workdir /: the test's directory may be under /tmp, the guest's own.
+	all := []string{"exec", "--console", con, "--log", *flagExecLog, "--kernel", s.kernel, "--workdir", "/"}
 	if s.extra != "" {
 		all = append(all, "--cmdline", s.extra)
 	}

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/agent"
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/agent/proto"
@@ -72,7 +73,8 @@ Flags:
                     mount host directory HOST at GUEST in the guest, read-write
                     unless ro; repeatable
   --workdir DIR     CMD's working directory (default: the current directory
-                    with the host's root, else /)
+                    with the host's root, else /; refused when under /tmp,
+                    /run, /dev, /proc or /sys, the guest's own, unless shared)
   -e K=V, -e K      set K in CMD's environment (K alone: the host's value);
                     repeatable. CMD starts with PATH, HOME=/root and, with -t,
                     TERM
@@ -294,6 +296,31 @@ func execWorkdir(flagDir string, hostRoot bool, getwd func() (string, error)) st
 	return "/"
 }
 
+// workdirHidden returns the guest mount (agent.GuestMounts: /tmp, /run,
+// /dev...) that hides dir, the host directory the command would start in,
+// from a guest on the host's root, or "" when the guest sees dir: outside
+// them, or inside a share's guest path.
+func workdirHidden(dir string, shares []agentvm.Share) string {
+	under := func(d, parent string) bool {
+		return d == parent || strings.HasPrefix(d, strings.TrimSuffix(parent, "/")+"/")
+	}
+	for _, s := range shares {
+		g := s.Guest
+		if g == "" {
+			g = s.Host
+		}
+		if under(dir, filepath.Clean(g)) {
+			return ""
+		}
+	}
+	for _, m := range agent.GuestMounts() {
+		if under(dir, m) {
+			return m
+		}
+	}
+	return ""
+}
+
 // execEnv builds the command's environment: PATH, HOME, TERM for a
 // terminal, then each -e (K=V, or K for the host's value, left out when
 // the host has none); a later setting of a name replaces an earlier one.
@@ -444,6 +471,14 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		say("%v", err)
 		return exitUsage
+	}
+	if o.workdir == "" && root == agentvm.RootHost() {
+		if wd, err := d.getwd(); err == nil {
+			if m := workdirHidden(wd, o.shares); m != "" {
+				say("the current directory %s is not in the guest: the guest mounts its own %s over the host's; run corral exec from another directory, or give --workdir DIR, or --share %s to share it", wd, m, wd)
+				return exitUsage
+			}
+		}
 	}
 	kpath, kcmdline, err := d.kernel(o.cfg.Kernel, d.lookupEnv)
 	if err != nil {

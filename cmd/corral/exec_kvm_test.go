@@ -71,6 +71,9 @@ func execVM(t *testing.T, env map[string]string, stdin io.Reader, args ...string
 func execVMIn(t *testing.T, warmDir string, env map[string]string, stdin io.Reader, args ...string) (int, []byte, string) {
 	t.Helper()
 	d := hostExecDeps()
+	// The command starts in / wherever the tree is: a clone under /tmp
+	// (mktemp -d) is not in a guest, which mounts its own /tmp.
+	d.getwd = func() (string, error) { return "/", nil }
 	if warmDir != "" {
 		d.warmDir = func() (string, error) { return warmDir, nil }
 	}

@@ -166,6 +166,53 @@ func TestExecWorkdir(t *testing.T) {
 	}
 }
 
+func TestWorkdirHidden(t *testing.T) {
+	shares := []agentvm.Share{{Host: "/srv/x", Guest: "/tmp/work"}, {Host: "/run/user/1000/s"}}
+	for dir, want := range map[string]string{
+		"/home/u/src":        "",
+		"/tmp":               "/tmp",
+		"/tmp/ci/build":      "/tmp",
+		"/tmpfoo":            "",
+		"/run/lock":          "/run",
+		"/dev/shm/x":         "/dev",
+		"/tmp/work":          "",
+		"/tmp/work/sub":      "",
+		"/tmp/workers":       "/tmp",
+		"/run/user/1000/s/d": "",
+		"/proc/self":         "/proc",
+	} {
+		if got := workdirHidden(dir, shares); got != want {
+			t.Errorf("workdirHidden(%q) = %q, want %q", dir, got, want)
+		}
+	}
+}
+
+// TestExecFakeWorkdirHidden: run from a host directory under /tmp (CI
+// workspaces often are), the command would start where the guest has its
+// own empty tmpfs: corral exec says so before it boots anything.
+func TestExecFakeWorkdirHidden(t *testing.T) {
+	h := newExecHarness(t)
+	h.wd = "/tmp/ci/build"
+	started := false
+	h.startFn = func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
+		started = true
+		return h.guest, nil
+	}
+	code, stderr := h.run(nil, io.Discard, "--", "true")
+	if code != exitUsage || started || !strings.Contains(stderr, "the current directory /tmp/ci/build is not in the guest: the guest mounts its own /tmp") || !strings.Contains(stderr, "--share /tmp/ci/build") {
+		t.Errorf("status %d, started %v, stderr %q; want %d before starting, naming /tmp and --share", code, started, stderr, exitUsage)
+	}
+	// Each way out the message names works.
+	for _, args := range [][]string{{"--workdir", "/"}, {"--share", "/tmp/ci/build"}, {"--share", "/tmp/ci:/tmp/ci,ro"}} {
+		h := newExecHarness(t)
+		h.wd = "/tmp/ci/build"
+		// Only the check matters here: the shares' host paths do not exist.
+		if _, stderr := h.run(nil, io.Discard, append(args, "--", "true")...); strings.Contains(stderr, "not in the guest") {
+			t.Errorf("%q: %s", args, stderr)
+		}
+	}
+}
+
 func TestExecRoot(t *testing.T) {
 	dir := t.TempDir()
 	img := filepath.Join(dir, "root.img")
@@ -276,6 +323,7 @@ type execHarness struct {
 	sigOnce sync.Once
 	kernel  string
 	warmDir string // not made: corral exec makes it
+	wd      string // the host's current directory; "" is /
 }
 
 func newExecHarness(t *testing.T) *execHarness {
@@ -296,7 +344,12 @@ func newExecHarness(t *testing.T) *execHarness {
 func (h *execHarness) deps() execDeps {
 	return execDeps{
 		lookupEnv: func(k string) (string, bool) { v, ok := h.env[k]; return v, ok },
-		getwd:     func() (string, error) { return "/", nil },
+		getwd: func() (string, error) {
+			if h.wd == "" {
+				return "/", nil
+			}
+			return h.wd, nil
+		},
 		agent:     func(func(string) (string, bool)) (string, error) { return "/fake/agent", nil },
 		kernel: func(k string, lookup func(string) (string, bool)) (string, string, error) {
 			return h.kernel, "console=ttyS0 panic=-1", nil

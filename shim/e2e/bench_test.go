@@ -36,7 +36,8 @@ func TestBenchCtrRun(t *testing.T) {
 	}
 	e := setup(t, ns)
 	t.Setenv("XDG_CACHE_HOME", t.TempDir()) // corral exec's warm snapshots
-	execArgs := []string{"exec"}
+	// --workdir /: the test's directory may be under /tmp, the guest's own.
+	execArgs := []string{"exec", "--workdir", "/"}
 	if c := os.Getenv("CORRAL_TCGKVM_CMDLINE"); c != "" {
 		execArgs = append(execArgs, "--cmdline", c)
 	}
