@@ -475,7 +475,7 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if o.workdir == "" && root == agentvm.RootHost() {
 		if wd, err := d.getwd(); err == nil {
 			if m := workdirHidden(wd, o.shares); m != "" {
-				say("the current directory %s is not in the guest: the guest mounts its own %s over the host's; run corral exec from another directory, or give --workdir DIR, or --share %s to share it", wd, m, wd)
+				say("the current directory %s is not in the guest: the guest mounts its own %s over the host's; run corral exec from another directory, or give --workdir DIR, or share it (--share %s:%s)", wd, m, wd, wd)
 				return exitUsage
 			}
 		}

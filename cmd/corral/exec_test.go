@@ -199,16 +199,24 @@ func TestExecFakeWorkdirHidden(t *testing.T) {
 		return h.guest, nil
 	}
 	code, stderr := h.run(nil, io.Discard, "--", "true")
-	if code != exitUsage || started || !strings.Contains(stderr, "the current directory /tmp/ci/build is not in the guest: the guest mounts its own /tmp") || !strings.Contains(stderr, "--share /tmp/ci/build") {
+	if code != exitUsage || started || !strings.Contains(stderr, "the current directory /tmp/ci/build is not in the guest: the guest mounts its own /tmp") || !strings.Contains(stderr, "share it") {
 		t.Errorf("status %d, started %v, stderr %q; want %d before starting, naming /tmp and --share", code, started, stderr, exitUsage)
 	}
-	// Each way out the message names works.
-	for _, args := range [][]string{{"--workdir", "/"}, {"--share", "/tmp/ci/build"}, {"--share", "/tmp/ci:/tmp/ci,ro"}} {
+	if !strings.Contains(stderr, "--share /tmp/ci/build:/tmp/ci/build") {
+		t.Errorf("stderr %q does not give a --share that parses", stderr)
+	}
+	// Each way out the message names works: a directory under /tmp that
+	// exists, as the fake guest runs the command on this host.
+	wd, err := os.MkdirTemp("/tmp", "corral-workdir-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(wd) })
+	for _, args := range [][]string{{"--workdir", "/"}, {"--share", wd + ":" + wd}, {"--share", wd + ":" + wd + ",ro"}} {
 		h := newExecHarness(t)
-		h.wd = "/tmp/ci/build"
-		// Only the check matters here: the shares' host paths do not exist.
-		if _, stderr := h.run(nil, io.Discard, append(args, "--", "true")...); strings.Contains(stderr, "not in the guest") {
-			t.Errorf("%q: %s", args, stderr)
+		h.wd = wd
+		if code, stderr := h.run(nil, io.Discard, append(args, "--", "true")...); code != 0 {
+			t.Errorf("%q from %s: status %d, stderr %q; want 0", args, wd, code, stderr)
 		}
 	}
 }
