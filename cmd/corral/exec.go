@@ -472,14 +472,6 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		say("%v", err)
 		return exitUsage
 	}
-	if o.workdir == "" && root == agentvm.RootHost() {
-		if wd, err := d.getwd(); err == nil {
-			if m := workdirHidden(wd, o.shares); m != "" {
-				say("the current directory %s is not in the guest: the guest mounts its own %s over the host's; run corral exec from another directory, or give --workdir DIR, or share it (--share %s:%s)", wd, m, wd, wd)
-				return exitUsage
-			}
-		}
-	}
 	kpath, kcmdline, err := d.kernel(o.cfg.Kernel, d.lookupEnv)
 	if err != nil {
 		say("%v", err)
@@ -504,6 +496,16 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	if err != nil {
 		say("%v", err)
 		return exitVMMFailure
+	}
+	// Last of the checks before anything is built, so that the others
+	// report first.
+	if o.workdir == "" && root == agentvm.RootHost() {
+		if wd, err := d.getwd(); err == nil {
+			if m := workdirHidden(wd, o.shares); m != "" {
+				say("the current directory %s is not in the guest: the guest mounts its own %s over the host's; run corral exec from another directory, or give --workdir DIR, or share it (--share %s:%s)", wd, m, wd, wd)
+				return exitUsage
+			}
+		}
 	}
 	mc.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
 	steps := agentvm.NewSteps(mc.Logger, "exec")
