@@ -42,16 +42,25 @@ func hostResolved(e *proto.Exec, mounts []string) (string, bool) {
 		if !filepath.IsAbs(v) || filepath.Clean(v) != v {
 			return "", false
 		}
-		for _, m := range mounts {
-			if m == "/" {
-				continue
-			}
-			if v == m || strings.HasPrefix(v, m+"/") {
-				return "", false
-			}
+		if _, covered := Covering(v, mounts); covered {
+			return "", false
 		}
 	}
 	return e.Resolved, true
+}
+
+// Covering returns the first of mounts (mount points, clean and absolute;
+// "/" is left out) that the clean absolute path p is at or under.
+func Covering(p string, mounts []string) (string, bool) {
+	for _, m := range mounts {
+		if m == "/" {
+			continue
+		}
+		if p == m || strings.HasPrefix(p, m+"/") {
+			return m, true
+		}
+	}
+	return "", false
 }
 
 // mountPoints returns the mount points a mountinfo file lists (its fifth

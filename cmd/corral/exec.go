@@ -301,24 +301,18 @@ func execWorkdir(flagDir string, hostRoot bool, getwd func() (string, error)) st
 // from a guest on the host's root, or "" when the guest sees dir: outside
 // them, or inside a share's guest path.
 func workdirHidden(dir string, shares []agentvm.Share) string {
-	under := func(d, parent string) bool {
-		return d == parent || strings.HasPrefix(d, strings.TrimSuffix(parent, "/")+"/")
-	}
-	for _, s := range shares {
-		g := s.Guest
-		if g == "" {
-			g = s.Host
+	guest := make([]string, len(shares))
+	for i, s := range shares {
+		if guest[i] = s.Guest; guest[i] == "" {
+			guest[i] = s.Host
 		}
-		if under(dir, filepath.Clean(g)) {
-			return ""
-		}
+		guest[i] = filepath.Clean(guest[i])
 	}
-	for _, m := range agent.GuestMounts() {
-		if under(dir, m) {
-			return m
-		}
+	if _, shared := agent.Covering(dir, guest); shared {
+		return ""
 	}
-	return ""
+	m, _ := agent.Covering(dir, agent.GuestMounts())
+	return m
 }
 
 // execEnv builds the command's environment: PATH, HOME, TERM for a

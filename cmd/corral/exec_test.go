@@ -331,7 +331,7 @@ type execHarness struct {
 	sigOnce sync.Once
 	kernel  string
 	warmDir string // not made: corral exec makes it
-	wd      string // the host's current directory; "" is /
+	wd      string // the host's current directory
 }
 
 func newExecHarness(t *testing.T) *execHarness {
@@ -340,7 +340,7 @@ func newExecHarness(t *testing.T) *execHarness {
 	t.Cleanup(func() { cancel(); g.wg.Wait() })
 	h := &execHarness{t: t, env: map[string]string{}, guest: g, sigsSet: make(chan struct{}),
 		kernel:  testkernel.WriteBzImage(t, testkernel.BzImage{CmdlineSize: 2047}),
-		warmDir: filepath.Join(t.TempDir(), "cache", "corral", "warm")}
+		warmDir: filepath.Join(t.TempDir(), "cache", "corral", "warm"), wd: "/"}
 	h.startFn = func(ctx context.Context, cfg agentvm.Config) (guestVM, error) {
 		g.cfg = cfg
 		fmt.Fprintln(cfg.Machine.Console, "fake boot")
@@ -352,12 +352,7 @@ func newExecHarness(t *testing.T) *execHarness {
 func (h *execHarness) deps() execDeps {
 	return execDeps{
 		lookupEnv: func(k string) (string, bool) { v, ok := h.env[k]; return v, ok },
-		getwd: func() (string, error) {
-			if h.wd == "" {
-				return "/", nil
-			}
-			return h.wd, nil
-		},
+		getwd:     func() (string, error) { return h.wd, nil },
 		agent:     func(func(string) (string, bool)) (string, error) { return "/fake/agent", nil },
 		kernel: func(k string, lookup func(string) (string, bool)) (string, string, error) {
 			return h.kernel, "console=ttyS0 panic=-1", nil

@@ -252,7 +252,7 @@ func bootAll(ctx context.Context, o options, logf func(string, ...any), kernel, 
 // stalled before it finished. A test that failed there fails r.
 func withPrior(prior map[string]binaryResult, r binaryResult) binaryResult {
 	p, ok := prior[r.Name]
-	if !ok || p.Name == "" {
+	if !ok {
 		return r
 	}
 	r.Pass += p.Pass
