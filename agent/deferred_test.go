@@ -71,7 +71,7 @@ func TestSetupConfig(t *testing.T) {
 // calls.
 func deferredServer(t *testing.T, fail map[string]error) (*Server, *recOps) {
 	s, r := newRecSetup(fail)
-	api := s.baseMounts()
+	api := s.baseMounts(baseMounts())
 	if err := s.err(); err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestDeferredSetup(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api := boot.baseMounts()
+	api := boot.baseMounts(baseMounts())
 	br.calls = nil
 	boot.apply(cfg, api)
 	if !reflect.DeepEqual(r.calls, br.calls) {

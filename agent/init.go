@@ -103,6 +103,7 @@ type sysOps interface {
 	// does not look below it.
 	Opaque(dir string) error
 	Sethostname(name string) error
+	ReadFile(name string) ([]byte, error)
 }
 
 type realOps struct{}
@@ -145,9 +146,10 @@ func (realOps) Mkdir(dir string, mode os.FileMode, noLink bool) error {
 	return nil
 }
 
-func (realOps) Chdir(dir string) error        { return unix.Chdir(dir) }
-func (realOps) Chroot(dir string) error       { return unix.Chroot(dir) }
-func (realOps) Sethostname(name string) error { return unix.Sethostname([]byte(name)) }
+func (realOps) Chdir(dir string) error               { return unix.Chdir(dir) }
+func (realOps) Chroot(dir string) error              { return unix.Chroot(dir) }
+func (realOps) Sethostname(name string) error        { return unix.Sethostname([]byte(name)) }
+func (realOps) ReadFile(name string) ([]byte, error) { return os.ReadFile(name) }
 
 // setup carries out PID 1's plan and collects its problems.
 type setup struct {
@@ -164,6 +166,10 @@ type setup struct {
 	// a 9p share and whose upper layer holds only the api mounts' opaque
 	// mount points (see Deferred.pristineRoot).
 	overlay9p bool
+	// kernelRoot: the kernel mounted the 9p root as / and ran the agent
+	// from it (KernelRootParams); the root switch binds it as the lower
+	// layer instead of mounting the share.
+	kernelRoot bool
 }
 
 // done logs a step that went well.
@@ -193,6 +199,10 @@ func (s *setup) err() error {
 // listing every failure, with the kernel options a missing file system
 // needs; what could be done stays done.
 //
+// On a kernel root (KernelRootParams: / is the 9p share the kernel
+// mounted) it makes the same overlay root with that mount as the lower
+// layer (initKernelRoot).
+//
 // With corral.setup=deferred it stops before the root switch and returns
 // a *Deferred, which a Server (Config.Deferred) completes when the host
 // sends Setup; otherwise the *Deferred is nil.
@@ -204,16 +214,19 @@ func Init(log *slog.Logger) (*Deferred, error) {
 		os.Setenv("PATH", defaultPath)
 	}
 	s := &setup{sys: realOps{}, log: log, staging: StagingDir}
-	api := s.baseMounts()
+	// /proc first: it tells whether the kernel mounted the root.
+	all := baseMounts()
+	api := s.baseMounts(all[:1])
+	if rootIs9P() {
+		s.staging = KernelRootStaging
+		s.initKernelRoot(api, all[1:])
+		return nil, s.err()
+	}
+	api = append(api, s.baseMounts(all[1:])...)
 	if _, err := os.Lstat("/dev/ptmx"); errors.Is(err, os.ErrNotExist) {
 		os.Symlink("pts/ptmx", "/dev/ptmx")
 	}
-	cmdline, err := os.ReadFile("/proc/cmdline")
-	if err != nil {
-		s.fail(fmt.Errorf("reading the kernel command line: %w", err))
-		return nil, s.err()
-	}
-	cfg, err := ParseCmdline(string(cmdline))
+	cfg, err := s.readCmdline()
 	if err != nil {
 		s.fail(err)
 		return nil, s.err()
@@ -281,10 +294,10 @@ func (d *Deferred) pristineRoot() bool {
 	return d.applied && d.err == nil && d.s.overlay9p
 }
 
-// baseMounts mounts baseMounts and returns the top-level directories that
-// hold a mount afterwards: what a root switch moves along.
-func (s *setup) baseMounts() (api []mount) {
-	for _, m := range baseMounts() {
+// baseMounts mounts ms (baseMounts or its tail) and returns the top-level
+// directories that hold a mount afterwards: what a root switch moves along.
+func (s *setup) baseMounts(ms []mount) (api []mount) {
+	for _, m := range ms {
 		err := s.mount(m)
 		if errors.Is(err, unix.EBUSY) {
 			err = nil // already mounted (the kernel's DEVTMPFS_MOUNT, or a second run)
@@ -367,10 +380,13 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 		return s.enterRoot(newRoot, api)
 	}
 	var lm mount
-	switch root.Kind {
-	case Root9P:
+	switch {
+	case s.kernelRoot:
+		// Not recursive: the staging tmpfs on the root's /tmp stays out.
+		lm = mount{source: "/", target: lower, flags: unix.MS_BIND, mode: 0o755, what: fmt.Sprintf("the kernel's 9p root %q (bound)", root.Source)}
+	case root.Kind == Root9P:
 		lm = mount{source: root.Source, target: lower, fstype: "9p", flags: unix.MS_RDONLY, data: ninepOptions, mode: 0o755, what: fmt.Sprintf("the root's 9p share %q", root.Source)}
-	case RootBlock:
+	case root.Kind == RootBlock:
 		lm = mount{source: root.Source, target: lower, fstype: "ext4", flags: unix.MS_RDONLY, mode: 0o755, what: "the root's ext4 " + root.Source}
 	default:
 		return fmt.Errorf("switching root: unknown root kind %d", root.Kind)
@@ -395,8 +411,12 @@ func (s *setup) switchRoot(root Root, api []mount) error {
 		// one, whose content there the mounts hide anyway: on a 9p
 		// lower layer each lookup was a Twalk and a Tgetattr, 10 round
 		// trips per root switch. A host whose /tmp or /run is a
-		// symbolic link no longer fails the switch.
-		for _, m := range api {
+		// symbolic link no longer fails the switch. All of them, not
+		// only api: on a kernel root the others are mounted after it.
+		for _, m := range baseMounts() {
+			if path.Dir(m.target) != "/" {
+				continue
+			}
 			d := rw + "/upper" + m.target
 			if err := s.sys.Mkdir(d, m.mode, true); err != nil {
 				return fmt.Errorf("switching root: %w", err)

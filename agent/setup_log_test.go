@@ -21,7 +21,7 @@ func TestDeferredSetupQuiet(t *testing.T) {
 		var out bytes.Buffer
 		s, _ := newRecSetup(nil)
 		s.log = slog.New(slog.NewTextHandler(&out, nil))
-		api := s.baseMounts()
+		api := s.baseMounts(baseMounts())
 		if deferred {
 			if err := (&Deferred{s: s, api: api}).Apply(cfg); err != nil {
 				t.Fatal(err)

@@ -18,14 +18,17 @@ import (
 // recOps records setup's system calls; fail maps "fstype target" (mounts),
 // "mkdir DIR", "chdir DIR" or "chroot DIR" to the errno it returns.
 type recOps struct {
-	calls []string
-	fail  map[string]error
+	calls   []string
+	fail    map[string]error
+	cmdline string // /proc/cmdline
 }
 
 func (r *recOps) Mount(source, target, fstype string, flags uintptr, data string) error {
 	var c string
 	if flags&unix.MS_MOVE != 0 {
 		c = "move " + source + " " + target
+	} else if flags&unix.MS_BIND != 0 {
+		c = "bind " + source + " " + target
 	} else {
 		c = fmt.Sprintf("mount %s %s %s", fstype, source, target)
 		if flags&unix.MS_RDONLY != 0 {
@@ -72,11 +75,22 @@ func (r *recOps) Sethostname(name string) error {
 	return r.fail["sethostname "+name]
 }
 
+func (r *recOps) ReadFile(name string) ([]byte, error) {
+	if name != "/proc/cmdline" {
+		return nil, fmt.Errorf("recOps: no file %s", name)
+	}
+	r.calls = append(r.calls, "read "+name)
+	if err := r.fail["read "+name]; err != nil {
+		return nil, err
+	}
+	return []byte(r.cmdline), nil
+}
+
 // mounts returns the mount and move calls only.
 func (r *recOps) mounts() []string {
 	var out []string
 	for _, c := range r.calls {
-		if !strings.HasPrefix(c, "mkdir ") && !strings.HasPrefix(c, "xattr ") && !strings.HasPrefix(c, "opaque ") {
+		if !strings.HasPrefix(c, "mkdir ") && !strings.HasPrefix(c, "xattr ") && !strings.HasPrefix(c, "opaque ") && !strings.HasPrefix(c, "read ") {
 			out = append(out, c)
 		}
 	}
@@ -91,7 +105,7 @@ func newRecSetup(fail map[string]error) (*setup, *recOps) {
 // apiMounts is what a successful baseMounts returns.
 func apiMounts(t *testing.T) []mount {
 	s, r := newRecSetup(nil)
-	api := s.baseMounts()
+	api := s.baseMounts(baseMounts())
 	if err := s.err(); err != nil || len(r.mounts()) != 7 {
 		t.Fatalf("baseMounts: %v, %q", err, r.mounts())
 	}
@@ -176,7 +190,7 @@ func TestInitramfsPlan(t *testing.T) {
 
 func TestBaseMountsTolerateMounted(t *testing.T) {
 	s, _ := newRecSetup(map[string]error{"devtmpfs /dev": unix.EBUSY, "devpts /dev/pts": unix.ENODEV})
-	api := s.baseMounts()
+	api := s.baseMounts(baseMounts())
 	var targets []string
 	for _, m := range api {
 		targets = append(targets, m.target)

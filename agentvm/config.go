@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -159,6 +160,34 @@ func (cfg *Config) FindAgent() (string, error) {
 		return "", fmt.Errorf("%w: no agent: set Config.Agent or $%s to a static corral-agent (CGO_ENABLED=0 go build ./cmd/corral-agent) or a static corral binary", ErrConfig, AgentEnv)
 	}
 	return p, nil
+}
+
+// kernelRootInit reports whether cfg's guest can boot on a kernel root
+// (agent.KernelRootParams: the kernel mounts the host's / over 9p and runs
+// the agent from it, nothing copied into an initramfs) and returns the
+// agent's path there. That needs the host's root, no initrd of the
+// user's, no "--" of the user's on the command line (what follows is
+// init's), and an executable agent at a path the command line can carry
+// and the guest sees as the host does (not under /proc, /sys or /dev).
+// Otherwise the agent goes into an initramfs, as for every other root.
+func (cfg *Config) kernelRootInit(agentPath string) (string, bool) {
+	if cfg.Root.kind != rootHost || cfg.Machine.Initrd != "" || slices.Contains(strings.Fields(cfg.Machine.Cmdline), "--") {
+		return "", false
+	}
+	p, err := filepath.Abs(agentPath)
+	if err != nil {
+		return "", false
+	}
+	if p, err = filepath.EvalSymlinks(p); err != nil || CheckGuestPath(p) != nil {
+		return "", false
+	}
+	if _, under := agent.Covering(p, []string{"/proc", "/sys", "/dev"}); under {
+		return "", false
+	}
+	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
+		return "", false
+	}
+	return p, true
 }
 
 // machineConfig returns the machine configuration with the root, the

@@ -2,6 +2,8 @@ package agentvm
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -136,6 +138,57 @@ func TestRootString(t *testing.T) {
 	} {
 		if !strings.Contains(r.String(), want) {
 			t.Errorf("%#v: %q, want %q", r, r.String(), want)
+		}
+	}
+}
+
+func TestKernelRootInit(t *testing.T) {
+	dir := t.TempDir()
+	exe := filepath.Join(dir, "corral")
+	if err := os.WriteFile(exe, []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(exe, filepath.Join(dir, "link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "noexec"), []byte("x"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "a b"), []byte("x"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	real, err := filepath.EvalSymlinks(exe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err == nil {
+		self, err = filepath.EvalSymlinks(self)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		cfg   Config
+		agent string
+		want  string // "" for the initramfs
+	}{
+		{"host", Config{Root: RootHost()}, exe, real},
+		{"symlink resolved", Config{Root: RootHost()}, filepath.Join(dir, "link"), real},
+		{"initramfs root", Config{Root: RootInitrd()}, exe, ""},
+		{"directory root", Config{Root: RootDir(dir)}, exe, ""},
+		{"image root", Config{Root: RootImage("x.img")}, exe, ""},
+		{"user initrd", Config{Root: RootHost(), Machine: corral.Config{Initrd: "u.cpio"}}, exe, ""},
+		{"user's --", Config{Root: RootHost(), Machine: corral.Config{Cmdline: "console=ttyS0 -- x"}}, exe, ""},
+		{"not executable", Config{Root: RootHost()}, filepath.Join(dir, "noexec"), ""},
+		{"space in path", Config{Root: RootHost()}, filepath.Join(dir, "a b"), ""},
+		{"missing", Config{Root: RootHost()}, filepath.Join(dir, "none"), ""},
+		{"/proc/self/exe resolved", Config{Root: RootHost()}, "/proc/self/exe", self},
+	} {
+		got, ok := tc.cfg.kernelRootInit(tc.agent)
+		if got != tc.want || ok != (tc.want != "") {
+			t.Errorf("%s: kernelRootInit(%q) = %q, %v; want %q", tc.name, tc.agent, got, ok, tc.want)
 		}
 	}
 }

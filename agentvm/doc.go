@@ -22,6 +22,12 @@
 //	corral.root=blk:/dev/vda the first virtio-blk disk (ext4) is
 //	corral.share=TAG:PATH[:ro] mount share TAG at PATH in the final root
 //
+// With RootHost and no initrd of the user's there is no initrd at all: a
+// kernel root (agent.KernelRootParams) has the kernel mount the host's /
+// over 9p and run the agent from its host path, so only the pages the
+// agent touches cross into the guest, instead of the whole binary being
+// copied out of an initramfs in the guest at boot.
+//
 // It then dials the agent's vsock port (agent.DefaultPort) until the agent
 // answers a protocol Hello, with a short backoff, bounded by
 // Config.AgentTimeout; it stops waiting at once when the machine ends or
@@ -34,7 +40,7 @@
 //
 // The guest kernel needs CONFIG_VSOCKETS and CONFIG_VIRTIO_VSOCKETS (the
 // agent's channel), CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS (root and
-// shares over 9p), CONFIG_OVERLAY_FS and CONFIG_TMPFS (the writable root),
+// shares over 9p; built in, for a kernel root), CONFIG_OVERLAY_FS and CONFIG_TMPFS (the writable root),
 // CONFIG_DEVTMPFS, and CONFIG_VIRTIO_BLK with CONFIG_EXT4_FS for RootImage;
 // tests/linux/kernel.config has them all.
 package agentvm

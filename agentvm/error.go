@@ -90,6 +90,10 @@ func (e *AgentError) hint() string {
 		if strings.Contains(console, "No working init found") || strings.Contains(console, "Requested init") {
 			return "the kernel could not run /init (is the agent a static x86-64 binary? does the kernel have CONFIG_BLK_DEV_INITRD?)"
 		}
+		if strings.Contains(console, "Unable to mount root fs") {
+			// A kernel root: the kernel mounts the host's / over 9p itself.
+			return "the kernel could not mount the host's root over 9p (it needs CONFIG_NET_9P, CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS built in, not as modules)"
+		}
 		return ""
 	case errors.Is(e.LastErr, vsock.ErrNotRunning):
 		// The device never saw DRIVER_OK: no driver bound it.

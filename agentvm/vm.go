@@ -80,6 +80,21 @@ type VM struct {
 // the machine exists wrap ErrConfig or corral.ErrConfig. ctx bounds only
 // the start: the machine runs until Close.
 func Start(ctx context.Context, cfg Config) (*VM, error) {
+	path, err := cfg.FindAgent()
+	if err != nil {
+		return nil, err
+	}
+	if init, ok := cfg.kernelRootInit(path); ok {
+		if err := checkAgentFile(path); err != nil {
+			return nil, err
+		}
+		mc, err := cfg.machineConfig()
+		if err != nil {
+			return nil, err
+		}
+		mc.Cmdline = appendCmdline(mc.Cmdline, agent.KernelRootParams(rootTag, init)...)
+		return boot(ctx, cfg, mc, nil, cfg.Confine)
+	}
 	agentBytes, err := cfg.readAgent()
 	if err != nil {
 		return nil, err
@@ -89,6 +104,20 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		return nil, err
 	}
 	return boot(ctx, cfg, mc, agentBytes, cfg.Confine)
+}
+
+// checkAgentFile checks that path is a static x86-64 executable, reading
+// only its headers.
+func checkAgentFile(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("%w: agent: %v", ErrConfig, err)
+	}
+	defer f.Close()
+	if err := initrd.CheckAgentAt(f); err != nil {
+		return fmt.Errorf("%w: agent %s: %v", ErrConfig, path, err)
+	}
+	return nil
 }
 
 // readAgent reads and checks the agent cfg names.
@@ -108,21 +137,28 @@ func (cfg *Config) readAgent() ([]byte, error) {
 }
 
 // boot creates the machine mc (agentvm's devices and keys in it) with
-// the agent in its initrd, confines the process if confine is set, runs
-// it and waits for the agent, as Start says.
+// the agent in its initrd (none when agentBytes is nil: a kernel root),
+// confines the process if confine is set, runs it and waits for the
+// agent, as Start says.
 func boot(ctx context.Context, cfg Config, mc corral.Config, agentBytes []byte, confine func(*corral.Config) error) (*VM, error) {
 	ring := newConsoleRing(mc.Console, ConsoleLines)
 	mc.Console = ring
 
-	// The initrd lives in a memfd: nothing is left on disk, whatever
-	// happens to this process. New reads it all into guest memory.
-	ird, err := buildInitrd(mc.Initrd, agentBytes)
-	if err != nil {
-		return nil, err
+	var m *corral.Machine
+	var err error
+	if agentBytes == nil {
+		m, err = corral.New(mc)
+	} else {
+		// The initrd lives in a memfd: nothing is left on disk, whatever
+		// happens to this process. New reads it all into guest memory.
+		ird, ierr := buildInitrd(mc.Initrd, agentBytes)
+		if ierr != nil {
+			return nil, ierr
+		}
+		mc.Initrd = fmt.Sprintf("/proc/self/fd/%d", ird.Fd())
+		m, err = corral.New(mc)
+		ird.Close()
 	}
-	mc.Initrd = fmt.Sprintf("/proc/self/fd/%d", ird.Fd())
-	m, err := corral.New(mc)
-	ird.Close()
 	if err != nil {
 		return nil, fmt.Errorf("agentvm: %w", err)
 	}

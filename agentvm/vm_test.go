@@ -158,19 +158,24 @@ func TestWaitAgentRefused(t *testing.T) {
 }
 
 func TestWaitAgentPanic(t *testing.T) {
-	f := newFakeMachine(t)
-	ring := newConsoleRing(nil, ConsoleLines)
-	vm := f.vm(ring)
-	time.AfterFunc(50*time.Millisecond, func() {
-		ring.Write([]byte("Kernel panic - not syncing: No working init found.\n"))
-	})
-	err := vm.waitAgent(context.Background(), time.Minute, exitPowerOff)
-	var ae *AgentError
-	if !errors.As(err, &ae) || ae.Reason != ReasonPanic {
-		t.Fatalf("err = %v, want ReasonPanic", err)
-	}
-	if !strings.Contains(err.Error(), "could not run /init") {
-		t.Errorf("error %q lacks the /init hint", err)
+	for _, tc := range []struct{ console, hint string }{
+		{"Kernel panic - not syncing: No working init found.\n", "could not run /init"},
+		// A kernel root whose kernel has 9p as modules.
+		{"VFS: Cannot open root device \"corral-root\" or unknown-block(0,0): error -19\n" +
+			"Kernel panic - not syncing: VFS: Unable to mount root fs on unknown-block(0,0)\n", "CONFIG_NET_9P_VIRTIO and CONFIG_9P_FS built in"},
+	} {
+		f := newFakeMachine(t)
+		ring := newConsoleRing(nil, ConsoleLines)
+		vm := f.vm(ring)
+		time.AfterFunc(50*time.Millisecond, func() { ring.Write([]byte(tc.console)) })
+		err := vm.waitAgent(context.Background(), time.Minute, exitPowerOff)
+		var ae *AgentError
+		if !errors.As(err, &ae) || ae.Reason != ReasonPanic {
+			t.Fatalf("err = %v, want ReasonPanic", err)
+		}
+		if !strings.Contains(err.Error(), tc.hint) {
+			t.Errorf("error %q lacks the hint %q", err, tc.hint)
+		}
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/corral-vmm/corral/agent"
@@ -33,14 +34,19 @@ import (
 // Name is the program name under which a multi-call binary is the agent.
 const Name = "corral-agent"
 
-// Invoked reports whether a multi-call binary started with argv0 as
-// process pid should be the agent: under the name corral-agent, or as PID 1
-// under any name but corral's own (the kernel starts the initrd's /init,
-// or /corral/agent with rdinit=; a container whose entry point is corral
-// itself still gets the command-line tool).
-func Invoked(argv0 string, pid int) bool {
-	base := filepath.Base(argv0)
-	return base == Name || pid == 1 && base != "corral"
+// Invoked reports whether a multi-call binary started with args (argv,
+// program name first) as process pid should be the agent: under the name
+// corral-agent, or as PID 1 under any name but corral's own (the kernel
+// starts the initrd's /init, or /corral/agent with rdinit=; a container
+// whose entry point is corral itself still gets the command-line tool),
+// or as PID 1 given agent.InitArg (a kernel root's init=, which names
+// the binary as it is, corral included).
+func Invoked(args []string, pid int) bool {
+	if len(args) == 0 {
+		return false
+	}
+	base := filepath.Base(args[0])
+	return base == Name || pid == 1 && (base != "corral" || slices.Contains(args[1:], agent.InitArg))
 }
 
 // Main runs the agent with the command-line arguments args (without the

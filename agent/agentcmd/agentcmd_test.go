@@ -22,20 +22,25 @@ import (
 
 func TestInvoked(t *testing.T) {
 	for _, tc := range []struct {
-		argv0 string
-		pid   int
-		want  bool
+		args []string
+		pid  int
+		want bool
 	}{
-		{"/init", 1, true},           // the initrd's /init -> /corral/agent
-		{"/corral/agent", 1, true},   // rdinit=/corral/agent
-		{"corral-agent", 4242, true}, // a service under another init
-		{"/usr/bin/corral-agent", 7, true},
-		{"/usr/bin/corral", 1, false}, // a container whose entry point is corral
-		{"corral", 4242, false},
-		{"/init", 4242, false},
+		{[]string{"/init"}, 1, true},           // the initrd's /init -> /corral/agent
+		{[]string{"/corral/agent"}, 1, true},   // rdinit=/corral/agent
+		{[]string{"corral-agent"}, 4242, true}, // a service under another init
+		{[]string{"/usr/bin/corral-agent"}, 7, true},
+		{[]string{"/usr/bin/corral"}, 1, false}, // a container whose entry point is corral
+		{[]string{"/usr/bin/corral", "exec", "--", "true"}, 1, false},
+		{[]string{"/usr/bin/corral", agent.InitArg}, 1, true}, // a kernel root's init=
+		{[]string{"/usr/bin/corral", "quiet", agent.InitArg}, 1, true},
+		{[]string{"/usr/bin/corral", agent.InitArg}, 4242, false},
+		{[]string{"corral"}, 4242, false},
+		{[]string{"/init"}, 4242, false},
+		{nil, 1, false},
 	} {
-		if got := Invoked(tc.argv0, tc.pid); got != tc.want {
-			t.Errorf("Invoked(%q, %d) = %v, want %v", tc.argv0, tc.pid, got, tc.want)
+		if got := Invoked(tc.args, tc.pid); got != tc.want {
+			t.Errorf("Invoked(%q, %d) = %v, want %v", tc.args, tc.pid, got, tc.want)
 		}
 	}
 }

@@ -107,7 +107,9 @@ Flags:
 
 The guest kernel needs CONFIG_VSOCKETS, CONFIG_VIRTIO_VSOCKETS,
 CONFIG_NET_9P_VIRTIO, CONFIG_9P_FS, CONFIG_OVERLAY_FS, CONFIG_TMPFS and
-CONFIG_DEVTMPFS (tests/linux/kernel.config has them).
+CONFIG_DEVTMPFS (tests/linux/kernel.config has them), 9p built in: a cold
+boot on the host's root has the kernel mount it over 9p and run the agent
+from it, with no initramfs.
 
 Signals: SIGINT, SIGTERM or SIGHUP is passed to CMD; the VM is stopped if CMD
 has not ended 5s later, or at a second signal.

@@ -178,7 +178,7 @@ var version = "dev"
 func main() {
 	// One static binary is also the guest agent: corral exec puts this
 	// executable into the guest as its /init.
-	if agentcmd.Invoked(os.Args[0], os.Getpid()) {
+	if agentcmd.Invoked(os.Args, os.Getpid()) {
 		os.Exit(agentcmd.Main(os.Args[1:]))
 	}
 	os.Exit(run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
