@@ -123,10 +123,17 @@ func TestExecVMShares(t *testing.T) {
 	env := execE2E(t)
 	rw, ro := t.TempDir(), t.TempDir()
 	os.WriteFile(filepath.Join(ro, "in"), []byte("from the host\n"), 0o644)
+	// The guest booted on a kernel root: the kernel mounted the host's /
+	// over 9p and ran the agent from its host path (no initramfs).
+	agentPath, err := filepath.EvalSymlinks(env[agentvm.AgentEnv])
+	if err != nil {
+		t.Fatal(err)
+	}
 	code, out, stderr := execVM(t, env, nil, "--share", rw+":/mnt/rw", "--share", ro+":/mnt/ro,ro", "--",
-		"sh", "-c", "cat /mnt/ro/in; echo written > /mnt/rw/out && if echo x > /mnt/ro/bad; then echo ro-writable; fi")
-	if code != 0 || string(out) != "from the host\n" || !strings.Contains(stderr, "Read-only file system") {
-		t.Errorf("status %d, stdout %q, stderr %q; want the ro file read and the ro write refused (EROFS)", code, out, stderr)
+		"sh", "-c", "cat /mnt/ro/in; echo written > /mnt/rw/out && if echo x > /mnt/ro/bad; then echo ro-writable; fi; tr ' ' '\\n' </proc/cmdline | grep -E '^(rootfstype|init)='")
+	want := "from the host\nrootfstype=9p\ninit=" + agentPath + "\n"
+	if code != 0 || string(out) != want || !strings.Contains(stderr, "Read-only file system") {
+		t.Errorf("status %d, stdout %q, stderr %q; want %q and the ro write refused (EROFS)", code, out, stderr, want)
 	}
 	if b, err := os.ReadFile(filepath.Join(rw, "out")); err != nil || string(b) != "written\n" {
 		t.Errorf("file written in the rw share: %q, %v", b, err)
