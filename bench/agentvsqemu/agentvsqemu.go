@@ -141,8 +141,10 @@ func PrintkAt(console []byte, msg string) (float64, bool) {
 	return 0, false
 }
 
-// RunInitMsg is the kernel's message as it starts /init.
-const RunInitMsg = "Run /init as init process"
+// RunInitMsg starts the kernel's message as it starts init: "Run /init
+// as init process" from an initramfs, "Run /path/of/the/agent as init
+// process" on a kernel root (corral exec's cold boot, agent.KernelRootParams).
+const RunInitMsg = "Run /"
 
 // StartMsg is what KmsgCmd logs.
 const StartMsg = Marker + " command start"

@@ -104,6 +104,11 @@ func TestInitToCommand(t *testing.T) {
 	if v, ok := InitToCommand([]byte(con)); !ok || math.Abs(v-481.006) > 1e-6 {
 		t.Errorf("InitToCommand = %v, %v; want 481.006", v, ok)
 	}
+	// A kernel root runs the agent by its host path.
+	kr := "[    2.000000] Run /usr/local/bin/corral as init process\n[    2.250000] agentvsqemu: command start\n"
+	if v, ok := InitToCommand([]byte(kr)); !ok || math.Abs(v-250) > 1e-6 {
+		t.Errorf("InitToCommand(kernel root) = %v, %v; want 250", v, ok)
+	}
 	for _, con := range []string{"[ 1.0] Run /init as init process\n", "Run /init as init process\n[ 1.5] agentvsqemu: command start\n",
 		"[ 1.5] agentvsqemu: command start\n"} {
 		if v, ok := InitToCommand([]byte(con)); ok {
