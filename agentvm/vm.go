@@ -31,6 +31,13 @@ const (
 	// Backoff between tries to reach the agent.
 	minBackoff = 10 * time.Millisecond
 	maxBackoff = 250 * time.Millisecond
+	// refusedBackoff is the longest backoff once the guest refuses, while
+	// the agent's announcement (agent.ReadyPort) is awaited: each refused
+	// try is a packet the booting guest's kernel takes and answers (on an
+	// emulated guest kernel, 52 of them in a 20 s wait), and the
+	// announcement ends the wait at once. An agent that does not announce
+	// is still found, up to this much later.
+	refusedBackoff = 2 * time.Second
 )
 
 // VM is a running machine whose agent answered. Its methods are safe for
@@ -45,6 +52,9 @@ type VM struct {
 	dial func(ctx context.Context) (net.Conn, error)
 	done <-chan struct{} // closed when the machine has ended
 	stop func() error    // stops and releases the machine
+	// ready is closed when the booting agent announces that it listens
+	// (agent.ReadyPort); nil when nothing listens for that.
+	ready <-chan struct{}
 	// writableDisk: a disk the guest may write, which a sync only hands
 	// guest writes to; Close then waits for the guest's own power-off.
 	writableDisk bool
@@ -170,16 +180,42 @@ func boot(ctx context.Context, cfg Config, mc corral.Config, agentBytes []byte, 
 			return nil, fmt.Errorf("agentvm: confining: %w", err)
 		}
 	}
+	ready, stopReady := listenReady(m)
 	if err := m.Start(context.Background()); err != nil {
+		stopReady()
 		m.Close()
 		return nil, fmt.Errorf("agentvm: %w", err)
 	}
 	vm := newVM(m, ring, mc.Logger)
-	if err := vm.waitAgent(ctx, cfg.agentTimeout(), func() corral.Exit { x, _ := m.Wait(); return x }); err != nil {
+	vm.ready = ready
+	err = vm.waitAgent(ctx, cfg.agentTimeout(), func() corral.Exit { x, _ := m.Wait(); return x })
+	stopReady()
+	if err != nil {
 		m.Close()
 		return nil, err
 	}
 	return vm, nil
+}
+
+// listenReady listens on the host's agent.ReadyPort for the agent's
+// announcement that it listens: the returned channel is closed when it
+// comes (nil when the machine has no vsock listener to give), and stop
+// closes the listener and ends its goroutine.
+func listenReady(m *corral.Machine) (ready <-chan struct{}, stop func()) {
+	l, err := m.ListenVsock(agent.ReadyPort)
+	if err != nil {
+		return nil, func() {}
+	}
+	ch := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if c, err := l.Accept(); err == nil {
+			c.Close()
+			close(ch)
+		}
+	}()
+	return ch, func() { l.Close(); <-done }
 }
 
 // newVM wraps a started machine.
@@ -287,6 +323,7 @@ func (vm *VM) waitAgent(ctx context.Context, timeout time.Duration, exit func() 
 		return e
 	}
 	backoff := minBackoff
+	ready := vm.ready
 	var lastErr error
 	for {
 		err := vm.hello(tctx)
@@ -318,11 +355,19 @@ func (vm *VM) waitAgent(ctx context.Context, timeout time.Duration, exit func() 
 		if tctx.Err() != nil {
 			return fail(ReasonTimeout, lastErr)
 		}
+		limit := maxBackoff
+		if ready != nil && errors.Is(err, vsock.ErrRefused) {
+			limit = refusedBackoff
+		}
 		select {
 		case <-time.After(backoff):
+		case <-ready:
+			// The agent listens: try now, and back off from the start
+			// should that fail.
+			ready, backoff = nil, minBackoff/2
 		case <-tctx.Done():
 		}
-		backoff = min(2*backoff, maxBackoff)
+		backoff = min(2*backoff, limit)
 	}
 }
 

@@ -354,3 +354,34 @@ func TestKillDoesNotAskTheAgent(t *testing.T) {
 		t.Errorf("Close after Kill = %v with %d dials", err, f.dials.Load())
 	}
 }
+
+// TestWaitAgentAnnounced: while the guest refuses (its vsock driver runs,
+// the agent does not listen yet) the tries back off to refusedBackoff, and
+// the agent's announcement ends the wait at once.
+func TestWaitAgentAnnounced(t *testing.T) {
+	f := newFakeMachine(t)
+	f.dialErr = fmt.Errorf("vsock: dial guest port 1024: %w", vsock.ErrRefused)
+	vm := f.vm(nil)
+	ready := make(chan struct{})
+	vm.ready = ready
+	// The tries sleep 10, 20, ... 1280 ms, then 2 s from 2.55 s to 4.55 s.
+	const announceAt = 3500 * time.Millisecond
+	var refused atomic.Int32
+	time.AfterFunc(announceAt, func() {
+		refused.Store(f.dials.Load())
+		f.up.Store(true)
+		close(ready)
+	})
+	t0 := time.Now()
+	if err := vm.waitAgent(context.Background(), time.Minute, exitPowerOff); err != nil {
+		t.Fatal(err)
+	}
+	if late := time.Since(t0) - announceAt; late > 700*time.Millisecond {
+		t.Errorf("the agent answered %v after its announcement, want at once", late)
+	}
+	// 250 ms apart, as before the driver runs, would be 16 tries.
+	if n := refused.Load(); n > 10 {
+		t.Errorf("%d tries while the guest refused, want at most 10", n)
+	}
+	vm.Close()
+}

@@ -59,6 +59,7 @@ func Main(args []string) int {
 		init:       agent.Init,
 		listen:     agent.Listen,
 		checkVsock: agent.CheckVsockTransport,
+		announce:   agent.AnnounceReady,
 		powerOff:   agent.PowerOff,
 		watchCAD: func(ctx context.Context, log *slog.Logger, powerOff func() error) error {
 			return (&agent.Orderly{Log: log, PowerOff: powerOff}).Watch(ctx)
@@ -79,6 +80,7 @@ type env struct {
 	init       func(*slog.Logger) (*agent.Deferred, error)
 	listen     func(spec string) (net.Listener, error)
 	checkVsock func() error
+	announce   func() error // tell the host the agent listens (agent.ReadyPort)
 	powerOff   func() error
 	watchCAD   func(ctx context.Context, log *slog.Logger, powerOff func() error) error // Ctrl-Alt-Del -> orderly power-off
 	settle     time.Duration                                                            // for the console to drain before power-off
@@ -163,6 +165,14 @@ func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error 
 		if err := e.checkVsock(); err != nil {
 			l.Close()
 			return err
+		}
+		if e.announce != nil {
+			// Not waited for: serving does not depend on it.
+			go func() {
+				if err := e.announce(); err != nil {
+					log.Debug(Name+": the host did not take the announcement", "err", err)
+				}
+			}()
 		}
 	}
 	log.Info(Name+": serving", "addr", l.Addr(), "pid1", e.pid1)

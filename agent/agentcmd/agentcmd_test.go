@@ -3,6 +3,7 @@ package agentcmd
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -265,5 +266,61 @@ func TestPID1WatchesCtrlAltDel(t *testing.T) {
 				t.Fatal("PID 1 did not arm Ctrl-Alt-Del")
 			}
 		}
+	}
+}
+
+// claimVsock is a working listener whose address says vsock.
+type claimVsock struct{ net.Listener }
+
+func (claimVsock) Addr() net.Addr { return agent.VsockAddr{Port: agent.DefaultPort} }
+
+// TestPID1AnnouncesReady: PID 1 on vsock tells the host it listens, once,
+// after its listener is open; a service or a unix listener does not.
+func TestPID1AnnouncesReady(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		pid1  bool
+		vsock bool
+		want  int32
+	}{
+		{"pid 1 on vsock", true, true, 1},
+		{"pid 1 on unix", true, false, 0},
+		{"service on vsock", false, true, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _, sock, _ := testEnv(t, tc.pid1)
+			var listening atomic.Bool
+			if tc.vsock {
+				e.listen = func(string) (net.Listener, error) {
+					l, err := agent.Listen("unix:" + sock)
+					listening.Store(err == nil)
+					return claimVsock{l}, err
+				}
+				e.checkVsock = func() error { return nil }
+			}
+			var calls atomic.Int32
+			announced := make(chan struct{}, 1)
+			e.announce = func() error {
+				if !listening.Load() {
+					t.Error("announced before listening")
+				}
+				calls.Add(1)
+				announced <- struct{}{}
+				return errors.New("host does not listen") // ignored
+			}
+			start(t, e)
+			dial(t, sock).Close() // serving
+			if tc.want > 0 {
+				select {
+				case <-announced:
+				case <-time.After(10 * time.Second):
+					t.Fatal("no announcement")
+				}
+			}
+			time.Sleep(50 * time.Millisecond)
+			if got := calls.Load(); got != tc.want {
+				t.Errorf("%d announcements, want %d", got, tc.want)
+			}
+		})
 	}
 }
