@@ -85,7 +85,11 @@ func (s *setup) initKernelRoot(procMounts []mount, rest []mount) {
 		return
 	}
 	if cfg.Root.Kind != Root9P || cfg.Root.Writable || cfg.Deferred {
-		s.fail(fmt.Errorf("the kernel mounted a 9p root, but the command line asks for corral.root=%s%s: a kernel root must be a read-only 9p share set up at boot", cfg.Root, map[bool]string{true: " with corral.setup=" + SetupDeferred}[cfg.Deferred]))
+		asked := RootPrefix + cfg.Root.String()
+		if cfg.Deferred {
+			asked += " with " + SetupPrefix + SetupDeferred
+		}
+		s.fail(fmt.Errorf("the kernel mounted a 9p root, but the command line asks for %s: a kernel root must be a read-only 9p share set up at boot", asked))
 		return
 	}
 	s.kernelRoot = true

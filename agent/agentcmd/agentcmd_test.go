@@ -161,11 +161,17 @@ func TestNoVsock(t *testing.T) {
 	}
 }
 
-// vsockListener is a listener that claims to be vsock.
+// vsockListener is a listener that claims to be vsock; its Listener,
+// if any, does the work.
 type vsockListener struct{ net.Listener }
 
 func (*vsockListener) Addr() net.Addr { return agent.VsockAddr{Port: agent.DefaultPort} }
-func (*vsockListener) Close() error   { return nil }
+func (l *vsockListener) Close() error {
+	if l.Listener == nil {
+		return nil
+	}
+	return l.Listener.Close()
+}
 
 func TestServiceErrors(t *testing.T) {
 	e, console, _, offs := testEnv(t, false)
@@ -269,11 +275,6 @@ func TestPID1WatchesCtrlAltDel(t *testing.T) {
 	}
 }
 
-// claimVsock is a working listener whose address says vsock.
-type claimVsock struct{ net.Listener }
-
-func (claimVsock) Addr() net.Addr { return agent.VsockAddr{Port: agent.DefaultPort} }
-
 // TestPID1AnnouncesReady: PID 1 on vsock tells the host it listens, once,
 // after its listener is open; a service or a unix listener does not.
 func TestPID1AnnouncesReady(t *testing.T) {
@@ -294,7 +295,7 @@ func TestPID1AnnouncesReady(t *testing.T) {
 				e.listen = func(string) (net.Listener, error) {
 					l, err := agent.Listen("unix:" + sock)
 					listening.Store(err == nil)
-					return claimVsock{l}, err
+					return &vsockListener{l}, err
 				}
 				e.checkVsock = func() error { return nil }
 			}
