@@ -223,9 +223,6 @@ func Init(log *slog.Logger) (*Deferred, error) {
 		return nil, s.err()
 	}
 	api = append(api, s.baseMounts(all[1:])...)
-	if _, err := os.Lstat("/dev/ptmx"); errors.Is(err, os.ErrNotExist) {
-		os.Symlink("pts/ptmx", "/dev/ptmx")
-	}
 	cfg, err := s.readCmdline()
 	if err != nil {
 		s.fail(err)
@@ -294,8 +291,9 @@ func (d *Deferred) pristineRoot() bool {
 	return d.applied && d.err == nil && d.s.overlay9p
 }
 
-// baseMounts mounts ms (baseMounts or its tail) and returns the top-level
-// directories that hold a mount afterwards: what a root switch moves along.
+// baseMounts mounts ms (baseMounts or its tail), linking /dev/ptmx to
+// devpts's when /dev has none, and returns the top-level directories that
+// hold a mount afterwards: what a root switch moves along.
 func (s *setup) baseMounts(ms []mount) (api []mount) {
 	for _, m := range ms {
 		err := s.mount(m)
@@ -305,6 +303,12 @@ func (s *setup) baseMounts(ms []mount) (api []mount) {
 		if err != nil {
 			s.fail(err)
 			continue
+		}
+		if m.fstype == "devpts" {
+			// A devtmpfs may lack /dev/ptmx; the devpts one serves.
+			if _, err := os.Lstat("/dev/ptmx"); errors.Is(err, os.ErrNotExist) {
+				os.Symlink("pts/ptmx", "/dev/ptmx")
+			}
 		}
 		if path.Dir(m.target) == "/" {
 			api = append(api, m)

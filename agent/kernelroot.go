@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"errors"
 	"fmt"
 	"os"
 	"slices"
@@ -103,9 +102,6 @@ func (s *setup) initKernelRoot(procMounts []mount, rest []mount) {
 	}
 	s.done("agent: switched root", "root", cfg.Root.String(), "lower", "the kernel's root")
 	s.baseMounts(rest)
-	if _, err := os.Lstat("/dev/ptmx"); errors.Is(err, os.ErrNotExist) {
-		os.Symlink("pts/ptmx", "/dev/ptmx")
-	}
 	cfg.Root = Root{}
 	s.apply(cfg, nil)
 }

@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		mc.Cmdline = appendCmdline(mc.Cmdline, agent.KernelRootParams(rootTag, init)...)
 		return boot(ctx, cfg, mc, nil, cfg.Confine)
 	}
-	agentBytes, err := cfg.readAgent()
+	agentBytes, err := readAgent(path)
 	if err != nil {
 		return nil, err
 	}
@@ -130,12 +130,8 @@ func checkAgentFile(path string) error {
 	return nil
 }
 
-// readAgent reads and checks the agent cfg names.
-func (cfg *Config) readAgent() ([]byte, error) {
-	path, err := cfg.FindAgent()
-	if err != nil {
-		return nil, err
-	}
+// readAgent reads and checks the agent at path (Config.FindAgent).
+func readAgent(path string) ([]byte, error) {
 	agentBytes, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("%w: agent: %v", ErrConfig, err)

@@ -113,6 +113,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
+	plan.agent = agentPath
 	self, _ := os.Executable() // the VMM: a rebuilt corral may snapshot differently
 	key, err := warmKey(filepath.Join(dir, "ids"), w.Version, self, agentPath, &plan.mc)
 	if err != nil {
@@ -181,6 +182,7 @@ func (cfg *Config) coldReason() string {
 type warmPlan struct {
 	mc    corral.Config
 	setup proto.Setup
+	agent string // the agent's path (Config.FindAgent)
 }
 
 // warmPlan lays cfg out on a warm machine's fixed devices; empty is the
@@ -361,7 +363,7 @@ var errCannotPause = errors.New("agentvm: warm: the machine cannot be paused")
 // stopped (errCannotPause: it is not confined, and could only be while
 // its vCPUs run). Either marks the key cold (markCold).
 func (cfg *Config) buildWarm(ctx context.Context, p *warmPlan, tmp string, commit func() error, markCold func(error), log *slog.Logger) (*VM, error) {
-	agentBytes, err := cfg.readAgent()
+	agentBytes, err := readAgent(p.agent)
 	if err != nil {
 		os.RemoveAll(tmp)
 		return nil, err

@@ -18,9 +18,9 @@ fi
 scripts/setup.sh >&2
 mkdir -p bin
 # Stripped (-s -w: no symbol table or DWARF; panics still name functions and
-# lines): corral exec puts this binary into each guest as its agent, and the
-# guest kernel copies all of it out of the initrd at boot (10.7 MB instead
-# of 15.5; bench/results/2026-12-07-exec-kvm-pvm.md).
+# lines): corral exec runs this binary in each guest as its agent, paged in
+# over 9p on a cold boot and copied whole out of an initrd for a warm one
+# or another root (10.7 MB instead of 15.5; bench/results/2026-12-07-exec-*).
 CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/corral ./cmd/corral
 
 if [ "${1:-}" = "--guest" ]; then
