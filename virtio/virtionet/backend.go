@@ -1,11 +1,13 @@
 package virtionet
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"os"
-	"syscall"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +46,17 @@ type Queue interface {
 	// return an error matching os.ErrDeadlineExceeded once t has passed.
 	// The zero time clears it. The device uses it to stop its goroutines.
 	SetDeadline(t time.Time) error
+}
+
+// PollQueue is a Queue on one descriptor whose readiness the device can
+// wait for itself with poll(2), beside its own eventfd, on the thread that
+// serves the receive queue: a frame then wakes that thread directly, not
+// the runtime's poller and then a goroutine. ReadFrame with wait false
+// still does the reads.
+type PollQueue interface {
+	Queue
+	// PollFD returns the descriptor; it stays open until Close.
+	PollFD() int
 }
 
 // Backend is the host side of the NIC, such as a TAP device (virtio/virtionet/tap)
@@ -87,84 +100,215 @@ type MultiQueue interface {
 	SetQueueEnabled(i int, on bool) error
 }
 
-// FileBackend is a Backend on a non-blocking file descriptor that carries
-// one frame per read and write: a TAP device, or a SOCK_SEQPACKET or
-// SOCK_DGRAM socket. Reads and writes go through the Go poller, so
-// SetDeadline unblocks them. It offers no offloads.
+// FileBackend is a Backend on a file descriptor that carries one frame per
+// read and write: a TAP device, or a SOCK_SEQPACKET or SOCK_DGRAM socket.
+//
+// It keeps the descriptor out of the Go runtime's poller and waits with
+// poll(2) itself, on the calling thread, beside an eventfd that deadlines
+// and Close signal. A descriptor in the runtime's poller wakes the poller's
+// thread for every frame that arrives, even when the device's receive loop
+// polls the descriptor itself (PollQueue) and nothing waits in the runtime:
+// on a receive stream that cost as much host CPU again as the reads.
+// It offers no offloads.
 type FileBackend struct {
-	f       *os.File
-	rc      syscall.RawConn
+	name    string
+	fd      int // non-blocking; open until Close
+	stopFD  int // non-blocking eventfd: readable while a deadline has passed or Close began
 	vnetHdr bool
 
-	// State of the one read in progress, so the closure handed to
-	// RawConn.Read is made once and reads do not allocate.
-	rbuf  []byte
-	rn    int
-	rerr  error
-	rwait bool
-	read  func(fd uintptr) bool
+	// ops holds a read lock for each read, write and Control in progress,
+	// so that Close closes fd only after they have left it.
+	ops    sync.RWMutex
+	closed atomic.Bool
+	late   atomic.Bool // the deadline has passed
+
+	mu    sync.Mutex // guards timer and closing
+	timer *time.Timer
+
+	rfds, wfds [2]unix.PollFd // one reader and one writer at a time (Queue); kept so a wait allocates nothing
 }
 
-var _ Backend = (*FileBackend)(nil)
+var (
+	_ Backend   = (*FileBackend)(nil)
+	_ PollQueue = (*FileBackend)(nil)
+)
 
-// NewFileBackend wraps f, which must have been made from a non-blocking
-// descriptor (os.NewFile of an O_NONBLOCK fd) so that it is pollable.
-// vnetHdr says whether frames on f carry a 12-byte virtio-net header. The
-// backend owns f from now on.
+// NewFileBackend takes over f's descriptor: it keeps a non-blocking
+// duplicate out of the runtime's poller and closes f. vnetHdr says
+// whether frames on it carry a 12-byte virtio-net header.
 func NewFileBackend(f *os.File, vnetHdr bool) (*FileBackend, error) {
-	// Deadlines stop the device's goroutines: refuse a file without them
-	// (one made from a blocking descriptor) rather than hang on Reset.
-	if err := f.SetDeadline(time.Time{}); err != nil {
-		return nil, fmt.Errorf("virtio-net: backend %s is not pollable (make it from an O_NONBLOCK descriptor): %w", f.Name(), err)
-	}
 	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
 	}
-	b := &FileBackend{f: f, rc: rc, vnetHdr: vnetHdr}
-	b.read = func(fd uintptr) bool {
-		for {
-			n, err := unix.Read(int(fd), b.rbuf)
-			switch {
-			case err == unix.EINTR:
-				continue
-			case err == unix.EAGAIN:
-				if b.rwait {
-					return false // wait for the poller
-				}
-				b.rn, b.rerr = 0, ErrWouldBlock
-			case err != nil:
-				b.rn, b.rerr = 0, err
-			case n == 0 && len(b.rbuf) > 0:
-				b.rn, b.rerr = 0, io.EOF // the peer of a socket closed
-			default:
-				b.rn, b.rerr = n, nil
-			}
-			return true
+	nfd := -1
+	var derr error
+	if err := rc.Control(func(fd uintptr) {
+		if nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); derr == nil {
+			derr = unix.SetNonblock(nfd, true)
 		}
+	}); err != nil {
+		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
 	}
+	if derr != nil {
+		if nfd >= 0 {
+			unix.Close(nfd)
+		}
+		return nil, fmt.Errorf("virtio-net: duplicate backend %s: %w", f.Name(), derr)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(nfd)
+		return nil, fmt.Errorf("virtio-net: backend %s: eventfd: %w", f.Name(), err)
+	}
+	// Closing f takes its descriptor out of the runtime's poller; the
+	// duplicate was never in it.
+	f.Close()
+	b := &FileBackend{name: f.Name(), fd: nfd, stopFD: efd, vnetHdr: vnetHdr}
+	b.rfds = [2]unix.PollFd{{Fd: int32(nfd), Events: unix.POLLIN}, {Fd: int32(efd), Events: unix.POLLIN}}
+	b.wfds = [2]unix.PollFd{{Fd: int32(nfd), Events: unix.POLLOUT}, {Fd: int32(efd), Events: unix.POLLIN}}
 	return b, nil
+}
+
+// begin starts an operation: it fails once Close began or the deadline
+// passed. Each successful begin is followed by ops.RUnlock.
+func (b *FileBackend) begin() error {
+	b.ops.RLock()
+	switch {
+	case b.closed.Load():
+		b.ops.RUnlock()
+		return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrClosed)
+	case b.late.Load():
+		b.ops.RUnlock()
+		return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrDeadlineExceeded)
+	}
+	return nil
+}
+
+// wait polls fds (the descriptor and the stop eventfd) until the
+// descriptor is ready, or says why it will not be.
+func (b *FileBackend) wait(fds *[2]unix.PollFd) error {
+	for {
+		_, err := unix.Ppoll(fds[:], nil, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("virtio-net: backend %s: poll: %w", b.name, err)
+		}
+		if fds[1].Revents != 0 {
+			if b.closed.Load() {
+				return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrClosed)
+			}
+			if b.late.Load() {
+				return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrDeadlineExceeded)
+			}
+			continue // a deadline cleared since it was signalled: drained by SetDeadline
+		}
+		return nil
+	}
 }
 
 // ReadFrame implements Backend.
 func (b *FileBackend) ReadFrame(p []byte, wait bool) (int, error) {
-	b.rbuf, b.rwait = p, wait
-	err := b.rc.Read(b.read)
-	b.rbuf = nil
-	if err != nil {
+	if err := b.begin(); err != nil {
 		return 0, err
 	}
-	return b.rn, b.rerr
+	defer b.ops.RUnlock()
+	for {
+		n, err := unix.Read(b.fd, p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			if !wait {
+				return 0, ErrWouldBlock
+			}
+			if err := b.wait(&b.rfds); err != nil {
+				return 0, err
+			}
+			continue
+		case err != nil:
+			return 0, fmt.Errorf("virtio-net: read backend %s: %w", b.name, err)
+		case n == 0 && len(p) > 0:
+			return 0, io.EOF // the peer of a socket closed
+		}
+		return n, nil
+	}
 }
 
 // WriteFrame implements Backend.
 func (b *FileBackend) WriteFrame(p []byte) error {
-	_, err := b.f.Write(p)
-	return err
+	if err := b.begin(); err != nil {
+		return err
+	}
+	defer b.ops.RUnlock()
+	for {
+		_, err := unix.Write(b.fd, p)
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			if err := b.wait(&b.wfds); err != nil {
+				return err
+			}
+			continue
+		case err != nil:
+			return fmt.Errorf("virtio-net: write backend %s: %w", b.name, err)
+		}
+		return nil
+	}
 }
 
+// PollFD implements PollQueue.
+func (b *FileBackend) PollFD() int { return b.fd }
+
 // SetDeadline implements Backend.
-func (b *FileBackend) SetDeadline(t time.Time) error { return b.f.SetDeadline(t) }
+func (b *FileBackend) SetDeadline(t time.Time) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed.Load() {
+		return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrClosed)
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	switch d := time.Until(t); {
+	case t.IsZero():
+		var buf [8]byte
+		unix.Read(b.stopFD, buf[:]) // drain first (EAGAIN when not signalled): no wait then sees it readable and not late
+		b.late.Store(false)
+	case d <= 0:
+		b.expire()
+	default:
+		var buf [8]byte
+		unix.Read(b.stopFD, buf[:])
+		b.late.Store(false)
+		var tm *time.Timer
+		tm = time.AfterFunc(d, func() {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			if b.timer == tm && !b.closed.Load() { // not replaced meanwhile
+				b.expire()
+			}
+		})
+		b.timer = tm
+	}
+	return nil
+}
+
+// expire marks the deadline passed and wakes every wait; b.mu held.
+func (b *FileBackend) expire() {
+	b.late.Store(true)
+	b.signalStop()
+}
+
+func (b *FileBackend) signalStop() {
+	var one [8]byte
+	binary.LittleEndian.PutUint64(one[:], 1)
+	unix.Write(b.stopFD, one[:]) // cannot fail short of the counter's limit
+}
 
 // VnetHdr implements Backend.
 func (b *FileBackend) VnetHdr() bool { return b.vnetHdr }
@@ -175,13 +319,40 @@ func (b *FileBackend) Offloads() Offload { return 0 }
 // SetOffload implements Backend; only 0 is accepted.
 func (b *FileBackend) SetOffload(o Offload) error {
 	if o != 0 {
-		return fmt.Errorf("virtio-net: backend %s has no offloads (asked for %#x)", b.f.Name(), o)
+		return fmt.Errorf("virtio-net: backend %s has no offloads (asked for %#x)", b.name, o)
 	}
 	return nil
 }
 
-// Close implements Backend.
-func (b *FileBackend) Close() error { return b.f.Close() }
+// Control calls fn with the descriptor, which stays open while fn runs
+// (for ioctls such as a TAP's TUNSETOFFLOAD).
+func (b *FileBackend) Control(fn func(fd int) error) error {
+	b.ops.RLock()
+	defer b.ops.RUnlock()
+	if b.closed.Load() {
+		return fmt.Errorf("virtio-net: backend %s: %w", b.name, os.ErrClosed)
+	}
+	return fn(b.fd)
+}
 
-// File returns the underlying file.
-func (b *FileBackend) File() *os.File { return b.f }
+// Name returns the name of the file the backend was made from.
+func (b *FileBackend) Name() string { return b.name }
+
+// Close implements Backend: it wakes the reads and writes that wait and
+// closes the descriptor once they have returned.
+func (b *FileBackend) Close() error {
+	b.mu.Lock()
+	if b.closed.Swap(true) {
+		b.mu.Unlock()
+		return nil
+	}
+	if b.timer != nil {
+		b.timer.Stop()
+		b.timer = nil
+	}
+	b.signalStop()
+	b.mu.Unlock()
+	b.ops.Lock() // every operation in progress has seen closed
+	defer b.ops.Unlock()
+	return errors.Join(unix.Close(b.fd), unix.Close(b.stopFD))
+}

@@ -293,6 +293,9 @@ func (r *run) stopPair(i int) {
 	if p.tx != nil {
 		r.d.kicks.signal(i) // it waits on the eventfd, not in a select
 	}
+	if p.rx != nil {
+		r.d.kicks.signalRx(i)
+	}
 	q := r.d.queues[i]
 	err := q.SetDeadline(time.Now())
 	p.wg.Wait()
@@ -386,6 +389,7 @@ func New(cfg Config) (*Device, error) {
 	}
 	d.kicks.fds = make([]*kickfd.FD, len(d.queues))
 	d.kicks.polled = make([]*kickfd.Polled, len(d.queues))
+	d.kicks.rx = make([]*kickfd.FD, len(d.queues))
 	d.ctrl = defaultCtrl(0, d.mac)
 	d.common = virtio.NewCommon("virtio-net", d.features, d.NumQueues(), qs)
 	copy(d.config[cfgMAC:], d.mac[:])
@@ -584,6 +588,10 @@ func (d *Device) Notify(q int) {
 		}
 		switch {
 		case q%2 == 0 && p.rx != nil:
+			if p.rx.wake != nil {
+				p.rx.wake.Signal()
+				return
+			}
 			kick = p.rx.kick
 		case q%2 == 1 && p.tx != nil:
 			d.kicks.signal(q / 2)
@@ -636,6 +644,9 @@ func (d *Device) halt(r *run) error {
 	for i, p := range r.pairs {
 		if p.tx != nil {
 			d.kicks.signal(i)
+		}
+		if p.rx != nil {
+			d.kicks.signalRx(i)
 		}
 	}
 	// Wake goroutines blocked in the backend; they see the context ended.

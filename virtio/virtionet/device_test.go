@@ -230,7 +230,7 @@ func TestCloseClosesBackend(t *testing.T) {
 	if err := h.dev.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := h.be.File().Write([]byte{1}); !errors.Is(err, errClosed()) {
+	if err := h.be.WriteFrame([]byte{1}); !errors.Is(err, errClosed()) {
 		t.Fatalf("backend write after Close: %v", err)
 	}
 }

@@ -32,6 +32,7 @@ type txKicks struct {
 	mu     sync.RWMutex
 	fds    []*kickfd.FD     // one per queue pair
 	polled []*kickfd.Polled // what the transmitters wait on: fds[i] through the runtime's poller
+	rx     []*kickfd.FD     // one per queue pair on a PollQueue: what its receive loop polls beside the backend
 	inUse  bool             // an activation's transmitters hold them: TakeKick refuses
 	closed bool             // Close released them
 }
@@ -71,6 +72,16 @@ func (k *txKicks) hand(r *run) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i, p := range r.pairs {
+		if pq, ok := r.d.queues[i].(PollQueue); ok && p.rx != nil {
+			if k.rx[i] == nil {
+				fd, err := kickfd.New()
+				if err != nil {
+					return fmt.Errorf("virtio-net: receive queue %d: %w", 2*i, err)
+				}
+				k.rx[i] = fd
+			}
+			p.rx.wake, p.rx.pollFD = k.rx[i], pq.PollFD()
+		}
 		if p.tx == nil {
 			continue
 		}
@@ -104,6 +115,15 @@ func (k *txKicks) signal(i int) {
 	k.mu.RUnlock()
 }
 
+// signalRx wakes pair i's receive loop when it polls (or its next poll).
+func (k *txKicks) signalRx(i int) {
+	k.mu.RLock()
+	if i < len(k.rx) && k.rx[i] != nil {
+		k.rx[i].Signal()
+	}
+	k.mu.RUnlock()
+}
+
 // idle records that no transmitter waits on the eventfds any more: TakeKick
 // may replace them.
 func (k *txKicks) idle() {
@@ -126,6 +146,12 @@ func (k *txKicks) release() {
 		if fd != nil {
 			fd.Close()
 			k.fds[i] = nil
+		}
+	}
+	for i, fd := range k.rx {
+		if fd != nil {
+			fd.Close()
+			k.rx[i] = nil
 		}
 	}
 	k.closed = true

@@ -8,7 +8,10 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corral-vmm/corral/virtio"
+	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
@@ -35,6 +38,15 @@ type receiver struct {
 	irq  virtio.Interrupt
 	fail func(error)
 	kick chan struct{}
+
+	// On a PollQueue backend (TAP, sockets) the receive loop does its own
+	// waiting: ppoll(2) on the backend's descriptor beside wake, an eventfd
+	// Notify and the stop paths signal. A frame then wakes the thread that
+	// delivers it, with no hop through the runtime's poller. wake is nil
+	// for other backends: the loop parks in ReadFrame and on kick.
+	wake   *kickfd.FD
+	pollFD int
+	pfds   [2]unix.PollFd // backend, wake: kept here so a poll allocates nothing
 
 	vnet bool // backend frames start with a virtio-net header
 	// guestOff holds the Offload the guest takes on receive (OffloadCsum:
@@ -98,12 +110,21 @@ func (r *receiver) run(ctx context.Context) {
 		}
 		batch = 1 // the next read does not wait before signalling this frame
 	}
+	polled := r.wake != nil
 	for ctx.Err() == nil {
-		n, err := r.readFrame(batch == 0)
+		n, err := r.readFrame(batch == 0 && !polled)
 		if err != nil {
 			if errors.Is(err, ErrWouldBlock) {
-				r.signal()
-				batch = 0
+				if batch > 0 || !polled {
+					r.signal()
+					batch = 0
+					continue
+				}
+				if err := r.pollWait(); err != nil {
+					r.d.glog.Error("virtio-net: backend poll failed; receive stopped", "err", err)
+					r.stop()
+					return
+				}
 				continue
 			}
 			if ctx.Err() != nil {
@@ -137,6 +158,26 @@ func (r *receiver) readFrame(wait bool) (int, error) {
 		return r.be.ReadFrame(r.buf, wait)
 	}
 	return r.be.ReadFrame(r.buf[HeaderLen:], wait)
+}
+
+// pollWait blocks until the backend has a frame or wake was signalled (a
+// kick, or a stop: the caller looks at its context).
+func (r *receiver) pollWait() error {
+	r.pfds[0] = unix.PollFd{Fd: int32(r.pollFD), Events: unix.POLLIN}
+	r.pfds[1] = unix.PollFd{Fd: int32(r.wake.Int()), Events: unix.POLLIN}
+	for {
+		_, err := unix.Ppoll(r.pfds[:], nil, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("virtio-net: poll backend: %w", err)
+		}
+		if r.pfds[1].Revents != 0 {
+			return r.wake.Wait() // readable: clears it without blocking
+		}
+		return nil
+	}
 }
 
 // prepare checks the frame of n bytes read into buf and writes the header
@@ -221,6 +262,18 @@ func (r *receiver) deliverWait(ctx context.Context, pkt []byte) bool {
 		}
 		if st != noBuffers {
 			return true
+		}
+		if r.wake != nil {
+			err := r.wake.Wait()
+			if ctx.Err() != nil {
+				r.kept = pkt // for the next run, after a Pause
+				return false
+			}
+			if err != nil {
+				r.failed(err)
+				return false
+			}
+			continue
 		}
 		select {
 		case <-r.kick:

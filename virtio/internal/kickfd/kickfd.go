@@ -43,6 +43,10 @@ func Adopt(fd int) (*FD, error) {
 	return &FD{fd: fd}, nil
 }
 
+// Int returns the descriptor, for poll(2) beside others; it stays the
+// FD's (read it only through Wait).
+func (k *FD) Int() int { return k.fd }
+
 // Own reports whether the eventfd is the device's own (New), not adopted.
 func (k *FD) Own() bool { return k.own }
 

@@ -483,16 +483,8 @@ func (t *Tap) SetOffload(o virtionet.Offload) error {
 	if o&^t.offloads != 0 {
 		return fmt.Errorf("tap: offloads %#x not supported by %s (has %#x)", o, t.name, t.offloads)
 	}
-	rc, err := t.File().SyscallConn()
-	if err != nil {
-		return fmt.Errorf("tap: %s: %w", t.name, err)
-	}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = unix.IoctlSetInt(int(fd), unix.TUNSETOFFLOAD, tunFlags(o)) }); err != nil {
-		return fmt.Errorf("tap: %s: %w", t.name, err)
-	}
-	if ioErr != nil {
-		return fmt.Errorf("tap: TUNSETOFFLOAD %#x on %s: %w", tunFlags(o), t.name, ioErr)
+	if err := t.Control(func(fd int) error { return unix.IoctlSetInt(fd, unix.TUNSETOFFLOAD, tunFlags(o)) }); err != nil {
+		return fmt.Errorf("tap: TUNSETOFFLOAD %#x on %s: %w", tunFlags(o), t.name, err)
 	}
 	return nil
 }
@@ -514,16 +506,8 @@ func (t *Tap) SetQueueEnabled(i int, on bool) error {
 	if i < 1 || i > len(t.queues) {
 		return fmt.Errorf("tap: %s has no queue %d to enable (queues 1..%d)", t.name, i, len(t.queues))
 	}
-	rc, err := t.queues[i-1].File().SyscallConn()
-	if err != nil {
-		return fmt.Errorf("tap: %s queue %d: %w", t.name, i, err)
-	}
-	var ioErr error
-	if err := rc.Control(func(fd uintptr) { ioErr = setQueue(int(fd), on) }); err != nil {
-		return fmt.Errorf("tap: %s queue %d: %w", t.name, i, err)
-	}
-	if ioErr != nil {
-		return fmt.Errorf("tap: TUNSETQUEUE attach=%v on %s queue %d: %w", on, t.name, i, ioErr)
+	if err := t.queues[i-1].Control(func(fd int) error { return setQueue(fd, on) }); err != nil {
+		return fmt.Errorf("tap: TUNSETQUEUE attach=%v on %s queue %d: %w", on, t.name, i, err)
 	}
 	return nil
 }
