@@ -115,6 +115,14 @@ type result struct {
 	vcpuComm string
 	restNS   uint64
 	nthreads int
+	threads  []threadUse // every thread but the vCPU that ran, busiest first
+}
+
+// threadUse is one thread's CPU over the window.
+type threadUse struct {
+	tid  int
+	comm string
+	ns   uint64
 }
 
 // window picks the steady span of samples: a is the first sample after the
@@ -155,6 +163,14 @@ func measure(from, to sample) result {
 	}
 	r.restNS = total - r.vcpuNS
 	r.vcpuComm = to.comm[vcpu]
+	for _, tid := range tids {
+		d := to.threads[tid] - from.threads[tid]
+		if tid == vcpu || to.threads[tid] <= from.threads[tid] {
+			continue
+		}
+		r.threads = append(r.threads, threadUse{tid: tid, comm: to.comm[tid], ns: d})
+	}
+	sort.SliceStable(r.threads, func(i, j int) bool { return r.threads[i].ns > r.threads[j].ns })
 	r.nthreads = len(tids)
 	return r
 }
@@ -167,6 +183,20 @@ func (r result) String() string {
 	}
 	return fmt.Sprintf("vmmcpu: %d frames in %.3f s: vcpu %.0f%% (%s), rest %.1f%% = %.2f us/frame over %d threads",
 		r.frames, sec, float64(r.vcpuNS)/1e9/sec*100, r.vcpuComm, float64(r.restNS)/1e9/sec*100, perFrame, r.nthreads)
+}
+
+// Threads lists the threads beside the vCPU, one line each, with their
+// share of the per-frame figure.
+func (r result) Threads() string {
+	var b strings.Builder
+	for _, t := range r.threads {
+		perFrame := 0.0
+		if r.frames > 0 {
+			perFrame = float64(t.ns) / 1e3 / float64(r.frames)
+		}
+		fmt.Fprintf(&b, "vmmcpu:   thread %d (%s): %.2f us/frame\n", t.tid, t.comm, perFrame)
+	}
+	return b.String()
 }
 
 func run(args []string, stdout io.Writer) error {
@@ -207,6 +237,8 @@ func run(args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "vmmcpu: no steady window (%d samples, first moving %d, last moving %d)\n", len(ss), a, b)
 		return nil
 	}
-	fmt.Fprintln(stdout, measure(ss[a], ss[b]).String())
+	r := measure(ss[a], ss[b])
+	fmt.Fprintln(stdout, r.String())
+	fmt.Fprint(stdout, r.Threads())
 	return nil
 }

@@ -54,6 +54,13 @@ func TestMeasure(t *testing.T) {
 	if got := r.String(); got != want {
 		t.Errorf("String() = %q, want %q", got, want)
 	}
+	// Busiest first; the vCPU is not listed.
+	want = "vmmcpu:   thread 4 (): 0.98 us/frame\n" +
+		"vmmcpu:   thread 1 (main): 0.59 us/frame\n" +
+		"vmmcpu:   thread 3 (io): 0.39 us/frame\n"
+	if got := r.Threads(); got != want {
+		t.Errorf("Threads() = %q, want %q", got, want)
+	}
 }
 
 // TestRunFakeProc runs against a fake procfs and sysfs whose counter never

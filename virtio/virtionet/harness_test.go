@@ -240,6 +240,7 @@ type harness struct {
 	rxq, txq []*testdriver.Driver
 	ctrlQ    int
 	kickFDs  []int // with opts.takeKicks: each pair's transmit eventfd
+	rxKicks  []int // with opts.takeKicks: each pair's receive eventfd, -1 where the device refuses it (queue 2)
 
 	mu     sync.Mutex
 	fails  []error
@@ -272,7 +273,7 @@ func newHarness(tb testing.TB, o opts) *harness {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	var kickFDs []int
+	var kickFDs, rxKicks []int
 	if o.takeKicks {
 		offered, _ := dev.QueuePairs()
 		for i := range offered {
@@ -281,6 +282,13 @@ func newHarness(tb testing.TB, o opts) *harness {
 				tb.Fatalf("the device refused transmit queue %d's eventfd", 2*i+1)
 			}
 			kickFDs = append(kickFDs, fd)
+			fd = newEventfd(tb)
+			if took := dev.TakeKick(2*i, fd); took != (i != 1) {
+				tb.Fatalf("TakeKick(receive queue %d) = %v", 2*i, took)
+			} else if !took {
+				fd = -1
+			}
+			rxKicks = append(rxKicks, fd)
 		}
 	}
 	tb.Cleanup(func() {
@@ -288,7 +296,7 @@ func newHarness(tb testing.TB, o opts) *harness {
 			tb.Errorf("Close: %v", err)
 		}
 	})
-	h := &harness{kickFDs: kickFDs, t: tb, dev: dev, be: be, mq: mq, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
+	h := &harness{kickFDs: kickFDs, rxKicks: rxKicks, t: tb, dev: dev, be: be, mq: mq, peer: peer, mem: mem, irq: &fakeIRQ{ch: make(chan int, 64)},
 		failed: make(chan struct{}, 16), feat: dev.Features() &^ o.drop}
 	h.activate()
 	return h

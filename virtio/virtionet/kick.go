@@ -10,8 +10,8 @@ import (
 
 var _ virtio.KickWaiter = (*Device)(nil)
 
-// txKicks holds what each pair's transmit goroutine sleeps on between
-// drains: the transmit queue's kick eventfd that the transport handed over
+// txKicks holds what each pair's transmit goroutine and receive loop
+// sleep on: the queue's kick eventfd that the transport handed over
 // (virtio.KickWaiter: KVM signals it on a guest kick) or one of the
 // device's own, made at the first activation. Notify and the stop paths
 // signal it; nothing on a per-frame host path does (the frame handler's
@@ -23,11 +23,13 @@ var _ virtio.KickWaiter = (*Device)(nil)
 // bursts of frames per kick the blocking read cost 8-13% more per frame
 // (a thread asleep in read(2) holds a P that the runtime hands off), while
 // the poller removes the transport's reader goroutine and channel as well
-// (bench/results/2026-12-07-net-kick-loop.md).
+// (bench/results/2026-12-07-net-kick-loop.md). A receive loop on a
+// PollQueue polls its eventfd beside the backend's descriptor.
 //
-// Only transmit queues are taken: their indices (odd, below 2N) are
-// transmit queues whether or not the driver negotiates MQ, while queue 2
-// is the control queue without MQ and receiveq2 with it.
+// Transmit queues (odd, below 2N) are transmit queues whether or not the
+// driver negotiates MQ. Of the receive queues, queue 2 is not taken: it is
+// the control queue without MQ and receiveq2 with it, and the transport
+// offers eventfds before the driver chooses.
 type txKicks struct {
 	mu     sync.RWMutex
 	fds    []*kickfd.FD     // one per queue pair
@@ -38,16 +40,27 @@ type txKicks struct {
 }
 
 // TakeKick implements virtio.KickWaiter for the transmit queues (odd q
-// below 2 × max_virtqueue_pairs): that pair's transmit goroutine waits on
-// fd from the next activation on. Refused for every other queue (the
-// transport reads those and calls Notify), while the device is active, and
-// after Close.
+// below 2 × max_virtqueue_pairs) and for the receive queues other than
+// queue 2 on a backend whose receive loop polls (PollQueue): that queue's
+// goroutine waits on fd from the next activation on. Refused for every
+// other queue (the transport reads those and calls Notify), while the
+// device is active, and after Close.
 func (d *Device) TakeKick(q int, fd int) bool {
 	k := &d.kicks
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	i := q / 2
-	if k.closed || k.inUse || q < 0 || q%2 != 1 || i >= len(k.fds) || (k.fds[i] != nil && !k.fds[i].Own()) {
+	if k.closed || k.inUse || q < 0 || i >= len(k.fds) {
+		return false
+	}
+	slot := &k.fds[i]
+	if q%2 == 0 {
+		if _, ok := d.queues[i].(PollQueue); !ok || q == 2 {
+			return false
+		}
+		slot = &k.rx[i]
+	}
+	if *slot != nil && !(*slot).Own() {
 		return false
 	}
 	fdk, err := kickfd.Adopt(fd)
@@ -55,14 +68,14 @@ func (d *Device) TakeKick(q int, fd int) bool {
 		d.log.Error("virtio-net: kick eventfd; kicks go through Notify", "queue", q, "err", err)
 		return false
 	}
-	if w := k.polled[i]; w != nil {
+	if w := k.polled[i]; w != nil && q%2 == 1 {
 		w.Close()
 		k.polled[i] = nil
 	}
-	if old := k.fds[i]; old != nil {
+	if old := *slot; old != nil {
 		old.Close()
 	}
-	k.fds[i] = fdk
+	*slot = fdk
 	return true
 }
 

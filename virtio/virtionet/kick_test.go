@@ -149,6 +149,46 @@ func TestTakeKick(t *testing.T) {
 	}
 }
 
+// TestTakeRxKick: a receive loop that polls its backend waits on the
+// receive queue's eventfd while the ring is empty, so a kick KVM signals
+// there (with no exit, no Notify) lets the waiting frame in. Queue 2 is
+// refused (the control queue without MQ), and so is a receive queue on a
+// backend the loop cannot poll.
+func TestTakeRxKick(t *testing.T) {
+	h := newHarness(t, opts{takeKicks: true})
+	out := rawFrame(80, 7)
+	h.peerWrite(out) // no receive buffer yet: the frame waits for one
+	h.poll("the frame read from the backend", func() bool { return h.be.reads.Load() == 1 })
+	h.postRx(2048, 0)
+	writeKick(t, h.rxKicks[0])
+	if got := h.takeRx(); !bytes.Equal(got.frame, out) {
+		t.Fatalf("frame after the eventfd kick: %d bytes", len(got.frame))
+	}
+	h.postRx(2048, 0)
+	writeKick(t, h.rxKicks[0])
+	out2 := rawFrame(81, 8)
+	h.peerWrite(out2)
+	if got := h.takeRx(); !bytes.Equal(got.frame, out2) {
+		t.Fatal("second frame not delivered")
+	}
+
+	be, _ := newTestBackend(t, false, 0)
+	dev, err := New(Config{Backend: nonPolling{be}, MAC: guestMAC[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dev.Close()
+	if dev.TakeKick(RxQueue, newEventfd(t)) {
+		t.Error("took the receive eventfd of a backend its loop cannot poll")
+	}
+	if !dev.TakeKick(TxQueue, newEventfd(t)) {
+		t.Error("refused the transmit eventfd")
+	}
+}
+
+// nonPolling hides a backend's PollFD.
+type nonPolling struct{ Backend }
+
 // closeWithin closes dev, failing (not hanging) if a goroutine does not end.
 func closeWithin(t *testing.T, dev *Device) {
 	t.Helper()
