@@ -209,6 +209,7 @@ type Serial struct {
 	tx       []byte // output waiting for Out
 	txSpare  []byte // the other half of the double buffer
 	txCap    int
+	holding  bool      // Run gathers output for a burst (serialGather): only a line end or a filling buffer wakes it
 	txBroke  bool      // Out failed: discard
 	writing  bool      // a Write to Out is in progress...
 	writeSeq uint64    // ...with this number
@@ -575,9 +576,14 @@ func (s *Serial) transmit(v byte) {
 			s.tx = make([]byte, 0, min(s.txCap, 4096))
 		}
 		s.tx = append(s.tx, v)
-		select {
-		case s.txReady <- struct{}{}:
-		default:
+		// Wake Run for output after a quiet spell, and while it gathers
+		// a burst only at a line's end or when the buffer fills: not for
+		// every byte the guest writes.
+		if !s.holding || v == '\n' || len(s.tx) >= s.txCap/2 {
+			select {
+			case s.txReady <- struct{}{}:
+			default:
+			}
 		}
 	}
 	if s.thrEmpty() && s.ier&ierTHRI != 0 {
@@ -736,6 +742,8 @@ func (s *Serial) Run(ctx context.Context) error {
 	defer close(s.runDone)
 	stop := context.AfterFunc(ctx, s.beginEnd)
 	defer stop()
+	hold := time.NewTimer(serialGather)
+	hold.Stop()
 	for {
 		select {
 		case <-ctx.Done():
@@ -746,7 +754,43 @@ func (s *Serial) Run(ctx context.Context) error {
 			}
 			return ctx.Err()
 		case <-s.txReady:
-			s.Flush()
+			s.gather(ctx, hold)
+		}
+	}
+}
+
+// serialGather is how long Run holds output that follows a write to Out,
+// so that a guest printing a byte per exit costs a write per line, not
+// per byte. Output after a quiet spell goes out at once.
+const serialGather = time.Millisecond
+
+// gather writes out what is buffered, then holds what follows for up to
+// serialGather, writing early when a line ends or the buffer fills, until
+// a hold passes with nothing new.
+func (s *Serial) gather(ctx context.Context, hold *time.Timer) {
+	for {
+		s.Flush()
+		s.mu.Lock()
+		s.holding = true
+		s.mu.Unlock()
+		select {
+		case <-s.txReady: // sent before the hold began: what it announced is held now
+		default:
+		}
+		hold.Reset(serialGather)
+		select {
+		case <-hold.C:
+		case <-s.txReady:
+			hold.Stop()
+		case <-ctx.Done():
+			hold.Stop()
+		}
+		s.mu.Lock()
+		s.holding = false
+		more := len(s.tx) > 0
+		s.mu.Unlock()
+		if !more || ctx.Err() != nil {
+			return // Run's final flush takes the rest when ctx ended
 		}
 	}
 }

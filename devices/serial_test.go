@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -509,6 +510,88 @@ func TestSerialSlowTerminal(t *testing.T) {
 	}
 	if st := u.s.Stats(); st.Written != uint64(sent) {
 		t.Errorf("Written %d", st.Written)
+	}
+}
+
+// countWriter records each Write.
+type countWriter struct {
+	mu     sync.Mutex
+	writes [][]byte
+}
+
+func (w *countWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.writes = append(w.writes, append([]byte(nil), p...))
+	return len(p), nil
+}
+
+func (w *countWriter) got() (string, int) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return string(bytes.Join(w.writes, nil)), len(w.writes)
+}
+
+// TestSerialGathersOutput: a guest writing a byte per exit costs Out a
+// write per line (and one for the first byte after a quiet spell), not a
+// write per byte; a line left unfinished still comes out, and so does
+// what is buffered when Run ends.
+func TestSerialGathersOutput(t *testing.T) {
+	w := &countWriter{}
+	u := newUART(t, SerialConfig{Out: w})
+	ctx, cancel := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- u.s.Run(ctx) }()
+	var want strings.Builder
+	for line := range 4 {
+		for i := range 200 {
+			want.WriteByte('a' + byte((line+i)%26))
+		}
+		want.WriteByte('\n')
+	}
+	// A byte every 20 us, as a guest whose every byte is an exit: Run
+	// has time to wake between bytes.
+	for _, b := range []byte(want.String()) {
+		u.out(uartRBR, b)
+		for start := time.Now(); time.Since(start) < 20*time.Microsecond; {
+		}
+	}
+	waitOut := func(want string) int {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			got, n := w.got()
+			if got == want {
+				return n
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("terminal got %q, want %q", got, want)
+			}
+			time.Sleep(time.Millisecond)
+		}
+	}
+	// 804 bytes over ~16 ms: a write per byte would be 804; gathered, it
+	// is about one per line and one per millisecond of a line.
+	n := waitOut(want.String())
+	t.Logf("%d writes for %d bytes in 4 lines", n, want.Len())
+	if n > 100 {
+		t.Errorf("%d writes for %d bytes in 4 lines", n, want.Len())
+	}
+	// A prompt without a line end comes out after the hold.
+	for _, b := range []byte("$ ") {
+		u.out(uartRBR, b)
+	}
+	want.WriteString("$ ")
+	waitOut(want.String())
+	// What the guest wrote just before the end is written by Run's final
+	// flush.
+	u.out(uartRBR, 'z')
+	cancel()
+	if err := <-runDone; !errors.Is(err, context.Canceled) {
+		t.Errorf("Run: %v", err)
+	}
+	if got, _ := w.got(); got != want.String()+"z" {
+		t.Errorf("after Run: %q", got[max(0, len(got)-10):])
 	}
 }
 
