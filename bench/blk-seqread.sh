@@ -8,7 +8,10 @@
 # is written so), and prints the elapsed guest TSC time and MiB/s (TSC rate
 # from KVM's kvmclock). Each VMM boots it RUNS times, alternating; the script
 # prints the median, min and max of the guest's MiB/s per VMM, the median
-# wall time of the whole VMM process, and the ratio of the medians.
+# wall time of the whole VMM process, the median CPU the VMM spent per
+# request beside its vCPU thread (bench/vmmcpu -io-unit: per-thread
+# schedstat and the bytes the process read, sampled every 10 ms while the
+# reads run), and the ratios of the medians.
 #
 # Rows:
 #   corral  corral run --kernel blk.elf --memory 64M --disk IMG,ro
@@ -52,6 +55,7 @@ KERNEL=$WORK/blk.elf
 find_corral
 find_qemu
 find_qboot
+go_tool bench/vmmcpu
 
 # Image: sector s starts with s as a little-endian 64-bit number.
 IMG=$WORK/seq.img
@@ -60,30 +64,35 @@ cat "$IMG" >/dev/null # warm the page cache
 
 CMDLINE="seqread=$SIZE reqkb=$REQ depth=$DEPTH seqcheck=1"
 
-# run ROW: boots once, appends "MiBps wall_ms" to $WORK/ROW.txt or reports a failure.
+# run ROW: boots once, appends "MiBps wall_ms us_per_request" to $WORK/ROW.txt
+# or reports a failure.
 run() {
-	local row=$1 out=$WORK/$1.out want status start end
+	local row=$1 out=$WORK/$1.out want status start end pid cpu_pid
 	start=$(date +%s%N)
 	set +e
 	case $row in
 	corral)
 		"$CORRAL_BIN" run --kernel "$KERNEL" --memory 64M --disk "$IMG,ro" --cmdline "$CMDLINE" \
-			</dev/null >"$out" 2>&1
-		status=$?
+			</dev/null >"$out" 2>&1 &
 		want=0
 		;;
 	qemu)
 		"$QEMU" -enable-kvm -cpu kvm64 -M pc "${QEMU_BIOS[@]}" -m 64 -nodefaults -nographic -no-reboot \
 			-serial stdio -device isa-debug-exit,iobase=0xf4,iosize=1 -kernel "$KERNEL" \
 			-append "$CMDLINE" -drive "if=none,id=d0,file=$IMG,format=raw,readonly=on" \
-			-device virtio-blk-pci,drive=d0,disable-legacy=on </dev/null >"$out" 2>&1
-		status=$?
+			-device virtio-blk-pci,drive=d0,disable-legacy=on </dev/null >"$out" 2>&1 &
 		want=1 # isa-debug-exit: 2*0+1
 		;;
 	esac
+	pid=$!
+	"$WORK/vmmcpu" -pid "$pid" -io-unit "$((REQ * 1024))" -interval 10ms -timeout 600s >"$out.cpu" 2>&1 &
+	cpu_pid=$!
+	wait "$pid"
+	status=$?
+	wait "$cpu_pid"
 	set -e
 	end=$(date +%s%N)
-	[ "$VERBOSE" = 1 ] && sed "s/^/  $row: /" "$out" >&2
+	[ "$VERBOSE" = 1 ] && sed "s/^/  $row: /" "$out" "$out.cpu" >&2
 	local rate
 	rate=$(sed -n 's/^blk: seqread .* \([0-9.]*\) MiB\/s.*/\1/p' "$out" | tr -d '\r')
 	if [ "$status" != "$want" ] || [ -z "$rate" ] || ! grep -q '^blk: ok' "$out"; then
@@ -91,7 +100,9 @@ run() {
 		head -20 "$out" | sed 's/^/  /' >&2
 		return 0
 	fi
-	echo "$rate $(((end - start) / 1000000))" >>"$WORK/$row.txt"
+	local cpu
+	cpu=$(sed -n 's/.* = \([0-9.]*\) us\/frame.*/\1/p' "$out.cpu")
+	echo "$rate $(((end - start) / 1000000)) ${cpu:-na}" >>"$WORK/$row.txt"
 }
 
 ROWS=()
@@ -104,17 +115,21 @@ for ((i = 0; i < RUNS; i++)); do
 done
 
 echo "blk seqread: $SIZE MiB, $REQ KiB requests, depth $DEPTH, $RUNS runs per VMM, load $(cut -d' ' -f1-3 /proc/loadavg)"
-printf '%-8s %10s %20s %12s %6s\n' row MiB/s "(min-max)" wall-ms ok
-declare -A MED
+printf '%-8s %10s %20s %12s %10s %6s\n' row MiB/s "(min-max)" wall-ms us/req ok
+declare -A MED CPU
 for row in "${ROWS[@]}"; do
 	f=$WORK/$row.txt
 	if [ ! -s "$f" ]; then
-		printf '%-8s %10s %20s %12s %6s\n' "$row" na "" na "0/$RUNS"
+		printf '%-8s %10s %20s %12s %10s %6s\n' "$row" na "" na na "0/$RUNS"
 		continue
 	fi
 	MED[$row]=$(col 1 "$f" | median 2)
-	printf '%-8s %10s %20s %12s %6s\n' "$row" "${MED[$row]}" "($(col 1 "$f" | span 2))" "$(col 2 "$f" | median 0)" "$(wc -l <"$f")/$RUNS"
+	CPU[$row]=$(col 3 "$f" | median 2)
+	printf '%-8s %10s %20s %12s %10s %6s\n' "$row" "${MED[$row]}" "($(col 1 "$f" | span 2))" "$(col 2 "$f" | median 0)" "${CPU[$row]:-na}" "$(wc -l <"$f")/$RUNS"
 done
 if [ -n "${MED[corral]:-}" ] && [ -n "${MED[qemu]:-}" ]; then
 	echo "corral/qemu throughput ratio: $(ratio "${MED[corral]}" "${MED[qemu]}")"
+fi
+if [ -n "${CPU[corral]:-}" ] && [ -n "${CPU[qemu]:-}" ]; then
+	echo "corral/qemu VMM CPU per request beside the vCPU: $(ratio "${CPU[corral]}" "${CPU[qemu]}")"
 fi

@@ -81,7 +81,7 @@ func TestRunFakeProc(t *testing.T) {
 		t.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(stats, "rx_packets"), []byte("7\n"), 0o644)
-	s, err := take(proc, 42, filepath.Join(stats, "rx_packets"))
+	s, err := take(proc, 42, fileCounter(filepath.Join(stats, "rx_packets")))
 	if err != nil || s.frames != 7 || s.threads[42] != 1000 || s.threads[43] != 500 || s.comm[43] != "vmm" {
 		t.Fatalf("take = %+v, %v", s, err)
 	}
@@ -112,5 +112,24 @@ func TestRunFakeProc(t *testing.T) {
 	}
 	if err := run([]string{"-pid", "42", "-tap", "tap0", "-counter", "bytes"}, &out); err == nil {
 		t.Error("accepted -counter bytes")
+	}
+	if err := run([]string{"-pid", "42", "-tap", "tap0", "-counter", "rx_packets", "-io-unit", "4096"}, &out); err == nil {
+		t.Error("accepted a TAP counter and -io-unit together")
+	}
+}
+
+// TestIOCounter: -io-unit counts the bytes the process read, in requests.
+func TestIOCounter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "io")
+	os.WriteFile(path, []byte("rchar: 1310720\nwchar: 12\nsyscr: 50\n"), 0o644)
+	if n, err := ioCounter(path, 131072)(); err != nil || n != 10 {
+		t.Errorf("ioCounter = %d, %v; want 10 requests of 128 KiB", n, err)
+	}
+	os.WriteFile(path, []byte("wchar: 12\n"), 0o644)
+	if _, err := ioCounter(path, 4096)(); err == nil {
+		t.Error("no rchar line: no error")
+	}
+	if _, err := ioCounter(path+".gone", 4096)(); err != errGone {
+		t.Errorf("missing file: %v, want errGone", err)
 	}
 }
