@@ -90,7 +90,7 @@ func allowList(f Filter) []rule {
 		{name: "fcntl", why: "non-blocking and close-on-exec flags, locks"},
 		{name: "dup", why: "console copies"},
 		{name: "dup3", why: "console copies"},
-		{name: "ppoll", why: "terminal input waits"},
+		{name: "ppoll", why: "terminal input waits; virtio-net backend and receive-loop waits"},
 		{name: "readv", why: "TAP frames"},
 		{name: "writev", why: "TAP frames, journal"},
 		{name: "pread64", why: "virtio-blk, 9p"},
