@@ -134,27 +134,13 @@ var (
 )
 
 // NewFileBackend takes over f's descriptor: it keeps a non-blocking
-// duplicate out of the runtime's poller and closes f. vnetHdr says
-// whether frames on it carry a 12-byte virtio-net header.
+// duplicate out of the runtime's poller and closes f (on error f is left
+// as it was). vnetHdr says whether frames on it carry a 12-byte
+// virtio-net header.
 func NewFileBackend(f *os.File, vnetHdr bool) (*FileBackend, error) {
-	rc, err := f.SyscallConn()
+	nfd, err := dupNonblock(f)
 	if err != nil {
-		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
-	}
-	nfd := -1
-	var derr error
-	if err := rc.Control(func(fd uintptr) {
-		if nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0); derr == nil {
-			derr = unix.SetNonblock(nfd, true)
-		}
-	}); err != nil {
-		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
-	}
-	if derr != nil {
-		if nfd >= 0 {
-			unix.Close(nfd)
-		}
-		return nil, fmt.Errorf("virtio-net: duplicate backend %s: %w", f.Name(), derr)
+		return nil, err
 	}
 	efd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
 	if err != nil {

@@ -13,44 +13,41 @@ import (
 // nor a TAP. It works on a non-blocking close-on-exec duplicate of f's
 // descriptor and closes f on success; on error f is left as it was.
 func NewSocketBackend(f *os.File) (*FileBackend, error) {
-	dup, err := PollableDup(f)
+	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
 	}
-	rc, err := dup.SyscallConn()
-	if err == nil {
-		var typ int
-		var serr error
-		if cerr := rc.Control(func(fd uintptr) { typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE) }); cerr != nil {
-			serr = cerr
-		}
-		switch {
-		case serr != nil:
-			err = fmt.Errorf("virtio-net: backend %s is not a socket: %w", f.Name(), serr)
-		case typ != unix.SOCK_SEQPACKET && typ != unix.SOCK_DGRAM:
-			err = fmt.Errorf("virtio-net: backend %s is a socket of type %d, not SOCK_SEQPACKET or SOCK_DGRAM (a stream has no frame boundaries)", f.Name(), typ)
-		}
+	var typ int
+	var serr error
+	if cerr := rc.Control(func(fd uintptr) { typ, serr = unix.GetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_TYPE) }); cerr != nil {
+		serr = cerr
 	}
-	if err != nil {
-		dup.Close()
-		return nil, err
+	switch {
+	case serr != nil:
+		return nil, fmt.Errorf("virtio-net: backend %s is not a socket: %w", f.Name(), serr)
+	case typ != unix.SOCK_SEQPACKET && typ != unix.SOCK_DGRAM:
+		return nil, fmt.Errorf("virtio-net: backend %s is a socket of type %d, not SOCK_SEQPACKET or SOCK_DGRAM (a stream has no frame boundaries)", f.Name(), typ)
 	}
-	b, err := NewFileBackend(dup, false)
-	if err != nil {
-		dup.Close()
-		return nil, err
-	}
-	f.Close()
-	return b, nil
+	return NewFileBackend(f, false)
 }
 
 // PollableDup returns a close-on-exec duplicate of f's descriptor in
 // non-blocking mode, as an *os.File the Go poller serves (so deadlines
 // work). The mode is shared with f's open file description.
 func PollableDup(f *os.File) (*os.File, error) {
+	nfd, err := dupNonblock(f)
+	if err != nil {
+		return nil, err
+	}
+	return os.NewFile(uintptr(nfd), f.Name()), nil
+}
+
+// dupNonblock returns a close-on-exec duplicate of f's descriptor in
+// non-blocking mode.
+func dupNonblock(f *os.File) (int, error) {
 	rc, err := f.SyscallConn()
 	if err != nil {
-		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
+		return -1, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
 	}
 	nfd := -1
 	var derr error
@@ -59,13 +56,13 @@ func PollableDup(f *os.File) (*os.File, error) {
 			derr = unix.SetNonblock(nfd, true)
 		}
 	}); err != nil {
-		return nil, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
+		return -1, fmt.Errorf("virtio-net: backend %s: %w", f.Name(), err)
 	}
 	if derr != nil {
 		if nfd >= 0 {
 			unix.Close(nfd)
 		}
-		return nil, fmt.Errorf("virtio-net: duplicate backend %s: %w", f.Name(), derr)
+		return -1, fmt.Errorf("virtio-net: duplicate backend %s: %w", f.Name(), derr)
 	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
+	return nfd, nil
 }
