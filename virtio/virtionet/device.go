@@ -39,8 +39,12 @@
 // kick wakes the goroutine that sends the frames; it publishes their completions in
 // batches of up to 64 with one used idx store. A receive goroutine reads one frame at a
 // time from the backend into a buffer of its own and copies it into the next
-// receive chain (or chains). When the guest's receive ring is empty it holds that one
-// frame, re-enables notifications and sleeps until Notify(RxQueue): the
+// receive chain (or chains). On a PollQueue backend (FileBackend: TAPs,
+// sockets) it waits itself, with ppoll on the backend's descriptor beside
+// the receive queue's kick eventfd (taken from the transport like the
+// transmit queue's, except queue 2's), so neither a frame nor a kick goes
+// through the runtime's poller or another goroutine. When the guest's receive ring is empty it holds that one
+// frame, re-enables notifications and sleeps until the guest kicks: the
 // host queue (the TAP's) backs up and the host drops, never the device. A
 // receive chain too small for a frame is kept for the next frame and the
 // frame dropped and counted. Interrupts are batched: signalled when the
@@ -158,7 +162,7 @@ type Device struct {
 
 	common *virtio.Common      // activation state; serialises Activate, Reset, Close
 	active atomic.Pointer[run] // the running goroutines, for Notify
-	kicks  txKicks             // what the transmit goroutines sleep on
+	kicks  queueKicks          // what the transmit goroutines and receive loops sleep on
 
 	// queues are the backend's queues, one per queue pair: the device offers
 	// max_virtqueue_pairs = len(queues), and MQ when that is two or more.

@@ -10,7 +10,7 @@ import (
 
 var _ virtio.KickWaiter = (*Device)(nil)
 
-// txKicks holds what each pair's transmit goroutine and receive loop
+// queueKicks holds what each pair's transmit goroutine and receive loop
 // sleep on: the queue's kick eventfd that the transport handed over
 // (virtio.KickWaiter: KVM signals it on a guest kick) or one of the
 // device's own, made at the first activation. Notify and the stop paths
@@ -30,7 +30,7 @@ var _ virtio.KickWaiter = (*Device)(nil)
 // driver negotiates MQ. Of the receive queues, queue 2 is not taken: it is
 // the control queue without MQ and receiveq2 with it, and the transport
 // offers eventfds before the driver chooses.
-type txKicks struct {
+type queueKicks struct {
 	mu     sync.RWMutex
 	fds    []*kickfd.FD     // one per queue pair
 	polled []*kickfd.Polled // what the transmitters wait on: fds[i] through the runtime's poller
@@ -81,7 +81,7 @@ func (d *Device) TakeKick(q int, fd int) bool {
 
 // hand gives each transmitter of r its pair's eventfd, making the device's
 // own where the transport handed none over, and marks them in use.
-func (k *txKicks) hand(r *run) error {
+func (k *queueKicks) hand(r *run) error {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	for i, p := range r.pairs {
@@ -120,7 +120,7 @@ func (k *txKicks) hand(r *run) error {
 
 // signal wakes pair i's transmit goroutine (or its next wait). It cannot
 // fail on an open eventfd; after Close it does nothing.
-func (k *txKicks) signal(i int) {
+func (k *queueKicks) signal(i int) {
 	k.mu.RLock()
 	if i < len(k.fds) && k.fds[i] != nil {
 		k.fds[i].Signal()
@@ -129,7 +129,7 @@ func (k *txKicks) signal(i int) {
 }
 
 // signalRx wakes pair i's receive loop when it polls (or its next poll).
-func (k *txKicks) signalRx(i int) {
+func (k *queueKicks) signalRx(i int) {
 	k.mu.RLock()
 	if i < len(k.rx) && k.rx[i] != nil {
 		k.rx[i].Signal()
@@ -139,7 +139,7 @@ func (k *txKicks) signalRx(i int) {
 
 // idle records that no transmitter waits on the eventfds any more: TakeKick
 // may replace them.
-func (k *txKicks) idle() {
+func (k *queueKicks) idle() {
 	k.mu.Lock()
 	k.inUse = false
 	k.mu.Unlock()
@@ -147,7 +147,7 @@ func (k *txKicks) idle() {
 
 // release closes the device's own eventfds (the transport closes those it
 // handed over once Close has returned); later TakeKicks are refused.
-func (k *txKicks) release() {
+func (k *queueKicks) release() {
 	k.mu.Lock()
 	for i, w := range k.polled {
 		if w != nil {

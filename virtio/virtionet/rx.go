@@ -113,25 +113,26 @@ func (r *receiver) run(ctx context.Context) {
 	polled := r.wake != nil
 	for ctx.Err() == nil {
 		n, err := r.readFrame(batch == 0 && !polled)
-		if err != nil {
-			if errors.Is(err, ErrWouldBlock) {
-				if batch > 0 || !polled {
-					r.signal()
-					batch = 0
-					continue
-				}
-				if err := r.pollWait(); err != nil {
-					r.d.glog.Error("virtio-net: backend poll failed; receive stopped", "err", err)
-					r.stop()
-					return
-				}
+		if errors.Is(err, ErrWouldBlock) {
+			// The backend ran dry: the guest hears of what it got, then
+			// the loop waits (in the next read, or polling).
+			if batch > 0 || !polled {
+				r.signal()
+				batch = 0
+			}
+			if !polled {
 				continue
 			}
+			if err = r.pollWait(); err == nil {
+				continue
+			}
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return // Reset set a deadline to wake us
 			}
 			r.d.counts.inc(cRxBackendErrors)
-			r.d.glog.Error("virtio-net: backend read failed; receive stopped", "err", err)
+			r.d.glog.Error("virtio-net: backend read or poll failed; receive stopped", "err", err)
 			r.signal()
 			r.stop()
 			return
