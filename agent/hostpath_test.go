@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -130,5 +132,39 @@ func TestFirstCommandHostResolved(t *testing.T) {
 	srv = setUp("", mountinfo(""))
 	if got := run(srv); got != "A" {
 		t.Errorf("first command on the initramfs root ran %s's prog, want A's", got)
+	}
+
+	// Set up at boot (a cold machine, Init's Deferred): the same rule.
+	atBoot := func(root string) *Server {
+		s, _ := newRecSetup(nil)
+		api := s.baseMounts(baseMounts())
+		cfg, err := ParseCmdline(RootPrefix + root)
+		if root == "" {
+			cfg, err = BootConfig{}, nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.apply(cfg, api)
+		if err := s.err(); err != nil {
+			t.Fatal(err)
+		}
+		srv := NewServer(Config{Deferred: s.atBoot()})
+		srv.mountinfo = mountinfo("")
+		return srv
+	}
+	srv = atBoot("9p:root")
+	if got := run(srv); got != "B" {
+		t.Errorf("first command after a boot onto a 9p overlay ran %s's prog, want B's (the host's answer)", got)
+	}
+	if got := run(srv); got != "A" {
+		t.Errorf("second command after boot ran %s's prog, want A's", got)
+	}
+	err := client.Setup(context.Background(), pipeDial(t, srv), "", nil)
+	if !errors.Is(err, client.ErrRefused) || !strings.Contains(err.Error(), "set up at boot") {
+		t.Errorf("Setup after a boot-time setup: %v", err)
+	}
+	if got := run(atBoot("")); got != "A" {
+		t.Errorf("first command after a boot on the initramfs root ran %s's prog, want A's", got)
 	}
 }

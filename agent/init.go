@@ -205,7 +205,11 @@ func (s *setup) err() error {
 //
 // With corral.setup=deferred it stops before the root switch and returns
 // a *Deferred, which a Server (Config.Deferred) completes when the host
-// sends Setup; otherwise the *Deferred is nil.
+// sends Setup. Otherwise the *Deferred it returns is the setup done at
+// boot, already applied: a Server refuses Setup but, as after a host's
+// Setup, lets the first command use a path the host resolved when the
+// root is an overlay over a 9p share. It is nil when the kernel command
+// line could not be read (outside a kernel root).
 func Init(log *slog.Logger) (*Deferred, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -220,7 +224,7 @@ func Init(log *slog.Logger) (*Deferred, error) {
 	if rootIs9P() {
 		s.staging = KernelRootStaging
 		s.initKernelRoot(api, all[1:])
-		return nil, s.err()
+		return s.atBoot(), s.err()
 	}
 	api = append(api, s.baseMounts(all[1:])...)
 	cfg, err := s.readCmdline()
@@ -233,7 +237,12 @@ func Init(log *slog.Logger) (*Deferred, error) {
 		return &Deferred{s: s, api: api, baseErr: s.err()}, s.err()
 	}
 	s.apply(cfg, api)
-	return nil, s.err()
+	return s.atBoot(), s.err()
+}
+
+// atBoot is the setup done at boot as an applied Deferred.
+func (s *setup) atBoot() *Deferred {
+	return &Deferred{s: s, applied: true, atBoot: true, err: s.err()}
 }
 
 // ErrSetupDone is returned by Deferred.Apply after the first Setup: the
@@ -249,6 +258,7 @@ type Deferred struct {
 	api     []mount // what the root switch moves along
 	baseErr error   // the base mounts' problems (a *SetupError)
 	applied bool
+	atBoot  bool  // set up at boot (Init without corral.setup=deferred): Setup is refused
 	err     error // the setup's *SetupError, once applied
 }
 

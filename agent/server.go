@@ -55,7 +55,10 @@ type Config struct {
 	// Deferred, when set, is the setup an agent booted with
 	// corral.setup=deferred left for the host: a Setup request carries it
 	// out, once, and every command before that is refused (CodeRefused).
-	// Without it a Setup request is refused.
+	// Init returns one for a setup done at boot as well, already applied:
+	// Setup is refused, as without one. Either way, when the root is an
+	// overlay over a 9p share, the first command may use a path the host
+	// resolved there (proto.Exec.Resolved).
 	Deferred *Deferred
 }
 
@@ -312,7 +315,7 @@ func (ss *session) request(ctx context.Context, f proto.Frame, afterSetup bool) 
 // then still to do); CodeRefused when there is nothing to set up.
 func (ss *session) setup(req *proto.Setup) (acked bool, err error) {
 	d := ss.s.cfg.Deferred
-	if d == nil {
+	if d == nil || d.atBoot {
 		ss.sendError(proto.CodeRefused, "agent: Setup refused: the system was set up at boot (the kernel command line has no "+SetupPrefix+SetupDeferred+")")
 		return false, nil
 	}

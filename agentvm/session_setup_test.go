@@ -147,7 +147,8 @@ func TestKillClosesSetupSession(t *testing.T) {
 }
 
 // TestFirstCommandGetsHostRoot: the command that takes a warm machine's
-// Setup session looks its program up in the host's root and sends the
+// Setup session, or a cold machine's first command (its agent set the
+// root up at boot), looks its program up in the host's root and sends the
 // answer (proto.ResolvedVersion); a later command, and any command to an
 // older agent, sends none.
 func TestFirstCommandGetsHostRoot(t *testing.T) {
@@ -160,31 +161,35 @@ func TestFirstCommandGetsHostRoot(t *testing.T) {
 	}
 	for _, tc := range []struct {
 		v    uint16
+		cold bool
 		want []string
 	}{
-		{proto.ResolvedVersion, []string{"/bin/prog", ""}},
-		{proto.ResolvedVersion - 1, []string{"", ""}},
+		{proto.ResolvedVersion, false, []string{"/bin/prog", ""}},
+		{proto.ResolvedVersion - 1, false, []string{"", ""}},
+		{proto.ResolvedVersion, true, []string{"/bin/prog", ""}},
 	} {
 		a := &rawAgent{v: tc.v, hangUp: make(chan struct{}, 8)}
 		done := make(chan struct{})
 		vm := newAgentVM(a.dial, done, func() error { close(done); return nil }, newConsoleRing(nil, ConsoleLines), slog.New(slog.DiscardHandler))
 		ctx := context.Background()
-		if err := vm.setup(ctx, &proto.Setup{Root: "9p:corral-root"}); err != nil {
-			t.Fatal(err)
+		if !tc.cold {
+			if err := vm.setup(ctx, &proto.Setup{Root: "9p:corral-root"}); err != nil {
+				t.Fatal(err)
+			}
 		}
-		vm.hostRoot = root // as StartWarm sets it for RootHost and RootDir
+		vm.withHostRoot(Config{Root: RootDir(root)}) // as Start and StartWarm do
 		for range 2 {
 			cmd := vm.Command("prog")
 			cmd.Env = []string{"PATH=/usr/bin:/bin"}
 			var ee *client.ExitError
 			if err := cmd.Run(); !errors.As(err, &ee) {
-				t.Fatalf("version %d: %v", tc.v, err)
+				t.Fatalf("version %d, cold %v: %v", tc.v, tc.cold, err)
 			}
 		}
 		vm.Kill()
 		a.wg.Wait()
 		if !slices.Equal(a.resolved, tc.want) {
-			t.Errorf("version %d: the agent got resolved paths %q, want %q", tc.v, a.resolved, tc.want)
+			t.Errorf("version %d, cold %v: the agent got resolved paths %q, want %q", tc.v, tc.cold, a.resolved, tc.want)
 		}
 	}
 }

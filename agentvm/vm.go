@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -74,10 +75,12 @@ type VM struct {
 	// sessionVersion); guarded by probeMu.
 	session        net.Conn
 	sessionVersion uint16
-	// hostRoot is the host directory a warm machine's Setup made the
-	// guest's read-only 9p root: the command that takes session gets it
-	// (client.Cmd.HostRoot), so the agent need not search PATH over 9p.
-	hostRoot string
+	// hostRoot is the host directory that is the guest's read-only 9p
+	// root (set up at boot, or by a warm machine's Setup): commands get it
+	// (client.Cmd.HostRoot), so the agent's first need not search PATH
+	// over 9p.
+	hostRoot      string
+	hostRootTaken atomic.Bool // the first command got hostRoot
 
 	closeOnce sync.Once
 	closeErr  error
@@ -103,7 +106,8 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 			return nil, err
 		}
 		mc.Cmdline = appendCmdline(mc.Cmdline, agent.KernelRootParams(rootTag, init)...)
-		return boot(ctx, cfg, mc, nil, cfg.Confine)
+		vm, err := boot(ctx, cfg, mc, nil, cfg.Confine)
+		return vm.withHostRoot(cfg), err
 	}
 	agentBytes, err := readAgent(path)
 	if err != nil {
@@ -113,7 +117,20 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	return boot(ctx, cfg, mc, agentBytes, cfg.Confine)
+	vm, err := boot(ctx, cfg, mc, agentBytes, cfg.Confine)
+	return vm.withHostRoot(cfg), err
+}
+
+// withHostRoot records, on a machine booted with a host directory as its
+// read-only root, that directory for the first command
+// (client.Cmd.HostRoot): the agent set that root up at boot, so it takes
+// a path the host resolved there instead of searching PATH over 9p.
+// vm may be nil (a failed boot).
+func (vm *VM) withHostRoot(cfg Config) *VM {
+	if vm != nil && (cfg.Root.kind == rootHost || cfg.Root.kind == rootDir) {
+		vm.hostRoot = cfg.Root.path
+	}
+	return vm
 }
 
 // checkAgentFile checks that path is a static x86-64 executable, reading
@@ -457,15 +474,25 @@ func (vm *VM) CommandContext(ctx context.Context, name string, args ...string) *
 
 // command is CommandContext; a nil ctx is Command's (no kill).
 func (vm *VM) command(ctx context.Context, name string, args []string) *client.Cmd {
+	var c *client.Cmd
 	if conn, v := vm.takeSession(); conn != nil {
-		c := client.CommandAfterHello(ctx, conn, v, name, args...)
-		c.HostRoot = vm.hostRoot
-		return c
+		c = client.CommandAfterHello(ctx, conn, v, name, args...)
+	} else if ctx == nil {
+		c = client.Command(vm.lazyConn(context.Background()), name, args...)
+	} else {
+		c = client.CommandContext(ctx, vm.lazyConn(ctx), name, args...)
 	}
-	if ctx == nil {
-		return client.Command(vm.lazyConn(context.Background()), name, args...)
+	c.HostRoot = vm.takeHostRoot()
+	return c
+}
+
+// takeHostRoot returns hostRoot for the first command made and "" for
+// the rest: the agent takes a resolved path for its first command only.
+func (vm *VM) takeHostRoot() string {
+	if vm.hostRoot == "" || vm.hostRootTaken.Swap(true) {
+		return ""
 	}
-	return client.CommandContext(ctx, vm.lazyConn(ctx), name, args...)
+	return vm.hostRoot
 }
 
 // takeSession returns the Setup session kept for the first command and

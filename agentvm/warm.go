@@ -148,9 +148,7 @@ func StartWarm(ctx context.Context, cfg Config, w Warm) (*VM, error) {
 		vm.Kill()
 		return nil, fmt.Errorf("agentvm: warm machine: %w", err)
 	}
-	if cfg.Root.kind == rootHost || cfg.Root.kind == rootDir {
-		vm.hostRoot = cfg.Root.path
-	}
+	vm.withHostRoot(cfg)
 	steps.Step("Setup done")
 	return vm, nil
 }

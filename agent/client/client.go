@@ -71,10 +71,11 @@ type Cmd struct {
 	// HostRoot, when set, is the host directory the guest's root overlays
 	// read-only over 9p ("/" for the host's own root): Start looks Path up
 	// in Env's PATH there (LookPathIn) and hands the agent the result,
-	// which an agent of protocol version 6 or later uses for the first
-	// command after its Setup instead of its own search, each of whose
-	// lookups is a 9P round trip. Where the guest's view may differ (a
-	// mount, an earlier command's writes) the agent searches itself.
+	// which an agent of protocol version 6 or later uses for its first
+	// command (after its Setup, or after a boot that set the root up)
+	// instead of its own search, each of whose lookups is a 9P round
+	// trip. Where the guest's view may differ (a mount, an earlier
+	// command's writes) the agent searches itself.
 	HostRoot string
 
 	conn net.Conn
