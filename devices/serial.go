@@ -151,7 +151,10 @@ type SerialStats struct {
 // slow terminal lets the buffer fill, THRE clears and the THRE interrupt
 // waits until Run drains it: the guest is throttled, as by a real UART at a
 // low baud rate, and a writer that keeps up loses nothing. A guest that
-// writes THR anyway while THRE is clear loses the byte (TXDropped).
+// writes THR anyway while THRE is clear loses the byte (TXDropped). Run
+// writes output that follows a quiet spell at once, and gathers what comes
+// after it for up to a millisecond (less at a line's end or a half-full
+// buffer), so a guest writing a byte per exit costs Out a write per line.
 //
 // A writer is stalled when one Write has not returned for StallTimeout (a
 // paused pager, an ssh session gone quiet, a FIFO nobody reads): THRE comes
