@@ -97,25 +97,24 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if init, ok := cfg.kernelRootInit(path); ok {
-		if err := checkAgentFile(path); err != nil {
-			return nil, err
-		}
-		mc, err := cfg.machineConfig()
-		if err != nil {
-			return nil, err
-		}
-		mc.Cmdline = appendCmdline(mc.Cmdline, agent.KernelRootParams(rootTag, init)...)
-		vm, err := boot(ctx, cfg, mc, nil, cfg.Confine)
-		return vm.withHostRoot(cfg), err
+	// On a kernel root the kernel runs the agent from its host path; else
+	// it goes into the initramfs (agentBytes).
+	init, kernelRoot := cfg.kernelRootInit(path)
+	var agentBytes []byte
+	if kernelRoot {
+		err = checkAgentFile(path)
+	} else {
+		agentBytes, err = readAgent(path)
 	}
-	agentBytes, err := readAgent(path)
 	if err != nil {
 		return nil, err
 	}
 	mc, err := cfg.machineConfig()
 	if err != nil {
 		return nil, err
+	}
+	if kernelRoot {
+		mc.Cmdline = appendCmdline(mc.Cmdline, agent.KernelRootParams(rootTag, init)...)
 	}
 	vm, err := boot(ctx, cfg, mc, agentBytes, cfg.Confine)
 	return vm.withHostRoot(cfg), err

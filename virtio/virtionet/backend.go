@@ -171,15 +171,21 @@ func (b *FileBackend) begin() error {
 	return nil
 }
 
+// poll waits until one of fds is ready, across signals.
+func poll(fds []unix.PollFd) error {
+	for {
+		_, err := unix.Ppoll(fds, nil, nil)
+		if err != unix.EINTR {
+			return err
+		}
+	}
+}
+
 // wait polls fds (the descriptor and the stop eventfd) until the
 // descriptor is ready, or says why it will not be.
 func (b *FileBackend) wait(fds *[2]unix.PollFd) error {
 	for {
-		_, err := unix.Ppoll(fds[:], nil, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
+		if err := poll(fds[:]); err != nil {
 			return fmt.Errorf("virtio-net: backend %s: poll: %w", b.name, err)
 		}
 		if fds[1].Revents != 0 {
@@ -260,17 +266,15 @@ func (b *FileBackend) SetDeadline(t time.Time) error {
 		b.timer.Stop()
 		b.timer = nil
 	}
-	switch d := time.Until(t); {
-	case t.IsZero():
-		var buf [8]byte
-		unix.Read(b.stopFD, buf[:]) // drain first (EAGAIN when not signalled): no wait then sees it readable and not late
-		b.late.Store(false)
-	case d <= 0:
+	d := time.Until(t)
+	if !t.IsZero() && d <= 0 {
 		b.expire()
-	default:
-		var buf [8]byte
-		unix.Read(b.stopFD, buf[:])
-		b.late.Store(false)
+		return nil
+	}
+	var buf [8]byte
+	unix.Read(b.stopFD, buf[:]) // drain first (EAGAIN when not signalled): no wait then sees it readable and not late
+	b.late.Store(false)
+	if !t.IsZero() {
 		var tm *time.Timer
 		tm = time.AfterFunc(d, func() {
 			b.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 )
@@ -93,7 +95,8 @@ func (k *queueKicks) hand(r *run) error {
 				}
 				k.rx[i] = fd
 			}
-			p.rx.wake, p.rx.pollFD = k.rx[i], pq.PollFD()
+			p.rx.wake = k.rx[i]
+			p.rx.pfds = [2]unix.PollFd{{Fd: int32(pq.PollFD()), Events: unix.POLLIN}, {Fd: int32(k.rx[i].Int()), Events: unix.POLLIN}}
 		}
 		if p.tx == nil {
 			continue

@@ -44,9 +44,8 @@ type receiver struct {
 	// Notify and the stop paths signal. A frame then wakes the thread that
 	// delivers it, with no hop through the runtime's poller. wake is nil
 	// for other backends: the loop parks in ReadFrame and on kick.
-	wake   *kickfd.FD
-	pollFD int
-	pfds   [2]unix.PollFd // backend, wake: kept here so a poll allocates nothing
+	wake *kickfd.FD
+	pfds [2]unix.PollFd // backend, wake (set with wake): kept here so a poll allocates nothing
 
 	vnet bool // backend frames start with a virtio-net header
 	// guestOff holds the Offload the guest takes on receive (OffloadCsum:
@@ -164,21 +163,13 @@ func (r *receiver) readFrame(wait bool) (int, error) {
 // pollWait blocks until the backend has a frame or wake was signalled (a
 // kick, or a stop: the caller looks at its context).
 func (r *receiver) pollWait() error {
-	r.pfds[0] = unix.PollFd{Fd: int32(r.pollFD), Events: unix.POLLIN}
-	r.pfds[1] = unix.PollFd{Fd: int32(r.wake.Int()), Events: unix.POLLIN}
-	for {
-		_, err := unix.Ppoll(r.pfds[:], nil, nil)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return fmt.Errorf("virtio-net: poll backend: %w", err)
-		}
-		if r.pfds[1].Revents != 0 {
-			return r.wake.Wait() // readable: clears it without blocking
-		}
-		return nil
+	if err := poll(r.pfds[:]); err != nil {
+		return fmt.Errorf("virtio-net: poll backend: %w", err)
 	}
+	if r.pfds[1].Revents != 0 {
+		return r.wake.Wait() // readable: clears it without blocking
+	}
+	return nil
 }
 
 // prepare checks the frame of n bytes read into buf and writes the header

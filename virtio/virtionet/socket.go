@@ -31,17 +31,6 @@ func NewSocketBackend(f *os.File) (*FileBackend, error) {
 	return NewFileBackend(f, false)
 }
 
-// PollableDup returns a close-on-exec duplicate of f's descriptor in
-// non-blocking mode, as an *os.File the Go poller serves (so deadlines
-// work). The mode is shared with f's open file description.
-func PollableDup(f *os.File) (*os.File, error) {
-	nfd, err := dupNonblock(f)
-	if err != nil {
-		return nil, err
-	}
-	return os.NewFile(uintptr(nfd), f.Name()), nil
-}
-
 // dupNonblock returns a close-on-exec duplicate of f's descriptor in
 // non-blocking mode.
 func dupNonblock(f *os.File) (int, error) {

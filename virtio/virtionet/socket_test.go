@@ -30,11 +30,12 @@ func newSocketTestBackend(tb testing.TB) (*testBackend, *os.File) {
 		tb.Fatal("NewSocketBackend left the given file open")
 	}
 	raw := os.NewFile(uintptr(fds[1]), "peer")
-	peer, err := PollableDup(raw)
+	nfd, err := dupNonblock(raw) // in the runtime's poller: the test reads with deadlines
 	raw.Close()
 	if err != nil {
 		tb.Fatal(err)
 	}
+	peer := os.NewFile(uintptr(nfd), "peer")
 	tb.Cleanup(func() { peer.Close() })
 	return &testBackend{FileBackend: fb}, peer
 }

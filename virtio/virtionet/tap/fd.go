@@ -24,21 +24,8 @@ func FromFile(f *os.File, log *slog.Logger) (*Tap, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	dup, err := virtionet.PollableDup(f)
-	if err != nil {
-		return nil, err
-	}
-	t, err := fromDup(dup, f.Name(), log)
-	if err != nil {
-		dup.Close()
-		return nil, err
-	}
-	f.Close()
-	return t, nil
-}
-
-func fromDup(dup *os.File, what string, log *slog.Logger) (*Tap, error) {
-	rc, err := dup.SyscallConn()
+	what := f.Name()
+	rc, err := f.SyscallConn()
 	if err != nil {
 		return nil, fmt.Errorf("tap: %s: %w", what, err)
 	}
@@ -83,7 +70,8 @@ func fromDup(dup *os.File, what string, log *slog.Logger) (*Tap, error) {
 			t.mac = append(net.HardwareAddr(nil), link.Attrs().HardwareAddr...)
 		}
 	}
-	if t.FileBackend, err = virtionet.NewFileBackend(dup, t.vnetHdr); err != nil {
+	// NewFileBackend makes the duplicate and closes f.
+	if t.FileBackend, err = virtionet.NewFileBackend(f, t.vnetHdr); err != nil {
 		return nil, err
 	}
 	log.Info("tap: adopted TAP descriptor", "name", t.name, "vnet_hdr", t.vnetHdr, "offloads", fmt.Sprintf("%#x", t.offloads))
