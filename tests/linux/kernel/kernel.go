@@ -31,8 +31,11 @@ const (
 	// CmdlineNested boots the patched kernel on the nested KVM: no XSAVE, no
 	// features whose instructions the emulator refuses in ring 0, and no
 	// ERMS/FSRM, whose REP MOVSB/STOSB the emulator steps through a byte at
-	// a time (a page fault's clear_page cost twice what REP STOSQ does).
-	CmdlineNested = CmdlinePlain + " noxsave mitigations=off clearcpuid=popcnt,cx16,rdtscp,rdpid,umip,smap,smep,fsgsbase,pku,erms,fsrm"
+	// a time (a page fault's clear_page cost twice what REP STOSQ does),
+	// and a periodic LAPIC tick: a one-shot tick costs an exit and an
+	// emulated reprogramming every tick, and each high-resolution timer
+	// its own interrupt.
+	CmdlineNested = CmdlinePlain + " noxsave mitigations=off clearcpuid=popcnt,cx16,rdtscp,rdpid,umip,smap,smep,fsgsbase,pku,erms,fsrm highres=off nohz=off lapic=notscdeadline"
 )
 
 // Cmdline returns CmdlineNested for the patched kernel and CmdlinePlain otherwise.
