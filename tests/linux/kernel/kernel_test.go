@@ -90,3 +90,17 @@ func TestCmdline(t *testing.T) {
 		t.Error("nested-KVM workarounds belong to CmdlineNested only")
 	}
 }
+
+// TestCmdlineDocumented keeps the two documents that spell out the nested
+// command line in step with CmdlineNested.
+func TestCmdlineDocumented(t *testing.T) {
+	for _, doc := range []string{"../../../docs/nested-kvm.md", "../README.md"} {
+		b, err := os.ReadFile(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(string(b), CmdlineNested) {
+			t.Errorf("%s does not show kernel.CmdlineNested as it is: %q", doc, CmdlineNested)
+		}
+	}
+}
