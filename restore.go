@@ -49,8 +49,9 @@ type RestoreConfig struct {
 	// VsockUDSPath is the restored machine's hybrid-vsock socket (the
 	// source's may still be in use); empty gives none.
 	VsockUDSPath string
-	// Shares, when set, gives the host directory of saved shares by tag;
-	// others open their saved directories.
+	// Shares, when set, gives the host directory of saved shares by tag
+	// (and their Empty directories, when not nil); others open their
+	// saved directories.
 	Shares []Share
 	// VerifyMemory checks the memory file's checksums before anything
 	// runs. It reads every page the snapshot holds, so restore time grows
@@ -241,9 +242,12 @@ func (sm *savedMachine) config(rc RestoreConfig) (Config, error) {
 		byTag[s.Tag] = s
 	}
 	for _, s := range sm.Shares {
-		sh := Share{Tag: s.Tag, Path: s.Path, ReadOnly: s.ReadOnly}
+		sh := Share{Tag: s.Tag, Path: s.Path, ReadOnly: s.ReadOnly, Empty: s.Empty}
 		if o, ok := byTag[s.Tag]; ok {
 			sh.Path = o.Path
+			if o.Empty != nil {
+				sh.Empty = o.Empty
+			}
 			delete(byTag, s.Tag)
 		}
 		c.Shares = append(c.Shares, sh)

@@ -25,6 +25,11 @@ type Share struct {
 	Tag string
 	// ReadOnly refuses every change the guest asks for (EROFS).
 	ReadOnly bool
+	// Empty lists directories in the share ("/proc", "/tmp") that the
+	// guest sees empty and cannot change: where it mounts file systems
+	// of its own, so that a shared host "/" does not hand it the host's
+	// /proc or /sys (see hostfs.Options.Empty).
+	Empty []string
 }
 
 // ParseShare parses the CLI form PATH:TAG[,ro] (",rw" is the default).
@@ -87,7 +92,7 @@ func checkShares(shares []Share) error {
 // functions closes them.
 func (m *Machine) createShares() error {
 	for i, s := range m.cfg.Shares {
-		fs, err := hostfs.New(s.Path, hostfs.Options{ReadOnly: s.ReadOnly})
+		fs, err := hostfs.New(s.Path, hostfs.Options{ReadOnly: s.ReadOnly, Empty: s.Empty})
 		if err != nil {
 			return fmt.Errorf("corral: share %d (%s): %w", i, s.Tag, err)
 		}

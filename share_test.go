@@ -2,9 +2,12 @@ package corral
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -27,13 +30,13 @@ func TestParseShare(t *testing.T) {
 		"/only/one,ro:t,ro,rw": {},
 	} {
 		got, err := ParseShare(s)
-		if want == (Share{}) {
+		if want.Path == "" {
 			if err == nil {
 				t.Errorf("ParseShare(%q) = %+v, want an error", s, got)
 			}
 			continue
 		}
-		if err != nil || got != want {
+		if err != nil || !reflect.DeepEqual(got, want) {
 			t.Errorf("ParseShare(%q) = %+v, %v; want %+v", s, got, err, want)
 		}
 	}
@@ -168,5 +171,45 @@ func TestSharesStartAndStop(t *testing.T) {
 	}
 	if a, b := descriptorsOn(t, rw), descriptorsOn(t, ro); a != 0 || b != 0 {
 		t.Errorf("descriptors on the shares after the machine: %d and %d", a, b)
+	}
+}
+
+// A snapshot keeps each share's Empty directories; a restore that gives a
+// share's new path keeps them, unless it gives Empty too.
+func TestSnapshotShareEmpty(t *testing.T) {
+	m := &Machine{cfg: Config{Kernel: "/k", Shares: []Share{
+		{Path: "/", Tag: "root", ReadOnly: true, Empty: []string{"/proc", "/sys"}}, {Path: "/srv", Tag: "data"},
+	}}, plat: &platform{}}
+	sm, err := m.savedMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(sm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back savedMachine
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name      string
+		overrides []Share
+		want      [][]string
+	}{
+		{"as saved", nil, [][]string{{"/proc", "/sys"}, nil}},
+		{"new path", []Share{{Tag: "root", Path: "/other"}}, [][]string{{"/proc", "/sys"}, nil}},
+		{"new Empty", []Share{{Tag: "root", Path: "/other", Empty: []string{"/tmp"}}, {Tag: "data", Path: "/d", Empty: []string{"x"}}},
+			[][]string{{"/tmp"}, {"x"}}},
+	} {
+		c, err := back.config(RestoreConfig{Shares: tc.overrides})
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		for i, want := range tc.want {
+			if !slices.Equal(c.Shares[i].Empty, want) {
+				t.Errorf("%s: share %s restores with Empty %q, want %q", tc.name, c.Shares[i].Tag, c.Shares[i].Empty, want)
+			}
+		}
 	}
 }

@@ -73,9 +73,10 @@ type savedVsock struct {
 }
 
 type savedShare struct {
-	Tag      string `json:"tag"`
-	Path     string `json:"path"`
-	ReadOnly bool   `json:"read_only,omitempty"`
+	Tag      string   `json:"tag"`
+	Path     string   `json:"path"`
+	ReadOnly bool     `json:"read_only,omitempty"`
+	Empty    []string `json:"empty,omitempty"`
 }
 
 // Snapshot saves a paused machine to dir, which must not exist or be
@@ -218,7 +219,7 @@ func (m *Machine) savedMachine() (*savedMachine, error) {
 		sm.Vsock = &savedVsock{CID: m.plat.vsock.CID()}
 	}
 	for _, s := range c.Shares {
-		sm.Shares = append(sm.Shares, savedShare{Tag: s.Tag, Path: absPath(s.Path), ReadOnly: s.ReadOnly})
+		sm.Shares = append(sm.Shares, savedShare{Tag: s.Tag, Path: absPath(s.Path), ReadOnly: s.ReadOnly, Empty: s.Empty})
 	}
 	return sm, nil
 }

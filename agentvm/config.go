@@ -181,7 +181,7 @@ func (cfg *Config) kernelRootInit(agentPath string) (string, bool) {
 	if p, err = filepath.EvalSymlinks(p); err != nil || CheckGuestPath(p) != nil {
 		return "", false
 	}
-	if _, under := agent.Covering(p, []string{"/proc", "/sys", "/dev"}); under {
+	if _, under := agent.Covering(p, kernelDirs); under {
 		return "", false
 	}
 	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
@@ -213,7 +213,7 @@ func (cfg *Config) machineConfig() (corral.Config, error) {
 			return corral.Config{}, fmt.Errorf("%w: root directory: no path", ErrConfig)
 		}
 		rw := cfg.Root.writable()
-		mc.Shares = append(mc.Shares, corral.Share{Path: cfg.Root.path, Tag: rootTag, ReadOnly: !rw})
+		mc.Shares = append(mc.Shares, rootShare(cfg.Root.path, rw))
 		keys = append(keys, rootKey+agent.Root{Kind: agent.Root9P, Source: rootTag, Writable: rw}.String())
 	case rootImage:
 		if cfg.Root.path == "" {
@@ -314,4 +314,19 @@ func appendCmdline(cmdline string, words ...string) string {
 	}
 	parts = append(parts, words...)
 	return strings.Join(parts, " ")
+}
+
+// kernelDirs are where a host keeps its kernel's interfaces (processes,
+// devices) rather than files: the agent mounts the guest's own there.
+var kernelDirs = []string{"/proc", "/sys", "/dev"}
+
+// rootShare is the share the guest's root is made from. kernelDirs are
+// empty in it: the guest's own mounts hide the host's there after setup,
+// and before it nothing in the guest reads the host's processes, devices
+// or cgroups (the Go runtime of an agent the kernel starts from the share
+// read the host's cgroup files at startup, and again every second). /tmp
+// and /run, also hidden by the guest's mounts after setup, stay shared:
+// the kernel may start the agent from there.
+func rootShare(path string, writable bool) corral.Share {
+	return corral.Share{Path: path, Tag: rootTag, ReadOnly: !writable, Empty: kernelDirs}
 }

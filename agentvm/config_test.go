@@ -23,9 +23,9 @@ func TestMachineConfigRoots(t *testing.T) {
 	}{
 		{"initrd", RootInitrd(), "console=ttyS0 panic=-1", nil, []corral.Disk{{Path: "data.img"}}},
 		{"host", RootHost(), "console=ttyS0 panic=-1 corral.root=9p:corral-root",
-			[]corral.Share{{Path: "/", Tag: "corral-root", ReadOnly: true}}, []corral.Disk{{Path: "data.img"}}},
+			[]corral.Share{{Path: "/", Tag: "corral-root", ReadOnly: true, Empty: emptyDirs}}, []corral.Disk{{Path: "data.img"}}},
 		{"dir", RootDir(dir), "console=ttyS0 panic=-1 corral.root=9p:corral-root",
-			[]corral.Share{{Path: dir, Tag: "corral-root", ReadOnly: true}}, []corral.Disk{{Path: "data.img"}}},
+			[]corral.Share{{Path: dir, Tag: "corral-root", ReadOnly: true, Empty: emptyDirs}}, []corral.Disk{{Path: "data.img"}}},
 		{"image", RootImage("root.img"), "console=ttyS0 panic=-1 corral.root=blk:/dev/vda", nil,
 			[]corral.Disk{{Path: "root.img", ReadOnly: true, Serial: "corral-root"}, {Path: "data.img"}}},
 	} {
@@ -75,7 +75,7 @@ func TestMachineConfigShares(t *testing.T) {
 		t.Errorf("cmdline %q, want %q", mc.Cmdline, want)
 	}
 	wantShares := []corral.Share{user,
-		{Path: "/", Tag: "corral-root", ReadOnly: true},
+		{Path: "/", Tag: "corral-root", ReadOnly: true, Empty: emptyDirs},
 		{Path: "/home/u/src", Tag: "corral-share0"},
 		{Path: "/home/u/out", Tag: "corral-share1", ReadOnly: true},
 	}
@@ -192,3 +192,7 @@ func TestKernelRootInit(t *testing.T) {
 		}
 	}
 }
+
+// emptyDirs are the root share's Empty directories: where the agent
+// mounts the guest's own /proc, /sys and /dev.
+var emptyDirs = []string{"/proc", "/sys", "/dev"}

@@ -31,7 +31,7 @@ func TestMachineConfigSystem(t *testing.T) {
 	if mc.Cmdline != want {
 		t.Errorf("cmdline %q\nwant %q", mc.Cmdline, want)
 	}
-	wantShares := []corral.Share{{Path: dir, Tag: "corral-root"}, {Path: "/srv", Tag: "corral-share0"}}
+	wantShares := []corral.Share{{Path: dir, Tag: "corral-root", Empty: emptyDirs}, {Path: "/srv", Tag: "corral-share0"}}
 	if !reflect.DeepEqual(mc.Shares, wantShares) {
 		t.Errorf("shares %+v, want %+v (the root read-write)", mc.Shares, wantShares)
 	}
@@ -85,7 +85,7 @@ func TestWarmPlanSystem(t *testing.T) {
 	if !reflect.DeepEqual(p.setup, want) {
 		t.Errorf("setup %+v, want %+v", p.setup, want)
 	}
-	if p.mc.Shares[0] != (corral.Share{Path: dir, Tag: rootTag}) {
+	if sh := p.mc.Shares[0]; sh.Path != dir || sh.Tag != rootTag || sh.ReadOnly || !reflect.DeepEqual(sh.Empty, emptyDirs) {
 		t.Errorf("root share %+v, want read-write", p.mc.Shares[0])
 	}
 	if p.mc.Cmdline != "tsc=nowatchdog console=ttyS0 corral.setup=deferred" {

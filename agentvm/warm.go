@@ -198,7 +198,7 @@ func (cfg *Config) warmPlan(empty string) (*warmPlan, error) {
 		rootPath = cfg.Root.path
 		p.setup.Root = agent.Root{Kind: agent.Root9P, Source: rootTag, Writable: cfg.Root.writable()}.String()
 	}
-	p.mc.Shares = append(p.mc.Shares, corral.Share{Path: rootPath, Tag: rootTag, ReadOnly: !cfg.Root.writable()})
+	p.mc.Shares = append(p.mc.Shares, rootShare(rootPath, cfg.Root.writable()))
 	// system checks the shares' guest paths by the agent's rules and
 	// gives them as the agent gets them (tags set, paths cleaned).
 	sys, err := cfg.system()

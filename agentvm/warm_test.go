@@ -174,7 +174,7 @@ func TestWarmPlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []corral.Share{
-		{Path: "/", Tag: "corral-root", ReadOnly: true},
+		{Path: "/", Tag: "corral-root", ReadOnly: true, Empty: emptyDirs},
 		{Path: a, Tag: "corral-share0"},
 		{Path: b, Tag: "corral-share1", ReadOnly: true},
 		{Path: empty, Tag: "corral-share2", ReadOnly: true},

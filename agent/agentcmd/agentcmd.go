@@ -110,7 +110,7 @@ func (e *env) run(ctx context.Context, args []string) int {
 		fmt.Fprintf(e.stderr, "%s: unexpected arguments %q\n", Name, fs.Args())
 		return 2
 	}
-	log := slog.New(slog.NewTextHandler(e.stderr, nil))
+	log := slog.New(slog.NewTextHandler(e.stderr, &slog.HandlerOptions{ReplaceAttr: utcTime}))
 	if err := agent.CloseOnExecInherited(); err != nil {
 		log.Warn(Name+": commands may inherit the agent's descriptors", "err", err)
 	}
@@ -180,4 +180,14 @@ func (e *env) serve(ctx context.Context, log *slog.Logger, listen string) error 
 		return err
 	}
 	return nil
+}
+
+// utcTime logs times in UTC. Formatting them in local time would load the
+// time zone from /etc/localtime: as PID 1 on a kernel root, that is the
+// host's, read over 9p (about 20 round trips before the agent serves).
+func utcTime(groups []string, a slog.Attr) slog.Attr {
+	if len(groups) == 0 && a.Key == slog.TimeKey && a.Value.Kind() == slog.KindTime {
+		a.Value = slog.TimeValue(a.Value.Time().UTC())
+	}
+	return a
 }

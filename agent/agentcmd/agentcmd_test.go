@@ -325,3 +325,20 @@ func TestPID1AnnouncesReady(t *testing.T) {
 		})
 	}
 }
+
+// TestLogTimesUTC: the agent's log gives times in UTC, so logging never
+// loads the local time zone (the host's /etc/localtime over 9p, as PID 1
+// on a kernel root); attributes of the caller's keep their zone.
+func TestLogTimesUTC(t *testing.T) {
+	var b bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&b, &slog.HandlerOptions{ReplaceAttr: utcTime}))
+	at := time.Date(2026, 12, 7, 21, 0, 0, 0, time.FixedZone("X", 9*3600))
+	r := slog.NewRecord(at, slog.LevelInfo, "m", 0)
+	r.AddAttrs(slog.Time("started", at))
+	if err := log.Handler().Handle(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	if want := "time=2026-12-07T12:00:00.000Z level=INFO msg=m started=2026-12-07T21:00:00.000+09:00\n"; b.String() != want {
+		t.Errorf("logged %q, want %q", b.String(), want)
+	}
+}

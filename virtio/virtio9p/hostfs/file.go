@@ -18,6 +18,9 @@ type File struct {
 	fs *FS
 	p  int         // O_PATH descriptor, for the life of the File
 	st unix.Stat_t // at walk time: the type never changes for an inode
+	// empty: one of Options.Empty's directories, which the guest sees
+	// with nothing in it and cannot change.
+	empty bool
 
 	mu      sync.Mutex // guards open's life and the directory offset
 	open    int        // descriptor from Open/Create, or -1
@@ -74,6 +77,9 @@ func (f *File) walkOne(name string) (*File, error) {
 	}
 	if !f.isDir() {
 		return nil, unix.ENOTDIR
+	}
+	if f.empty {
+		return nil, unix.ENOENT
 	}
 	if err := f.fs.reserve(); err != nil {
 		return nil, err
@@ -160,6 +166,9 @@ func (f *File) SetAttr(valid p9.SetAttrMask, attr p9.SetAttr) error {
 	}
 	if valid == (p9.SetAttrMask{}) {
 		return nil
+	}
+	if f.empty {
+		return unix.EACCES
 	}
 	if f.isSymlink() {
 		// The /proc path of a link's O_PATH descriptor is not safe to
@@ -418,6 +427,9 @@ func (f *File) mutable(name string) error {
 	if !f.isDir() {
 		return unix.ENOTDIR
 	}
+	if f.empty {
+		return unix.EACCES
+	}
 	return nil
 }
 
@@ -617,7 +629,11 @@ func (f *File) Readdir(offset uint64, count uint32) (p9.Dirents, error) {
 	if err != nil {
 		return nil, err
 	}
-	return f.parseDirents(buf[:n]), nil
+	ents := f.parseDirents(buf[:n])
+	if f.empty {
+		ents = slices.DeleteFunc(ents, func(d p9.Dirent) bool { return d.Name != "." && d.Name != ".." })
+	}
+	return ents, nil
 }
 
 // parseDirents decodes getdents64 output.

@@ -22,13 +22,16 @@
 //
 // Mounts inside the share are served as the host sees them (sharing "/"
 // needs that); QID paths carry a per-device index so inode numbers of two
-// file systems do not collide.
+// file systems do not collide. Options.Empty hides the directories the
+// guest mounts its own file systems on (a shared host "/" would otherwise
+// hand the guest the host's /proc and /sys).
 package hostfs
 
 import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -54,6 +57,13 @@ type Options struct {
 	// create is EMFILE, so a guest cannot exhaust the VMM's descriptors.
 	// 0 means DefaultMaxFiles.
 	MaxFiles int
+	// Empty lists directories in the share, as slash-separated paths
+	// from its root ("/proc", "dev/pts"), that the guest sees empty and
+	// cannot change: the mount points of file systems the guest mounts
+	// itself. A path that is missing, or is not a directory all the way
+	// (a symbolic link), is left alone. A directory is known by device
+	// and inode, so it is empty under every name it has in the share.
+	Empty []string
 }
 
 // FS is a shared host directory. It implements p9.Attacher; every Attach
@@ -68,6 +78,8 @@ type FS struct {
 
 	mu   sync.Mutex
 	devs map[uint64]uint64 // st_dev -> index, the top bits of QID paths
+
+	empty map[devIno]bool // Options.Empty's directories; read-only after New
 
 	staging staging // direct reads (direct.go)
 
@@ -93,7 +105,60 @@ func New(dir string, opts Options) (*FS, error) {
 		max = DefaultMaxFiles
 	}
 	fs := &FS{root: fd, readOnly: opts.ReadOnly, maxFiles: max, devs: make(map[uint64]uint64)}
+	if err := fs.findEmpty(opts.Empty); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("hostfs: %s: %w", dir, err)
+	}
 	return fs, nil
+}
+
+// devIno identifies a directory of the host.
+type devIno struct{ dev, ino uint64 }
+
+// findEmpty records the directories of Options.Empty that the share has.
+func (fs *FS) findEmpty(paths []string) error {
+	for _, p := range paths {
+		names := strings.Split(strings.Trim(p, "/"), "/")
+		for _, n := range names {
+			if checkName(n) != nil {
+				return fmt.Errorf("empty directory %q: want names below the share's root, without \".\" or \"..\"", p)
+			}
+		}
+		st, ok := fs.statBeneath(names)
+		if !ok {
+			continue
+		}
+		if fs.empty == nil {
+			fs.empty = make(map[devIno]bool)
+		}
+		fs.empty[devIno{st.Dev, st.Ino}] = true
+	}
+	return nil
+}
+
+// statBeneath looks names up from the root one at a time, as a walk does,
+// and reports the directory they name, if they all are directories.
+func (fs *FS) statBeneath(names []string) (unix.Stat_t, bool) {
+	var st unix.Stat_t
+	dir := fs.root
+	for _, n := range names {
+		fd, err := fs.openBeneath(dir, n, unix.O_PATH|unix.O_DIRECTORY, 0)
+		if dir != fs.root {
+			unix.Close(dir)
+		}
+		if err != nil {
+			return st, false
+		}
+		dir = fd
+	}
+	err := unix.Fstat(dir, &st)
+	unix.Close(dir)
+	return st, err == nil
+}
+
+// isEmpty reports whether a directory is one of Options.Empty's.
+func (fs *FS) isEmpty(st *unix.Stat_t) bool {
+	return fs.empty[devIno{st.Dev, st.Ino}]
 }
 
 // Close releases the share root. Files already attached keep their own
@@ -145,6 +210,7 @@ func (fs *FS) newFile(fd int) (*File, error) {
 		fs.files.Add(-1)
 		return nil, err
 	}
+	f.empty = f.isDir() && fs.isEmpty(&f.st)
 	return f, nil
 }
 
