@@ -71,10 +71,19 @@ func (s *setup) hostKernel(t *testing.T) {
 	s.qemuCPU = c.QEMUCPU()
 }
 
+// execQuiet is what corral exec adds to the kernel's parameters
+// (execKernelParams in cmd/corral): a quiet boot, whose ~160 console lines
+// cost either VMM's guest seconds here.
+const execQuiet = "quiet"
+
+// verbose brings the boot messages back for a run that reads the printk
+// line "Run /init" (InitToCommand), under both VMMs.
+const verbose = "loglevel=7"
+
 // cmdline is the QEMU guest's command line: the one corral exec gives
 // this kernel, before the agent's own keys.
 func (s setup) cmdline() string {
-	return strings.TrimSpace(kernel.CmdlinePlain + " " + s.extra)
+	return strings.TrimSpace(kernel.CmdlinePlain + " " + execQuiet + " " + s.extra)
 }
 
 func needSetup(t *testing.T) setup {
@@ -242,9 +251,10 @@ func (s setup) corralExecWith(t *testing.T, bin string, env []string, args ...st
 	return r, nil
 }
 
-// runQEMU runs q; it must have powered off (not panicked or been killed).
+// runQEMU runs q, its Cmdline appended to s.cmdline(); it must have
+// powered off (not panicked or been killed).
 func (s setup) runQEMU(q QEMU) (result, error) {
-	q.Kernel, q.Cmdline, q.MemoryMB, q.CPU = s.kernel, s.cmdline(), int(corral.DefaultMemory>>20), s.qemuCPU
+	q.Kernel, q.Cmdline, q.MemoryMB, q.CPU = s.kernel, strings.TrimSpace(s.cmdline()+" "+q.Cmdline), int(corral.DefaultMemory>>20), s.qemuCPU
 	r, err := timed(s.qemu, q.Args()...)
 	r.console = r.stdout
 	if err == nil && !bytes.Contains(r.console, []byte("reboot: Power down")) {
@@ -292,13 +302,13 @@ func TestExec(t *testing.T) {
 	}
 	// Run /init to the command: fewer rounds, the figure varies less.
 	for i := 0; i < (*flagRuns+1)/2; i++ {
-		r, err := s.corralExec(t, "--", "sh", "-c", KmsgCmd)
+		r, err := s.corralExecWith(t, s.corral, []string{"CORRAL_CMDLINE=" + verbose}, "--", "sh", "-c", KmsgCmd)
 		if d, ok := InitToCommand(r.console); err == nil && ok {
 			cUp = append(cUp, d)
 		} else {
 			t.Errorf("round %d: corral exec -- sh -c %q: %v (Run /init or the command's line not on the console)\n%s", i, KmsgCmd, err, tail(r.console, 10))
 		}
-		r, err = s.runQEMU(QEMU{Machine: "microvm", Initrd: upRD})
+		r, err = s.runQEMU(QEMU{Machine: "microvm", Initrd: upRD, Cmdline: verbose})
 		if d, ok := InitToCommand(r.console); err == nil && ok {
 			qUp = append(qUp, d)
 		} else {

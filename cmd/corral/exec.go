@@ -40,6 +40,14 @@ const (
 	envCmdline = "CORRAL_CMDLINE"
 )
 
+// execKernelParams come after the kernel's own parameters and before
+// $CORRAL_CMDLINE and --cmdline: a quiet boot. Each console character
+// costs the guest an exit or two: ~160 lines of boot messages took a few
+// seconds under nested KVM, and take tens of ms on hardware. Errors and
+// the agent's own lines still reach the console; loglevel=7 later on the
+// line brings the rest back.
+const execKernelParams = "quiet"
+
 // execDefaultPath is the command's PATH unless -e sets one.
 const execDefaultPath = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -90,6 +98,7 @@ Flags:
   --kernel PATH     guest kernel (default $CORRAL_KERNEL, else the test kernel
                     tests/linux/build-kernel.sh cached, in a Corral checkout)
   --cmdline STR     appended to the kernel command line, after $CORRAL_CMDLINE
+                    (the kernel boots with quiet: loglevel=7 shows its messages)
   --cpus N, --memory SIZE, --disk PATH[,ro][,serial=ID], --net ...
                     as for corral run
   --name NAME, --label K=V
@@ -481,7 +490,7 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	mc := o.cfg
 	mc.Kernel = kpath
 	extra, _ := d.lookupEnv(envCmdline)
-	mc.Cmdline = strings.Join(strings.Fields(kcmdline+" "+extra+" "+o.cfg.Cmdline), " ")
+	mc.Cmdline = strings.Join(strings.Fields(kcmdline+" "+execKernelParams+" "+extra+" "+o.cfg.Cmdline), " ")
 	// The user's part of the machine, checked before anything is built
 	// (agentvm.Start checks it again with its own devices added).
 	if err := mc.Validate(); err != nil {

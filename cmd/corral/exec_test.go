@@ -389,14 +389,14 @@ func (h *execHarness) run(stdin io.Reader, stdout io.Writer, args ...string) (in
 
 func TestExecFakeOutputAndStatus(t *testing.T) {
 	h := newExecHarness(t)
-	h.env[envCmdline] = "quiet"
+	h.env[envCmdline] = "nokaslr"
 	var out bytes.Buffer
 	code, stderr := h.run(nil, &out, "--cmdline", "loglevel=3", "-e", "X=y", "--", "sh", "-c", `echo out; echo err >&2; echo "$X $PWD"; exit 3`)
 	if code != 3 || out.String() != "out\ny /\n" || stderr != "err\n" {
 		t.Errorf("status %d, stdout %q, stderr %q; want 3, \"out\\ny /\\n\", \"err\\n\"", code, out.String(), stderr)
 	}
 	c := h.guest.cfg
-	if c.Machine.Cmdline != "console=ttyS0 panic=-1 quiet loglevel=3" || c.Machine.Kernel != h.kernel || c.Agent != "/fake/agent" || c.Root != agentvm.RootHost() {
+	if c.Machine.Cmdline != "console=ttyS0 panic=-1 quiet nokaslr loglevel=3" || c.Machine.Kernel != h.kernel || c.Agent != "/fake/agent" || c.Root != agentvm.RootHost() {
 		t.Errorf("agentvm config: cmdline %q kernel %q agent %q root %v", c.Machine.Cmdline, c.Machine.Kernel, c.Agent, c.Root)
 	}
 	if !h.guest.closed || h.guest.killed {
