@@ -605,6 +605,7 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 				say("the guest console's last lines:")
 				fmt.Fprint(stderr, ae.ConsoleText())
 			}
+			say("the kernel boots with %s: --cmdline loglevel=7 puts all its messages on the console", execKernelParams)
 		}
 		return exitVMMFailure
 	}
