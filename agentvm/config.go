@@ -181,7 +181,7 @@ func (cfg *Config) kernelRootInit(agentPath string) (string, bool) {
 	if p, err = filepath.EvalSymlinks(p); err != nil || CheckGuestPath(p) != nil {
 		return "", false
 	}
-	if _, under := agent.Covering(p, kernelDirs); under {
+	if _, under := agent.Covering(p, kernelDirs()); under {
 		return "", false
 	}
 	if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Mode().Perm()&0o111 == 0 {
@@ -318,7 +318,7 @@ func appendCmdline(cmdline string, words ...string) string {
 
 // kernelDirs are where a host keeps its kernel's interfaces (processes,
 // devices) rather than files: the agent mounts the guest's own there.
-var kernelDirs = []string{"/proc", "/sys", "/dev"}
+func kernelDirs() []string { return []string{"/proc", "/sys", "/dev"} }
 
 // rootShare is the share the guest's root is made from. kernelDirs are
 // empty in it: the guest's own mounts hide the host's there after setup,
@@ -328,5 +328,5 @@ var kernelDirs = []string{"/proc", "/sys", "/dev"}
 // and /run, also hidden by the guest's mounts after setup, stay shared:
 // the kernel may start the agent from there.
 func rootShare(path string, writable bool) corral.Share {
-	return corral.Share{Path: path, Tag: rootTag, ReadOnly: !writable, Empty: kernelDirs}
+	return corral.Share{Path: path, Tag: rootTag, ReadOnly: !writable, Empty: kernelDirs()}
 }
