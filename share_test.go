@@ -2,7 +2,6 @@ package corral
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -180,18 +179,7 @@ func TestSnapshotShareEmpty(t *testing.T) {
 	m := &Machine{cfg: Config{Kernel: "/k", Shares: []Share{
 		{Path: "/", Tag: "root", ReadOnly: true, Empty: []string{"/proc", "/sys"}}, {Path: "/srv", Tag: "data"},
 	}}, plat: &platform{}}
-	sm, err := m.savedMachine()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := json.Marshal(sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back savedMachine
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
-	}
+	_, back, _ := saveAndDecode(t, m)
 	for _, tc := range []struct {
 		name      string
 		overrides []Share

@@ -81,21 +81,10 @@ func TestSnapshotDiskQueues(t *testing.T) {
 	m := &Machine{cfg: Config{Kernel: "/k", CPUs: 3, Disks: []Disk{
 		{Path: "/a.img"}, {Path: "/b.img", Queues: 2, Direct: true, ReadOnly: true, Serial: "b"},
 	}}, plat: &platform{}}
-	sm, err := m.savedMachine()
-	if err != nil {
-		t.Fatal(err)
-	}
+	sm, back, b := saveAndDecode(t, m)
 	want := []Disk{{Path: "/a.img", Queues: 3}, {Path: "/b.img", Queues: 2, Direct: true, ReadOnly: true, Serial: "b"}}
 	if len(sm.Disks) != 2 || sm.Disks[0] != want[0] || sm.Disks[1] != want[1] {
 		t.Fatalf("saved disks %+v; want %+v", sm.Disks, want)
-	}
-	b, err := json.Marshal(sm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var back savedMachine
-	if err := json.Unmarshal(b, &back); err != nil {
-		t.Fatal(err)
 	}
 	c, err := back.config(RestoreConfig{})
 	if err != nil {
@@ -126,4 +115,21 @@ func TestSnapshotDiskQueues(t *testing.T) {
 	if c, err = prev.config(RestoreConfig{}); err != nil || c.Disks[0].Queues != 1 {
 		t.Fatalf("an old snapshot's disk restores with %d queues (%v); want 1", c.Disks[0].Queues, err)
 	}
+}
+
+// saveAndDecode is m's machine section as saved, as JSON, and decoded
+// again, as a restore reads it.
+func saveAndDecode(t *testing.T, m *Machine) (sm *savedMachine, back savedMachine, b []byte) {
+	t.Helper()
+	sm, err := m.savedMachine()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b, err = json.Marshal(sm); err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &back); err != nil {
+		t.Fatal(err)
+	}
+	return sm, back, b
 }
