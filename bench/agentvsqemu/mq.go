@@ -136,15 +136,20 @@ type MQQEMU struct {
 	Tap       string // existing TAP (IFF_MULTI_QUEUE when NetQueues > 1); "" for no NIC
 	NetQueues int    // queue pairs
 	MAC       string
+	CPU       string // -cpu; "" is host (a nested KVM needs kernel.QEMUCPUNested)
 }
 
-// Args returns QEMU's arguments: KVM with the host's CPU model, the
+// Args returns QEMU's arguments: KVM with the host's CPU model (or CPU), the
 // console on stdout, exit on power-off; virtio 1.x PCI devices only (the
 // test kernel has no legacy virtio-pci), vhost off (Corral has no vhost
 // either, and L1 has no /dev/vhost-net). A multiqueue NIC needs mq=on and
 // a vector per queue plus config and control.
 func (q MQQEMU) Args() []string {
-	args := []string{"-M", q.Machine, "-accel", "kvm", "-cpu", "host", "-smp", strconv.Itoa(q.CPUs),
+	cpu := "host"
+	if q.CPU != "" {
+		cpu = q.CPU
+	}
+	args := []string{"-M", q.Machine, "-accel", "kvm", "-cpu", cpu, "-smp", strconv.Itoa(q.CPUs),
 		"-m", strconv.Itoa(q.MemoryMB) + "M", "-nodefaults", "-no-user-config", "-display", "none",
 		"-serial", "stdio", "-no-reboot", "-kernel", q.Kernel, "-initrd", q.Initrd, "-append", q.Cmdline}
 	if strings.HasPrefix(q.Machine, "pc") {

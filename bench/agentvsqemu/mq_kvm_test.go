@@ -103,7 +103,7 @@ func (m mqSetup) corralArgs() []string {
 
 func (m mqSetup) qemuArgs() []string {
 	return MQQEMU{Machine: *flagMQQEMU, Kernel: m.kernel, Initrd: m.initrd, Cmdline: m.cmdline(), MemoryMB: *flagMQMem,
-		CPUs: *flagMQCPUs, Disk: m.disk, BlkQueues: *flagMQBlkQueues, Tap: mqQEMUTap, NetQueues: *flagMQNetQueues, MAC: mqMAC}.Args()
+		CPUs: *flagMQCPUs, Disk: m.disk, BlkQueues: *flagMQBlkQueues, Tap: mqQEMUTap, NetQueues: *flagMQNetQueues, MAC: mqMAC, CPU: m.qemuCPU}.Args()
 }
 
 // addQEMUTap creates QEMU's TAP in the current network namespace, with

@@ -148,7 +148,7 @@ func TestMQQEMUArgs(t *testing.T) {
 	q := MQQEMU{Machine: "pc", Kernel: "vmlinux", Initrd: "rd", Cmdline: "console=ttyS0", MemoryMB: 512, CPUs: 2,
 		Disk: "/d.img", BlkQueues: 2, Tap: "qtap0", NetQueues: 1, MAC: "52:54:00:12:34:56"}
 	args := strings.Join(q.Args(), " ")
-	for _, want := range []string{"-smp 2 ", "-m 512M ", "-bios qboot.rom",
+	for _, want := range []string{"-accel kvm -cpu host -smp 2 ", "-m 512M ", "-bios qboot.rom",
 		"-drive if=none,id=d0,file=/d.img,format=raw,readonly=on -device virtio-blk-pci,drive=d0,disable-legacy=on,num-queues=2",
 		"-netdev tap,id=n0,ifname=qtap0,script=no,downscript=no,vhost=off -device virtio-net-pci,netdev=n0,disable-legacy=on,romfile=,mac=52:54:00:12:34:56"} {
 		if !strings.Contains(args, want) {
@@ -166,6 +166,10 @@ func TestMQQEMUArgs(t *testing.T) {
 	q.Tap, q.Disk = "", ""
 	if args = strings.Join(q.Args(), " "); strings.Contains(args, "-netdev") || strings.Contains(args, "-drive") {
 		t.Errorf("no devices: %s", args)
+	}
+	q.CPU = "qemu64,vendor=GenuineIntel"
+	if args = strings.Join(q.Args(), " "); !strings.Contains(args, "-cpu qemu64,vendor=GenuineIntel -smp 2 ") {
+		t.Errorf("nested CPU model: %s", args)
 	}
 }
 
