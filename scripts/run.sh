@@ -18,10 +18,13 @@ fi
 scripts/setup.sh >&2
 mkdir -p bin
 # Stripped (-s -w: no symbol table or DWARF; panics still name functions and
-# lines): corral exec runs this binary in each guest as its agent, paged in
-# over 9p on a cold boot and copied whole out of an initrd for a warm one
-# or another root (10.7 MB instead of 15.5; bench/results/2026-12-07-exec-*).
+# lines): corral exec runs a guest agent in each guest, paged in over 9p on
+# a cold boot and copied whole out of an initrd for a warm one or another
+# root. It takes bin/corral-agent (3.2 MB) when that was built from the
+# same commit as bin/corral, else corral itself (10.7 MB instead of 15.5
+# unstripped; bench/results/2026-12-07-exec-*).
 CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/corral ./cmd/corral
+CGO_ENABLED=0 go build -ldflags="-s -w" -o bin/corral-agent ./cmd/corral-agent
 
 if [ "${1:-}" = "--guest" ]; then
   go run ./tests/guests/cmd/guestbuild -o bin "${2:-hello}" >/dev/null

@@ -385,13 +385,17 @@ func execKernel(flagKernel string, lookup func(string) (string, bool)) (path, cm
 }
 
 // execAgent returns the agent to put into the guest: $CORRAL_AGENT, else
-// this corral executable, which must be static.
+// the corral-agent beside this executable when it was built from the same
+// source (siblingAgent), else this corral executable. It must be static.
 func execAgent(lookup func(string) (string, bool)) (string, error) {
 	p, ok := lookup(agentvm.AgentEnv)
 	if !ok || p == "" {
 		var err error
 		if p, err = os.Executable(); err != nil {
 			return "", fmt.Errorf("finding the corral executable (the guest agent): %v", err)
+		}
+		if sib := siblingAgent(p); sib != "" {
+			p = sib
 		}
 	}
 	// Only its headers: a warm exec never reads the rest (the cache key
@@ -513,6 +517,7 @@ func execMain(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		}
 	}
 	mc.Logger = slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	mc.Logger.Debug("exec: guest agent", "path", agentPath)
 	steps := agentvm.NewSteps(mc.Logger, "exec")
 	defer steps.Step("done")
 	// Once confined, corral may remove files only in the directories its
