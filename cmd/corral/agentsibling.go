@@ -14,8 +14,9 @@ const siblingAgentName = "corral-agent"
 // siblingAgent returns the corral-agent beside the corral executable self
 // when both were built from the same source (sameSource), else "". The
 // dedicated agent is a third of corral's size and starts without the
-// VMM's packages: a cold exec on the nested KVM took 46.9 s with it
-// against 54.3 s with corral itself as the agent.
+// VMM's packages: a cold exec on the nested KVM took 45.0–51.9 s with it
+// against 51.1–59.2 s with corral itself as the agent (three alternating
+// pairs, bench/results/2026-12-07-warm-exec-guest-profile-kvm-pvm.md).
 func siblingAgent(self string) string {
 	p := filepath.Join(filepath.Dir(self), siblingAgentName)
 	a, err := buildinfo.ReadFile(p)
