@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime/debug"
 	"testing"
@@ -67,5 +68,48 @@ func TestSiblingAgentNotUsable(t *testing.T) {
 	}
 	if got := siblingAgent(self); got != "" {
 		t.Errorf("a script as corral-agent: siblingAgent = %q", got)
+	}
+}
+
+// Two static programs built from one commit of a clean checkout are the
+// same source; once the checkout changes, an agent built from it is not.
+func TestSiblingAgentSameCommit(t *testing.T) {
+	dir := t.TempDir()
+	run := func(name string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(name, args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%s %v: %v\n%s", name, args, err, out)
+		}
+	}
+	write := func(name, text string) {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("go.mod", "module example.com/vmm\n\ngo 1.21\n")
+	write("cmd/corral/main.go", "package main\n\nfunc main() {}\n")
+	write("cmd/corral-agent/main.go", "package main\n\nfunc main() { println() }\n")
+	write(".gitignore", "/bin/\n")
+	run("git", "init", "-q")
+	run("git", "add", ".")
+	run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", "one")
+	run("go", "build", "-buildvcs=true", "-o", "bin/corral", "./cmd/corral")
+	run("go", "build", "-buildvcs=true", "-o", "bin/corral-agent", "./cmd/corral-agent")
+	self, agent := filepath.Join(dir, "bin", "corral"), filepath.Join(dir, "bin", siblingAgentName)
+	if got := siblingAgent(self); got != agent {
+		t.Errorf("one clean commit: siblingAgent = %q, want %q", got, agent)
+	}
+	write("cmd/corral-agent/main.go", "package main\n\nfunc main() { println(1) }\n")
+	run("go", "build", "-buildvcs=true", "-o", "bin/corral-agent", "./cmd/corral-agent")
+	if got := siblingAgent(self); got != "" {
+		t.Errorf("agent from a modified checkout: siblingAgent = %q, want none", got)
 	}
 }
