@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"testing"
+
+	"github.com/corral-vmm/corral/internal/testenv"
 )
 
 func buildInfo(path, version string, settings ...string) *debug.BuildInfo {
@@ -74,10 +76,12 @@ func TestSiblingAgentNotUsable(t *testing.T) {
 // Two static programs built from one commit of a clean checkout are the
 // same source; once the checkout changes, an agent built from it is not.
 func TestSiblingAgentSameCommit(t *testing.T) {
+	// Not in tests/tcgkvm's VM, which has neither.
+	tools := map[string]string{"git": testenv.MustHaveCommand(t, "git", "git"), "go": testenv.MustHaveCommand(t, "go", "golang-go")}
 	dir := t.TempDir()
 	run := func(name string, args ...string) {
 		t.Helper()
-		cmd := exec.Command(name, args...)
+		cmd := exec.Command(tools[name], args...)
 		cmd.Dir = dir
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GIT_CONFIG_GLOBAL=/dev/null", "GIT_CONFIG_NOSYSTEM=1")
 		if out, err := cmd.CombinedOutput(); err != nil {
