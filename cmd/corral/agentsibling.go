@@ -2,11 +2,8 @@ package main
 
 import (
 	"debug/buildinfo"
-	"os"
 	"path/filepath"
 	"runtime/debug"
-
-	"github.com/corral-vmm/corral/agent/initrd"
 )
 
 // siblingAgentName is the dedicated guest agent corral exec looks for in
@@ -15,12 +12,11 @@ import (
 const siblingAgentName = "corral-agent"
 
 // siblingAgent returns the corral-agent beside the corral executable self
-// when both were built from the same source (sameSource) and it is
-// static, else "". The dedicated agent is a third of corral's size and
-// starts without the VMM's packages: a cold exec on the nested KVM took
-// 45.0–51.9 s with it against 51.1–59.2 s with corral itself as the
-// agent (three alternating pairs,
-// bench/results/2026-12-07-warm-exec-guest-profile-kvm-pvm.md).
+// when both were built from the same source (sameSource), else "". The
+// dedicated agent is a third of corral's size and starts without the
+// VMM's packages: a cold exec on the nested KVM took 45.0–51.9 s with it
+// against 51.1–59.2 s with corral itself as the agent (three alternating
+// pairs, bench/results/2026-12-07-warm-exec-guest-profile-kvm-pvm.md).
 func siblingAgent(self string) string {
 	p := filepath.Join(filepath.Dir(self), siblingAgentName)
 	a, err := buildinfo.ReadFile(p)
@@ -29,16 +25,6 @@ func siblingAgent(self string) string {
 	}
 	c, err := buildinfo.ReadFile(self)
 	if err != nil || !sameSource(c, a) {
-		return ""
-	}
-	// One that cannot be an agent (built with cgo) is passed over, as
-	// corral itself may still be one.
-	f, err := os.Open(p)
-	if err != nil {
-		return ""
-	}
-	defer f.Close()
-	if initrd.CheckAgentAt(f) != nil {
 		return ""
 	}
 	return p

@@ -386,29 +386,37 @@ func execKernel(flagKernel string, lookup func(string) (string, bool)) (path, cm
 
 // execAgent returns the agent to put into the guest: $CORRAL_AGENT, else
 // the corral-agent beside this executable when it was built from the same
-// source (siblingAgent), else this corral executable. It must be static.
+// source (siblingAgent) and is static, else this corral executable. It
+// must be static.
 func execAgent(lookup func(string) (string, bool)) (string, error) {
-	p, ok := lookup(agentvm.AgentEnv)
-	if !ok || p == "" {
-		var err error
-		if p, err = os.Executable(); err != nil {
-			return "", fmt.Errorf("finding the corral executable (the guest agent): %v", err)
-		}
-		if sib := siblingAgent(p); sib != "" {
-			p = sib
-		}
+	if p, ok := lookup(agentvm.AgentEnv); ok && p != "" {
+		return p, checkAgent(p)
 	}
-	// Only its headers: a warm exec never reads the rest (the cache key
-	// keeps its hash), and 15 MB cost tens of milliseconds under TCG.
+	self, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("finding the corral executable (the guest agent): %v", err)
+	}
+	// One that cannot be an agent (built with cgo) is passed over, as
+	// corral itself may still be one.
+	if sib := siblingAgent(self); sib != "" && checkAgent(sib) == nil {
+		return sib, nil
+	}
+	return self, checkAgent(self)
+}
+
+// checkAgent reads only the headers of the agent at p: a warm exec never
+// reads the rest (the cache key keeps its hash), and 15 MB cost tens of
+// milliseconds under TCG.
+func checkAgent(p string) error {
 	f, err := os.Open(p)
 	if err != nil {
-		return "", fmt.Errorf("reading the guest agent: %v", err)
+		return fmt.Errorf("reading the guest agent: %v", err)
 	}
 	defer f.Close()
 	if err := initrd.CheckAgentAt(f); err != nil {
-		return "", fmt.Errorf("%s cannot be the guest agent: %v (rebuild corral with CGO_ENABLED=0 go build ./cmd/corral)", p, err)
+		return fmt.Errorf("%s cannot be the guest agent: %v (rebuild corral with CGO_ENABLED=0 go build ./cmd/corral)", p, err)
 	}
-	return p, nil
+	return nil
 }
 
 // guestVM is what corral exec uses of an agentvm.VM; tests fake it.
