@@ -63,9 +63,11 @@ case "$work_root" in
 "$(cd "$here/../.." && pwd)"/*) die "CORRAL_KERNEL_WORK=$work_root is inside the checkout; pick a directory outside it" ;;
 esac
 
-# pkg_version prints the installed version of a Debian package, or nothing.
+# pkg_version prints the installed version of a Debian package, or nothing
+# (dpkg-query fails for a package it has never heard of: under pipefail that
+# would end the script without a word).
 pkg_version() {
-	dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null |
+	{ dpkg-query -W -f='${Status} ${Version}\n' "$1" 2>/dev/null || true; } |
 		awk '$1=="install" && $3=="installed" {print $4}'
 }
 
