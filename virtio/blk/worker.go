@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corral-vmm/corral/internal/resched"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
@@ -61,6 +62,8 @@ type worker struct {
 	dwz    [max(maxDiscardSeg, maxWriteZeroSeg) * dwzSize]byte
 	bounce []byte          // O_DIRECT only: allocated on first use, aligned
 	one    [1]queue.Buffer // the bounce buffer as a segment list
+
+	rs resched.Point // run's: it loops on system calls, never blocking in Go
 }
 
 func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation, kick *kickfd.FD) *worker {
@@ -82,6 +85,7 @@ func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation, kick *
 // ctx ends.
 func (w *worker) run(ctx context.Context) {
 	for {
+		w.rs.Check()
 		if err := w.drain(ctx); err != nil {
 			w.failed(err)
 			return
@@ -116,6 +120,7 @@ func (w *worker) drain(ctx context.Context) error {
 			return err
 		}
 		for ctx.Err() == nil {
+			w.rs.Check()
 			n, popErr := w.pop()
 			if err := w.serveBatch(w.batch[:n]); err != nil {
 				return err

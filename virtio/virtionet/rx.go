@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/corral-vmm/corral/internal/resched"
 	"github.com/corral-vmm/corral/virtio"
 	"github.com/corral-vmm/corral/virtio/internal/kickfd"
 	"github.com/corral-vmm/corral/virtio/queue"
@@ -110,7 +111,9 @@ func (r *receiver) run(ctx context.Context) {
 		batch = 1 // the next read does not wait before signalling this frame
 	}
 	polled := r.wake != nil
+	var rs resched.Point
 	for ctx.Err() == nil {
+		rs.Check()
 		n, err := r.readFrame(batch == 0 && !polled)
 		if errors.Is(err, ErrWouldBlock) {
 			// The backend ran dry: the guest hears of what it got, then
