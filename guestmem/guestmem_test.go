@@ -94,3 +94,18 @@ func TestAllocateClose(t *testing.T) {
 		t.Error("non-page-multiple size accepted")
 	}
 }
+
+func BenchmarkSlice(b *testing.B) {
+	m, err := New(Region{GPA: 0, Data: make([]byte, 1<<20)}, Region{GPA: 4 << 30, Data: make([]byte, 1<<20)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if _, err := m.Slice(0x1000, 16); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := m.Slice(4<<30+0x2000, 16); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
