@@ -111,9 +111,8 @@ func (r *receiver) run(ctx context.Context) {
 		batch = 1 // the next read does not wait before signalling this frame
 	}
 	polled := r.wake != nil
-	var rs resched.Point
+	var rs resched.Point // checked before each wait and after each batch: a clock read per frame showed in profiles
 	for ctx.Err() == nil {
-		rs.Check()
 		n, err := r.readFrame(batch == 0 && !polled)
 		if errors.Is(err, ErrWouldBlock) {
 			// The backend ran dry: the guest hears of what it got, then
@@ -122,6 +121,7 @@ func (r *receiver) run(ctx context.Context) {
 				r.signal()
 				batch = 0
 			}
+			rs.Check()
 			if !polled {
 				continue
 			}
@@ -150,6 +150,7 @@ func (r *receiver) run(ctx context.Context) {
 		if batch >= rxBatch {
 			r.signal()
 			batch = 0
+			rs.Check()
 		}
 	}
 }
