@@ -8,12 +8,14 @@
 // moved and sysmon takes the P again on its next round, and so on. Each
 // taking resets sysmon's back-off, so sysmon wakes every 20-100 us instead
 // of every 10 ms, and every return from a system call takes an idle P
-// under the scheduler's lock. A vCPU in KVM_RUN, a virtio-net receive loop
-// reading its TAP and a virtio-blk worker blocked on its kick eventfd all
-// loop like that: on virtio-net receive sysmon cost 0.6 us of host CPU per
-// frame, and on 512 KiB virtio-blk reads 20 us per request
+// under the scheduler's lock. A virtio-net receive loop reading its TAP and
+// a virtio-blk worker blocked on its kick eventfd loop like that: on
+// virtio-net receive sysmon cost 0.6 us of host CPU per frame, and on
+// 512 KiB virtio-blk reads 20 us per request
 // (bench/results/2026-12-08-sysmon-retake-kvm-pvm.md). A runtime.Gosched
-// every few milliseconds moves the tick, and sysmon backs off.
+// every few milliseconds moves the tick, and sysmon backs off. (A vCPU
+// loops on KVM_RUN too, but over a Linux guest's run sysmon cost 0.14% of
+// a core: its long runs are taken once each. It has no Point.)
 package resched
 
 import (
@@ -33,9 +35,8 @@ type Point struct {
 
 // Check yields the processor (runtime.Gosched) when Every has passed since
 // it last did, so the goroutine's P is seen to schedule. It costs one
-// clock read otherwise. A goroutine locked to its thread may use it too:
-// its yield hands the P to another thread and back, which costs more, but
-// only once per Every.
+// clock read otherwise. On a goroutine locked to its thread a yield hands
+// the P to another thread and back: it works, but costs more.
 func (p *Point) Check() {
 	if p.due(time.Now()) {
 		runtime.Gosched()
