@@ -56,7 +56,10 @@ type receiver struct {
 	mrg      bool // MRG_RXBUF: a frame may span several receive chains
 
 	// buf is the receive goroutine's one pending frame: header, then frame,
-	// and a spare byte to see truncation.
+	// and a spare byte to see truncation. The frame starts 64-byte aligned:
+	// the kernel's copy out of the TAP (rep movsb) into a frame at offset
+	// 12 of a page took 2.3 times QEMU's share of the read
+	// (bench/results/2026-12-08-sysmon-retake-kvm-pvm.md).
 	buf []byte
 	// kept is the frame (in buf) the receive goroutine read but had no
 	// buffer for when it was stopped by Pause: the next run delivers it
@@ -89,7 +92,7 @@ func newReceiver(d *Device, q *queue.Queue, a virtio.Activation, off Offload) *r
 		kick:     make(chan struct{}, 1),
 		vnet:     d.be.VnetHdr(),
 		maxFrame: d.mtu + frameOverhead,
-		buf:      make([]byte, HeaderLen+MaxFrameLen+1),
+		buf:      make([]byte, 64+MaxFrameLen+1)[64-HeaderLen:],
 		q:        q,
 		notify:   true, // a fresh ring has no NO_NOTIFY flag and avail_event 0
 		mrg:      a.Features&FMrgRxbuf != 0,
