@@ -9,6 +9,13 @@
 //
 // Many machines may run in one process; each owns its KVM file descriptors,
 // guest memory and goroutines, and releases them all when it ends.
+//
+// Each vCPU holds a Go P (a GOMAXPROCS slot) while it is in KVM_RUN, until
+// the runtime takes it back a sysmon round later, so a program whose
+// GOMAXPROCS is not above the vCPUs it runs makes its devices wait for
+// those rounds. The package leaves GOMAXPROCS to the program; corral run,
+// corral exec and the containerd shim raise it to at least vCPUs + 1
+// unless the GOMAXPROCS environment variable is set.
 package corral
 
 import (

@@ -23,6 +23,7 @@ import (
 	"github.com/corral-vmm/corral/agent/initrd"
 	"github.com/corral-vmm/corral/agent/proto"
 	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/internal/gomaxprocs"
 	"github.com/corral-vmm/corral/inventory"
 	"github.com/corral-vmm/corral/tests/linux/kernel"
 )
@@ -456,6 +457,7 @@ func hostExecDeps() execDeps {
 			if err != nil {
 				return nil, err
 			}
+			gomaxprocs.Reserve(vm.Machine().Config().CPUs) // this process is the VM's
 			return vm, nil
 		},
 		warmDir: agentvm.DefaultWarmDir,

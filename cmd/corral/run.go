@@ -13,6 +13,7 @@ import (
 	"syscall"
 
 	"github.com/corral-vmm/corral"
+	"github.com/corral-vmm/corral/internal/gomaxprocs"
 	"golang.org/x/sys/unix"
 )
 
@@ -205,6 +206,9 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		m, err = corral.Restore(ctx, opts.restore, restoreConfig(&cfg))
 	} else {
 		m, err = corral.New(cfg)
+	}
+	if err == nil {
+		gomaxprocs.Reserve(m.Config().CPUs) // this process is the VM's
 	}
 	if err != nil {
 		con.restore()

@@ -20,6 +20,7 @@ import (
 	"github.com/corral-vmm/corral"
 	"github.com/corral-vmm/corral/agent/client"
 	"github.com/corral-vmm/corral/agentvm"
+	"github.com/corral-vmm/corral/internal/gomaxprocs"
 	"github.com/corral-vmm/corral/inventory"
 )
 
@@ -85,6 +86,7 @@ func AgentLauncher(log *slog.Logger, console io.Writer) Launcher {
 		if err != nil {
 			return nil, err
 		}
+		gomaxprocs.Reserve(vm.Machine().Config().CPUs) // the shim process serves this VM
 		return &agentVM{vm: vm, ns: req.Namespace, id: req.ID, stateDir: req.Options.StateDir, log: log}, nil
 	}
 }
