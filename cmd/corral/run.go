@@ -207,9 +207,6 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	} else {
 		m, err = corral.New(cfg)
 	}
-	if err == nil {
-		gomaxprocs.Reserve(m.Config().CPUs) // this process is the VM's
-	}
 	if err != nil {
 		con.restore()
 		fmt.Fprintf(stderr, "corral run: %v\n", err)
@@ -220,6 +217,7 @@ func runCommand(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	// Every device, TAP and file is open; the vCPUs have not run.
 	mcfg := m.Config()
+	gomaxprocs.Reserve(mcfg.CPUs) // this process is the VM's
 	if err := applySandbox(opts.sandbox, &mcfg, cfg.Logger); err != nil {
 		m.Close()
 		con.restore()

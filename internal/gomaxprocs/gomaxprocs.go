@@ -21,12 +21,13 @@ import (
 
 // Reserve raises GOMAXPROCS to vcpus+1 if it is lower, so that one P is
 // left for the devices while every vCPU is in KVM_RUN, unless the
-// GOMAXPROCS environment variable chose it. It returns GOMAXPROCS as it
-// then is.
-func Reserve(vcpus int) int {
-	return reserve(vcpus, os.LookupEnv)
+// GOMAXPROCS environment variable chose it.
+func Reserve(vcpus int) {
+	reserve(vcpus, os.LookupEnv)
 }
 
+// reserve is Reserve with the environment given; it returns GOMAXPROCS as
+// it then is.
 func reserve(vcpus int, lookup func(string) (string, bool)) int {
 	cur := runtime.GOMAXPROCS(0)
 	if _, set := lookup("GOMAXPROCS"); set {

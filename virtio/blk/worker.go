@@ -63,7 +63,7 @@ type worker struct {
 	bounce []byte          // O_DIRECT only: allocated on first use, aligned
 	one    [1]queue.Buffer // the bounce buffer as a segment list
 
-	rs resched.Point // run's: it loops on system calls, never blocking in Go
+	rs resched.Point // drain's, once per batch: run loops on system calls, never blocking in Go
 }
 
 func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation, kick *kickfd.FD) *worker {
@@ -85,7 +85,6 @@ func newWorker(d *Device, index int, q *queue.Queue, a virtio.Activation, kick *
 // ctx ends.
 func (w *worker) run(ctx context.Context) {
 	for {
-		w.rs.Check()
 		if err := w.drain(ctx); err != nil {
 			w.failed(err)
 			return

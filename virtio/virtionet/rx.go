@@ -16,6 +16,10 @@ import (
 	"github.com/corral-vmm/corral/virtio/queue"
 )
 
+// rxAlign is the alignment of the frame in the receive buffer (after the
+// header): a cache line, for the kernel's rep movsb out of the TAP.
+const rxAlign = 64
+
 // rxBatch is how many frames the receive goroutine delivers before it
 // signals the guest even though the backend has more queued.
 const rxBatch = 64
@@ -92,7 +96,7 @@ func newReceiver(d *Device, q *queue.Queue, a virtio.Activation, off Offload) *r
 		kick:     make(chan struct{}, 1),
 		vnet:     d.be.VnetHdr(),
 		maxFrame: d.mtu + frameOverhead,
-		buf:      make([]byte, 64+MaxFrameLen+1)[64-HeaderLen:],
+		buf:      make([]byte, rxAlign+MaxFrameLen+1)[rxAlign-HeaderLen:],
 		q:        q,
 		notify:   true, // a fresh ring has no NO_NOTIFY flag and avail_event 0
 		mrg:      a.Features&FMrgRxbuf != 0,
